@@ -1,0 +1,14 @@
+//! liaison's core: KOL records as Automerge documents and the on-device store.
+//!
+//! - [`model`]: the typed records and how they map onto Automerge documents (no IO).
+//! - [`storage`]: the small key-value trait with a memory and a sled backend.
+//! - [`store`]: the document store on top: incremental saves, compaction, indexes, change feed.
+
+pub mod id;
+pub mod model;
+pub mod storage;
+
+pub use id::{DocumentId, Identity, Role};
+pub mod store;
+
+pub use store::{DocStore, StoreError};

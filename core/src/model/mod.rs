@@ -1,0 +1,220 @@
+//! The KOL record model: typed records stored as Automerge documents.
+//!
+//! Every document has the same root layout (guarded by a fixture test):
+//!
+//! ```text
+//! { "schema": 1, "kind": "interaction",
+//!   "envelope": { tenant, team, created_by: { user, device }, created_at, retention_class, legal_hold },
+//!   "authors": { "<actor hex>": { user, device, install } },
+//!   "record": { ...the typed record... } }
+//! ```
+//!
+//! This module does no IO: it turns records and edits into Automerge changes and back.
+
+mod document;
+mod records;
+
+pub use document::*;
+pub use records::*;
+
+use autosurgeon::{Hydrate, Reconcile};
+
+use crate::DocumentId;
+
+/// Version of the document layout this build writes. Older layouts are migrated on read;
+/// newer ones are refused rather than misread.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// The five kinds of liaison document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    KolProfile,
+    Interaction,
+    MedicalInsight,
+    MedicalInformationRequest,
+    EngagementPlan,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::KolProfile,
+        Kind::Interaction,
+        Kind::MedicalInsight,
+        Kind::MedicalInformationRequest,
+        Kind::EngagementPlan,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::KolProfile => "kol_profile",
+            Kind::Interaction => "interaction",
+            Kind::MedicalInsight => "medical_insight",
+            Kind::MedicalInformationRequest => "medical_information_request",
+            Kind::EngagementPlan => "engagement_plan",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether records of this kind lock on submission.
+    pub const fn locks_on_submit(self) -> bool {
+        matches!(self, Kind::Interaction | Kind::MedicalInsight | Kind::MedicalInformationRequest)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
+pub struct CreatedBy {
+    pub user: String,
+    pub device: String,
+}
+
+/// Carried by every document: who owns it, who made it, how long it is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
+pub struct Envelope {
+    /// The pharma client whose data this is.
+    pub tenant: String,
+    /// Team or territory; the relay grants access per team.
+    pub team: String,
+    pub created_by: CreatedBy,
+    pub created_at: i64,
+    pub retention_class: String,
+    pub legal_hold: bool,
+}
+
+/// The locking fields shared by submittable records.
+#[derive(Debug)]
+pub struct LockFields<'a> {
+    pub status: &'a mut RecordStatus,
+    pub submission: &'a mut Option<Submission>,
+    pub unlocks: &'a mut Vec<Unlock>,
+}
+
+/// A typed record that lives in the `record` part of a document.
+pub trait Record: Hydrate + Reconcile + Clone + std::fmt::Debug {
+    const KIND: Kind;
+
+    /// The KOLs this record belongs to, for the store's indexes.
+    fn kol_refs(&self) -> Vec<String>;
+
+    /// The locking fields, for kinds that lock on submission.
+    fn lock_fields(&mut self) -> Option<LockFields<'_>> {
+        None
+    }
+
+    /// Whether the record is submitted and so refuses edits.
+    fn is_locked(&self) -> bool;
+
+    /// Checks invariants before a write. The error names the field, never its value.
+    fn validate(&self) -> Result<(), ModelError> {
+        for r in self.kol_refs() {
+            check_id("kol_id", &r)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_id(field: &'static str, s: &str) -> Result<(), ModelError> {
+    s.parse::<DocumentId>().map(|_| ()).map_err(|_| ModelError::Invalid { field, reason: "not a document id" })
+}
+
+fn check_submission(status: RecordStatus, sub: &Option<Submission>) -> Result<(), ModelError> {
+    if status == RecordStatus::Submitted && sub.is_none() {
+        return Err(ModelError::Invalid {
+            field: "status",
+            reason: "submit through the submit call, which records who and when",
+        });
+    }
+    Ok(())
+}
+
+impl Record for KolProfile {
+    const KIND: Kind = Kind::KolProfile;
+    fn kol_refs(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn is_locked(&self) -> bool {
+        false
+    }
+    fn validate(&self) -> Result<(), ModelError> {
+        if self.name.trim().is_empty() {
+            return Err(ModelError::Invalid { field: "name", reason: "must not be empty" });
+        }
+        if let Some(m) = &self.merged_into {
+            check_id("merged_into", m)?;
+        }
+        Ok(())
+    }
+}
+
+macro_rules! lockable {
+    ($ty:ty, $kind:expr, |$s:ident| $refs:expr) => {
+        impl Record for $ty {
+            const KIND: Kind = $kind;
+            fn kol_refs(&self) -> Vec<String> {
+                let $s = self;
+                $refs
+            }
+            fn lock_fields(&mut self) -> Option<LockFields<'_>> {
+                Some(LockFields {
+                    status: &mut self.status,
+                    submission: &mut self.submission,
+                    unlocks: &mut self.unlocks,
+                })
+            }
+            fn is_locked(&self) -> bool {
+                self.status == RecordStatus::Submitted
+            }
+            fn validate(&self) -> Result<(), ModelError> {
+                for r in self.kol_refs() {
+                    check_id("kol_id", &r)?;
+                }
+                check_submission(self.status, &self.submission)
+            }
+        }
+    };
+}
+
+lockable!(Interaction, Kind::Interaction, |s| vec![s.kol_id.clone()]);
+lockable!(MedicalInsight, Kind::MedicalInsight, |s| s.kol_ids.clone());
+lockable!(MedicalInformationRequest, Kind::MedicalInformationRequest, |s| vec![s.kol_id.clone()]);
+
+impl Record for EngagementPlan {
+    const KIND: Kind = Kind::EngagementPlan;
+    fn kol_refs(&self) -> Vec<String> {
+        vec![self.kol_id.clone()]
+    }
+    fn is_locked(&self) -> bool {
+        false
+    }
+}
+
+/// Errors of the model layer. Messages name fields and kinds, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the record is submitted and locked; an admin must unlock it before it can change")]
+    Locked,
+    #[error("only an admin may {0}")]
+    NotPermitted(&'static str),
+    #[error("{field} is invalid: {reason}")]
+    Invalid { field: &'static str, reason: &'static str },
+    #[error("expected a {expected} document, found {found}")]
+    WrongKind { expected: Kind, found: &'static str },
+    #[error("not a liaison document: {0}")]
+    NotLiaison(&'static str),
+    #[error("document schema {0} is newer than this build understands ({SCHEMA_VERSION})")]
+    UnsupportedSchema(u64),
+    #[error("document does not match the record type")]
+    Hydrate(#[from] autosurgeon::HydrateError),
+    #[error("could not write the record into the document")]
+    Reconcile(#[from] autosurgeon::ReconcileError),
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}

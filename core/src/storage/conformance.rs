@@ -1,0 +1,108 @@
+//! One test suite every [`super::KvStore`] backend must pass.
+
+/// Expands to a `conformance` test module run against the store built by `$make`.
+macro_rules! kv_conformance {
+    ($make:expr) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::storage::{Batch, KvStore};
+
+            fn store() -> impl KvStore {
+                $make
+            }
+
+            #[test]
+            fn get_missing_is_none() {
+                assert_eq!(store().get(b"nope").unwrap(), None);
+            }
+
+            #[test]
+            fn put_get_overwrite_delete() {
+                let s = store();
+                s.put(b"a", b"1").unwrap();
+                assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
+                s.put(b"a", b"2").unwrap();
+                assert_eq!(s.get(b"a").unwrap(), Some(b"2".to_vec()));
+                s.delete(b"a").unwrap();
+                assert_eq!(s.get(b"a").unwrap(), None);
+                // Deleting what is absent is not an error.
+                s.delete(b"a").unwrap();
+            }
+
+            #[test]
+            fn empty_values_and_binary_keys() {
+                let s = store();
+                s.put(&[0, 255, 0], b"").unwrap();
+                assert_eq!(s.get(&[0, 255, 0]).unwrap(), Some(vec![]));
+            }
+
+            #[test]
+            fn scan_prefix_is_ordered_and_bounded() {
+                let s = store();
+                for k in ["b/2", "a/1", "b/1", "b", "c/1", "b/10"] {
+                    s.put(k.as_bytes(), k.as_bytes()).unwrap();
+                }
+                let got: Vec<String> = s
+                    .scan_prefix(b"b/")
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, v)| {
+                        assert_eq!(k, v);
+                        String::from_utf8(k).unwrap()
+                    })
+                    .collect();
+                assert_eq!(got, ["b/1", "b/10", "b/2"]);
+                let keys = s.scan_keys(b"b").unwrap();
+                assert_eq!(keys.len(), 4);
+                assert!(s.scan_prefix(b"z").unwrap().is_empty());
+                assert_eq!(s.scan_prefix(b"").unwrap().len(), 6);
+            }
+
+            #[test]
+            fn scan_prefix_with_high_bytes() {
+                let s = store();
+                s.put(&[1, 255], b"x").unwrap();
+                s.put(&[1, 255, 255], b"y").unwrap();
+                s.put(&[2], b"z").unwrap();
+                assert_eq!(s.scan_prefix(&[1, 255]).unwrap().len(), 2);
+            }
+
+            #[test]
+            fn batch_applies_in_order() {
+                let s = store();
+                s.put(b"gone", b"x").unwrap();
+                let mut b = Batch::new();
+                b.put(b"k".to_vec(), b"1".to_vec())
+                    .put(b"k".to_vec(), b"2".to_vec())
+                    .delete(b"gone".to_vec())
+                    .put(b"new".to_vec(), b"n".to_vec())
+                    .delete(b"new".to_vec());
+                assert_eq!(b.len(), 5);
+                s.apply(b).unwrap();
+                assert_eq!(s.get(b"k").unwrap(), Some(b"2".to_vec()));
+                assert_eq!(s.get(b"gone").unwrap(), None);
+                assert_eq!(s.get(b"new").unwrap(), None);
+            }
+
+            #[test]
+            fn empty_batch_and_flush_are_fine() {
+                let s = store();
+                s.apply(Batch::new()).unwrap();
+                s.flush().unwrap();
+            }
+
+            #[test]
+            fn many_keys() {
+                let s = store();
+                let mut b = Batch::new();
+                for i in 0u32..2048 {
+                    b.put(i.to_be_bytes().to_vec(), vec![1; (i % 7) as usize]);
+                }
+                s.apply(b).unwrap();
+                assert_eq!(s.scan_keys(&[]).unwrap().len(), 2048);
+                assert_eq!(s.scan_prefix(&[0, 0, 7]).unwrap().len(), 256);
+            }
+        }
+    };
+}

@@ -1,0 +1,107 @@
+//! The key-value storage trait under the document store, with a memory and a sled backend.
+//!
+//! The trait is deliberately small (get, put, delete, scan by prefix, atomic batch, flush) so
+//! that sled, which calls itself beta, can be replaced without touching anything above it.
+
+// Declared first: its macro is used by the backends' tests.
+#[cfg(test)]
+#[macro_use]
+pub(crate) mod conformance;
+
+mod memory;
+mod sled_kv;
+
+pub use memory::MemoryKv;
+pub use sled_kv::SledKv;
+
+/// Errors from a storage backend. Messages never include keys or values: keys name documents
+/// and values hold personal data.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage is full")]
+    Full,
+    #[error("the data directory is in use by another process")]
+    InUse,
+    #[error("storage backend reported corruption")]
+    Corrupt,
+    #[error("storage I/O failed: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+impl StorageError {
+    pub(crate) fn from_io(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull { Self::Full } else { Self::Io(e) }
+    }
+}
+
+/// One write inside an atomic [`Batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// Writes applied all together or not at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    ops: Vec<BatchOp>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(BatchOp::Put(key.into(), value.into()));
+        self
+    }
+
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(BatchOp::Delete(key.into()));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+
+    pub fn into_ops(self) -> Vec<BatchOp> {
+        self.ops
+    }
+
+    /// Appends another batch's writes after this one's.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+}
+
+/// A key and its value, as returned by [`KvStore::scan_prefix`].
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// An ordered key-value store. Keys sort bytewise.
+pub trait KvStore: Send + Sync + std::fmt::Debug {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+    fn delete(&self, key: &[u8]) -> Result<(), StorageError>;
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StorageError>;
+    /// Keys only; cheaper where values are large.
+    fn scan_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        Ok(self.scan_prefix(prefix)?.into_iter().map(|(k, _)| k).collect())
+    }
+    /// Applies every write of `batch` atomically: after a crash either all are visible or none.
+    fn apply(&self, batch: Batch) -> Result<(), StorageError>;
+    /// Makes every write applied so far durable (survives a killed process and a power cut).
+    fn flush(&self) -> Result<(), StorageError>;
+}

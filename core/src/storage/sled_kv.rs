@@ -1,0 +1,137 @@
+use std::path::Path;
+
+use super::{Batch, BatchOp, KeyValue, KvStore, StorageError};
+
+/// The on-device and relay backend: one sled database in a directory.
+#[derive(Debug, Clone)]
+pub struct SledKv {
+    db: sled::Db,
+}
+
+impl SledKv {
+    /// Opens (or creates) the database in `dir`.
+    ///
+    /// sled's background threads can keep a just-closed database's file lock for a few
+    /// milliseconds, so a lock conflict is retried for up to [`LOCK_WAIT`] before it is reported
+    /// as [`StorageError::InUse`] (most likely another process has the directory open).
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                // Durability comes from our explicit flush after each commit, not from a timer.
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => return Ok(Self { db }),
+                Err(sled::Error::Io(e)) if is_lock_conflict(&e) => {
+                    if started.elapsed() >= LOCK_WAIT {
+                        return Err(StorageError::InUse);
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+    }
+
+    /// A database that lives only in memory and temporary files; for tests of sled itself.
+    pub fn temporary() -> Result<Self, StorageError> {
+        let db = sled::Config::new().temporary(true).open().map_err(map_err)?;
+        Ok(Self { db })
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StorageError> {
+        self.db.size_on_disk().map_err(map_err)
+    }
+}
+
+/// How long [`SledKv::open`] waits for another holder of the directory's lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn is_lock_conflict(e: &std::io::Error) -> bool {
+    // sled wraps the flock failure (EWOULDBLOCK) in an `Other` error whose text says so.
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
+fn map_err(e: sled::Error) -> StorageError {
+    match e {
+        sled::Error::Io(io) => StorageError::from_io(io),
+        sled::Error::Corruption { .. } => StorageError::Corrupt,
+        other => StorageError::Backend(other.to_string()),
+    }
+}
+
+impl KvStore for SledKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get(key).map_err(map_err)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.db.insert(key, value).map_err(map_err)?;
+        Ok(())
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.db.remove(key).map_err(map_err)?;
+        Ok(())
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StorageError> {
+        self.db.scan_prefix(prefix).map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(map_err)).collect()
+    }
+
+    fn scan_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.db.scan_prefix(prefix).keys().map(|r| r.map(|k| k.to_vec()).map_err(map_err)).collect()
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut b = sled::Batch::default();
+        for op in batch.into_ops() {
+            match op {
+                BatchOp::Put(k, v) => b.insert(k, v),
+                BatchOp::Delete(k) => b.remove(k),
+            }
+        }
+        self.db.apply_batch(b).map_err(map_err)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush().map_err(map_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    kv_conformance!(SledKv::temporary().unwrap());
+
+    #[test]
+    fn data_survives_reopen_after_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let kv = SledKv::open(dir.path()).unwrap();
+            let mut b = Batch::new();
+            b.put(b"k1".to_vec(), b"v1".to_vec()).put(b"k2".to_vec(), b"v2".to_vec());
+            kv.apply(b).unwrap();
+            kv.flush().unwrap();
+        }
+        let kv = SledKv::open(dir.path()).unwrap();
+        assert_eq!(kv.get(b"k1").unwrap(), Some(b"v1".to_vec()));
+        assert_eq!(kv.scan_keys(b"k").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_directory_held_open_is_reported_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = SledKv::open(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(SledKv::open(dir.path()), Err(StorageError::InUse)));
+        assert!(started.elapsed() >= LOCK_WAIT);
+    }
+}

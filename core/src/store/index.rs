@@ -1,0 +1,141 @@
+//! Denormalised indexes kept beside the documents, in the same batch as each write, so that
+//! listing and searching KOLs never loads an Automerge document.
+
+use minicbor::{Decode, Encode};
+use unicode_normalization::UnicodeNormalization;
+
+use crate::DocumentId;
+use crate::model::Kind;
+
+/// What the KOL list shows, read from the index without loading the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KolSummary {
+    pub id: DocumentId,
+    pub name: String,
+    pub name_kana: Option<String>,
+    pub institution: String,
+    pub specialty: Option<String>,
+    pub merged_into: Option<DocumentId>,
+}
+
+/// On-disk form of [`KolSummary`] (the id is in the key). Field numbers are the format: never
+/// reuse one. Guarded by a fixture test.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct StoredKolSummary {
+    #[n(0)]
+    pub name: String,
+    #[n(1)]
+    pub name_kana: Option<String>,
+    #[n(2)]
+    pub institution: String,
+    #[n(3)]
+    pub specialty: Option<String>,
+    #[n(4)]
+    pub merged_into: Option<String>,
+}
+
+impl StoredKolSummary {
+    pub fn into_summary(self, id: DocumentId) -> KolSummary {
+        KolSummary {
+            id,
+            name: self.name,
+            name_kana: self.name_kana,
+            institution: self.institution,
+            specialty: self.specialty,
+            merged_into: self.merged_into.and_then(|m| m.parse().ok()),
+        }
+    }
+}
+
+/// Per-document bookkeeping: what is needed to write the next chunk and to clean old index
+/// entries when a record's references change.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
+pub(crate) struct DocMeta {
+    /// `None` for documents that are not liaison records (kept and synced, not indexed).
+    #[n(0)]
+    pub kind: Option<String>,
+    #[n(1)]
+    pub next_chunk: u64,
+    #[n(2)]
+    pub chunks: u64,
+    /// KOL ids this document is indexed under.
+    #[n(3)]
+    pub refs: Vec<String>,
+}
+
+impl DocMeta {
+    pub fn kind(&self) -> Option<Kind> {
+        self.kind.as_deref().and_then(Kind::parse)
+    }
+}
+
+pub(crate) fn encode<T: Encode<()>>(v: &T) -> Vec<u8> {
+    // Writing into a Vec cannot fail.
+    minicbor::to_vec(v).unwrap_or_default()
+}
+
+/// Folds text for search: compatibility normalisation (half-width kana and full-width Latin
+/// become their ordinary forms), lower case, and katakana to hiragana, so that "ヤマダ",
+/// "ﾔﾏﾀﾞ" and "やまだ" all match.
+pub fn fold(s: &str) -> String {
+    s.nfkc()
+        .flat_map(char::to_lowercase)
+        .map(|c| match c {
+            '\u{30A1}'..='\u{30F6}' => char::from_u32(c as u32 - 0x60).unwrap_or(c),
+            _ => c,
+        })
+        .collect()
+}
+
+impl KolSummary {
+    /// Whether every whitespace-separated term of `query` occurs in the name, kana or institution.
+    pub fn matches(&self, folded_terms: &[String]) -> bool {
+        let hay = [fold(&self.name), self.name_kana.as_deref().map(fold).unwrap_or_default(), fold(&self.institution)];
+        folded_terms.iter().all(|t| hay.iter().any(|h| h.contains(t.as_str())))
+    }
+
+    /// Sort key: the reading when there is one (Japanese names sort by kana), else the name.
+    pub fn sort_key(&self) -> String {
+        fold(self.name_kana.as_deref().unwrap_or(&self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_matches_kana_forms_and_case() {
+        assert_eq!(fold("ヤマダ"), "やまだ");
+        assert_eq!(fold("ﾔﾏﾀﾞ"), "やまだ");
+        assert_eq!(fold("ＴＯＫＹＯ Univ"), "tokyo univ");
+        assert_eq!(fold("ー"), "ー");
+    }
+
+    #[test]
+    fn stored_summary_format_is_stable() {
+        // Changing this fixture means every phone's index must be rebuilt: bump the store format.
+        let s = StoredKolSummary {
+            name: "A".into(),
+            name_kana: Some("あ".into()),
+            institution: "B".into(),
+            specialty: None,
+            merged_into: None,
+        };
+        let bytes = encode(&s);
+        // minicbor leaves trailing `None` fields out of the array.
+        assert_eq!(bytes, [0x83, 0x61, b'A', 0x63, 0xe3, 0x81, 0x82, 0x61, b'B']);
+        assert_eq!(minicbor::decode::<StoredKolSummary>(&bytes).ok(), Some(s));
+    }
+
+    #[test]
+    fn doc_meta_format_is_stable() {
+        let m = DocMeta { kind: Some("interaction".into()), next_chunk: 3, chunks: 2, refs: vec!["x".into()] };
+        let bytes = encode(&m);
+        let mut expected = vec![0x84, 0x6b];
+        expected.extend_from_slice(b"interaction");
+        expected.extend_from_slice(&[0x03, 0x02, 0x81, 0x61, b'x']);
+        assert_eq!(bytes, expected);
+        assert_eq!(minicbor::decode::<DocMeta>(&bytes).ok(), Some(m));
+    }
+}
