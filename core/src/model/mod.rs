@@ -218,3 +218,28 @@ pub enum ModelError {
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{Identity, Role};
+
+    fn who() -> Identity {
+        Identity { tenant: "t".into(), user: "u".into(), device: "d".into(), role: Role::Msl, install: [1; 8] }
+    }
+
+    #[test]
+    fn text_splices_after_multibyte_characters_land_where_asked() {
+        let kol = DocumentId::from_bytes([3; 16]);
+        let plan = EngagementPlan { notes: "次回：学会で面談".into(), ..EngagementPlan::new(&kol, "p") };
+        let new = NewDocument { team: "x".into(), retention_class: "standard".into() };
+        let mut doc = create_document(&who(), &new, &plan, 0).unwrap();
+        update_record(&mut doc, &who(), 1, |p: &mut EngagementPlan| {
+            let at = p.notes.as_str().find('学').unwrap();
+            p.notes.splice(at, 0, "日本癌治療");
+        })
+        .unwrap();
+        let p: EngagementPlan = read_record(&doc).unwrap();
+        assert_eq!(p.notes.as_str(), "次回：日本癌治療学会で面談");
+    }
+}
