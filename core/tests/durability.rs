@@ -64,7 +64,7 @@ fn run_and_kill(dir: &std::path::Path, kill_after: u64) -> (Vec<DocumentId>, Vec
     let mut committed = Vec::new();
     // libtest may print "test crash_child ... " before the child's first line: look for the marker.
     let marked = |line: &str| line.find("@@").map(|i| line[i + 2..].to_owned());
-    while let Some(line) = lines.next() {
+    for line in lines.by_ref() {
         let Some(line) = marked(&line.unwrap()) else { continue };
         if let Some(id) = line.strip_prefix("doc ") {
             docs.push(id.parse().unwrap());

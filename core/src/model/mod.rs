@@ -211,12 +211,31 @@ pub enum ModelError {
     NotLiaison(&'static str),
     #[error("document schema {0} is newer than this build understands ({SCHEMA_VERSION})")]
     UnsupportedSchema(u64),
+    // The three below are boxed: they are large and rare, and every Result in the store carries them.
     #[error("document does not match the record type")]
-    Hydrate(#[from] autosurgeon::HydrateError),
+    Hydrate(#[source] Box<autosurgeon::HydrateError>),
     #[error("could not write the record into the document")]
-    Reconcile(#[from] autosurgeon::ReconcileError),
+    Reconcile(#[source] Box<autosurgeon::ReconcileError>),
     #[error("automerge: {0}")]
-    Automerge(#[from] automerge::AutomergeError),
+    Automerge(#[source] Box<automerge::AutomergeError>),
+}
+
+impl From<autosurgeon::HydrateError> for ModelError {
+    fn from(e: autosurgeon::HydrateError) -> Self {
+        Self::Hydrate(Box::new(e))
+    }
+}
+
+impl From<autosurgeon::ReconcileError> for ModelError {
+    fn from(e: autosurgeon::ReconcileError) -> Self {
+        Self::Reconcile(Box::new(e))
+    }
+}
+
+impl From<automerge::AutomergeError> for ModelError {
+    fn from(e: automerge::AutomergeError) -> Self {
+        Self::Automerge(Box::new(e))
+    }
 }
 
 #[cfg(test)]
