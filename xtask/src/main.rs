@@ -5,7 +5,8 @@
 //! - `ci`: formatting check, clippy with `-D warnings` on all targets, then `test`.
 //! - `bench`: the criterion benchmarks at full size.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -46,8 +47,49 @@ fn install_test_dependencies() -> Result<()> {
 
 fn test() -> Result<()> {
     install_test_dependencies()?;
-    cargo(&["test", "--workspace", "--all-targets"])?;
-    cargo(&["test", "--workspace", "--doc"])
+    let mut totals = Totals::default();
+    let all = cargo_test(&["test", "--workspace", "--all-targets"], &mut totals);
+    let doc = cargo_test(&["test", "--workspace", "--doc"], &mut totals);
+    // One closing line for the whole run, after cargo's per-binary ones.
+    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    all.and(doc)
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs a cargo test command, echoing its output and adding up its `test result:` lines.
+fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let mut child = Command::new(&cargo).args(args).stdout(Stdio::piped()).spawn().context("running cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
+                let n: u64 = n.trim_start_matches("ok. ").parse().unwrap_or(0);
+                match what {
+                    "passed" => totals.passed += n,
+                    "failed" => totals.failed += n,
+                    "ignored" => totals.ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
 }
 
 fn bench(extra: &[String]) -> Result<()> {

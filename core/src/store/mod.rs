@@ -431,9 +431,16 @@ impl DocStore {
     fn all_summaries(&self) -> Result<Vec<KolSummary>, StoreError> {
         let mut out = Vec::new();
         for (k, v) in self.kv.scan_prefix(keys::SUMMARY_PREFIX)? {
-            let id = keys::trailing_id(&k).ok_or(StoreError::BadMeta("summary key"))?;
-            let stored: StoredKolSummary = minicbor::decode(&v).map_err(|_| StoreError::BadMeta("summary"))?;
-            out.push(stored.into_summary(id));
+            // A damaged entry hides one KOL from the list, not the whole list; the document
+            // itself is still there and rewrites its summary on its next change.
+            let Some(id) = keys::trailing_id(&k) else {
+                tracing::warn!("skipping a malformed KOL summary key");
+                continue;
+            };
+            match minicbor::decode::<StoredKolSummary>(&v) {
+                Ok(stored) => out.push(stored.into_summary(id)),
+                Err(_) => tracing::warn!(document = %id, "skipping an unreadable KOL summary"),
+            }
         }
         Ok(out)
     }
