@@ -10,5 +10,6 @@ pub mod storage;
 
 pub use id::{DocumentId, Identity, Role};
 pub mod store;
+pub mod sync;
 
 pub use store::{DocStore, StoreError};
