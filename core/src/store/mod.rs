@@ -11,6 +11,7 @@
 //! | `k/KIND/ID`              | empty: documents by kind                           |
 //! | `s/ID`                   | KOL summary (CBOR), for listing and search         |
 //! | `r/KOLID/KIND/ID`        | empty: records that belong to a KOL                |
+//! | `y/ID/STORAGEID`         | a peer's encoded automerge sync state for the doc  |
 //!
 //! A write is one atomic batch: the new chunk, the meta and every index entry it changes. With
 //! [`Durability::Immediate`] the batch is flushed before the call returns, so a returned `Ok`
@@ -167,6 +168,12 @@ mod keys {
     }
     pub fn kol_ref(kol: &DocumentId, kind: Kind, id: &DocumentId) -> Vec<u8> {
         join(&[&kol_ref_prefix(kol, kind), id.as_bytes()])
+    }
+    pub fn sync_prefix(id: &DocumentId) -> Vec<u8> {
+        join(&[b"y/", id.as_bytes(), b"/"])
+    }
+    pub fn sync_state(id: &DocumentId, storage_id: &str) -> Vec<u8> {
+        join(&[&sync_prefix(id), storage_id.as_bytes()])
     }
     /// The id at the end of an index key.
     pub fn trailing_id(key: &[u8]) -> Option<DocumentId> {
@@ -569,6 +576,9 @@ impl DocStore {
         for k in self.kv.scan_keys(&keys::chunk_prefix(id))? {
             batch.delete(k);
         }
+        for k in self.kv.scan_keys(&keys::sync_prefix(id))? {
+            batch.delete(k);
+        }
         batch.delete(keys::meta(id));
         if let Some(kind) = meta.kind() {
             batch.delete(keys::kind(kind, id));
@@ -602,6 +612,70 @@ impl DocStore {
     /// How many chunks a document is stored in.
     pub fn chunk_count(&self, id: &DocumentId) -> Result<u64, StoreError> {
         Ok(self.read_meta(id)?.ok_or(StoreError::NotFound(*id))?.chunks)
+    }
+
+    /// For the sync engine: the stored document (all chunks, concatenated) and the sync states
+    /// kept for it, or `None` if it is not stored.
+    #[allow(clippy::type_complexity)]
+    pub fn load_for_sync(&self, id: &DocumentId) -> Result<Option<(Vec<u8>, Vec<(String, Vec<u8>)>)>, StoreError> {
+        let chunks = self.kv.scan_prefix(&keys::chunk_prefix(id))?;
+        if chunks.is_empty() {
+            return Ok(None);
+        }
+        let mut data = Vec::new();
+        for (_, v) in &chunks {
+            data.extend_from_slice(unframe(v).map_err(|reason| StoreError::Corrupt { id: *id, reason })?);
+        }
+        let prefix = keys::sync_prefix(id);
+        let mut states = Vec::new();
+        for (k, v) in self.kv.scan_prefix(&prefix)? {
+            let storage = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            states.push((storage, v));
+        }
+        Ok(Some((data, states)))
+    }
+
+    /// For the sync engine: applies changes received from peers (`save_after` output) and the
+    /// peers' sync states in one atomic, durable batch. Creates the document if it is new here.
+    pub fn apply_sync_changes(
+        &self,
+        id: &DocumentId,
+        changes: &[u8],
+        sync_states: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let mut cache = lock(&self.cache);
+        let mut p = match self.take_pending(&mut cache, id, Origin::Remote) {
+            Ok(p) => p,
+            Err(StoreError::NotFound(_)) => Pending {
+                id: *id,
+                doc: Automerge::new().with_actor(self.identity.actor_id()),
+                before: Vec::new(),
+                meta: DocMeta::default(),
+                origin: Origin::Remote,
+            },
+            Err(e) => return Err(e),
+        };
+        p.doc.load_incremental(changes).map_err(|_| StoreError::Invalid("received changes do not load"))?;
+        let mut extra = Batch::new();
+        for (storage, state) in sync_states {
+            extra.put(keys::sync_state(id, storage), state.clone());
+        }
+        self.commit_with(&mut cache, vec![p], extra)
+    }
+
+    /// For the sync engine: stores peers' sync states for a document.
+    pub fn save_sync_states(&self, id: &DocumentId, sync_states: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        for (storage, state) in sync_states {
+            batch.put(keys::sync_state(id, storage), state.clone());
+        }
+        self.kv.apply(batch)?;
+        self.durable()
+    }
+
+    /// Changes to a document since `heads` (for telling the sync engine about local edits).
+    pub fn changes_since(&self, id: &DocumentId, heads: &[ChangeHash]) -> Result<Vec<u8>, StoreError> {
+        Ok(self.load_cached(id)?.save_after(heads))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -677,6 +751,11 @@ impl DocStore {
 
     /// Writes every pending document in one atomic batch, flushes, caches, and notifies.
     fn commit(&self, cache: &mut Cache, pending: Vec<Pending>) -> Result<(), StoreError> {
+        self.commit_with(cache, pending, Batch::new())
+    }
+
+    /// Like `commit`, with `extra` writes in the same atomic batch (sync states).
+    fn commit_with(&self, cache: &mut Cache, pending: Vec<Pending>, extra: Batch) -> Result<(), StoreError> {
         let mut batch = Batch::new();
         let mut events = Vec::new();
         let mut written = Vec::new();
@@ -724,6 +803,7 @@ impl DocStore {
             events.push(DocChange { id: p.id, kind: idx.kind, origin: p.origin, heads, deleted: false });
             written.push((p.id, p.doc));
         }
+        batch.extend(extra);
         if batch.is_empty() {
             return Ok(());
         }

@@ -1,3 +1,10 @@
-//! Sync: the automerge-repo wire protocol and (next) the sans-IO engine that speaks it.
+//! Sync: the automerge-repo wire protocol and the sans-IO engine that speaks it.
 
+pub mod engine;
+pub mod store_tasks;
 pub mod wire;
+
+pub use engine::{
+    Access, ConnId, Engine, EngineConfig, Event, Input, OpenPolicy, Output, PeerInfo, Policy, Refusal, Side,
+    StorageResult, StorageTask, TaskId,
+};
