@@ -375,3 +375,14 @@ fn field_path(p: &automerge::Patch) -> Option<String> {
         _ => None,
     }
 }
+
+/// Whether a document holds a submitted (locked) record, read without knowing its type: the
+/// relay checks this on every incoming change to a lockable document.
+pub fn is_locked(doc: &Automerge) -> bool {
+    let Ok(kind) = document_kind(doc) else { return false };
+    if !kind.locks_on_submit() {
+        return false;
+    }
+    let Ok(Some((Value::Object(ObjType::Map), record))) = doc.get(automerge::ROOT, "record") else { return false };
+    matches!(doc.get(&record, "status"), Ok(Some((Value::Scalar(s), _))) if s.as_str() == Some("submitted"))
+}

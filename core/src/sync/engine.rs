@@ -300,6 +300,7 @@ enum ConnPhase {
 #[derive(Debug)]
 struct Conn {
     phase: ConnPhase,
+    side: Side,
     opened_at: i64,
     /// Ephemeral sync states of documents evicted while this connection syncs them.
     parked: HashMap<DocumentId, Vec<u8>>,
@@ -481,7 +482,7 @@ impl Engine {
             Side::Initiator => ConnPhase::AwaitingPeer,
             Side::Receiver => ConnPhase::AwaitingJoin,
         };
-        self.conns.insert(conn, Conn { phase, opened_at: self.now, parked: HashMap::new() });
+        self.conns.insert(conn, Conn { phase, side, opened_at: self.now, parked: HashMap::new() });
         if side == Side::Initiator {
             let join = Message::Join {
                 sender_id: self.config.peer_id.clone(),
@@ -615,9 +616,12 @@ impl Engine {
                     Message::Request { sender_id, .. }
                     | Message::Sync { sender_id, .. }
                     | Message::DocUnavailable { sender_id, .. }
-                    | Message::Ephemeral { sender_id, .. }
                     | Message::RemoteSubscriptionChange { sender_id, .. }
                     | Message::RemoteHeadsChanged { sender_id, .. } => Some(sender_id),
+                    // Forwarded ephemera keep their author's id (as in JavaScript and samod). A
+                    // peer that dialled us has nobody behind it, so it may only speak for itself:
+                    // that stops a device from faking a teammate's presence.
+                    Message::Ephemeral { sender_id, .. } if c.side == Side::Receiver => Some(sender_id),
                     _ => None,
                 };
                 if sender.is_some_and(|s| *s != p.peer_id) {
@@ -1248,6 +1252,17 @@ fn collect_sync_states(d: &mut DocEntry, conns: &HashMap<ConnId, Conn>) -> Vec<(
     }
     out.sort();
     out
+}
+
+/// The validation every relay applies: a submitted record refuses all further changes until an
+/// admin unlocks it on the relay. Changes that submit a draft are accepted.
+pub fn refuse_changes_to_locked(before: &Automerge, new: &[Change]) -> Vec<(ChangeHash, Refusal)> {
+    if !crate::model::is_locked(before) {
+        return Vec::new();
+    }
+    new.iter()
+        .map(|c| (c.hash(), Refusal::new("locked", "the record is submitted and locked; an admin must unlock it")))
+        .collect()
 }
 
 /// Encodes a refusal notice: `{"liaison": "liaison/refused", "changes": [hex], "code", "message"}`.

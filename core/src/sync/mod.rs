@@ -6,5 +6,5 @@ pub mod wire;
 
 pub use engine::{
     Access, ConnId, Engine, EngineConfig, Event, Input, OpenPolicy, Output, PeerInfo, Policy, Refusal, Side,
-    StorageResult, StorageTask, TaskId,
+    StorageResult, StorageTask, TaskId, refuse_changes_to_locked,
 };
