@@ -567,6 +567,24 @@ impl DocStore {
         Ok(changed)
     }
 
+    /// Edits any document, liaison record or not, in one automerge transaction (for documents
+    /// other automerge-repo clients created). Typed records should use [`DocStore::update`].
+    pub fn edit_raw<T>(
+        &self,
+        id: &DocumentId,
+        f: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<T, automerge::AutomergeError>,
+    ) -> Result<T, StoreError> {
+        let now = self.clock.now_ms();
+        let actor = self.identity.actor_id();
+        self.edit(id, move |doc| {
+            doc.set_actor(actor);
+            let mut tx = doc.transaction();
+            let out = f(&mut tx).map_err(ModelError::from)?;
+            tx.commit_with(automerge::transaction::CommitOptions::default().with_time(now));
+            Ok(out)
+        })
+    }
+
     /// Deletes a document and its index entries (erasure).
     pub fn delete(&self, id: &DocumentId) -> Result<(), StoreError> {
         let mut cache = lock(&self.cache);
