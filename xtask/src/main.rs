@@ -3,7 +3,9 @@
 //! - `test`: installs what the tests need, then runs every test of the workspace (unit,
 //!   integration, property, crash and doc tests; benchmarks run once on small data).
 //! - `ci`: formatting check, clippy with `-D warnings` on all targets, then `test`.
-//! - `bench`: the criterion benchmarks at full size.
+//! - `bench`: the benchmarks at full size.
+//! - `fuzz [SECONDS]`: every cargo-fuzz target for SECONDS (default 60) each; installs
+//!   cargo-fuzz if missing. Crashes land in `fuzz/artifacts/`: keep them in `fuzz/regressions/`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -16,8 +18,9 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(args.get(1).map(String::as_str).unwrap_or("60")),
         _ => {
-            eprintln!("usage: cargo xtask <ci|test|bench [criterion args]>");
+            eprintln!("usage: cargo xtask <ci|test|bench [criterion args]|fuzz [seconds]>");
             std::process::exit(2);
         }
     }
@@ -96,4 +99,28 @@ fn bench(extra: &[String]) -> Result<()> {
     let mut args = vec!["bench", "--workspace", "--"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
+}
+
+const FUZZ_TARGETS: [&str; 2] = ["wire_decode", "engine_frames"];
+
+fn fuzz(seconds: &str) -> Result<()> {
+    let seconds: u32 = seconds.parse().context("fuzz takes a number of seconds")?;
+    let have = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        cargo(&["install", "cargo-fuzz", "--locked"])?;
+    }
+    for target in FUZZ_TARGETS {
+        eprintln!("$ cargo fuzz run {target} (for {seconds} s)");
+        let status = Command::new("cargo")
+            .current_dir("fuzz")
+            // cargo-fuzz passes sanitizer flags that stable rustc accepts only with this set.
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", target, &format!("seeds/{target}"), "--", &format!("-max_total_time={seconds}")])
+            .status()
+            .context("running cargo fuzz")?;
+        if !status.success() {
+            bail!("fuzz target {target} found a crash: see fuzz/artifacts/{target}/");
+        }
+    }
+    Ok(())
 }

@@ -1234,7 +1234,20 @@ fn persistent_storage(m: &PeerMetadata) -> Option<StorageId> {
 
 fn initial_state(stored: &HashMap<StorageId, Vec<u8>>, peer: &PeerInfo, parked: Option<Vec<u8>>) -> sync::State {
     let bytes = parked.or_else(|| persistent_storage(&peer.metadata).and_then(|s| stored.get(&s).cloned()));
-    bytes.and_then(|b| sync::State::decode(&b).ok()).unwrap_or_default()
+    let Some(mut state) = bytes.and_then(|b| sync::State::decode(&b).ok()) else {
+        return sync::State::new();
+    };
+    // Optimistic resume: the peer had exactly the shared heads when we last synced, so our
+    // first message can already carry what we made since, instead of waiting a round trip for
+    // its bloom filter. If it has more (an acknowledgement we never saw) it gets a duplicate,
+    // which automerge ignores; if it has less, its reply asks for what is missing.
+    if !state.shared_heads.is_empty() {
+        let shared = state.shared_heads.clone();
+        state.their_heads = Some(shared.clone());
+        state.their_need = Some(Vec::new());
+        state.their_have = Some(vec![sync::Have { last_sync: shared, bloom: sync::BloomFilter::default() }]);
+    }
+    state
 }
 
 /// Sync states worth persisting: peers with a persistent storage id whose shared heads moved.
