@@ -71,9 +71,9 @@ struct Net {
     sent: Vec<(usize, Message)>,
 }
 
-fn new_store(user: &str) -> DocStore {
+fn new_store_on(user: &str, kv: Arc<MemoryKv>) -> DocStore {
     DocStore::with_kv(
-        Arc::new(MemoryKv::new()),
+        kv,
         common::identity(user, &format!("{user}-phone"), Role::Msl),
         Arc::new(ManualClock::new(1_700_000_000_000)),
         StoreOptions::default(),
@@ -87,12 +87,23 @@ impl Net {
     }
 
     fn add(&mut self, name: &str, announce: bool, resident_cap: usize, policy: Box<dyn Policy>) -> usize {
+        self.add_on(name, announce, resident_cap, policy, Arc::new(MemoryKv::new()))
+    }
+
+    fn add_on(
+        &mut self,
+        name: &str,
+        announce: bool,
+        resident_cap: usize,
+        policy: Box<dyn Policy>,
+        kv: Arc<MemoryKv>,
+    ) -> usize {
         let mut c = EngineConfig::new(name);
         c.storage_id = Some(StorageId(format!("{name}-storage")));
         c.announce = announce;
         c.resident_cap = resident_cap;
         let engine = Engine::new(c, policy, format!("{name}-session"));
-        self.nodes.push(Node { engine, store: new_store(name), events: Vec::new(), closed: Vec::new() });
+        self.nodes.push(Node { engine, store: new_store_on(name, kv), events: Vec::new(), closed: Vec::new() });
         self.nodes.len() - 1
     }
 
@@ -547,4 +558,40 @@ fn refusal_notices_round_trip() {
     assert_eq!(decode_refusal(&data), Some((vec![h], "locked".to_owned(), "the record is locked".to_owned())));
     assert_eq!(decode_refusal(b"\xa1\x61x\x01"), None);
     assert_eq!(decode_refusal(b"presence"), None);
+}
+
+#[test]
+fn a_relay_with_a_full_disk_acknowledges_nothing_and_catches_up_when_space_returns() {
+    let mut net = Net::new();
+    let relay_kv = Arc::new(MemoryKv::new());
+    let relay = net.add_on("relay", false, 10_000, Box::new(OpenPolicy), relay_kv.clone());
+    let dev = net.add("dev0", true, 10_000, Box::new(OpenPolicy));
+    let doc = net.create_plan(dev, "v1");
+    net.connect(dev, relay);
+    net.settle();
+    assert_eq!(net.notes(relay, doc).as_deref(), Some("v1"));
+
+    relay_kv.set_full(true);
+    net.nodes[dev].events.clear();
+    net.edit(dev, doc, " v2");
+    net.settle();
+    assert!(
+        net.nodes[relay]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::StorageFailed { message, .. } if message == "storage is full"))
+    );
+    let dev_heads = net.nodes[dev].store.load(&doc).unwrap().get_heads();
+    let acked =
+        net.nodes[dev].events.iter().any(|e| matches!(e, Event::PeerHeads { heads, .. } if *heads == dev_heads));
+    assert!(!acked, "the relay must not acknowledge what it could not store");
+    assert_eq!(net.notes(dev, doc).as_deref(), Some("v1 v2"), "the device keeps its edit");
+
+    relay_kv.set_full(false);
+    net.handle(relay, Input::Tick);
+    net.settle();
+    assert_eq!(net.notes(relay, doc).as_deref(), Some("v1 v2"), "stored once space returned");
+    let acked =
+        net.nodes[dev].events.iter().any(|e| matches!(e, Event::PeerHeads { heads, .. } if *heads == dev_heads));
+    assert!(acked, "and acknowledged only then");
 }
