@@ -61,6 +61,11 @@ pub(crate) struct DocMeta {
     /// KOL ids this document is indexed under.
     #[n(3)]
     pub refs: Vec<String>,
+    /// The envelope's tenant and team, for the relay's access decisions without a load.
+    #[n(4)]
+    pub tenant: Option<String>,
+    #[n(5)]
+    pub team: Option<String>,
 }
 
 impl DocMeta {
@@ -130,7 +135,13 @@ mod tests {
 
     #[test]
     fn doc_meta_format_is_stable() {
-        let m = DocMeta { kind: Some("interaction".into()), next_chunk: 3, chunks: 2, refs: vec!["x".into()] };
+        let m = DocMeta {
+            kind: Some("interaction".into()),
+            next_chunk: 3,
+            chunks: 2,
+            refs: vec!["x".into()],
+            ..DocMeta::default()
+        };
         let bytes = encode(&m);
         let mut expected = vec![0x84, 0x6b];
         expected.extend_from_slice(b"interaction");

@@ -210,6 +210,7 @@ struct IndexData {
     kind: Option<Kind>,
     summary: Option<StoredKolSummary>,
     refs: Vec<String>,
+    owner: Option<(String, String)>,
 }
 
 fn index_data(doc: &Automerge) -> IndexData {
@@ -225,7 +226,8 @@ fn index_data(doc: &Automerge) -> IndexData {
             }
         }
     }
-    let mut data = IndexData { kind: Some(kind), ..IndexData::default() };
+    let owner = model::read_envelope(doc).ok().map(|e| (e.tenant, e.team));
+    let mut data = IndexData { kind: Some(kind), owner, ..IndexData::default() };
     match kind {
         Kind::KolProfile => match model::read_record::<KolProfile>(doc) {
             Ok(p) => {
@@ -627,6 +629,15 @@ impl DocStore {
         Ok(())
     }
 
+    /// Tenant, team and kind of a stored liaison document (from its envelope), without loading it.
+    #[allow(clippy::type_complexity)]
+    pub fn owner_of(&self, id: &DocumentId) -> Result<Option<(String, String, Option<Kind>)>, StoreError> {
+        Ok(self.read_meta(id)?.and_then(|m| {
+            let kind = m.kind();
+            Some((m.tenant?, m.team?, kind))
+        }))
+    }
+
     /// How many chunks a document is stored in.
     pub fn chunk_count(&self, id: &DocumentId) -> Result<u64, StoreError> {
         Ok(self.read_meta(id)?.ok_or(StoreError::NotFound(*id))?.chunks)
@@ -806,6 +817,7 @@ impl DocStore {
             }
             p.meta.kind = idx.kind.map(|k| k.as_str().to_owned());
             p.meta.refs = idx.refs.clone();
+            (p.meta.tenant, p.meta.team) = idx.owner.clone().unzip();
             if let Some(kind) = idx.kind {
                 batch.put(keys::kind(kind, &p.id), Vec::new());
                 for r in &idx.refs {

@@ -119,6 +119,8 @@ pub struct EngineConfig {
     /// Sync every document we are told about with every peer (a device). A relay leaves this off
     /// and answers what peers ask.
     pub announce: bool,
+    /// Distinct documents one connection may touch; past it the connection is closed.
+    pub max_docs_per_conn: usize,
     /// Messages exchanged for one document with one peer without either side's heads moving,
     /// after which the sync state is reset (guards a known automerge sync loop).
     pub loop_guard: u32,
@@ -135,6 +137,7 @@ impl EngineConfig {
             idle_evict_ms: 10 * 60 * 1000,
             handshake_timeout_ms: 10_000,
             announce: false,
+            max_docs_per_conn: usize::MAX,
             loop_guard: 16,
         }
     }
@@ -171,6 +174,7 @@ pub enum CloseReason {
     ProtocolViolation(&'static str),
     UnsupportedVersion,
     HandshakeTimeout,
+    TooManyDocuments,
     Rejected(String),
     PeerError(String),
     PeerLeft,
@@ -304,6 +308,8 @@ struct Conn {
     opened_at: i64,
     /// Ephemeral sync states of documents evicted while this connection syncs them.
     parked: HashMap<DocumentId, Vec<u8>>,
+    /// Documents this connection has asked about, for the per-connection limit.
+    touched: HashSet<DocumentId>,
 }
 
 #[derive(Debug)]
@@ -482,7 +488,8 @@ impl Engine {
             Side::Initiator => ConnPhase::AwaitingPeer,
             Side::Receiver => ConnPhase::AwaitingJoin,
         };
-        self.conns.insert(conn, Conn { phase, side, opened_at: self.now, parked: HashMap::new() });
+        self.conns
+            .insert(conn, Conn { phase, side, opened_at: self.now, parked: HashMap::new(), touched: HashSet::new() });
         if side == Side::Initiator {
             let join = Message::Join {
                 sender_id: self.config.peer_id.clone(),
@@ -905,6 +912,16 @@ impl Engine {
         let Some(doc) = msg.document_id().copied() else {
             return; // remote-subscription-change and unknown types: nothing to do for now.
         };
+        let max = self.config.max_docs_per_conn;
+        if let Some(c) = self.conns.get_mut(&conn)
+            && !c.touched.contains(&doc)
+        {
+            if c.touched.len() >= max {
+                self.protocol_error(conn, CloseReason::TooManyDocuments, "too many documents on one connection");
+                return;
+            }
+            c.touched.insert(doc);
+        }
         let access = self.policy.access(&peer, &doc);
         if access == Access::None {
             if matches!(msg, Message::Request { .. } | Message::Sync { .. }) {

@@ -1,0 +1,406 @@
+//! Identity: tenants, teams, users with roles, devices and their tokens.
+//!
+//! A token is 32 random bytes, shown once (`lsn_` + base64url) and stored only as its SHA-256.
+//! Nothing here logs or returns a token after issuing it, and errors never contain one.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use liaison_core::Role;
+use liaison_core::storage::{Batch, KvStore, StorageError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The tenant whose admins administer the relay itself (every tenant).
+pub const SYSTEM_TENANT: &str = "system";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credential")]
+    Missing,
+    #[error("invalid credential")]
+    Invalid,
+    #[error("credential expired")]
+    Expired,
+    #[error("credential revoked")]
+    Revoked,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    Exists(&'static str),
+    #[error("{what} is not a valid name: use 1 to 64 letters, digits, '.', '_' or '-'")]
+    BadName { what: &'static str },
+    #[error("stored identity data is unreadable")]
+    Corrupt,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleName {
+    Msl,
+    Manager,
+    MedicalInformation,
+    Admin,
+}
+
+impl From<RoleName> for Role {
+    fn from(r: RoleName) -> Self {
+        match r {
+            RoleName::Msl => Role::Msl,
+            RoleName::Manager => Role::Manager,
+            RoleName::MedicalInformation => Role::MedicalInformation,
+            RoleName::Admin => Role::Admin,
+        }
+    }
+}
+
+impl std::str::FromStr for RoleName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "msl" => Ok(Self::Msl),
+            "manager" => Ok(Self::Manager),
+            "medical-information" => Ok(Self::MedicalInformation),
+            "admin" => Ok(Self::Admin),
+            _ => Err("role must be msl, manager, medical-information or admin".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub tenant: String,
+    pub created_at: i64,
+    /// Set when the tenant's data was purged at contract end; the record stays as proof.
+    pub purged_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub tenant: String,
+    pub user: String,
+    pub role: RoleName,
+    pub teams: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub tenant: String,
+    pub user: String,
+    pub device: String,
+    pub issued_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// Who is on the other end of a connection, as of the last check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: String,
+    pub user: String,
+    pub device: String,
+    pub role: RoleName,
+    pub teams: Vec<String>,
+    pub token_id: String,
+    /// SHA-256 of the token, to re-check revocation while connected.
+    pub token_hash: String,
+}
+
+impl Principal {
+    pub fn is_system_admin(&self) -> bool {
+        self.role == RoleName::Admin && self.tenant == SYSTEM_TENANT
+    }
+}
+
+fn check_name(what: &'static str, s: &str) -> Result<(), AuthError> {
+    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok { Ok(()) } else { Err(AuthError::BadName { what }) }
+}
+
+fn hash_token(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    for chunk in out.chunks_mut(16) {
+        // Each v4 UUID carries 122 bits from the OS's random source: 32 bytes carry 244.
+        let r = uuid::Uuid::new_v4();
+        chunk.copy_from_slice(&r.as_bytes()[..chunk.len()]);
+    }
+    out
+}
+
+/// The identity store, on the relay's key-value store under `a/`.
+#[derive(Debug, Clone)]
+pub struct AuthStore {
+    kv: Arc<dyn KvStore>,
+}
+
+impl AuthStore {
+    pub fn new(kv: Arc<dyn KvStore>) -> Self {
+        Self { kv }
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, AuthError> {
+        match self.kv.get(key)? {
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|_| AuthError::Corrupt),
+            None => Ok(None),
+        }
+    }
+
+    fn put<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), AuthError> {
+        let bytes = serde_json::to_vec(value).map_err(|_| AuthError::Corrupt)?;
+        self.kv.put(key, &bytes)?;
+        self.kv.flush()?;
+        Ok(())
+    }
+
+    fn scan<T: for<'de> Deserialize<'de>>(&self, prefix: &[u8]) -> Result<Vec<T>, AuthError> {
+        self.kv
+            .scan_prefix(prefix)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|_| AuthError::Corrupt))
+            .collect()
+    }
+
+    pub fn add_tenant(&self, tenant: &str, now: i64) -> Result<TenantRecord, AuthError> {
+        check_name("tenant", tenant)?;
+        let key = format!("a/t/{tenant}");
+        if self.get::<TenantRecord>(key.as_bytes())?.is_some() {
+            return Err(AuthError::Exists("tenant"));
+        }
+        let rec = TenantRecord { tenant: tenant.into(), created_at: now, purged_at: None };
+        self.put(key.as_bytes(), &rec)?;
+        Ok(rec)
+    }
+
+    pub fn tenant(&self, tenant: &str) -> Result<Option<TenantRecord>, AuthError> {
+        self.get(format!("a/t/{tenant}").as_bytes())
+    }
+
+    pub fn tenants(&self) -> Result<Vec<TenantRecord>, AuthError> {
+        self.scan(b"a/t/")
+    }
+
+    pub fn mark_tenant_purged(&self, tenant: &str, now: i64) -> Result<(), AuthError> {
+        let mut rec = self.tenant(tenant)?.ok_or(AuthError::NotFound("tenant"))?;
+        rec.purged_at = Some(now);
+        self.put(format!("a/t/{tenant}").as_bytes(), &rec)
+    }
+
+    pub fn add_team(&self, tenant: &str, team: &str) -> Result<(), AuthError> {
+        check_name("team", team)?;
+        self.tenant(tenant)?.ok_or(AuthError::NotFound("tenant"))?;
+        self.put(format!("a/m/{tenant}/{team}").as_bytes(), &team)
+    }
+
+    pub fn teams(&self, tenant: &str) -> Result<Vec<String>, AuthError> {
+        self.scan(format!("a/m/{tenant}/").as_bytes())
+    }
+
+    /// Adds or replaces a user (role and teams are the user's grants).
+    pub fn put_user(
+        &self,
+        tenant: &str,
+        user: &str,
+        role: RoleName,
+        teams: &[String],
+    ) -> Result<UserRecord, AuthError> {
+        check_name("user", user)?;
+        self.tenant(tenant)?.ok_or(AuthError::NotFound("tenant"))?;
+        let known = self.teams(tenant)?;
+        if let Some(_missing) = teams.iter().find(|t| !known.contains(t)) {
+            return Err(AuthError::NotFound("team"));
+        }
+        let rec = UserRecord { tenant: tenant.into(), user: user.into(), role, teams: teams.to_vec() };
+        self.put(format!("a/u/{tenant}/{user}").as_bytes(), &rec)?;
+        Ok(rec)
+    }
+
+    pub fn user(&self, tenant: &str, user: &str) -> Result<Option<UserRecord>, AuthError> {
+        self.get(format!("a/u/{tenant}/{user}").as_bytes())
+    }
+
+    pub fn users(&self, tenant: &str) -> Result<Vec<UserRecord>, AuthError> {
+        self.scan(format!("a/u/{tenant}/").as_bytes())
+    }
+
+    /// Issues a token for one user on one device. The secret is returned once and never stored.
+    pub fn issue_token(
+        &self,
+        tenant: &str,
+        user: &str,
+        device: &str,
+        ttl_secs: Option<u64>,
+        now: i64,
+    ) -> Result<(TokenRecord, String), AuthError> {
+        check_name("device", device)?;
+        self.user(tenant, user)?.ok_or(AuthError::NotFound("user"))?;
+        let secret = format!("lsn_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+        let id = format!("tok_{}", hash_token(&secret)[..12].to_owned());
+        let rec = TokenRecord {
+            id: id.clone(),
+            tenant: tenant.into(),
+            user: user.into(),
+            device: device.into(),
+            issued_at: now,
+            expires_at: ttl_secs.map(|t| now + (t as i64) * 1000),
+            revoked_at: None,
+        };
+        let hash = hash_token(&secret);
+        let mut batch = Batch::new();
+        batch.put(format!("a/k/{hash}").into_bytes(), serde_json::to_vec(&rec).map_err(|_| AuthError::Corrupt)?);
+        batch.put(format!("a/i/{id}").into_bytes(), hash.into_bytes());
+        self.kv.apply(batch)?;
+        self.kv.flush()?;
+        Ok((rec, secret))
+    }
+
+    pub fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRecord>, AuthError> {
+        let all: Vec<TokenRecord> = self.scan(b"a/k/")?;
+        Ok(all.into_iter().filter(|t| tenant.is_none_or(|x| t.tenant == x)).collect())
+    }
+
+    pub fn token(&self, id: &str) -> Result<TokenRecord, AuthError> {
+        let hash = self.kv.get(format!("a/i/{id}").as_bytes())?.ok_or(AuthError::NotFound("token"))?;
+        let hash = String::from_utf8(hash).map_err(|_| AuthError::Corrupt)?;
+        self.get(format!("a/k/{hash}").as_bytes())?.ok_or(AuthError::NotFound("token"))
+    }
+
+    pub fn revoke_token(&self, id: &str, now: i64) -> Result<TokenRecord, AuthError> {
+        let hash = self.kv.get(format!("a/i/{id}").as_bytes())?.ok_or(AuthError::NotFound("token"))?;
+        let hash = String::from_utf8(hash).map_err(|_| AuthError::Corrupt)?;
+        let key = format!("a/k/{hash}");
+        let mut rec: TokenRecord = self.get(key.as_bytes())?.ok_or(AuthError::NotFound("token"))?;
+        if rec.revoked_at.is_none() {
+            rec.revoked_at = Some(now);
+            self.put(key.as_bytes(), &rec)?;
+        }
+        Ok(rec)
+    }
+
+    /// Checks a presented token and returns who it belongs to, with current grants.
+    pub fn authenticate(&self, secret: &str, now: i64) -> Result<Principal, AuthError> {
+        if secret.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        self.check_hash(&hash_token(secret), now)
+    }
+
+    /// Re-checks a connection's token by its hash (revocation, expiry, changed grants).
+    pub fn check_hash(&self, hash: &str, now: i64) -> Result<Principal, AuthError> {
+        let rec: TokenRecord = self.get(format!("a/k/{hash}").as_bytes())?.ok_or(AuthError::Invalid)?;
+        if rec.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if rec.expires_at.is_some_and(|e| e <= now) {
+            return Err(AuthError::Expired);
+        }
+        let tenant = self.tenant(&rec.tenant)?.ok_or(AuthError::Invalid)?;
+        if tenant.purged_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        let user = self.user(&rec.tenant, &rec.user)?.ok_or(AuthError::Revoked)?;
+        Ok(Principal {
+            tenant: rec.tenant,
+            user: rec.user,
+            device: rec.device,
+            role: user.role,
+            teams: user.teams,
+            token_id: rec.id,
+            token_hash: hash.to_owned(),
+        })
+    }
+
+    /// Whether any administrator exists (the relay offers a bootstrap credential until one does).
+    pub fn has_admin(&self) -> Result<bool, AuthError> {
+        let users: Vec<UserRecord> = self.scan(b"a/u/")?;
+        Ok(users.iter().any(|u| u.role == RoleName::Admin))
+    }
+
+    /// Creates the system tenant and its first admin, returning a token for them.
+    pub fn bootstrap_admin(&self, device: &str, now: i64) -> Result<(TokenRecord, String), AuthError> {
+        if self.tenant(SYSTEM_TENANT)?.is_none() {
+            self.add_tenant(SYSTEM_TENANT, now)?;
+        }
+        self.put_user(SYSTEM_TENANT, "admin", RoleName::Admin, &[])?;
+        self.issue_token(SYSTEM_TENANT, "admin", device, None, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use liaison_core::storage::MemoryKv;
+
+    use super::*;
+
+    fn store() -> AuthStore {
+        let s = AuthStore::new(Arc::new(MemoryKv::new()));
+        s.add_tenant("pharma-a", 0).unwrap();
+        s.add_team("pharma-a", "onc-east").unwrap();
+        s.put_user("pharma-a", "sato", RoleName::Msl, &["onc-east".into()]).unwrap();
+        s
+    }
+
+    #[test]
+    fn a_token_authenticates_its_user_and_device_until_revoked() {
+        let s = store();
+        let (rec, secret) = s.issue_token("pharma-a", "sato", "iphone-1", None, 10).unwrap();
+        assert!(secret.starts_with("lsn_") && secret.len() > 40);
+        let p = s.authenticate(&secret, 20).unwrap();
+        assert_eq!((p.user.as_str(), p.device.as_str(), p.role), ("sato", "iphone-1", RoleName::Msl));
+        assert_eq!(p.teams, ["onc-east"]);
+        s.revoke_token(&rec.id, 30).unwrap();
+        assert!(matches!(s.authenticate(&secret, 40), Err(AuthError::Revoked)));
+    }
+
+    #[test]
+    fn only_the_hash_is_stored() {
+        let kv = Arc::new(MemoryKv::new());
+        let s = AuthStore::new(kv.clone());
+        s.add_tenant("t", 0).unwrap();
+        s.put_user("t", "u", RoleName::Msl, &[]).unwrap();
+        let (_, secret) = s.issue_token("t", "u", "d", None, 0).unwrap();
+        let raw = &secret[4..];
+        for (k, v) in kv.scan_prefix(b"").unwrap() {
+            let all = [k, v].concat();
+            assert!(!String::from_utf8_lossy(&all).contains(raw), "the secret is stored somewhere");
+        }
+    }
+
+    #[test]
+    fn wrong_expired_and_missing_tokens_are_refused() {
+        let s = store();
+        assert!(matches!(s.authenticate("", 0), Err(AuthError::Missing)));
+        assert!(matches!(s.authenticate("lsn_nope", 0), Err(AuthError::Invalid)));
+        let (_, secret) = s.issue_token("pharma-a", "sato", "d", Some(60), 1_000).unwrap();
+        s.authenticate(&secret, 60_999).unwrap();
+        assert!(matches!(s.authenticate(&secret, 61_000), Err(AuthError::Expired)));
+        let e = s.authenticate("lsn_secret-value", 0).unwrap_err();
+        assert!(!e.to_string().contains("secret-value"));
+    }
+
+    #[test]
+    fn names_are_checked_and_grants_name_known_teams() {
+        let s = store();
+        assert!(matches!(s.add_tenant("a/b", 0), Err(AuthError::BadName { what: "tenant" })));
+        assert!(matches!(
+            s.put_user("pharma-a", "x", RoleName::Msl, &["nope".into()]),
+            Err(AuthError::NotFound("team"))
+        ));
+        assert!(matches!(s.add_tenant("pharma-a", 0), Err(AuthError::Exists("tenant"))));
+    }
+
+    #[test]
+    fn bootstrap_makes_a_system_admin() {
+        let s = AuthStore::new(Arc::new(MemoryKv::new()));
+        assert!(!s.has_admin().unwrap());
+        let (_, secret) = s.bootstrap_admin("console", 0).unwrap();
+        assert!(s.has_admin().unwrap());
+        assert!(s.authenticate(&secret, 1).unwrap().is_system_admin());
+    }
+}

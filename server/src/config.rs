@@ -1,0 +1,246 @@
+//! Relay configuration: a TOML file, then environment variables (`LIAISON_*`) over it, then
+//! command-line flags over both. `liaison-relay check-config` validates without serving.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("the config file is not valid TOML for the relay: {0}")]
+    Parse(String),
+    #[error("{name} is not valid: {reason}")]
+    Env { name: &'static str, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How the relay serves TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", tag = "mode")]
+pub enum TlsMode {
+    /// A self-signed certificate made on first start and kept in the data directory.
+    #[default]
+    Dev,
+    /// PEM certificate chain and private key from files; reloaded on SIGHUP.
+    Files { cert: PathBuf, key: PathBuf },
+    /// No TLS. Allowed only on a loopback address, for local development and tests.
+    Plain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Documents one connection may sync at once.
+    pub max_documents_per_connection: usize,
+    /// Sustained messages per second per connection, and the burst allowed above it.
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    /// Seconds a connection has to complete the join/peer handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without any frame after which a connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Most connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 8 * 1024 * 1024,
+            max_documents_per_connection: 50_000,
+            messages_per_second: 500,
+            message_burst: 5_000,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 300,
+            max_connections: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: TlsMode,
+    pub limits: Limits,
+    /// Documents kept loaded in memory at most; idle ones are evicted and reloaded on demand.
+    pub resident_documents: usize,
+    pub log_format: LogFormat,
+    /// The relay's peer id on the wire.
+    pub peer_id: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            data_dir: PathBuf::from("./liaison-data"),
+            tls: TlsMode::Dev,
+            limits: Limits::default(),
+            resident_documents: 2_000,
+            log_format: LogFormat::Text,
+            peer_id: "liaison-relay".into(),
+        }
+    }
+}
+
+/// The environment, as a function so tests can supply their own.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Reads `file` (if given), then applies `LIAISON_*` variables from `env`, then validates.
+    pub fn load(file: Option<&Path>, env: Env<'_>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(ConfigError::Read)?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: Env<'_>) -> Result<(), ConfigError> {
+        if let Some(v) = env("LIAISON_LISTEN") {
+            self.listen = v
+                .parse()
+                .map_err(|_| ConfigError::Env { name: "LIAISON_LISTEN", reason: "expected ADDRESS:PORT".into() })?;
+        }
+        if let Some(v) = env("LIAISON_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        match (env("LIAISON_TLS_CERT"), env("LIAISON_TLS_KEY")) {
+            (Some(cert), Some(key)) => self.tls = TlsMode::Files { cert: cert.into(), key: key.into() },
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Env {
+                    name: "LIAISON_TLS_CERT",
+                    reason: "set both LIAISON_TLS_CERT and LIAISON_TLS_KEY".into(),
+                });
+            }
+        }
+        if let Some(v) = env("LIAISON_LOG_FORMAT") {
+            self.log_format = match v.as_str() {
+                "json" => LogFormat::Json,
+                "text" => LogFormat::Text,
+                _ => {
+                    return Err(ConfigError::Env { name: "LIAISON_LOG_FORMAT", reason: "expected text or json".into() });
+                }
+            };
+        }
+        if let Some(v) = env("LIAISON_RESIDENT_DOCUMENTS") {
+            self.resident_documents = v.parse().map_err(|_| ConfigError::Env {
+                name: "LIAISON_RESIDENT_DOCUMENTS",
+                reason: "expected a number".into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks what cannot be checked by types alone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls == TlsMode::Plain && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "plain WebSocket (no TLS) is only allowed on a loopback address, not {}",
+                self.listen.ip()
+            )));
+        }
+        if let TlsMode::Files { cert, key } = &self.tls {
+            for (what, p) in [("certificate", cert), ("private key", key)] {
+                if !p.is_file() {
+                    return Err(ConfigError::Invalid(format!("TLS {what} file {} does not exist", p.display())));
+                }
+            }
+        }
+        let l = &self.limits;
+        if l.max_frame_bytes < 1024
+            || l.messages_per_second == 0
+            || l.max_connections == 0
+            || l.handshake_timeout_secs == 0
+        {
+            return Err(ConfigError::Invalid("limits must be positive (max_frame_bytes at least 1024)".into()));
+        }
+        if self.resident_documents == 0 {
+            return Err(ConfigError::Invalid("resident_documents must be at least 1".into()));
+        }
+        if self.peer_id.is_empty() {
+            return Err(ConfigError::Invalid("peer_id must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_loopback_dev_tls_and_valid() {
+        let c = Config::load(None, &no_env).unwrap();
+        assert!(c.listen.ip().is_loopback());
+        assert_eq!(c.tls, TlsMode::Dev);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn toml_then_env_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nresident_documents = 10\n[limits]\nmessages_per_second = 7\n",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "LIAISON_LISTEN").then(|| "127.0.0.1:9100".to_owned());
+        let c = Config::load(Some(&path), &env).unwrap();
+        assert_eq!(c.listen.port(), 9100, "the environment wins over the file");
+        assert_eq!(c.resident_documents, 10);
+        assert_eq!(c.limits.messages_per_second, 7);
+        assert_eq!(c.limits.message_burst, Limits::default().message_burst);
+    }
+
+    #[test]
+    fn plain_websocket_only_on_loopback() {
+        let mut c = Config { tls: TlsMode::Plain, ..Config::default() };
+        c.validate().unwrap();
+        c.listen = "0.0.0.0:8080".parse().unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("only allowed on a loopback"), "{e}");
+    }
+
+    #[test]
+    fn clear_errors_for_bad_files_and_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, "listen = 5\nbogus = true\n").unwrap();
+        assert!(matches!(Config::load(Some(&path), &no_env), Err(ConfigError::Parse(_))));
+        let env = |k: &str| (k == "LIAISON_LISTEN").then(|| "nowhere".to_owned());
+        let e = Config::load(None, &env).unwrap_err();
+        assert_eq!(e.to_string(), "LIAISON_LISTEN is not valid: expected ADDRESS:PORT");
+        let half = |k: &str| (k == "LIAISON_TLS_CERT").then(|| "/x.pem".to_owned());
+        assert!(Config::load(None, &half).is_err());
+        let files =
+            Config { tls: TlsMode::Files { cert: "/nope.pem".into(), key: "/nope.key".into() }, ..Config::default() };
+        assert!(files.validate().unwrap_err().to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,429 @@
+//! The HTTP surface: health, metrics, the WebSocket sync endpoint, the catalog, the admin API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use futures::{SinkExt, StreamExt};
+use liaison_core::model::{Interaction, Kind, MedicalInformationRequest, MedicalInsight};
+use liaison_core::sync::Access;
+use liaison_core::{DocStore, DocumentId};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::auth::{AuthError, AuthStore, Principal, RoleName};
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::policy::access_for;
+use crate::relay::{ActorMsg, Outgoing, RelayHandle, close};
+
+/// Everything a request handler needs.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Arc<DocStore>,
+    pub auth: AuthStore,
+    pub relay: RelayHandle,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+}
+
+/// The relay's routes; tests can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/sync", get(sync_socket))
+        .route("/v1/catalog", get(catalog))
+        .route("/admin/v1/tenants", post(add_tenant))
+        .route("/admin/v1/tenants/{tenant}/teams", post(add_team))
+        .route("/admin/v1/tenants/{tenant}/users/{user}", put(put_user))
+        .route("/admin/v1/tenants/{tenant}/users/{user}/tokens", post(issue_token))
+        .route("/admin/v1/tokens", get(list_tokens))
+        .route("/admin/v1/tokens/{id}", delete(revoke_token))
+        .route("/admin/v1/documents/{id}/unlock", post(unlock))
+        .route("/admin/v1/stats", get(stats))
+        .with_state(state)
+}
+
+/// API errors: a status and a short reason for the client; details stay in the server's log.
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized,
+    Forbidden,
+    NotFound(&'static str),
+    BadRequest(String),
+    Conflict(&'static str),
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, reason) = match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized".to_owned()),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden".to_owned()),
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found")),
+            ApiError::BadRequest(r) => (StatusCode::BAD_REQUEST, r),
+            ApiError::Conflict(what) => (StatusCode::CONFLICT, format!("{what} already exists")),
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned())
+            }
+        };
+        (status, Json(json!({ "error": reason }))).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing | AuthError::Invalid | AuthError::Expired | AuthError::Revoked => ApiError::Unauthorized,
+            AuthError::NotFound(w) => ApiError::NotFound(w),
+            AuthError::Exists(w) => ApiError::Conflict(w),
+            AuthError::BadName { .. } => ApiError::BadRequest(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The subprotocol browsers use to carry a token: `liaison-token.<token>`.
+const TOKEN_PROTOCOL_PREFIX: &str = "liaison-token.";
+/// The subprotocol the relay selects (a browser needs one it offered; never the token one).
+const SELECTED_PROTOCOL: &str = "liaison";
+
+/// The token from the Authorization header, the WebSocket subprotocol, or the query.
+fn presented_token(headers: &HeaderMap, query: &TokenQuery) -> Option<String> {
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        && let Some(t) = v.strip_prefix("Bearer ")
+    {
+        return Some(t.trim().to_owned());
+    }
+    if let Some(v) = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()) {
+        for p in v.split(',').map(str::trim) {
+            if let Some(t) = p.strip_prefix(TOKEN_PROTOCOL_PREFIX) {
+                return Some(t.to_owned());
+            }
+        }
+    }
+    query.token.clone()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Result<Principal, ApiError> {
+    let token = presented_token(headers, query).ok_or(ApiError::Unauthorized)?;
+    state.auth.authenticate(&token, now_ms()).map_err(|e| {
+        Metrics::add(&state.metrics.auth_failures, 1);
+        tracing::info!(reason = %e, "refused a credential");
+        ApiError::from(e)
+    })
+}
+
+fn require_admin(state: &AppState, headers: &HeaderMap, tenant: Option<&str>) -> Result<Principal, ApiError> {
+    let p = authenticate(state, headers, &TokenQuery::default())?;
+    let ok = p.role == RoleName::Admin && (p.is_system_admin() || tenant.is_some_and(|t| t == p.tenant));
+    if ok { Ok(p) } else { Err(ApiError::Forbidden) }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.store.kv().get(b"!install") {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "storage not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}
+
+async fn sync_socket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    // Authentication happens before the upgrade: a bad token never gets a socket.
+    let principal = authenticate(&state, &headers, &query)?;
+    let open = state.metrics.connections_open.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    if open >= state.limits.max_connections {
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "too many connections" }))).into_response());
+    }
+    let limits = state.limits.clone();
+    Ok(ws
+        .protocols([SELECTED_PROTOCOL])
+        .max_message_size(limits.max_frame_bytes)
+        .max_frame_size(limits.max_frame_bytes)
+        .on_upgrade(move |socket| serve_socket(socket, principal, state.relay, limits))
+        .into_response())
+}
+
+/// A token bucket: `rate` per second sustained, `burst` at once.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn serve_socket(socket: WebSocket, principal: Principal, relay: RelayHandle, limits: Limits) {
+    let conn = relay.next_conn();
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(4096);
+    tracing::debug!(conn = conn.0, tenant = %principal.tenant, "connection opened");
+    relay.send(ActorMsg::Open { conn, principal, outbox: out_tx }).await;
+    let (mut sink, mut stream) = socket.split();
+    let mut bucket = Bucket {
+        tokens: f64::from(limits.message_burst),
+        rate: f64::from(limits.messages_per_second),
+        burst: f64::from(limits.message_burst),
+        at: Instant::now(),
+    };
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let close_with =
+        |code: u16, reason: &str| WsMessage::Close(Some(CloseFrame { code, reason: reason.to_owned().into() }));
+    loop {
+        tokio::select! {
+            incoming = tokio::time::timeout(idle, stream.next()) => {
+                let reply = match incoming {
+                    Err(_) => Some(close_with(close::IDLE, "idle timeout")),
+                    Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => break,
+                    Ok(Some(Err(e))) => {
+                        let too_big = e.to_string().to_ascii_lowercase().contains("too long")
+                            || e.to_string().to_ascii_lowercase().contains("size");
+                        if too_big { Some(close_with(close::TOO_BIG, "frame too large")) } else { break }
+                    }
+                    Ok(Some(Ok(WsMessage::Binary(b)))) => {
+                        if !bucket.take() {
+                            Some(close_with(close::RATE, "message rate exceeded"))
+                        } else {
+                            relay.send(ActorMsg::Frame { conn, frame: b.to_vec() }).await;
+                            None
+                        }
+                    }
+                    Ok(Some(Ok(WsMessage::Text(_)))) => Some(close_with(close::PROTOCOL, "binary frames only")),
+                    Ok(Some(Ok(_))) => None, // ping and pong
+                };
+                if let Some(msg) = reply {
+                    let _ = sink.send(msg).await;
+                    break;
+                }
+            }
+            out = out_rx.recv() => match out {
+                Some(Outgoing::Frame(f)) => {
+                    if sink.send(WsMessage::Binary(f.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outgoing::Close(code, reason)) => {
+                    let _ = sink.send(close_with(code, &reason)).await;
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    relay.send(ActorMsg::Closed { conn }).await;
+}
+
+/// The documents a device may sync: discovery for clients (see ARCHITECTURE.md).
+async fn catalog(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Result<Response, ApiError> {
+    let p = authenticate(&s, &headers, &q)?;
+    let store = s.store.clone();
+    let docs = tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, String> {
+        let mut out = Vec::new();
+        for id in store.all_documents().map_err(|e| e.to_string())? {
+            if let Some((tenant, team, kind)) = store.owner_of(&id).map_err(|e| e.to_string())?
+                && access_for(&p, &tenant, &team, kind) != Access::None
+            {
+                out.push(json!({ "id": id.to_string(), "kind": kind.map(Kind::as_str), "team": team }));
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::Internal)?;
+    Ok(Json(json!({ "documents": docs })).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewTenant {
+    tenant: String,
+}
+
+async fn add_tenant(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(b): Json<NewTenant>,
+) -> Result<Response, ApiError> {
+    let p = require_admin(&s, &headers, None)?;
+    if !p.is_system_admin() {
+        return Err(ApiError::Forbidden);
+    }
+    let rec = s.auth.add_tenant(&b.tenant, now_ms())?;
+    Ok((StatusCode::CREATED, Json(json!(rec))).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewTeam {
+    team: String,
+}
+
+async fn add_team(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Json(b): Json<NewTeam>,
+) -> Result<Response, ApiError> {
+    require_admin(&s, &headers, Some(&tenant))?;
+    s.auth.add_team(&tenant, &b.team)?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+#[derive(Deserialize)]
+struct UserGrants {
+    role: RoleName,
+    #[serde(default)]
+    teams: Vec<String>,
+}
+
+async fn put_user(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, user)): Path<(String, String)>,
+    Json(b): Json<UserGrants>,
+) -> Result<Response, ApiError> {
+    require_admin(&s, &headers, Some(&tenant))?;
+    let rec = s.auth.put_user(&tenant, &user, b.role, &b.teams)?;
+    // Changed grants take effect on live connections now, not at the next tick.
+    s.relay.send(ActorMsg::Recheck).await;
+    Ok(Json(json!(rec)).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    device: String,
+    ttl_secs: Option<u64>,
+}
+
+async fn issue_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, user)): Path<(String, String)>,
+    Json(b): Json<NewToken>,
+) -> Result<Response, ApiError> {
+    require_admin(&s, &headers, Some(&tenant))?;
+    let (rec, secret) = s.auth.issue_token(&tenant, &user, &b.device, b.ttl_secs, now_ms())?;
+    // The only time the secret leaves the relay.
+    Ok((StatusCode::CREATED, Json(json!({ "id": rec.id, "token": secret, "device": rec.device }))).into_response())
+}
+
+#[derive(Deserialize)]
+struct TenantFilter {
+    tenant: Option<String>,
+}
+
+async fn list_tokens(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(f): Query<TenantFilter>,
+) -> Result<Response, ApiError> {
+    let p = require_admin(&s, &headers, f.tenant.as_deref())?;
+    let tenant = if p.is_system_admin() { f.tenant } else { Some(p.tenant.clone()) };
+    Ok(Json(json!({ "tokens": s.auth.tokens(tenant.as_deref())? })).into_response())
+}
+
+async fn revoke_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let rec = s.auth.token(&id)?;
+    require_admin(&s, &headers, Some(&rec.tenant))?;
+    let rec = s.auth.revoke_token(&id, now_ms())?;
+    s.relay.send(ActorMsg::Recheck).await;
+    Ok(Json(json!(rec)).into_response())
+}
+
+#[derive(Deserialize)]
+struct UnlockBody {
+    reason: String,
+}
+
+async fn unlock(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<UnlockBody>,
+) -> Result<Response, ApiError> {
+    let doc: DocumentId = id.parse().map_err(|_| ApiError::BadRequest("not a document id".into()))?;
+    let (tenant, _, kind) =
+        s.store.owner_of(&doc).map_err(|e| ApiError::Internal(e.to_string()))?.ok_or(ApiError::NotFound("document"))?;
+    let admin = require_admin(&s, &headers, Some(&tenant))?;
+    let store = s.store.clone();
+    let reason = format!("{} (by {})", b.reason, admin.user);
+    let changes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let before = store.load(&doc).map_err(|e| e.to_string())?.get_heads();
+        match kind {
+            Some(Kind::Interaction) => store.unlock::<Interaction>(&doc, &reason),
+            Some(Kind::MedicalInsight) => store.unlock::<MedicalInsight>(&doc, &reason),
+            Some(Kind::MedicalInformationRequest) => store.unlock::<MedicalInformationRequest>(&doc, &reason),
+            _ => return Err("records of this kind do not lock".into()),
+        }
+        .map_err(|e| e.to_string())?;
+        store.changes_since(&doc, &before).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::BadRequest)?;
+    s.relay.send(ActorMsg::LocalChanges { doc, changes }).await;
+    Ok(Json(json!({ "unlocked": id })).into_response())
+}
+
+async fn stats(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&s, &headers, None)?;
+    let m = &s.metrics;
+    let l = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let stored = s.store.all_documents().map(|d| d.len()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({
+        "connections_open": l(&m.connections_open),
+        "documents_stored": stored,
+        "documents_resident": l(&m.resident_documents),
+        "frames_in": l(&m.frames_in),
+        "frames_out": l(&m.frames_out),
+    }))
+    .into_response())
+}

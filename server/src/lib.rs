@@ -1,0 +1,190 @@
+//! liaison's relay: an axum + tokio + rustls server over the core's sync engine and sled store.
+//!
+//! - [`config`]: TOML and environment configuration.
+//! - [`auth`]: tenants, teams, users, device tokens (hashed).
+//! - [`policy`]: who may read or write which document; what changes are refused.
+//! - [`relay`]: the actor that owns the sync engine.
+//! - [`http`]: health, metrics, the WebSocket endpoint, the catalog and the admin API.
+//! - [`tls`]: development certificate and PEM loading.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod policy;
+pub mod relay;
+pub mod tls;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use liaison_core::storage::{SledKv, StorageError};
+use liaison_core::store::{StoreOptions, SystemClock};
+use liaison_core::{DocStore, Identity, Role};
+
+use crate::auth::AuthStore;
+use crate::config::{Config, TlsMode};
+use crate::metrics::Metrics;
+
+/// The relay's own identity, for changes it makes itself (admin unlocks).
+fn relay_identity(config: &Config) -> Identity {
+    Identity {
+        tenant: auth::SYSTEM_TENANT.into(),
+        user: "relay".into(),
+        device: config.peer_id.clone(),
+        role: Role::Admin,
+        install: [0; 8],
+    }
+}
+
+/// Opens the data directory: documents and identities share one sled database.
+pub fn open_data(config: &Config) -> Result<(Arc<DocStore>, AuthStore)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let kv = match SledKv::open(&config.data_dir.join("db")) {
+        Ok(kv) => Arc::new(kv),
+        Err(StorageError::InUse) => anyhow::bail!(
+            "the data directory {} is in use: is a relay already running on it? \
+             (while it runs, use the admin API instead of the admin CLI)",
+            config.data_dir.display()
+        ),
+        Err(e) => return Err(e).context("cannot open the data directory"),
+    };
+    let store = DocStore::with_kv(kv.clone(), relay_identity(config), Arc::new(SystemClock), StoreOptions::default())
+        .context("cannot open the document store")?;
+    Ok((Arc::new(store), AuthStore::new(kv)))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Writes a first admin credential to a file only the relay's user can read, if no admin exists.
+fn bootstrap(auth: &AuthStore, data_dir: &Path) -> Result<Option<std::path::PathBuf>> {
+    if auth.has_admin()? {
+        return Ok(None);
+    }
+    let (_, secret) = auth.bootstrap_admin("bootstrap", now_ms())?;
+    let path = data_dir.join("bootstrap-admin-token");
+    write_private(&path, format!("{secret}\n").as_bytes())?;
+    Ok(Some(path))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+/// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<()> {
+    config.validate()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (store, auth) = open_data(&config)?;
+    let bootstrap_file = bootstrap(&auth, &config.data_dir)?;
+    let metrics = Arc::new(Metrics::default());
+    let relay = relay::spawn(
+        store.clone(),
+        auth.clone(),
+        metrics.clone(),
+        relay::RelaySettings {
+            peer_id: config.peer_id.clone(),
+            resident_cap: config.resident_documents,
+            max_frame: config.limits.max_frame_bytes,
+            max_docs_per_conn: config.limits.max_documents_per_connection,
+            handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+        },
+    );
+    let state =
+        http::AppState { store: store.clone(), auth, relay: relay.clone(), metrics, limits: config.limits.clone() };
+    let app = http::app(state).into_make_service();
+    let handle = axum_server::Handle::new();
+
+    let (scheme, tls) = match &config.tls {
+        TlsMode::Plain => ("ws", None),
+        TlsMode::Dev => {
+            let (cert, key) = tls::dev_certificate(&config.data_dir)?;
+            ("wss", Some((cert, key)))
+        }
+        TlsMode::Files { cert, key } => ("wss", Some((cert.clone(), key.clone()))),
+    };
+    let server = {
+        let handle = handle.clone();
+        let addr = config.listen;
+        match &tls {
+            Some((cert, key)) => {
+                let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .context("cannot load the TLS certificate and key")?;
+                spawn_reload_on_sighup(rustls_config.clone(), cert.clone(), key.clone());
+                tokio::spawn(
+                    async move { axum_server::bind_rustls(addr, rustls_config).handle(handle).serve(app).await },
+                )
+            }
+            None => tokio::spawn(async move { axum_server::bind(addr).handle(handle).serve(app).await }),
+        }
+    };
+    let Some(addr) = handle.listening().await else {
+        let err = server.await.context("the server task failed")?;
+        return Err(anyhow::anyhow!("cannot listen on {}: {:?}", config.listen, err.err()));
+    };
+
+    println!("liaison relay listening on {scheme}://{addr}/v1/sync");
+    if let Some((cert, _)) = &tls {
+        println!("TLS certificate: {} (SHA-256 fingerprint {})", cert.display(), tls::fingerprint(cert)?);
+    }
+    println!("data directory: {}", config.data_dir.display());
+    match &bootstrap_file {
+        Some(path) => println!(
+            "first admin credential: written to {} (readable by this user only); use it as a \
+             bearer token on /admin/v1, create your tenants' admins, then delete the file",
+            path.display()
+        ),
+        None => println!("administrators exist; issue credentials with the admin API or `liaison-relay admin`"),
+    }
+    tracing::info!(%addr, scheme, "relay started");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing connections and flushing");
+    relay.shutdown().await;
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    let _ = server.await;
+    store.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_reload_on_sighup(
+    config: axum_server::tls_rustls::RustlsConfig,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match config.reload_from_pem_file(&cert, &key).await {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate"),
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,181 @@
+//! `liaison-relay`: serve, check the configuration, and administer a data directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use liaison_server::auth::RoleName;
+use liaison_server::config::{Config, LogFormat, TlsMode};
+
+#[derive(Parser, Debug)]
+#[command(name = "liaison-relay", version, about = "liaison's sync relay for field medical teams")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct Common {
+    /// Configuration file (TOML). LIAISON_* environment variables override it; flags override both.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (default ./liaison-data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8443).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Serve plain WebSocket without TLS (loopback addresses only).
+    #[arg(long)]
+    plain: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the relay.
+    Serve(Common),
+    /// Check the configuration and exit.
+    CheckConfig(Common),
+    /// Administer a data directory while the relay is stopped (use the admin API while it runs).
+    Admin {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        action: Admin,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Admin {
+    /// Add a tenant (a pharma client).
+    AddTenant { tenant: String },
+    /// Add a team (territory) to a tenant.
+    AddTeam {
+        #[arg(long)]
+        tenant: String,
+        team: String,
+    },
+    /// Add or replace a user with a role and teams.
+    PutUser {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        role: RoleName,
+        #[arg(long = "team")]
+        teams: Vec<String>,
+        user: String,
+    },
+    /// Issue a device token (printed once).
+    IssueToken {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// List tokens (never their secrets).
+    ListTokens {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a token by id.
+    RevokeToken { id: String },
+    /// Counts of tenants, users, tokens and documents.
+    Stats,
+}
+
+fn load(common: &Common) -> Result<Config> {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut config = Config::load(common.config.as_deref(), &env)?;
+    if let Some(d) = &common.data {
+        config.data_dir = d.clone();
+    }
+    if let Some(l) = common.listen {
+        config.listen = l;
+    }
+    if common.plain {
+        config.tls = TlsMode::Plain;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(common) => {
+            let config = load(&common)?;
+            init_logs(config.log_format);
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+            rt.block_on(liaison_server::run(config))
+        }
+        Command::CheckConfig(common) => {
+            let config = load(&common)?;
+            println!(
+                "configuration is valid:\n{}",
+                toml::to_string_pretty(&config).context("cannot show the configuration")?
+            );
+            Ok(())
+        }
+        Command::Admin { common, action } => {
+            let config = load(&common)?;
+            let (store, auth) = liaison_server::open_data(&config)?;
+            match action {
+                Admin::AddTenant { tenant } => {
+                    auth.add_tenant(&tenant, now_ms())?;
+                    println!("tenant {tenant} added");
+                }
+                Admin::AddTeam { tenant, team } => {
+                    auth.add_team(&tenant, &team)?;
+                    println!("team {team} added to {tenant}");
+                }
+                Admin::PutUser { tenant, role, teams, user } => {
+                    auth.put_user(&tenant, &user, role, &teams)?;
+                    println!("user {user} of {tenant} saved");
+                }
+                Admin::IssueToken { tenant, user, device, ttl_secs } => {
+                    let (rec, secret) = auth.issue_token(&tenant, &user, &device, ttl_secs, now_ms())?;
+                    println!("token id: {}", rec.id);
+                    println!("token: {secret}");
+                    eprintln!("this is the only time the token is shown; it is stored as a hash");
+                }
+                Admin::ListTokens { tenant } => {
+                    for t in auth.tokens(tenant.as_deref())? {
+                        let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                        println!("{}\t{}\t{}\t{}\t{state}", t.id, t.tenant, t.user, t.device);
+                    }
+                }
+                Admin::RevokeToken { id } => {
+                    auth.revoke_token(&id, now_ms())?;
+                    println!("token {id} revoked");
+                }
+                Admin::Stats => {
+                    let tenants = auth.tenants()?;
+                    println!("tenants: {}", tenants.len());
+                    println!("tokens: {}", auth.tokens(None)?.len());
+                    println!("documents: {}", store.all_documents()?.len());
+                }
+            }
+            store.flush()?;
+            Ok(())
+        }
+    }
+}

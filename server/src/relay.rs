@@ -1,0 +1,337 @@
+//! The relay's engine actor: one task owns the sync engine; connection tasks send it frames;
+//! storage tasks run on blocking threads and report back; once a second it re-checks every
+//! connection's credential and grants.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use liaison_core::DocStore;
+use liaison_core::sync::engine::{CloseReason, Event};
+use liaison_core::sync::store_tasks::execute;
+use liaison_core::sync::wire::StorageId;
+use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, Output, Side};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{AuthError, AuthStore, Principal};
+use crate::metrics::Metrics;
+use crate::policy::{Principals, RelayPolicy};
+
+/// WebSocket close codes the relay uses (4000-4999 are for applications).
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const TOO_BIG: u16 = 1009;
+    pub const AUTH: u16 = 4001;
+    pub const RATE: u16 = 4029;
+    pub const IDLE: u16 = 4008;
+    pub const SLOW: u16 = 4013;
+    pub const LIMIT: u16 = 4014;
+}
+
+/// What the actor tells a connection task.
+#[derive(Debug)]
+pub enum Outgoing {
+    Frame(Vec<u8>),
+    Close(u16, String),
+}
+
+#[derive(Debug)]
+pub enum ActorMsg {
+    Open {
+        conn: ConnId,
+        principal: Principal,
+        outbox: mpsc::Sender<Outgoing>,
+    },
+    Frame {
+        conn: ConnId,
+        frame: Vec<u8>,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    StorageDone {
+        task: liaison_core::sync::TaskId,
+        result: liaison_core::sync::StorageResult,
+    },
+    /// Grants or tokens changed: re-check every connection now.
+    Recheck,
+    /// The relay changed a document itself (an admin unlock), already stored.
+    LocalChanges {
+        doc: liaison_core::DocumentId,
+        changes: Vec<u8>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    tx: mpsc::Sender<ActorMsg>,
+    next_conn: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RelayHandle {
+    pub fn next_conn(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub async fn send(&self, msg: ActorMsg) {
+        let _ = self.tx.send(msg).await;
+    }
+
+    /// Closes every connection with "going away" and waits until storage work is done.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(ActorMsg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub peer_id: String,
+    pub resident_cap: usize,
+    pub max_frame: usize,
+    pub max_docs_per_conn: usize,
+    pub handshake_timeout: Duration,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn close_reason(r: &CloseReason) -> (u16, &'static str) {
+    match r {
+        CloseReason::Malformed(_) => (close::PROTOCOL, "malformed frame"),
+        CloseReason::FrameTooLarge => (close::TOO_BIG, "frame too large"),
+        CloseReason::ProtocolViolation(_) => (close::PROTOCOL, "protocol violation"),
+        CloseReason::UnsupportedVersion => (close::PROTOCOL, "unsupported protocol version"),
+        CloseReason::HandshakeTimeout => (close::PROTOCOL, "handshake timeout"),
+        CloseReason::TooManyDocuments => (close::LIMIT, "too many documents on one connection"),
+        CloseReason::Rejected(_) => (close::AUTH, "peer id does not match the credential"),
+        CloseReason::PeerError(_) => (close::PROTOCOL, "peer reported an error"),
+        CloseReason::PeerLeft => (close::GOING_AWAY, "peer left"),
+        CloseReason::ByApplication(_) => (close::AUTH, "closed by the relay"),
+    }
+}
+
+/// Starts the actor; returns its handle.
+pub fn spawn(store: Arc<DocStore>, auth: AuthStore, metrics: Arc<Metrics>, settings: RelaySettings) -> RelayHandle {
+    let (tx, rx) = mpsc::channel(8192);
+    let handle = RelayHandle { tx: tx.clone(), next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)) };
+    let principals = Principals::default();
+    let mut config = EngineConfig::new(settings.peer_id.clone());
+    config.storage_id = Some(StorageId(format!("{}-storage", settings.peer_id)));
+    config.resident_cap = settings.resident_cap;
+    config.max_frame = settings.max_frame;
+    config.max_docs_per_conn = settings.max_docs_per_conn;
+    config.handshake_timeout_ms = settings.handshake_timeout.as_millis() as i64;
+    let policy = RelayPolicy::new(store.clone(), principals.clone());
+    let engine = Engine::new(config, Box::new(policy), uuid::Uuid::new_v4().to_string());
+    let actor =
+        Actor { engine, store, auth, metrics, principals, outboxes: HashMap::new(), tx, pending: 0, shutdown: None };
+    tokio::spawn(actor.run(rx));
+    handle
+}
+
+struct Actor {
+    engine: Engine,
+    store: Arc<DocStore>,
+    auth: AuthStore,
+    metrics: Arc<Metrics>,
+    principals: Principals,
+    outboxes: HashMap<ConnId, mpsc::Sender<Outgoing>>,
+    tx: mpsc::Sender<ActorMsg>,
+    /// Storage tasks running; shutdown waits for them.
+    pending: usize,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<ActorMsg>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_count = Instant::now() - Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.on_msg(msg);
+                }
+                _ = tick.tick() => {
+                    self.input(Input::Tick);
+                    self.recheck();
+                    if last_count.elapsed() > Duration::from_secs(10) {
+                        last_count = Instant::now();
+                        let n = self.store.all_documents().map(|d| d.len() as u64).unwrap_or(0);
+                        self.metrics.stored_documents.store(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            self.metrics.resident_documents.store(self.engine.resident() as u64, std::sync::atomic::Ordering::Relaxed);
+            if self.pending == 0
+                && let Some(done) = self.shutdown.take()
+            {
+                let _ = self.store.flush();
+                let _ = done.send(());
+                break;
+            }
+        }
+    }
+
+    fn on_msg(&mut self, msg: ActorMsg) {
+        match msg {
+            ActorMsg::Open { conn, principal, outbox } => {
+                if self.shutdown.is_some() {
+                    let _ = outbox.try_send(Outgoing::Close(close::GOING_AWAY, "relay shutting down".into()));
+                    return;
+                }
+                self.principals.set(conn, principal);
+                self.outboxes.insert(conn, outbox);
+                Metrics::add(&self.metrics.connections_open, 1);
+                Metrics::add(&self.metrics.connections_total, 1);
+                self.input(Input::Connected { conn, side: Side::Receiver });
+            }
+            ActorMsg::Frame { conn, frame } => {
+                Metrics::add(&self.metrics.frames_in, 1);
+                Metrics::add(&self.metrics.bytes_in, frame.len() as u64);
+                self.input(Input::Frame { conn, frame });
+            }
+            ActorMsg::Closed { conn } => self.forget(conn, true),
+            ActorMsg::StorageDone { task, result } => {
+                self.pending = self.pending.saturating_sub(1);
+                self.input(Input::StorageDone { task, result });
+            }
+            ActorMsg::Recheck => self.recheck(),
+            ActorMsg::LocalChanges { doc, changes } => self.input(Input::LocalChanges { doc, changes }),
+            ActorMsg::Shutdown(done) => {
+                for (_, out) in self.outboxes.drain() {
+                    let _ = out.try_send(Outgoing::Close(close::GOING_AWAY, "relay shutting down".into()));
+                }
+                let conns: Vec<ConnId> = self.principals.all().into_iter().map(|(c, _)| c).collect();
+                for c in conns {
+                    self.forget(c, true);
+                }
+                self.shutdown = Some(done);
+            }
+        }
+    }
+
+    fn forget(&mut self, conn: ConnId, tell_engine: bool) {
+        if self.outboxes.remove(&conn).is_some() || self.principals.get(conn).is_some() {
+            self.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.principals.remove(conn);
+        if tell_engine {
+            self.input(Input::Disconnected { conn });
+        }
+    }
+
+    /// Re-checks every connection's token and grants: revoked or expired ones are closed,
+    /// changed grants take effect on the live connection.
+    fn recheck(&mut self) {
+        let now = now_ms();
+        let mut changed = false;
+        for (conn, p) in self.principals.all() {
+            match self.auth.check_hash(&p.token_hash, now) {
+                Ok(fresh) => {
+                    if fresh.teams != p.teams || fresh.role != p.role {
+                        self.principals.set(conn, fresh);
+                        changed = true;
+                    }
+                }
+                Err(e) => {
+                    let why = match e {
+                        AuthError::Revoked => "credential revoked",
+                        AuthError::Expired => "credential expired",
+                        _ => "credential no longer valid",
+                    };
+                    self.metrics.closed(why);
+                    if let Some(out) = self.outboxes.get(&conn) {
+                        let _ = out.try_send(Outgoing::Close(close::AUTH, why.into()));
+                    }
+                    self.input(Input::Close { conn, reason: why.into() });
+                    self.forget(conn, false);
+                }
+            }
+        }
+        if changed {
+            self.input(Input::AccessChanged { conn: None });
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let outputs = self.engine.handle(now_ms(), input);
+        for o in outputs {
+            match o {
+                Output::Send { conn, frame } => {
+                    let Some(out) = self.outboxes.get(&conn) else { continue };
+                    Metrics::add(&self.metrics.frames_out, 1);
+                    Metrics::add(&self.metrics.bytes_out, frame.len() as u64);
+                    if out.try_send(Outgoing::Frame(frame)).is_err() {
+                        // The client does not read fast enough; dropping frames would break
+                        // sync, so the connection goes (the device reconnects and resumes).
+                        let _ = out.try_send(Outgoing::Close(close::SLOW, "client too slow".into()));
+                        self.metrics.closed("client too slow");
+                        self.outboxes.remove(&conn);
+                        self.input(Input::Close { conn, reason: "client too slow".into() });
+                        self.forget(conn, false);
+                    }
+                }
+                Output::Close { conn, reason } => {
+                    let (code, text) = close_reason(&reason);
+                    self.metrics.closed(text);
+                    tracing::info!(conn = conn.0, reason = text, "closing connection");
+                    if let Some(out) = self.outboxes.get(&conn) {
+                        let _ = out.try_send(Outgoing::Close(code, text.into()));
+                    }
+                    self.forget(conn, false);
+                }
+                Output::Storage { task, op } => {
+                    self.pending += 1;
+                    let store = self.store.clone();
+                    let tx = self.tx.clone();
+                    let metrics = self.metrics.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let started = Instant::now();
+                        let result = execute(&store, &op);
+                        metrics.observe_flush(started.elapsed().as_secs_f64());
+                        if matches!(result, liaison_core::sync::StorageResult::Failed(_)) {
+                            Metrics::add(&metrics.storage_failures, 1);
+                        }
+                        let _ = tx.blocking_send(ActorMsg::StorageDone { task, result });
+                    });
+                }
+                Output::Event(e) => self.on_event(e),
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Refused { doc, refused, changes, .. } => {
+                for (_, r) in &refused {
+                    self.metrics.refused(&r.code);
+                }
+                tracing::info!(document = %doc, count = refused.len(), code = %refused[0].1.code, "refused changes");
+                // Quarantine: refused changes are kept, never silently dropped.
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    for ((hash, _), raw) in refused.iter().zip(changes) {
+                        let key = [b"q/".as_slice(), doc.as_bytes(), b"/", hash.as_ref()].concat();
+                        if let Err(e) = store.kv().put(&key, &raw) {
+                            tracing::error!(document = %doc, error = %e, "cannot quarantine a refused change");
+                        }
+                    }
+                    let _ = store.kv().flush();
+                });
+            }
+            Event::StorageFailed { doc, message } => {
+                tracing::error!(document = %doc, error = %message, "storage task failed; changes stay unacknowledged");
+            }
+            Event::PeerReady { peer } => tracing::debug!(conn = peer.conn.0, "peer ready"),
+            _ => {}
+        }
+    }
+}
