@@ -4,6 +4,8 @@
 //! - [`storage`]: the small key-value trait with a memory and a sled backend.
 //! - [`store`]: the document store on top: incremental saves, compaction, indexes, change feed.
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod id;
 pub mod model;
 pub mod storage;

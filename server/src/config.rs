@@ -140,7 +140,10 @@ impl Config {
                 "json" => LogFormat::Json,
                 "text" => LogFormat::Text,
                 _ => {
-                    return Err(ConfigError::Env { name: "LIAISON_LOG_FORMAT", reason: "expected text or json".into() });
+                    return Err(ConfigError::Env {
+                        name: "LIAISON_LOG_FORMAT",
+                        reason: "expected text or json".into(),
+                    });
                 }
             };
         }

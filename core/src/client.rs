@@ -1,0 +1,577 @@
+//! The network side of a device (feature `client`): the sync engine over a WebSocket with
+//! rustls, reconnecting with jittered backoff, obeying the app's network state, and reporting a
+//! status a UI can show. The engine and the store stay the source of truth; this is a driver.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::ReadDoc;
+use futures::{SinkExt, StreamExt};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::store::DocStore;
+use crate::sync::engine::Event;
+use crate::sync::store_tasks::execute;
+use crate::sync::wire::StorageId;
+use crate::sync::{ConnId, Engine, EngineConfig, Input, OpenPolicy, Output, Side};
+use crate::{DocumentId, StoreError};
+
+/// Which server certificates a device trusts.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// The operating system's roots.
+    System,
+    /// The system's roots plus IT's private certificate authority (PEM).
+    SystemPlus { ca_pem: Vec<u8> },
+    /// Exactly one server certificate, by the SHA-256 of its DER (what the relay prints).
+    Pinned { sha256: [u8; 32] },
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// `wss://host:port/v1/sync`.
+    pub url: String,
+    /// The device's credential. Sent only in the Authorization header; never logged.
+    pub token: String,
+    /// The peer id, which the relay checks against the credential's device.
+    pub peer_id: String,
+    /// Names this device's store, so the relay keeps sync state for it across connections.
+    pub storage_id: String,
+    pub trust: Trust,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+/// What the app says about the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    Up,
+    Down,
+    /// The app went to the background: stay disconnected until it returns.
+    Background,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    Offline,
+    Connecting,
+    Syncing,
+    UpToDate,
+}
+
+/// A change the relay refused, for the UI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedChange {
+    pub doc: DocumentId,
+    pub hashes: Vec<automerge::ChangeHash>,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub state: ConnState,
+    /// Documents with local changes the relay has not acknowledged (stored).
+    pub pending_documents: usize,
+    /// When everything local was last acknowledged (ms since the epoch).
+    pub last_all_acknowledged_ms: Option<i64>,
+    pub refused: Vec<RefusedChange>,
+    /// The last connection problem, free of tokens and personal data.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the relay URL is not valid")]
+    BadUrl,
+    #[error("the certificate authority PEM holds no certificate")]
+    BadCertificate,
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+enum Cmd {
+    LocalChange(DocumentId),
+    Announce(DocumentId),
+    Find(DocumentId),
+    Network(Network),
+    Shutdown,
+}
+
+/// A running client. Dropping it stops the background task.
+#[derive(Debug)]
+pub struct SyncClient {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    status: watch::Receiver<SyncStatus>,
+    events: broadcast::Sender<Event>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmd")
+    }
+}
+
+impl SyncClient {
+    /// Starts syncing every document in `store` with the relay. Call inside a tokio runtime.
+    pub fn start(store: Arc<DocStore>, options: ClientOptions) -> Result<Self, ClientError> {
+        let tls = tls_config(&options.trust)?;
+        let (cmds, rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(SyncStatus {
+            state: ConnState::Offline,
+            pending_documents: 0,
+            last_all_acknowledged_ms: None,
+            refused: Vec::new(),
+            last_error: None,
+        });
+        let (events, _) = broadcast::channel(1024);
+        let driver = Driver::new(store, options, Arc::new(tls), status_tx, events.clone())?;
+        let task = tokio::spawn(driver.run(rx));
+        Ok(Self { cmds, status, events, task: Some(task) })
+    }
+
+    /// Tells the client a document changed locally (after `DocStore::update` and friends).
+    pub fn local_change(&self, doc: DocumentId) {
+        let _ = self.cmds.send(Cmd::LocalChange(doc));
+    }
+
+    /// Syncs a document that is in the store (for example one just created).
+    pub fn announce(&self, doc: DocumentId) {
+        let _ = self.cmds.send(Cmd::Announce(doc));
+    }
+
+    /// Asks the relay for a document this device does not have.
+    pub fn find(&self, doc: DocumentId) {
+        let _ = self.cmds.send(Cmd::Find(doc));
+    }
+
+    pub fn set_network(&self, network: Network) {
+        let _ = self.cmds.send(Cmd::Network(network));
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch_status(&self) -> watch::Receiver<SyncStatus> {
+        self.status.clone()
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Stops the client, closing its connection.
+    pub async fn shutdown(mut self) {
+        let _ = self.cmds.send(Cmd::Shutdown);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for SyncClient {
+    fn drop(&mut self) {
+        let _ = self.cmds.send(Cmd::Shutdown);
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Why a session ended.
+enum Ended {
+    Lost(String),
+    Network(Network),
+    Shutdown,
+}
+
+struct Driver {
+    store: Arc<DocStore>,
+    options: ClientOptions,
+    tls: Arc<rustls::ClientConfig>,
+    engine: Engine,
+    status: watch::Sender<SyncStatus>,
+    events: broadcast::Sender<Event>,
+    pending: HashSet<DocumentId>,
+    network: Network,
+    next_conn: u64,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Driver {
+    fn new(
+        store: Arc<DocStore>,
+        options: ClientOptions,
+        tls: Arc<rustls::ClientConfig>,
+        status: watch::Sender<SyncStatus>,
+        events: broadcast::Sender<Event>,
+    ) -> Result<Self, ClientError> {
+        let mut config = EngineConfig::new(options.peer_id.clone());
+        config.storage_id = Some(StorageId(options.storage_id.clone()));
+        config.announce = true;
+        let session = uuid::Uuid::new_v4().to_string();
+        let mut engine = Engine::new(config, Box::new(OpenPolicy), session);
+        let docs = store.all_documents()?;
+        for doc in &docs {
+            engine.handle(now_ms(), Input::Announce { doc: *doc });
+        }
+        // Until the relay says otherwise, everything local is unacknowledged.
+        let pending: HashSet<DocumentId> = docs.into_iter().collect();
+        let d = Self { store, options, tls, engine, status, events, pending, network: Network::Up, next_conn: 1 };
+        d.publish(|s| s.pending_documents = d.pending.len());
+        Ok(d)
+    }
+
+    fn publish(&self, f: impl FnOnce(&mut SyncStatus)) {
+        self.status.send_modify(f);
+    }
+
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+        let mut attempt: u32 = 0;
+        loop {
+            if self.network != Network::Up {
+                self.publish(|s| s.state = ConnState::Offline);
+                match cmds.recv().await {
+                    None | Some(Cmd::Shutdown) => return,
+                    Some(c) => {
+                        self.offline_cmd(c);
+                        continue;
+                    }
+                }
+            }
+            self.publish(|s| s.state = ConnState::Connecting);
+            let ended = match self.connect().await {
+                Ok(ws) => {
+                    attempt = 0;
+                    self.session(ws, &mut cmds).await
+                }
+                Err(e) => Ended::Lost(e.to_string()),
+            };
+            self.publish(|s| s.state = ConnState::Offline);
+            match ended {
+                Ended::Shutdown => return,
+                Ended::Network(n) => {
+                    self.network = n;
+                    continue;
+                }
+                Ended::Lost(why) => {
+                    tracing::info!(reason = %why, "connection to the relay lost");
+                    self.publish(|s| s.last_error = Some(why));
+                }
+            }
+            // Jittered exponential backoff, interrupted by commands (a network change retries now).
+            let base = self.options.backoff_min.saturating_mul(1 << attempt.min(16)).min(self.options.backoff_max);
+            let jitter = f64::from(uuid::Uuid::new_v4().as_bytes()[0]) / 255.0;
+            let delay = base.mul_f64(0.5 + 0.5 * jitter);
+            attempt = attempt.saturating_add(1);
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    c = cmds.recv() => match c {
+                        None | Some(Cmd::Shutdown) => return,
+                        Some(Cmd::Network(n)) => {
+                            self.network = n;
+                            attempt = 0;
+                            break;
+                        }
+                        Some(c) => self.offline_cmd(c),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commands while not connected: the engine keeps their effect for the next connection.
+    fn offline_cmd(&mut self, c: Cmd) {
+        match c {
+            Cmd::Network(n) => self.network = n,
+            Cmd::LocalChange(doc) => {
+                self.pending.insert(doc);
+                let pending = self.pending.len();
+                self.publish(|s| s.pending_documents = pending);
+                if let Some(input) = self.local_input(doc) {
+                    let _ = self.engine.handle(now_ms(), input);
+                }
+            }
+            Cmd::Announce(doc) => {
+                self.pending.insert(doc);
+                let _ = self.engine.handle(now_ms(), Input::Announce { doc });
+            }
+            Cmd::Find(doc) => {
+                let _ = self.engine.handle(now_ms(), Input::Find { doc });
+            }
+            Cmd::Shutdown => {}
+        }
+    }
+
+    fn local_input(&self, doc: DocumentId) -> Option<Input> {
+        match self.engine.document(&doc) {
+            Some(am) => {
+                let heads = am.get_heads();
+                self.store.changes_since(&doc, &heads).ok().map(|changes| Input::LocalChanges { doc, changes })
+            }
+            None => Some(Input::Announce { doc }),
+        }
+    }
+
+    fn connect(&self) -> impl Future<Output = Result<Ws, ClientError>> + Send + 'static {
+        connect(self.options.url.clone(), self.options.token.clone(), self.tls.clone())
+    }
+
+    async fn session(&mut self, mut ws: Ws, cmds: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.publish(|s| {
+            s.state = ConnState::Syncing;
+            s.last_error = None;
+        });
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        if let Err(e) = self.feed(&mut ws, conn, Input::Connected { conn, side: Side::Initiator }).await {
+            return e;
+        }
+        let ended = loop {
+            tokio::select! {
+                frame = ws.next() => match frame {
+                    Some(Ok(WsMessage::Binary(b))) => {
+                        if let Err(e) = self.feed(&mut ws, conn, Input::Frame { conn, frame: b.to_vec() }).await {
+                            break e;
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(f))) => {
+                        break Ended::Lost(f.map_or_else(|| "closed by the relay".to_owned(), |f| format!("closed by the relay: {}", f.reason)));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break Ended::Lost(describe(&e)),
+                    None => break Ended::Lost("connection ended".into()),
+                },
+                c = cmds.recv() => {
+                    let input = match c {
+                        None | Some(Cmd::Shutdown) => break Ended::Shutdown,
+                        Some(Cmd::Network(Network::Up)) => continue,
+                        Some(Cmd::Network(n)) => break Ended::Network(n),
+                        Some(Cmd::LocalChange(doc)) => {
+                            self.pending.insert(doc);
+                            let pending = self.pending.len();
+                            self.publish(|s| { s.pending_documents = pending; s.state = ConnState::Syncing; });
+                            self.local_input(doc)
+                        }
+                        Some(Cmd::Announce(doc)) => {
+                            self.pending.insert(doc);
+                            Some(Input::Announce { doc })
+                        }
+                        Some(Cmd::Find(doc)) => Some(Input::Find { doc }),
+                    };
+                    if let Some(input) = input
+                        && let Err(e) = self.feed(&mut ws, conn, input).await
+                    {
+                        break e;
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = self.feed(&mut ws, conn, Input::Tick).await {
+                        break e;
+                    }
+                }
+            }
+        };
+        let _ = ws.close(None).await;
+        let _ = self.engine.handle(now_ms(), Input::Disconnected { conn });
+        ended
+    }
+
+    /// Runs one input through the engine and carries out what it says.
+    async fn feed(&mut self, ws: &mut Ws, conn: ConnId, input: Input) -> Result<(), Ended> {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            for out in self.engine.handle(now_ms(), input) {
+                match out {
+                    Output::Send { frame, .. } => {
+                        ws.send(WsMessage::Binary(frame.into())).await.map_err(|e| Ended::Lost(describe(&e)))?;
+                    }
+                    Output::Close { reason, .. } => return Err(Ended::Lost(format!("{reason:?}"))),
+                    Output::Storage { task, op } => {
+                        let store = self.store.clone();
+                        let result = tokio::task::spawn_blocking(move || execute(&store, &op))
+                            .await
+                            .unwrap_or_else(|_| crate::sync::StorageResult::Failed("storage task panicked".into()));
+                        queue.push_back(Input::StorageDone { task, result });
+                    }
+                    Output::Event(e) => self.on_event(conn, e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, _conn: ConnId, e: Event) {
+        match &e {
+            Event::PeerHeads { doc, heads, .. } if self.pending.contains(doc) && self.covered(doc, heads) => {
+                self.pending.remove(doc);
+                let (pending, now) = (self.pending.len(), now_ms());
+                self.publish(|s| {
+                    s.pending_documents = pending;
+                    if pending == 0 {
+                        s.last_all_acknowledged_ms = Some(now);
+                        s.state = ConnState::UpToDate;
+                    }
+                });
+            }
+            Event::RefusedByPeer { doc, hashes, code, message, .. } => {
+                let r =
+                    RefusedChange { doc: *doc, hashes: hashes.clone(), code: code.clone(), message: message.clone() };
+                // A refused change will never be acknowledged: it is reported, not pending.
+                self.pending.remove(doc);
+                let pending = self.pending.len();
+                self.publish(|s| {
+                    s.refused.push(r);
+                    s.pending_documents = pending;
+                });
+            }
+            Event::PeerReady { .. } if self.pending.is_empty() => {
+                self.publish(|s| s.state = ConnState::UpToDate);
+            }
+            _ => {}
+        }
+        let _ = self.events.send(e);
+    }
+
+    /// Whether the relay's heads include every local change of `doc`.
+    fn covered(&self, doc: &DocumentId, relay_heads: &[automerge::ChangeHash]) -> bool {
+        let check = |am: &automerge::Automerge| {
+            relay_heads.iter().all(|h| am.get_change_by_hash(h).is_some()) && am.get_changes(relay_heads).is_empty()
+        };
+        match self.engine.document(doc) {
+            Some(am) => check(am),
+            None => self.store.load(doc).map(|am| check(&am)).unwrap_or(false),
+        }
+    }
+}
+
+async fn connect(url: String, token: String, tls: Arc<rustls::ClientConfig>) -> Result<Ws, ClientError> {
+    let mut req = url.as_str().into_client_request().map_err(|_| ClientError::BadUrl)?;
+    let auth = format!("Bearer {token}").parse().map_err(|_| ClientError::BadUrl)?;
+    req.headers_mut().insert("authorization", auth);
+    let connector = tokio_tungstenite::Connector::Rustls(tls);
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector));
+    match tokio::time::timeout(Duration::from_secs(20), connecting).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        // Errors name the failure (refused, TLS, HTTP status), never the request.
+        Ok(Err(e)) => Err(ClientError::Connect(describe(&e))),
+        Err(_) => Err(ClientError::Connect("timed out".into())),
+    }
+}
+
+fn describe(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error as E;
+    match e {
+        E::Http(resp) => format!("the relay answered HTTP {}", resp.status().as_u16()),
+        E::Tls(_) => "TLS failed (certificate not trusted?)".into(),
+        E::Io(io) => format!("network error: {}", io.kind()),
+        E::ConnectionClosed | E::AlreadyClosed => "connection closed".into(),
+        E::Capacity(_) => "message too large".into(),
+        E::Protocol(_) => "WebSocket protocol error".into(),
+        _ => "connection failed".into(),
+    }
+}
+
+/// The rustls configuration for a trust choice.
+pub fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|_| ClientError::BadCertificate)?;
+    let config = match trust {
+        Trust::Pinned { sha256 } => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned { sha256: *sha256, provider }))
+            .with_no_client_auth(),
+        Trust::System | Trust::SystemPlus { .. } => {
+            let mut roots = rustls::RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            for c in native.certs {
+                let _ = roots.add(c);
+            }
+            if let Trust::SystemPlus { ca_pem } = trust {
+                let mut added = 0;
+                for c in CertificateDer::pem_slice_iter(ca_pem).flatten() {
+                    if roots.add(c).is_ok() {
+                        added += 1;
+                    }
+                }
+                if added == 0 {
+                    return Err(ClientError::BadCertificate);
+                }
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    Ok(config)
+}
+
+/// Parses a fingerprint as the relay prints it (`AB:CD:...`, 32 bytes).
+pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let bytes: Vec<u8> = s.split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>().ok()?;
+    bytes.try_into().ok()
+}
+
+/// Trusts exactly one certificate; signatures are still verified.
+#[derive(Debug)]
+struct Pinned {
+    sha256: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if Sha256::digest(end_entity.as_ref()).as_slice() == self.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,274 @@
+//! Harness for end-to-end tests: a real `liaison-relay` process with TLS on 127.0.0.1:0 and a
+//! temporary data directory, real devices (`DocStore` + `SyncClient`), and raw WebSocket
+//! connections for misbehaving peers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr, missing_debug_implementations)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use liaison_core::client::{ClientOptions, SyncClient, SyncStatus, Trust, parse_fingerprint};
+use liaison_core::storage::SledKv;
+use liaison_core::store::{StoreOptions, SystemClock};
+use liaison_core::{DocStore, DocumentId, Identity, Role};
+
+/// How long any wait in these tests may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The relay binary, built beside the test executable.
+pub fn relay_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    dir.join("liaison-relay")
+}
+
+/// Runs `liaison-relay admin --data DIR ARGS` and returns its stdout.
+pub fn admin(data: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(relay_bin())
+        .arg("admin")
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .context("running the admin CLI")?;
+    if !out.status.success() {
+        bail!("admin {:?} failed: {}", args, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Issues a device token with the admin CLI; returns (token id, secret).
+pub fn issue(data: &Path, tenant: &str, user: &str, device: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["issue-token", "--tenant", tenant, "--user", user, "--device", device];
+    args.extend_from_slice(extra);
+    let out = admin(data, &args).unwrap();
+    let id = out.lines().find_map(|l| l.strip_prefix("token id: ")).unwrap().to_owned();
+    let secret = out.lines().find_map(|l| l.strip_prefix("token: ")).unwrap().to_owned();
+    (id, secret)
+}
+
+/// A tenant with one team and users: (user, role) pairs.
+pub fn setup_tenant(data: &Path, tenant: &str, team: &str, users: &[(&str, &str)]) {
+    admin(data, &["add-tenant", tenant]).unwrap();
+    admin(data, &["add-team", "--tenant", tenant, team]).unwrap();
+    for (user, role) in users {
+        admin(data, &["put-user", "--tenant", tenant, "--role", role, "--team", team, user]).unwrap();
+    }
+}
+
+pub struct Relay {
+    child: Option<Child>,
+    pub data: PathBuf,
+    pub url: String,
+    pub base: String,
+    pub fingerprint: [u8; 32],
+    pub cert_pem: Vec<u8>,
+    extra: Vec<String>,
+}
+
+impl Relay {
+    /// Starts the relay on 127.0.0.1:0 over `data`, with extra `serve` arguments.
+    pub fn start(data: &Path, extra: &[&str]) -> Result<Self> {
+        let mut child = Command::new(relay_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the relay")?;
+        let stdout = child.stdout.take().context("relay stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut url = None;
+        let mut fingerprint = None;
+        for line in lines.by_ref() {
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("liaison relay listening on ") {
+                url = Some(rest.trim().to_owned());
+            }
+            if let Some(i) = line.find("SHA-256 fingerprint ") {
+                let fp = line[i + "SHA-256 fingerprint ".len()..].trim_end_matches(')');
+                fingerprint = parse_fingerprint(fp);
+            }
+            if line.starts_with("first admin credential") || line.starts_with("administrators exist") {
+                break;
+            }
+        }
+        // Keep draining stdout so the relay never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let url = url.context("the relay did not print its URL")?;
+        let base = url.replacen("wss://", "https://", 1).replacen("ws://", "http://", 1).replace("/v1/sync", "");
+        let cert_pem = std::fs::read(data.join("dev-cert.pem")).unwrap_or_default();
+        Ok(Self {
+            child: Some(child),
+            data: data.to_owned(),
+            url,
+            base,
+            fingerprint: fingerprint.unwrap_or([0; 32]),
+            cert_pem,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        })
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the relay again on the same data directory (a new port).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        *self = Relay::start(&self.data.clone(), &extra)?;
+        Ok(())
+    }
+
+    pub fn bootstrap_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("bootstrap-admin-token")).unwrap().trim().to_owned()
+    }
+
+    fn http(&self) -> ureq::Agent {
+        let cert = ureq::tls::Certificate::from_pem(&self.cert_pem).unwrap().to_owned();
+        let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[cert])).build();
+        ureq::Agent::config_builder().tls_config(tls).http_status_as_error(false).build().new_agent()
+    }
+
+    /// Calls the admin API (blocking); returns (status, body).
+    pub fn admin_api(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{}", self.base.replace("127.0.0.1", "localhost"), path);
+        let agent = self.http();
+        let auth = format!("Bearer {token}");
+        let mut resp = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", &auth).call().unwrap(),
+            ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call().unwrap(),
+            ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b).unwrap(),
+            (_, b) => {
+                agent.post(&url).header("Authorization", &auth).send_json(b.unwrap_or(serde_json::json!({}))).unwrap()
+            }
+        };
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_json().unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A device: its own sled store and a sync client pinned to the relay's certificate.
+pub struct Device {
+    pub store: Arc<DocStore>,
+    pub client: Option<SyncClient>,
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    token: String,
+}
+
+impl Device {
+    pub fn new(relay: &Relay, tenant: &str, user: &str, device: &str, token: &str, role: Role) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let who = Identity { tenant: tenant.into(), user: user.into(), device: device.into(), role, install: [0; 8] };
+        let kv = SledKv::open(dir.path()).unwrap();
+        let store =
+            Arc::new(DocStore::with_kv(Arc::new(kv), who, Arc::new(SystemClock), StoreOptions::default()).unwrap());
+        let mut d = Self { store, client: None, dir, name: device.into(), token: token.into() };
+        d.connect(relay);
+        d
+    }
+
+    /// (Re)starts the sync client against `relay`.
+    pub fn connect(&mut self, relay: &Relay) {
+        self.client = None;
+        let options = ClientOptions {
+            url: relay.url.clone(),
+            token: self.token.clone(),
+            peer_id: self.name.clone(),
+            storage_id: format!("{}-store", self.name),
+            trust: Trust::Pinned { sha256: relay.fingerprint },
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+        };
+        self.client = Some(SyncClient::start(self.store.clone(), options).unwrap());
+    }
+
+    /// Stops syncing (the device goes offline).
+    pub fn offline(&mut self) {
+        self.client = None;
+    }
+
+    pub fn client(&self) -> &SyncClient {
+        self.client.as_ref().expect("device is online")
+    }
+
+    /// Waits until the status satisfies `cond`.
+    pub async fn until(&self, what: &str, cond: impl Fn(&SyncStatus) -> bool) -> SyncStatus {
+        let mut rx = self.client().watch_status();
+        let r = tokio::time::timeout(WAIT, async {
+            loop {
+                let s = rx.borrow_and_update().clone();
+                if cond(&s) {
+                    return s;
+                }
+                if rx.changed().await.is_err() {
+                    return s;
+                }
+            }
+        })
+        .await;
+        match r {
+            Ok(s) if cond(&s) => s,
+            _ => panic!("{}: timed out waiting until {what}; status {:?}", self.name, self.client().status()),
+        }
+    }
+
+    /// Waits until every local change is acknowledged by the relay.
+    pub async fn synced(&self) {
+        self.until("every local change is acknowledged", |s| {
+            s.pending_documents == 0 && s.state == liaison_core::client::ConnState::UpToDate
+        })
+        .await;
+    }
+
+    /// Waits until `check` holds on the store, re-checking on every sync event.
+    pub async fn until_store(&self, what: &str, check: impl Fn(&DocStore) -> bool) {
+        let mut events = self.client().events();
+        let r = tokio::time::timeout(WAIT, async {
+            loop {
+                if check(&self.store) {
+                    return;
+                }
+                let _ = events.recv().await;
+            }
+        })
+        .await;
+        assert!(r.is_ok() && check(&self.store), "{}: timed out waiting until {what}", self.name);
+    }
+
+    pub fn created(&self, doc: DocumentId) {
+        self.client().announce(doc);
+    }
+}
