@@ -83,3 +83,142 @@ async fn devices_edit_offline_converge_through_the_relay_and_a_late_device_gets_
     assert_eq!(plan_notes(&tanaka, &plan).as_deref(), Some(expected));
     assert_eq!(sato.store.load(&plan).unwrap().get_heads(), tanaka.store.load(&plan).unwrap().get_heads());
 }
+
+/// Every (document, relay heads) a device was told, from its event stream.
+fn collect_acks(d: &Device) -> std::sync::Arc<std::sync::Mutex<Vec<(DocumentId, Vec<automerge::ChangeHash>)>>> {
+    let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut events = d.client().events();
+    let sink = acks.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(liaison_core::sync::Event::PeerHeads { doc, heads, .. }) => sink.lock().unwrap().push((doc, heads)),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    acks
+}
+
+fn plan(d: &Device, i: usize) -> DocumentId {
+    let kol = DocumentId::from_bytes([7; 16]);
+    let id = d.store.create("onc-east", &EngagementPlan::new(&kol, format!("plan {i}"))).unwrap();
+    d.created(id);
+    id
+}
+
+fn append(d: &Device, doc: DocumentId, text: &str) {
+    let t = text.to_owned();
+    d.store
+        .update(&doc, move |p: &mut EngagementPlan| {
+            let end = p.notes.as_str().len();
+            p.notes.splice(end, 0, &t)
+        })
+        .unwrap();
+    d.client().local_change(doc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_relay_has_lost_nothing() {
+    let (data, sato_t, suzuki_t, _) = team_relay();
+    let mut relay = Relay::start(data.path(), &[]).unwrap();
+    let mut sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
+    let docs: Vec<DocumentId> = (0..5).map(|i| plan(&sato, i)).collect();
+    for d in &docs {
+        append(&sato, *d, "before restart.");
+    }
+    sato.synced().await;
+    relay.stop();
+    relay = Relay::start(data.path(), &[]).unwrap();
+    let suzuki = Device::new(&relay, "pharma-a", "suzuki", "suzuki-phone", &suzuki_t, Role::Msl);
+    for d in &docs {
+        suzuki.client().find(*d);
+    }
+    suzuki
+        .until_store("every plan arrives from the restarted relay", |s| {
+            docs.iter().all(|d| s.get::<EngagementPlan>(d).is_ok_and(|p| p.notes.as_str() == "before restart."))
+        })
+        .await;
+    sato.connect(&relay);
+    sato.synced().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_during_a_storm_of_edits_keeps_every_acknowledged_change() {
+    let (data, sato_t, suzuki_t, _) = team_relay();
+    let mut relay = Relay::start(data.path(), &[]).unwrap();
+    let mut sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
+    let mut suzuki = Device::new(&relay, "pharma-a", "suzuki", "suzuki-phone", &suzuki_t, Role::Msl);
+    let docs: Vec<DocumentId> = (0..4).map(|i| plan(&sato, i)).collect();
+    sato.synced().await;
+    for d in &docs {
+        suzuki.client().find(*d);
+    }
+    suzuki.until_store("the plans arrive", |s| docs.iter().all(|d| s.get::<EngagementPlan>(d).is_ok())).await;
+    let sato_acks = collect_acks(&sato);
+    let suzuki_acks = collect_acks(&suzuki);
+
+    // A storm: both devices append to every plan, as fast as their stores allow.
+    let mut n = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_millis(1500) {
+        for (i, d) in docs.iter().enumerate() {
+            append(&sato, *d, &format!("<s{n}.{i}>"));
+            append(&suzuki, *d, &format!("<z{n}.{i}>"));
+        }
+        n += 1;
+        if n == 10 {
+            relay.kill(); // SIGKILL mid-storm.
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(n > 10, "the storm ran past the kill");
+
+    // Open the dead relay's data directory: every head a device saw acknowledged is there.
+    let acked: Vec<(DocumentId, Vec<automerge::ChangeHash>)> =
+        sato_acks.lock().unwrap().iter().chain(suzuki_acks.lock().unwrap().iter()).cloned().collect();
+    assert!(acked.len() >= 4, "devices saw acknowledgements before the kill ({})", acked.len());
+    {
+        let config = liaison_server::config::Config { data_dir: data.path().to_owned(), ..Default::default() };
+        let (store, _) = liaison_server::open_data(&config).unwrap();
+        for (doc, heads) in &acked {
+            let stored = store.load(doc).unwrap();
+            for h in heads {
+                assert!(
+                    automerge::ReadDoc::get_change_by_hash(&stored, h).is_some(),
+                    "change {h} of {doc} was acknowledged to a device but is not on the relay's disk"
+                );
+            }
+        }
+    }
+
+    // Restart: devices re-sync what was not acknowledged and converge.
+    relay = Relay::start(data.path(), &[]).unwrap();
+    sato.connect(&relay);
+    suzuki.connect(&relay);
+    for d in &docs {
+        sato.client().local_change(*d);
+        suzuki.client().local_change(*d);
+    }
+    sato.synced().await;
+    suzuki.synced().await;
+    // Each device waits, on its own events, until its store holds every edit of both.
+    let all_edits = |s: &liaison_core::DocStore| {
+        docs.iter().enumerate().all(|(i, d)| {
+            s.get::<EngagementPlan>(d).is_ok_and(|p| {
+                (0..n).all(|k| p.notes.as_str().contains(&format!("<s{k}.{i}>")) && p.notes.as_str().contains(&format!("<z{k}.{i}>")))
+            })
+        })
+    };
+    sato.until_store("sato holds every edit", all_edits).await;
+    suzuki.until_store("suzuki holds every edit", all_edits).await;
+    for d in &docs {
+        assert_eq!(sato.store.load(d).unwrap().get_heads(), suzuki.store.load(d).unwrap().get_heads());
+    }
+    let p: EngagementPlan = sato.store.get(&docs[0]).unwrap();
+    for k in 0..n {
+        assert!(p.notes.as_str().contains(&format!("<s{k}.0>")) && p.notes.as_str().contains(&format!("<z{k}.0>")), "edit {k} lost");
+    }
+}
