@@ -108,10 +108,35 @@ enum Cmd {
     Shutdown,
 }
 
+/// State the app's calls and the driver share: a change is pending from the moment the app
+/// reports it, not from when the driver gets to it.
+#[derive(Debug)]
+struct Shared {
+    pending: std::sync::Mutex<HashSet<DocumentId>>,
+    status: watch::Sender<SyncStatus>,
+}
+
+impl Shared {
+    fn mark_pending(&self, doc: DocumentId) {
+        let n = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.insert(doc);
+            p.len()
+        };
+        self.status.send_modify(|s| {
+            s.pending_documents = n;
+            if s.state == ConnState::UpToDate {
+                s.state = ConnState::Syncing;
+            }
+        });
+    }
+}
+
 /// A running client. Dropping it stops the background task.
 #[derive(Debug)]
 pub struct SyncClient {
     cmds: mpsc::UnboundedSender<Cmd>,
+    shared: Arc<Shared>,
     status: watch::Receiver<SyncStatus>,
     events: broadcast::Sender<Event>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -136,18 +161,21 @@ impl SyncClient {
             last_error: None,
         });
         let (events, _) = broadcast::channel(1024);
-        let driver = Driver::new(store, options, Arc::new(tls), status_tx, events.clone())?;
+        let shared = Arc::new(Shared { pending: std::sync::Mutex::new(HashSet::new()), status: status_tx });
+        let driver = Driver::new(store, options, Arc::new(tls), shared.clone(), events.clone())?;
         let task = tokio::spawn(driver.run(rx));
-        Ok(Self { cmds, status, events, task: Some(task) })
+        Ok(Self { cmds, shared, status, events, task: Some(task) })
     }
 
     /// Tells the client a document changed locally (after `DocStore::update` and friends).
     pub fn local_change(&self, doc: DocumentId) {
+        self.shared.mark_pending(doc);
         let _ = self.cmds.send(Cmd::LocalChange(doc));
     }
 
     /// Syncs a document that is in the store (for example one just created).
     pub fn announce(&self, doc: DocumentId) {
+        self.shared.mark_pending(doc);
         let _ = self.cmds.send(Cmd::Announce(doc));
     }
 
@@ -203,9 +231,8 @@ struct Driver {
     options: ClientOptions,
     tls: Arc<rustls::ClientConfig>,
     engine: Engine,
-    status: watch::Sender<SyncStatus>,
+    shared: Arc<Shared>,
     events: broadcast::Sender<Event>,
-    pending: HashSet<DocumentId>,
     network: Network,
     next_conn: u64,
 }
@@ -217,7 +244,7 @@ impl Driver {
         store: Arc<DocStore>,
         options: ClientOptions,
         tls: Arc<rustls::ClientConfig>,
-        status: watch::Sender<SyncStatus>,
+        shared: Arc<Shared>,
         events: broadcast::Sender<Event>,
     ) -> Result<Self, ClientError> {
         let mut config = EngineConfig::new(options.peer_id.clone());
@@ -230,14 +257,18 @@ impl Driver {
             engine.handle(now_ms(), Input::Announce { doc: *doc });
         }
         // Until the relay says otherwise, everything local is unacknowledged.
-        let pending: HashSet<DocumentId> = docs.into_iter().collect();
-        let d = Self { store, options, tls, engine, status, events, pending, network: Network::Up, next_conn: 1 };
-        d.publish(|s| s.pending_documents = d.pending.len());
-        Ok(d)
+        for doc in docs {
+            shared.mark_pending(doc);
+        }
+        Ok(Self { store, options, tls, engine, shared, events, network: Network::Up, next_conn: 1 })
     }
 
     fn publish(&self, f: impl FnOnce(&mut SyncStatus)) {
-        self.status.send_modify(f);
+        self.shared.status.send_modify(f);
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<DocumentId>> {
+        self.shared.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
@@ -248,7 +279,7 @@ impl Driver {
                 match cmds.recv().await {
                     None | Some(Cmd::Shutdown) => return,
                     Some(c) => {
-                        self.offline_cmd(c);
+                        self.offline_cmd(c).await;
                         continue;
                     }
                 }
@@ -290,33 +321,28 @@ impl Driver {
                             attempt = 0;
                             break;
                         }
-                        Some(c) => self.offline_cmd(c),
+                        Some(c) => self.offline_cmd(c).await,
                     }
                 }
             }
         }
     }
 
-    /// Commands while not connected: the engine keeps their effect for the next connection.
-    fn offline_cmd(&mut self, c: Cmd) {
-        match c {
-            Cmd::Network(n) => self.network = n,
-            Cmd::LocalChange(doc) => {
-                self.pending.insert(doc);
-                let pending = self.pending.len();
-                self.publish(|s| s.pending_documents = pending);
-                if let Some(input) = self.local_input(doc) {
-                    let _ = self.engine.handle(now_ms(), input);
-                }
+    /// Commands while not connected: the engine keeps their effect for the next connection
+    /// (its storage tasks still run; frames have nowhere to go).
+    async fn offline_cmd(&mut self, c: Cmd) {
+        let input = match c {
+            Cmd::Network(n) => {
+                self.network = n;
+                None
             }
-            Cmd::Announce(doc) => {
-                self.pending.insert(doc);
-                let _ = self.engine.handle(now_ms(), Input::Announce { doc });
-            }
-            Cmd::Find(doc) => {
-                let _ = self.engine.handle(now_ms(), Input::Find { doc });
-            }
-            Cmd::Shutdown => {}
+            Cmd::LocalChange(doc) => self.local_input(doc),
+            Cmd::Announce(doc) => Some(Input::Announce { doc }),
+            Cmd::Find(doc) => Some(Input::Find { doc }),
+            Cmd::Shutdown => None,
+        };
+        if let Some(input) = input {
+            let _ = self.feed(None, ConnId(0), input).await;
         }
     }
 
@@ -342,14 +368,14 @@ impl Driver {
             s.last_error = None;
         });
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        if let Err(e) = self.feed(&mut ws, conn, Input::Connected { conn, side: Side::Initiator }).await {
+        if let Err(e) = self.feed(Some(&mut ws), conn, Input::Connected { conn, side: Side::Initiator }).await {
             return e;
         }
         let ended = loop {
             tokio::select! {
                 frame = ws.next() => match frame {
                     Some(Ok(WsMessage::Binary(b))) => {
-                        if let Err(e) = self.feed(&mut ws, conn, Input::Frame { conn, frame: b.to_vec() }).await {
+                        if let Err(e) = self.feed(Some(&mut ws), conn, Input::Frame { conn, frame: b.to_vec() }).await {
                             break e;
                         }
                     }
@@ -365,26 +391,18 @@ impl Driver {
                         None | Some(Cmd::Shutdown) => break Ended::Shutdown,
                         Some(Cmd::Network(Network::Up)) => continue,
                         Some(Cmd::Network(n)) => break Ended::Network(n),
-                        Some(Cmd::LocalChange(doc)) => {
-                            self.pending.insert(doc);
-                            let pending = self.pending.len();
-                            self.publish(|s| { s.pending_documents = pending; s.state = ConnState::Syncing; });
-                            self.local_input(doc)
-                        }
-                        Some(Cmd::Announce(doc)) => {
-                            self.pending.insert(doc);
-                            Some(Input::Announce { doc })
-                        }
+                        Some(Cmd::LocalChange(doc)) => self.local_input(doc),
+                        Some(Cmd::Announce(doc)) => Some(Input::Announce { doc }),
                         Some(Cmd::Find(doc)) => Some(Input::Find { doc }),
                     };
                     if let Some(input) = input
-                        && let Err(e) = self.feed(&mut ws, conn, input).await
+                        && let Err(e) = self.feed(Some(&mut ws), conn, input).await
                     {
                         break e;
                     }
                 }
                 _ = tick.tick() => {
-                    if let Err(e) = self.feed(&mut ws, conn, Input::Tick).await {
+                    if let Err(e) = self.feed(Some(&mut ws), conn, Input::Tick).await {
                         break e;
                     }
                 }
@@ -396,13 +414,15 @@ impl Driver {
     }
 
     /// Runs one input through the engine and carries out what it says.
-    async fn feed(&mut self, ws: &mut Ws, conn: ConnId, input: Input) -> Result<(), Ended> {
+    async fn feed(&mut self, mut ws: Option<&mut Ws>, conn: ConnId, input: Input) -> Result<(), Ended> {
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
             for out in self.engine.handle(now_ms(), input) {
                 match out {
                     Output::Send { frame, .. } => {
-                        ws.send(WsMessage::Binary(frame.into())).await.map_err(|e| Ended::Lost(describe(&e)))?;
+                        if let Some(ws) = ws.as_deref_mut() {
+                            ws.send(WsMessage::Binary(frame.into())).await.map_err(|e| Ended::Lost(describe(&e)))?;
+                        }
                     }
                     Output::Close { reason, .. } => return Err(Ended::Lost(format!("{reason:?}"))),
                     Output::Storage { task, op } => {
@@ -421,9 +441,13 @@ impl Driver {
 
     fn on_event(&mut self, _conn: ConnId, e: Event) {
         match &e {
-            Event::PeerHeads { doc, heads, .. } if self.pending.contains(doc) && self.covered(doc, heads) => {
-                self.pending.remove(doc);
-                let (pending, now) = (self.pending.len(), now_ms());
+            Event::PeerHeads { doc, heads, .. } if self.pending().contains(doc) && self.covered(doc, heads) => {
+                let pending = {
+                    let mut p = self.pending();
+                    p.remove(doc);
+                    p.len()
+                };
+                let now = now_ms();
                 self.publish(|s| {
                     s.pending_documents = pending;
                     if pending == 0 {
@@ -436,14 +460,17 @@ impl Driver {
                 let r =
                     RefusedChange { doc: *doc, hashes: hashes.clone(), code: code.clone(), message: message.clone() };
                 // A refused change will never be acknowledged: it is reported, not pending.
-                self.pending.remove(doc);
-                let pending = self.pending.len();
+                let pending = {
+                    let mut p = self.pending();
+                    p.remove(doc);
+                    p.len()
+                };
                 self.publish(|s| {
                     s.refused.push(r);
                     s.pending_documents = pending;
                 });
             }
-            Event::PeerReady { .. } if self.pending.is_empty() => {
+            Event::PeerReady { .. } if self.pending().is_empty() => {
                 self.publish(|s| s.state = ConnState::UpToDate);
             }
             _ => {}
@@ -451,15 +478,19 @@ impl Driver {
         let _ = self.events.send(e);
     }
 
-    /// Whether the relay's heads include every local change of `doc`.
+    /// Whether the relay's heads include every local change of `doc`: each head of the local
+    /// store must be an ancestor of the relay's heads. Ancestry is read from the engine's copy,
+    /// which already holds what the relay sent (the store may still be writing it), while the
+    /// store may hold an edit the engine has not been told about yet (then: not covered).
     fn covered(&self, doc: &DocumentId, relay_heads: &[automerge::ChangeHash]) -> bool {
-        let check = |am: &automerge::Automerge| {
-            relay_heads.iter().all(|h| am.get_change_by_hash(h).is_some()) && am.get_changes(relay_heads).is_empty()
-        };
-        match self.engine.document(doc) {
-            Some(am) => check(am),
-            None => self.store.load(doc).map(|am| check(&am)).unwrap_or(false),
+        let Ok(local) = self.store.load(doc) else { return false };
+        let graph = self.engine.document(doc).unwrap_or(&local);
+        if !relay_heads.iter().all(|h| graph.get_change_by_hash(h).is_some()) {
+            return false;
         }
+        let unacknowledged: HashSet<automerge::ChangeHash> =
+            graph.get_changes(relay_heads).iter().map(|c| c.hash()).collect();
+        local.get_heads().iter().all(|h| graph.get_change_by_hash(h).is_some() && !unacknowledged.contains(h))
     }
 }
 

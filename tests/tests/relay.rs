@@ -208,7 +208,10 @@ async fn a_relay_killed_during_a_storm_of_edits_keeps_every_acknowledged_change(
     let all_edits = |s: &liaison_core::DocStore| {
         docs.iter().enumerate().all(|(i, d)| {
             s.get::<EngagementPlan>(d).is_ok_and(|p| {
-                (0..n).all(|k| p.notes.as_str().contains(&format!("<s{k}.{i}>")) && p.notes.as_str().contains(&format!("<z{k}.{i}>")))
+                (0..n).all(|k| {
+                    p.notes.as_str().contains(&format!("<s{k}.{i}>"))
+                        && p.notes.as_str().contains(&format!("<z{k}.{i}>"))
+                })
             })
         })
     };
@@ -219,6 +222,9 @@ async fn a_relay_killed_during_a_storm_of_edits_keeps_every_acknowledged_change(
     }
     let p: EngagementPlan = sato.store.get(&docs[0]).unwrap();
     for k in 0..n {
-        assert!(p.notes.as_str().contains(&format!("<s{k}.0>")) && p.notes.as_str().contains(&format!("<z{k}.0>")), "edit {k} lost");
+        assert!(
+            p.notes.as_str().contains(&format!("<s{k}.0>")) && p.notes.as_str().contains(&format!("<z{k}.0>")),
+            "edit {k} lost"
+        );
     }
 }

@@ -1,0 +1,226 @@
+//! End-to-end: credentials and access, against a real relay.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use liaison_core::client::{ClientOptions, ConnState, SyncClient, Trust};
+use liaison_core::model::*;
+use liaison_core::sync::Event;
+use liaison_core::{DocumentId, Role};
+use liaison_e2e::*;
+
+fn relay_with_two_tenants() -> (tempfile::TempDir, Relay) {
+    let data = tempfile::tempdir().unwrap();
+    setup_tenant(data.path(), "pharma-a", "onc-east", &[("sato", "msl"), ("suzuki", "msl"), ("tanaka", "manager")]);
+    setup_tenant(data.path(), "pharma-b", "cardio", &[("kim", "msl")]);
+    let relay = Relay::start(data.path(), &[]).unwrap();
+    (data, relay)
+}
+
+fn device(relay: &Relay, tenant: &str, user: &str, name: &str, role: Role) -> Device {
+    let (_, token) = issue_live(relay, tenant, user, name);
+    Device::new(relay, tenant, user, name, &token, role)
+}
+
+/// Issues a token through the admin API while the relay runs.
+fn issue_live(relay: &Relay, tenant: &str, user: &str, name: &str) -> (String, String) {
+    let (status, body) = relay.admin_api(
+        "POST",
+        &format!("/admin/v1/tenants/{tenant}/users/{user}/tokens"),
+        &relay.bootstrap_token(),
+        Some(serde_json::json!({ "device": name })),
+    );
+    assert_eq!(status, 201, "{body}");
+    (body["id"].as_str().unwrap().to_owned(), body["token"].as_str().unwrap().to_owned())
+}
+
+fn raw_client(relay: &Relay, token: &str, peer: &str) -> SyncClient {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let kv = liaison_core::storage::SledKv::open(&dir).unwrap();
+    let who = liaison_core::Identity {
+        tenant: "x".into(),
+        user: "x".into(),
+        device: peer.into(),
+        role: Role::Msl,
+        install: [0; 8],
+    };
+    let store = std::sync::Arc::new(
+        liaison_core::DocStore::with_kv(
+            std::sync::Arc::new(kv),
+            who,
+            std::sync::Arc::new(liaison_core::store::SystemClock),
+            Default::default(),
+        )
+        .unwrap(),
+    );
+    SyncClient::start(
+        store,
+        ClientOptions {
+            url: relay.url.clone(),
+            token: token.into(),
+            peer_id: peer.into(),
+            storage_id: format!("{peer}-store"),
+            trust: Trust::Pinned { sha256: relay.fingerprint },
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(200),
+        },
+    )
+    .unwrap()
+}
+
+async fn last_error_contains(c: &SyncClient, text: &str) {
+    let mut rx = c.watch_status();
+    let ok = tokio::time::timeout(WAIT, async {
+        loop {
+            if rx.borrow_and_update().last_error.as_deref().is_some_and(|e| e.contains(text)) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "expected an error containing {text:?}, status {:?}", c.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_expired_and_revoked_tokens_are_refused_before_the_upgrade() {
+    let (data, relay) = relay_with_two_tenants();
+    let wrong = raw_client(&relay, "lsn_not-a-real-token", "sato-phone");
+    last_error_contains(&wrong, "HTTP 401").await;
+
+    let (_, expired) = issue_live(&relay, "pharma-a", "sato", "sato-phone");
+    let _keep = data;
+    let (status, body) = relay.admin_api(
+        "POST",
+        "/admin/v1/tenants/pharma-a/users/sato/tokens",
+        &relay.bootstrap_token(),
+        Some(serde_json::json!({ "device": "old-phone", "ttl_secs": 0 })),
+    );
+    assert_eq!(status, 201);
+    let expired_now = body["token"].as_str().unwrap().to_owned();
+    let c = raw_client(&relay, &expired_now, "old-phone");
+    last_error_contains(&c, "HTTP 401").await;
+
+    let (id, revoked) = issue_live(&relay, "pharma-a", "sato", "lost-phone");
+    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.bootstrap_token(), None);
+    assert_eq!(status, 200);
+    let c = raw_client(&relay, &revoked, "lost-phone");
+    last_error_contains(&c, "HTTP 401").await;
+
+    // A good token connects.
+    let good = raw_client(&relay, &expired, "sato-phone");
+    let mut rx = good.watch_status();
+    tokio::time::timeout(WAIT, async {
+        while rx.borrow_and_update().state != ConnState::UpToDate {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("a valid token connects");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_while_connected_is_cut_off() {
+    let (_data, relay) = relay_with_two_tenants();
+    let (id, token) = issue_live(&relay, "pharma-a", "sato", "sato-phone");
+    let sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &token, Role::Msl);
+    sato.synced().await;
+    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.bootstrap_token(), None);
+    assert_eq!(status, 200);
+    let started = std::time::Instant::now();
+    sato.until("the connection is cut", |s| {
+        s.last_error.as_deref().is_some_and(|e| e.contains("credential revoked") || e.contains("HTTP 401"))
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(2), "cut off within a second or so ({:?})", started.elapsed());
+    last_error_contains(sato.client(), "HTTP 401").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_id_that_is_not_the_credentials_device_is_refused() {
+    let (_data, relay) = relay_with_two_tenants();
+    let (_, token) = issue_live(&relay, "pharma-a", "sato", "sato-phone");
+    let c = raw_client(&relay, &token, "someone-elses-phone");
+    last_error_contains(&c, "peer id").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_cannot_write_and_another_tenant_sees_unavailable() {
+    let (_data, relay) = relay_with_two_tenants();
+    let sato = device(&relay, "pharma-a", "sato", "sato-phone", Role::Msl);
+    let tanaka = device(&relay, "pharma-a", "tanaka", "tanaka-tablet", Role::Manager);
+    let kim = device(&relay, "pharma-b", "kim", "kim-phone", Role::Msl);
+    let kol = sato.store.create("onc-east", &KolProfile::new("Dr. Lee", "Kyoto")).unwrap();
+    let visit = sato.store.create("onc-east", &Interaction::new(&kol, 1_700_000_000_000, Channel::InPerson)).unwrap();
+    sato.created(kol);
+    sato.created(visit);
+    sato.synced().await;
+
+    // A manager reads interactions but may not change them.
+    tanaka.client().find(visit);
+    tanaka.until_store("the visit arrives", |s| s.get::<Interaction>(&visit).is_ok()).await;
+    tanaka.store.update(&visit, |i: &mut Interaction| i.location = Some("manager's edit".into())).unwrap();
+    tanaka.client().local_change(visit);
+    let s = tanaka.until("the refusal arrives", |s| !s.refused.is_empty()).await;
+    assert_eq!(s.refused[0].code, "read-only");
+    assert_eq!(s.refused[0].doc, visit);
+    sato.client().find(visit);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sato.store.get::<Interaction>(&visit).unwrap().location, None, "the change did not spread");
+
+    // Another tenant's document id answers "unavailable", and nothing of it arrives.
+    let mut events = kim.client().events();
+    kim.client().find(visit);
+    let missing = DocumentId::random();
+    kim.client().find(missing);
+    let mut unavailable = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while unavailable.len() < 2 {
+            if let Ok(Event::DocUnavailable { doc }) = events.recv().await {
+                unavailable.push(doc);
+            }
+        }
+    })
+    .await
+    .expect("both answered unavailable");
+    assert!(unavailable.contains(&visit) && unavailable.contains(&missing));
+    assert!(kim.store.get::<Interaction>(&visit).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_edit_to_a_record_submitted_meanwhile_comes_back_as_a_refusal() {
+    let (_data, relay) = relay_with_two_tenants();
+    let sato = device(&relay, "pharma-a", "sato", "sato-phone", Role::Msl);
+    let mut suzuki = device(&relay, "pharma-a", "suzuki", "suzuki-phone", Role::Msl);
+    let kol = DocumentId::from_bytes([3; 16]);
+    let mut visit = Interaction::new(&kol, 1_700_000_000_000, Channel::InPerson);
+    visit.summary = "Discussed dosing.".into();
+    let id = sato.store.create("onc-east", &visit).unwrap();
+    sato.created(id);
+    sato.synced().await;
+    suzuki.client().find(id);
+    suzuki.until_store("the visit arrives", |s| s.get::<Interaction>(&id).is_ok()).await;
+
+    suzuki.offline();
+    suzuki.store.update(&id, |i: &mut Interaction| i.summary.splice(0, 0, "Offline: ")).unwrap();
+    sato.store.submit::<Interaction>(&id).unwrap();
+    sato.client().local_change(id);
+    sato.synced().await;
+
+    suzuki.connect(&relay);
+    suzuki.client().local_change(id);
+    let s = suzuki.until("the refusal arrives", |s| !s.refused.is_empty()).await;
+    assert_eq!(s.refused[0].code, "locked");
+    assert!(
+        suzuki.store.get::<Interaction>(&id).unwrap().summary.as_str().starts_with("Offline: "),
+        "kept on the device"
+    );
+    // Everyone else still sees the submitted record unchanged.
+    sato.until_store("the submitted record is unchanged", |s| {
+        s.get::<Interaction>(&id)
+            .is_ok_and(|i| i.summary.as_str() == "Discussed dosing." && i.status == RecordStatus::Submitted)
+    })
+    .await;
+}
