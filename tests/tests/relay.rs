@@ -84,8 +84,11 @@ async fn devices_edit_offline_converge_through_the_relay_and_a_late_device_gets_
     assert_eq!(sato.store.load(&plan).unwrap().get_heads(), tanaka.store.load(&plan).unwrap().get_heads());
 }
 
+/// (document, relay heads) pairs a device was told.
+type Acks = std::sync::Arc<std::sync::Mutex<Vec<(DocumentId, Vec<automerge::ChangeHash>)>>>;
+
 /// Every (document, relay heads) a device was told, from its event stream.
-fn collect_acks(d: &Device) -> std::sync::Arc<std::sync::Mutex<Vec<(DocumentId, Vec<automerge::ChangeHash>)>>> {
+fn collect_acks(d: &Device) -> Acks {
     let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut events = d.client().events();
     let sink = acks.clone();
