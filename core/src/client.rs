@@ -347,6 +347,7 @@ impl Driver {
     }
 
     fn local_input(&self, doc: DocumentId) -> Option<Input> {
+        tracing::debug!(document = %doc, resident = self.engine.document(&doc).is_some(), "local change");
         match self.engine.document(&doc) {
             Some(am) => {
                 let heads = am.get_heads();
@@ -441,7 +442,13 @@ impl Driver {
 
     fn on_event(&mut self, _conn: ConnId, e: Event) {
         match &e {
-            Event::PeerHeads { doc, heads, .. } if self.pending().contains(doc) && self.covered(doc, heads) => {
+            Event::PeerHeads { doc, heads, .. }
+                if self.pending().contains(doc) && {
+                    let c = self.covered(doc, heads);
+                    tracing::debug!(document = %doc, covered = c, relay_heads = heads.len(), "relay heads");
+                    c
+                } =>
+            {
                 let pending = {
                     let mut p = self.pending();
                     p.remove(doc);

@@ -595,3 +595,27 @@ fn a_relay_with_a_full_disk_acknowledges_nothing_and_catches_up_when_space_retur
         net.nodes[dev].events.iter().any(|e| matches!(e, Event::PeerHeads { heads, .. } if *heads == dev_heads));
     assert!(acked, "and acknowledged only then");
 }
+
+#[test]
+fn a_peer_that_asked_too_early_gets_the_document_when_it_arrives() {
+    let policy = TestPolicy::default();
+    let (mut net, relay, devs) = relay_and_devices(2, &policy);
+    net.connect(devs[0], relay);
+    net.connect(devs[1], relay);
+    net.settle();
+    // dev1 asks for an id the relay does not have yet.
+    let doc = net.nodes[devs[0]]
+        .store
+        .create("team", &EngagementPlan::new(&DocumentId::from_bytes([1; 16]), "later"))
+        .unwrap();
+    net.handle(devs[1], Input::Find { doc });
+    net.settle();
+    assert!(net.nodes[devs[1]].events.iter().any(|e| matches!(e, Event::DocUnavailable { doc: d } if *d == doc)));
+    // Then dev0 syncs it: dev1 hears about it without asking again.
+    net.handle(devs[0], Input::Announce { doc });
+    net.settle();
+    assert!(net.nodes[devs[1]].store.get::<EngagementPlan>(&doc).is_ok(), "the waiting peer got the document");
+    net.edit(devs[0], doc, "more");
+    net.settle();
+    assert_eq!(net.notes(devs[1], doc).as_deref(), Some("more"));
+}

@@ -81,6 +81,8 @@ pub struct Sim {
     pub docs: Vec<DocumentId>,
     tokens: BTreeMap<DocumentId, Vec<String>>,
     pub acks_checked: u64,
+    /// (device, document) -> the last relay heads the device was told.
+    last_acks: BTreeMap<(usize, DocumentId), Vec<ChangeHash>>,
     pub frames: u64,
     pub bytes: u64,
 }
@@ -119,6 +121,7 @@ impl Sim {
             docs: Vec::new(),
             tokens: BTreeMap::new(),
             acks_checked: 0,
+            last_acks: BTreeMap::new(),
             frames: 0,
             bytes: 0,
         }
@@ -167,6 +170,9 @@ impl Sim {
                 );
             }
             self.acks_checked += 1;
+            let mut sorted = heads;
+            sorted.sort();
+            self.last_acks.insert((node, doc), sorted);
         }
     }
 
@@ -343,6 +349,19 @@ impl Sim {
         }
         let steps = self.run(5_000_000);
         assert!(steps < 5_000_000, "the simulation did not settle");
+        // Then, still connected, devices keep editing while exchanges are in flight, and the
+        // network settles without any reconnect: acknowledgements must still all arrive.
+        if !self.docs.is_empty() {
+            for _ in 0..12 {
+                let dev = 1 + self.rng.below(self.nodes.len() - 1);
+                let doc = self.docs[self.rng.below(self.docs.len())];
+                self.edit(dev, doc);
+                let n = self.rng.below(12);
+                self.run(n);
+            }
+            let steps = self.run(5_000_000);
+            assert!(steps < 5_000_000, "the simulation did not settle");
+        }
     }
 
     pub fn check_converged(&self) {
@@ -352,6 +371,17 @@ impl Sim {
             for (i, n) in self.nodes.iter().enumerate().skip(1) {
                 let d = n.store.load(doc).unwrap_or_else(|e| panic!("device {i} lacks {doc}: {e}"));
                 assert_eq!(d.get_heads(), heads, "device {i} differs from the relay on {doc}");
+            }
+            // Liveness of acknowledgements: once quiet, every device has been told the relay holds
+            // exactly what it holds (a device's "everything is stored" indicator depends on it).
+            for i in 1..self.nodes.len() {
+                let mut heads = heads.clone();
+                heads.sort();
+                assert_eq!(
+                    self.last_acks.get(&(i, *doc)),
+                    Some(&heads),
+                    "device {i} was never told the relay stored {doc}"
+                );
             }
             let plan: EngagementPlan = self.nodes[RELAY].store.get(doc).unwrap();
             for t in self.tokens.get(doc).into_iter().flatten() {
@@ -443,6 +473,10 @@ proptest! {
 
 #[test]
 fn a_thousand_documents_reach_a_device_that_joins_later() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut sim = Sim::new(2, 7, 500);
     sim.connect(1);
     for _ in 0..1000 {

@@ -169,7 +169,7 @@ async fn sync_socket(
         .protocols([SELECTED_PROTOCOL])
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| serve_socket(socket, principal, state.relay, limits))
+        .on_upgrade(move |socket| serve_socket(socket, principal, state.relay, limits, state.metrics))
         .into_response())
 }
 
@@ -195,7 +195,13 @@ impl Bucket {
     }
 }
 
-async fn serve_socket(socket: WebSocket, principal: Principal, relay: RelayHandle, limits: Limits) {
+async fn serve_socket(
+    socket: WebSocket,
+    principal: Principal,
+    relay: RelayHandle,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+) {
     let conn = relay.next_conn();
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(4096);
     tracing::debug!(conn = conn.0, tenant = %principal.tenant, "connection opened");
@@ -233,6 +239,9 @@ async fn serve_socket(socket: WebSocket, principal: Principal, relay: RelayHandl
                     Ok(Some(Ok(_))) => None, // ping and pong
                 };
                 if let Some(msg) = reply {
+                    if let WsMessage::Close(Some(f)) = &msg {
+                        metrics.closed(f.reason.as_str());
+                    }
                     let _ = sink.send(msg).await;
                     break;
                 }

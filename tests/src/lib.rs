@@ -18,8 +18,20 @@ use liaison_core::{DocStore, DocumentId, Identity, Role};
 /// How long any wait in these tests may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// The relay binary, built beside the test executable.
+/// The relay binary beside the test executable, (re)built once per test run: depending on
+/// the server crate builds its library, not its binary, and a stale binary would test old code.
 pub fn relay_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "liaison-server", "--bin", "liaison-relay"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build for the relay");
+        assert!(status.success(), "building the relay failed");
+    });
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     dir.join("liaison-relay")
@@ -76,7 +88,7 @@ impl Relay {
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("LIAISON_RELAY_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -148,6 +160,12 @@ impl Relay {
         ureq::Agent::config_builder().tls_config(tls).http_status_as_error(false).build().new_agent()
     }
 
+    /// GETs a plain-text endpoint (such as /metrics).
+    pub fn get_text(&self, path: &str) -> String {
+        let url = format!("{}{}", self.base.replace("127.0.0.1", "localhost"), path);
+        self.http().get(&url).call().unwrap().body_mut().read_to_string().unwrap()
+    }
+
     /// Calls the admin API (blocking); returns (status, body).
     pub fn admin_api(
         &self,
@@ -188,8 +206,19 @@ pub struct Device {
     token: String,
 }
 
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 impl Device {
     pub fn new(relay: &Relay, tenant: &str, user: &str, device: &str, token: &str, role: Role) -> Self {
+        init_logs();
         let dir = tempfile::tempdir().unwrap();
         let who = Identity { tenant: tenant.into(), user: user.into(), device: device.into(), role, install: [0; 8] };
         let kv = SledKv::open(dir.path()).unwrap();

@@ -324,6 +324,8 @@ struct PeerDoc {
     persisted_shared: Vec<ChangeHash>,
     said_unavailable: bool,
     refusals_notified: HashSet<ChangeHash>,
+    /// Heads of the last message we actually sent this peer.
+    advertised: Vec<ChangeHash>,
 }
 
 impl PeerDoc {
@@ -336,6 +338,7 @@ impl PeerDoc {
             last_heads: (Vec::new(), Vec::new()),
             said_unavailable: false,
             refusals_notified: HashSet::new(),
+            advertised: Vec::new(),
         }
     }
 }
@@ -367,6 +370,8 @@ struct DocEntry {
     wanted: bool,
     /// A device's document: sync it with every peer.
     announced: bool,
+    /// Peers that asked while we did not have it; they hear from us once it arrives.
+    waiting: HashSet<ConnId>,
 }
 
 impl DocEntry {
@@ -382,6 +387,7 @@ impl DocEntry {
             last_used: now,
             wanted: false,
             announced: false,
+            waiting: HashSet::new(),
         }
     }
 
@@ -542,6 +548,7 @@ impl Engine {
         let storage = peer.as_ref().and_then(|p| persistent_storage(&p.metadata));
         let mut saves = Vec::new();
         for (id, d) in self.docs.iter_mut() {
+            d.waiting.remove(&conn);
             if let Some(pd) = d.peers.remove(&conn)
                 && let Some(s) = &storage
             {
@@ -725,6 +732,7 @@ impl Engine {
     }
 
     fn on_local_changes(&mut self, doc: DocumentId, changes: &[u8]) {
+        tracing::debug!(document = %doc, bytes = changes.len(), resident = self.docs.contains_key(&doc), "local changes");
         let Some(d) = self.docs.get_mut(&doc) else {
             // Not resident: the next load reads the stored changes. Make sure peers hear of it.
             if self.announced.contains(&doc) && !self.ready_conns().is_empty() {
@@ -784,6 +792,19 @@ impl Engine {
                         self.start_sync_with(doc, c);
                     }
                 }
+                // Eviction drops per-peer state, not subscriptions: every live connection that
+                // has synced this document hears from it again, so none misses later changes.
+                if self.docs.get(&doc).is_some_and(|d| matches!(d.phase, DocPhase::Ready)) {
+                    let subscribed: Vec<ConnId> = self
+                        .ready_conns()
+                        .into_iter()
+                        .filter(|c| self.conns.get(c).is_some_and(|x| x.touched.contains(&doc)))
+                        .filter(|c| self.docs.get(&doc).is_some_and(|d| !d.peers.contains_key(c)))
+                        .collect();
+                    for c in subscribed {
+                        self.start_sync_with(doc, c);
+                    }
+                }
                 self.evict_over_cap();
             }
             (DocPhase::Loading { .. }, StorageResult::Failed(message)) => {
@@ -791,6 +812,7 @@ impl Engine {
                 self.out.push(Output::Event(Event::StorageFailed { doc, message }));
             }
             (_, StorageResult::Stored) => {
+                tracing::debug!(document = %doc, task = task.0, in_flight = ?d.write_in_flight.as_ref().map(|w| w.0.0), "stored");
                 if let Some((t, heads)) = d.write_in_flight.take_if(|(t, _)| *t == task) {
                     let _ = t;
                     d.durable = heads;
@@ -861,6 +883,7 @@ impl Engine {
         let loop_guard = self.config.loop_guard;
         let Some(d) = self.docs.get_mut(&doc) else { return };
         if d.dirty() || d.write_in_flight.is_some() {
+            tracing::debug!(document = %doc, "not generating: unstored changes");
             return; // Durable acknowledgement: advertise only what is on disk.
         }
         let missing = matches!(d.phase, DocPhase::Missing);
@@ -876,13 +899,19 @@ impl Engine {
             pd.last_heads = heads_now;
         }
         if pd.stalled > loop_guard * 2 {
+            tracing::debug!(document = %doc, "not generating: stalled");
             return; // Give up until something changes.
         }
         if pd.stalled == loop_guard {
             tracing::warn!(document = %doc, "sync made no progress; resetting the sync state");
             pd.sync = sync::State::new();
         }
-        let Some(msg) = d.am.generate_sync_message(&mut pd.sync) else { return };
+        let Some(msg) = d.am.generate_sync_message(&mut pd.sync) else {
+            tracing::debug!(document = %doc, peer = %peer.peer_id, in_flight = pd.sync.in_flight, heads = ?d.am.get_heads(), last_sent = ?pd.sync.last_sent_heads, their = ?pd.sync.their_heads, "nothing to send");
+            return;
+        };
+        tracing::debug!(document = %doc, peer = %peer.peer_id, changes = msg.changes.len(), heads = ?msg.heads, "sending sync");
+        pd.advertised.clone_from(&msg.heads);
         let data = msg.encode();
         let m = if missing && d.wanted {
             Message::Request { sender_id: self.config.peer_id.clone(), target_id: peer.peer_id, document_id: doc, data }
@@ -964,6 +993,7 @@ impl Engine {
             // We do not have it. A peer that has it (heads) and may write creates it here;
             // anyone else hears "unavailable", as for a document it may not see.
             if msg.heads.is_empty() || access < Access::ReadWrite {
+                d.waiting.insert(conn);
                 self.unavailable(conn, doc);
                 return;
             }
@@ -1003,6 +1033,7 @@ impl Engine {
                 // Everything passes: keep the trial outright.
                 d.am = trial;
                 pd.sync = trial_state;
+                keep_ack_owed(d.am.get_heads() != d.durable || d.write_in_flight.is_some(), pd);
                 let their = pd.sync.their_heads.clone().unwrap_or_default();
                 self.out.push(Output::Event(Event::PeerHeads { conn, doc, heads: their }));
                 self.finish_receive(conn, doc, before);
@@ -1029,6 +1060,7 @@ impl Engine {
             self.protocol_error(conn, CloseReason::Malformed("sync message does not apply".into()), "bad changes");
             return;
         }
+        keep_ack_owed(d.am.get_heads() != d.durable || d.write_in_flight.is_some(), pd);
         let their = pd.sync.their_heads.clone().unwrap_or_default();
         self.out.push(Output::Event(Event::PeerHeads { conn, doc, heads: their }));
         if !refused.is_empty() {
@@ -1039,10 +1071,16 @@ impl Engine {
 
     fn finish_receive(&mut self, conn: ConnId, doc: DocumentId, before: Vec<ChangeHash>) {
         let Some(d) = self.docs.get_mut(&doc) else { return };
+        tracing::debug!(document = %doc, before = ?before, after = ?d.am.get_heads(), durable = ?d.durable, in_flight = ?d.write_in_flight.as_ref().map(|w| w.0.0), "received");
         if d.am.get_heads() != before {
             d.phase = DocPhase::Ready;
             d.wanted = false;
+            let waiting: Vec<ConnId> = d.waiting.drain().filter(|c| *c != conn).collect();
             self.after_change(doc);
+            // Peers that asked before it existed get it now, subject to access.
+            for c in waiting {
+                self.start_sync_with(doc, c);
+            }
         } else {
             self.generate(doc, conn);
         }
@@ -1232,6 +1270,16 @@ impl Engine {
                 c.parked.insert(doc, pd.sync.encode());
             }
         }
+    }
+}
+
+/// automerge's `receive_sync_message` records the peer's heads as "last sent" when they equal
+/// ours and the message carries no changes: the peer already knows them. Under durable
+/// acknowledgement our heads may include changes not yet stored, so the peer does *not* know
+/// they are safe; without this, the acknowledgement owed after the write is never sent.
+fn keep_ack_owed(unstored: bool, pd: &mut PeerDoc) {
+    if unstored && pd.sync.last_sent_heads != pd.advertised {
+        pd.sync.last_sent_heads.clone_from(&pd.advertised);
     }
 }
 
