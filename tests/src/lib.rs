@@ -18,14 +18,21 @@ use liaison_core::{DocStore, DocumentId, Identity, Role};
 /// How long any wait in these tests may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// The relay binary beside the test executable, (re)built once per test run: depending on
-/// the server crate builds its library, not its binary, and a stale binary would test old code.
+/// The relay binary beside the test executable.
+///
+/// `cargo test --workspace --all-targets` (what `cargo xtask test` runs, setting
+/// `LIAISON_RELAY_PREBUILT`) builds it fresh. `cargo test -p liaison-e2e` builds only the
+/// server's library, so then it is built here, once per run, with the same packages selected
+/// so that features unify the same way and nothing is rebuilt twice.
 pub fn relay_bin() -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
+        if std::env::var_os("LIAISON_RELAY_PREBUILT").is_some() {
+            return;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "liaison-server", "--bin", "liaison-relay"]);
+        cmd.args(["build", "--quiet", "-p", "liaison-server", "-p", "liaison-e2e", "--bins"]);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }

@@ -13,6 +13,10 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 fn main() -> Result<()> {
+    // Tasks run from the workspace root whatever the caller's directory.
+    if let Some(root) = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent() {
+        std::env::set_current_dir(root).context("entering the workspace root")?;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
@@ -42,9 +46,41 @@ fn ci() -> Result<()> {
     test()
 }
 
-/// What the tests need beyond the Rust toolchain. The core tests need nothing else: the
-/// relay, binding and interop issues add their apt, pip and npm packages here.
+fn have(program: &str, arg: &str) -> bool {
+    Command::new(program).arg(arg).output().is_ok_and(|o| o.status.success())
+}
+
+fn run(program: &str, args: &[&str], dir: Option<&str>) -> Result<()> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let status = cmd.status().with_context(|| format!("running {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// What the tests need beyond the Rust toolchain:
+/// - Node.js and npm (Debian's packages if missing) and the JavaScript interop test's npm
+///   packages, installed exactly as locked in tests/js/package-lock.json.
 fn install_test_dependencies() -> Result<()> {
+    if !have("node", "--version") || !have("npm", "--version") {
+        run("apt-get", &["update"], None)?;
+        run("apt-get", &["install", "-y", "nodejs", "npm"], None)?;
+    }
+    let locked = std::path::Path::new("tests/js/node_modules/.package-lock.json");
+    let lock = std::path::Path::new("tests/js/package-lock.json");
+    let fresh = match (std::fs::metadata(locked), std::fs::metadata(lock)) {
+        (Ok(a), Ok(b)) => a.modified().ok() >= b.modified().ok(),
+        _ => false,
+    };
+    if !fresh {
+        run("npm", &["ci", "--no-audit", "--no-fund"], Some("tests/js"))?;
+    }
     Ok(())
 }
 
@@ -69,7 +105,13 @@ struct Totals {
 fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
-    let mut child = Command::new(&cargo).args(args).stdout(Stdio::piped()).spawn().context("running cargo test")?;
+    let mut child = Command::new(&cargo)
+        .args(args)
+        // --all-targets builds the relay binary fresh; the e2e harness need not build it again.
+        .env("LIAISON_RELAY_PREBUILT", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
     let stdout = child.stdout.take().context("cargo test stdout")?;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading cargo test output")?;
