@@ -80,12 +80,42 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
-pub async fn run(config: Config) -> Result<()> {
+/// A relay that is serving.
+#[derive(Debug)]
+pub struct Running {
+    /// `wss://ADDR/v1/sync` (or `ws://` for plain).
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    /// The TLS certificate file and its SHA-256 fingerprint, when serving TLS.
+    pub certificate: Option<(std::path::PathBuf, String)>,
+    /// Where the first admin credential was written, on a first start.
+    pub bootstrap_credential: Option<std::path::PathBuf>,
+    pub store: Arc<DocStore>,
+    pub auth: AuthStore,
+    relay: relay::RelayHandle,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Graceful shutdown: close connections with "going away", finish storage work, flush.
+    pub async fn shutdown(self) -> Result<()> {
+        tracing::info!("shutting down: closing connections and flushing");
+        self.relay.shutdown().await;
+        self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        let _ = self.server.await;
+        self.store.flush()?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Starts serving and returns once the listener is bound.
+pub async fn start(config: Config) -> Result<Running> {
     config.validate()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (store, auth) = open_data(&config)?;
-    let bootstrap_file = bootstrap(&auth, &config.data_dir)?;
+    let bootstrap_credential = bootstrap(&auth, &config.data_dir)?;
     let metrics = Arc::new(Metrics::default());
     let relay = relay::spawn(
         store.clone(),
@@ -99,8 +129,13 @@ pub async fn run(config: Config) -> Result<()> {
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
         },
     );
-    let state =
-        http::AppState { store: store.clone(), auth, relay: relay.clone(), metrics, limits: config.limits.clone() };
+    let state = http::AppState {
+        store: store.clone(),
+        auth: auth.clone(),
+        relay: relay.clone(),
+        metrics,
+        limits: config.limits.clone(),
+    };
     let app = http::app(state).into_make_service();
     let handle = axum_server::Handle::new();
 
@@ -132,13 +167,33 @@ pub async fn run(config: Config) -> Result<()> {
         let err = server.await.context("the server task failed")?;
         return Err(anyhow::anyhow!("cannot listen on {}: {:?}", config.listen, err.err()));
     };
+    let certificate = match &tls {
+        Some((cert, _)) => Some((cert.clone(), tls::fingerprint(cert)?)),
+        None => None,
+    };
+    tracing::info!(%addr, scheme, "relay started");
+    Ok(Running {
+        url: format!("{scheme}://{addr}/v1/sync"),
+        addr,
+        certificate,
+        bootstrap_credential,
+        store,
+        auth,
+        relay,
+        handle,
+        server,
+    })
+}
 
-    println!("liaison relay listening on {scheme}://{addr}/v1/sync");
-    if let Some((cert, _)) = &tls {
-        println!("TLS certificate: {} (SHA-256 fingerprint {})", cert.display(), tls::fingerprint(cert)?);
+/// Serves until SIGTERM or Ctrl-C, then shuts down gracefully. Prints where to connect.
+pub async fn run(config: Config) -> Result<()> {
+    let running = start(config.clone()).await?;
+    println!("liaison relay listening on {}", running.url);
+    if let Some((cert, fp)) = &running.certificate {
+        println!("TLS certificate: {} (SHA-256 fingerprint {fp})", cert.display());
     }
     println!("data directory: {}", config.data_dir.display());
-    match &bootstrap_file {
+    match &running.bootstrap_credential {
         Some(path) => println!(
             "first admin credential: written to {} (readable by this user only); use it as a \
              bearer token on /admin/v1, create your tenants' admins, then delete the file",
@@ -146,16 +201,8 @@ pub async fn run(config: Config) -> Result<()> {
         ),
         None => println!("administrators exist; issue credentials with the admin API or `liaison-relay admin`"),
     }
-    tracing::info!(%addr, scheme, "relay started");
-
     shutdown_signal().await;
-    tracing::info!("shutting down: closing connections and flushing");
-    relay.shutdown().await;
-    handle.graceful_shutdown(Some(Duration::from_secs(10)));
-    let _ = server.await;
-    store.flush()?;
-    tracing::info!("stopped");
-    Ok(())
+    running.shutdown().await
 }
 
 fn spawn_reload_on_sighup(
