@@ -49,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/tokens/{id}", delete(revoke_token))
         .route("/admin/v1/documents/{id}/unlock", post(unlock))
         .route("/admin/v1/stats", get(stats))
+        .route("/admin/v1/backup", post(backup))
         .with_state(state)
 }
 
@@ -435,4 +436,30 @@ async fn stats(State(s): State<AppState>, headers: HeaderMap) -> Result<Response
         "frames_out": l(&m.frames_out),
     }))
     .into_response())
+}
+
+#[derive(Deserialize)]
+struct BackupBody {
+    /// An absolute directory on the relay's machine, which must not hold a database yet.
+    path: String,
+}
+
+/// A consistent backup while serving (system admins only).
+async fn backup(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(b): Json<BackupBody>,
+) -> Result<Response, ApiError> {
+    let p = require_admin(&s, &headers, None)?;
+    if !p.is_system_admin() {
+        return Err(ApiError::Forbidden);
+    }
+    let dest = std::path::PathBuf::from(&b.path);
+    if !dest.is_absolute() {
+        return Err(ApiError::BadRequest("path must be absolute".into()));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.relay.send(ActorMsg::Backup { dest, reply: tx }).await;
+    let entries = rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::BadRequest)?;
+    Ok(Json(json!({ "path": b.path, "entries": entries })).into_response())
 }

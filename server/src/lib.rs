@@ -8,6 +8,7 @@
 //! - [`tls`]: development certificate and PEM loading.
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -86,6 +86,13 @@ enum Admin {
     RevokeToken { id: String },
     /// Counts of tenants, users, tokens and documents.
     Stats,
+    /// Copy the data directory's database into DEST (use the admin API while the relay runs).
+    Backup { dest: PathBuf },
+    /// Restore a backup into the data directory, which must hold no database yet.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 fn load(common: &Common) -> Result<Config> {
@@ -135,6 +142,12 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Admin { common, action: Admin::Restore { from } } => {
+            let config = load(&common)?;
+            let n = liaison_server::backup::restore(&from, &config.data_dir)?;
+            println!("restored {n} entries into {}", config.data_dir.display());
+            Ok(())
+        }
         Command::Admin { common, action } => {
             let config = load(&common)?;
             let (store, auth) = liaison_server::open_data(&config)?;
@@ -167,6 +180,11 @@ fn main() -> Result<()> {
                     auth.revoke_token(&id, now_ms())?;
                     println!("token {id} revoked");
                 }
+                Admin::Backup { dest } => {
+                    let n = liaison_server::backup::copy_to(store.kv().as_ref(), &dest)?;
+                    println!("backed up {n} entries into {}", dest.display());
+                }
+                Admin::Restore { .. } => unreachable!("handled above"),
                 Admin::Stats => {
                     let tenants = auth.tenants()?;
                     println!("tenants: {}", tenants.len());

@@ -56,6 +56,14 @@ pub enum ActorMsg {
     },
     /// Grants or tokens changed: re-check every connection now.
     Recheck,
+    /// Take a consistent backup into a directory; replies with the number of entries copied.
+    Backup {
+        dest: std::path::PathBuf,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    BackupDone {
+        result: Result<u64, String>,
+    },
     /// The relay changed a document itself (an admin unlock), already stored.
     LocalChanges {
         doc: liaison_core::DocumentId,
@@ -129,8 +137,19 @@ pub fn spawn(store: Arc<DocStore>, auth: AuthStore, metrics: Arc<Metrics>, setti
     config.handshake_timeout_ms = settings.handshake_timeout.as_millis() as i64;
     let policy = RelayPolicy::new(store.clone(), principals.clone());
     let engine = Engine::new(config, Box::new(policy), uuid::Uuid::new_v4().to_string());
-    let actor =
-        Actor { engine, store, auth, metrics, principals, outboxes: HashMap::new(), tx, pending: 0, shutdown: None };
+    let actor = Actor {
+        engine,
+        store,
+        auth,
+        metrics,
+        principals,
+        outboxes: HashMap::new(),
+        tx,
+        pending: 0,
+        shutdown: None,
+        backup: None,
+        held: Vec::new(),
+    };
     tokio::spawn(actor.run(rx));
     handle
 }
@@ -143,9 +162,12 @@ struct Actor {
     principals: Principals,
     outboxes: HashMap<ConnId, mpsc::Sender<Outgoing>>,
     tx: mpsc::Sender<ActorMsg>,
-    /// Storage tasks running; shutdown waits for them.
+    /// Storage tasks running; shutdown and backups wait for them.
     pending: usize,
     shutdown: Option<oneshot::Sender<()>>,
+    /// A backup waiting for running storage tasks, or running; new tasks are held meanwhile.
+    backup: Option<(std::path::PathBuf, Option<oneshot::Sender<Result<u64, String>>>)>,
+    held: Vec<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>,
 }
 
 impl Actor {
@@ -202,6 +224,24 @@ impl Actor {
             ActorMsg::StorageDone { task, result } => {
                 self.pending = self.pending.saturating_sub(1);
                 self.input(Input::StorageDone { task, result });
+                self.maybe_start_backup();
+            }
+            ActorMsg::Backup { dest, reply } => {
+                if self.backup.is_some() {
+                    let _ = reply.send(Err("a backup is already running".into()));
+                    return;
+                }
+                self.backup = Some((dest, Some(reply)));
+                self.maybe_start_backup();
+            }
+            ActorMsg::BackupDone { result } => {
+                if let Some((_, Some(reply))) = self.backup.take() {
+                    let _ = reply.send(result);
+                }
+                self.backup = None;
+                for (task, op) in std::mem::take(&mut self.held) {
+                    self.run_storage(task, op);
+                }
             }
             ActorMsg::Recheck => self.recheck(),
             ActorMsg::LocalChanges { doc, changes } => self.input(Input::LocalChanges { doc, changes }),
@@ -289,23 +329,55 @@ impl Actor {
                     self.forget(conn, false);
                 }
                 Output::Storage { task, op } => {
-                    self.pending += 1;
-                    let store = self.store.clone();
-                    let tx = self.tx.clone();
-                    let metrics = self.metrics.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let started = Instant::now();
-                        let result = execute(&store, &op);
-                        metrics.observe_flush(started.elapsed().as_secs_f64());
-                        if matches!(result, liaison_core::sync::StorageResult::Failed(_)) {
-                            Metrics::add(&metrics.storage_failures, 1);
-                        }
-                        let _ = tx.blocking_send(ActorMsg::StorageDone { task, result });
-                    });
+                    if self.backup.is_some() {
+                        self.held.push((task, op));
+                    } else {
+                        self.run_storage(task, op);
+                    }
                 }
                 Output::Event(e) => self.on_event(e),
             }
         }
+    }
+
+    /// Starts a waiting backup once no storage task is running.
+    fn maybe_start_backup(&mut self) {
+        if self.pending > 0 {
+            return;
+        }
+        let Some((dest, reply)) = self.backup.as_mut() else { return };
+        if reply.is_none() {
+            return; // already copying
+        }
+        let dest = dest.clone();
+        // Keep the reply for BackupDone; mark the copy as started.
+        let reply = reply.take();
+        self.backup = Some((dest.clone(), None));
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = crate::backup::copy_to(store.kv().as_ref(), &dest).map_err(|e| e.to_string());
+            if let Some(r) = reply {
+                let _ = r.send(result.clone());
+            }
+            let _ = tx.blocking_send(ActorMsg::BackupDone { result });
+        });
+    }
+
+    fn run_storage(&mut self, task: liaison_core::sync::TaskId, op: liaison_core::sync::StorageTask) {
+        self.pending += 1;
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let result = execute(&store, &op);
+            metrics.observe_flush(started.elapsed().as_secs_f64());
+            if matches!(result, liaison_core::sync::StorageResult::Failed(_)) {
+                Metrics::add(&metrics.storage_failures, 1);
+            }
+            let _ = tx.blocking_send(ActorMsg::StorageDone { task, result });
+        });
     }
 
     fn on_event(&mut self, e: Event) {

@@ -231,3 +231,54 @@ async fn a_relay_killed_during_a_storm_of_edits_keeps_every_acknowledged_change(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_serving_restores_into_a_working_relay() {
+    let (data, sato_t, suzuki_t, _) = team_relay();
+    let relay = Relay::start(data.path(), &[]).unwrap();
+    let sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
+    let docs: Vec<DocumentId> = (0..3).map(|i| plan(&sato, i)).collect();
+    for d in &docs {
+        append(&sato, *d, "before backup.");
+    }
+    sato.synced().await;
+
+    // Edits keep arriving while the backup runs.
+    for (i, d) in docs.iter().enumerate() {
+        append(&sato, *d, &format!(" during {i}."));
+    }
+    let backup_dir = tempfile::tempdir().unwrap();
+    let dest = backup_dir.path().join("snapshot");
+    let (status, body) = {
+        let token = relay.bootstrap_token();
+        let body = serde_json::json!({ "path": dest.to_str().unwrap() });
+        relay.admin_api("POST", "/admin/v1/backup", &token, Some(body))
+    };
+    assert_eq!(status, 200, "{body}");
+    assert!(body["entries"].as_u64().unwrap() > 10);
+    sato.synced().await;
+
+    // Restore into a new data directory and serve it.
+    let restored = tempfile::tempdir().unwrap();
+    let out = admin(restored.path(), &["restore", "--from", dest.to_str().unwrap()]).unwrap();
+    assert!(out.contains("restored"), "{out}");
+    let relay2 = Relay::start(restored.path(), &[]).unwrap();
+    let suzuki = Device::new(&relay2, "pharma-a", "suzuki", "suzuki-phone", &suzuki_t, Role::Msl);
+    for d in &docs {
+        suzuki.client().find(*d);
+    }
+    suzuki
+        .until_store("the backed-up plans arrive from the restored relay", |s| {
+            docs.iter()
+                .all(|d| s.get::<EngagementPlan>(d).is_ok_and(|p| p.notes.as_str().starts_with("before backup.")))
+        })
+        .await;
+    // A backup into a directory that already holds one is refused.
+    let (status, _) = relay.admin_api(
+        "POST",
+        "/admin/v1/backup",
+        &relay.bootstrap_token(),
+        Some(serde_json::json!({ "path": dest.to_str().unwrap() })),
+    );
+    assert_eq!(status, 400);
+}
