@@ -72,6 +72,9 @@ pub enum ActorMsg {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// Where a backup's outcome goes: the number of entries copied, or why it failed.
+pub type BackupReply = oneshot::Sender<Result<u64, String>>;
+
 #[derive(Debug, Clone)]
 pub struct RelayHandle {
     tx: mpsc::Sender<ActorMsg>,
@@ -166,7 +169,7 @@ struct Actor {
     pending: usize,
     shutdown: Option<oneshot::Sender<()>>,
     /// A backup waiting for running storage tasks, or running; new tasks are held meanwhile.
-    backup: Option<(std::path::PathBuf, Option<oneshot::Sender<Result<u64, String>>>)>,
+    backup: Option<(std::path::PathBuf, Option<BackupReply>)>,
     held: Vec<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>,
 }
 
