@@ -235,6 +235,8 @@ struct Driver {
     events: broadcast::Sender<Event>,
     network: Network,
     next_conn: u64,
+    /// Inputs events asked for, fed after the current one.
+    followups: Vec<Input>,
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -260,7 +262,17 @@ impl Driver {
         for doc in docs {
             shared.mark_pending(doc);
         }
-        Ok(Self { store, options, tls, engine, shared, events, network: Network::Up, next_conn: 1 })
+        Ok(Self {
+            store,
+            options,
+            tls,
+            engine,
+            shared,
+            events,
+            network: Network::Up,
+            next_conn: 1,
+            followups: Vec::new(),
+        })
     }
 
     fn publish(&self, f: impl FnOnce(&mut SyncStatus)) {
@@ -436,6 +448,7 @@ impl Driver {
                     Output::Event(e) => self.on_event(conn, e),
                 }
             }
+            queue.extend(self.followups.drain(..));
         }
         Ok(())
     }
@@ -476,6 +489,20 @@ impl Driver {
                     s.refused.push(r);
                     s.pending_documents = pending;
                 });
+            }
+            Event::ErasedByPeer { doc, .. } => {
+                // Erasure reaches the device: the local copy and its history go.
+                match self.store.delete(doc) {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => tracing::error!(document = %doc, error = %e, "cannot erase the local copy"),
+                }
+                self.followups.push(Input::Erase { doc: *doc, notify: false });
+                let pending = {
+                    let mut p = self.pending();
+                    p.remove(doc);
+                    p.len()
+                };
+                self.publish(|s| s.pending_documents = pending);
             }
             Event::PeerReady { .. } if self.pending().is_empty() => {
                 self.publish(|s| s.state = ConnState::UpToDate);

@@ -48,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/tokens", get(list_tokens))
         .route("/admin/v1/tokens/{id}", delete(revoke_token))
         .route("/admin/v1/documents/{id}/unlock", post(unlock))
+        .route("/admin/v1/documents/{id}", delete(erase))
         .route("/admin/v1/stats", get(stats))
         .route("/admin/v1/backup", post(backup))
         .with_state(state)
@@ -462,4 +463,27 @@ async fn backup(
     s.relay.send(ActorMsg::Backup { dest, reply: tx }).await;
     let entries = rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::BadRequest)?;
     Ok(Json(json!({ "path": b.path, "entries": entries })).into_response())
+}
+
+/// Erasure (GDPR, APPI): the document is deleted from the relay, its id is tombstoned so no copy
+/// can come back, and every device syncing it, now or later, is told to delete its copy.
+async fn erase(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let doc: DocumentId = id.parse().map_err(|_| ApiError::BadRequest("not a document id".into()))?;
+    let owner = s.store.owner_of(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let admin = match &owner {
+        Some((tenant, _, _)) => require_admin(&s, &headers, Some(tenant))?,
+        None => {
+            // Not a liaison record we hold (or already erased): only system admins may erase it.
+            let p = require_admin(&s, &headers, None)?;
+            if s.store.kind_of(&doc).is_err() {
+                return Err(ApiError::NotFound("document"));
+            }
+            p
+        }
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.relay.send(ActorMsg::Erase { doc, reply: tx }).await;
+    rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::Internal)?;
+    tracing::info!(document = %doc, by = %admin.user, "erasure requested");
+    Ok(Json(json!({ "erased": id })).into_response())
 }

@@ -86,6 +86,9 @@ enum Admin {
     RevokeToken { id: String },
     /// Counts of tenants, users, tokens and documents.
     Stats,
+    /// Erase a document (GDPR / APPI): delete it and tombstone its id; devices that sync it
+    /// later are told to delete their copy.
+    PurgeDocument { id: String },
     /// Copy the data directory's database into DEST (use the admin API while the relay runs).
     Backup { dest: PathBuf },
     /// Restore a backup into the data directory, which must hold no database yet.
@@ -179,6 +182,11 @@ fn main() -> Result<()> {
                 Admin::RevokeToken { id } => {
                     auth.revoke_token(&id, now_ms())?;
                     println!("token {id} revoked");
+                }
+                Admin::PurgeDocument { id } => {
+                    let doc: liaison_core::DocumentId = id.parse().map_err(|_| anyhow::anyhow!("not a document id"))?;
+                    liaison_server::relay::erase_stored(&store, &doc).map_err(|e| anyhow::anyhow!(e))?;
+                    println!("document {id} erased; devices are told to delete their copy when they next sync it");
                 }
                 Admin::Backup { dest } => {
                     let n = liaison_server::backup::copy_to(store.kv().as_ref(), &dest)?;

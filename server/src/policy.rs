@@ -62,6 +62,11 @@ pub fn access_for(p: &Principal, tenant: &str, team: &str, kind: Option<Kind>) -
     }
 }
 
+/// Key of an erased document's tombstone: its id is never served or accepted again.
+pub fn tombstone_key(doc: &DocumentId) -> Vec<u8> {
+    [b"e/".as_slice(), doc.as_bytes()].concat()
+}
+
 /// The engine policy of the relay.
 #[derive(Debug)]
 pub struct RelayPolicy {
@@ -92,6 +97,10 @@ impl Policy for RelayPolicy {
         } else {
             Err("peer id does not match the credential's device".into())
         }
+    }
+
+    fn erased(&mut self, doc: &DocumentId) -> bool {
+        self.store.kv().get(&tombstone_key(doc)).is_ok_and(|t| t.is_some())
     }
 
     fn access(&mut self, peer: &PeerInfo, doc: &DocumentId) -> Access {

@@ -61,8 +61,13 @@ pub enum ActorMsg {
         dest: std::path::PathBuf,
         reply: oneshot::Sender<Result<u64, String>>,
     },
-    BackupDone {
-        result: Result<u64, String>,
+    /// Erase a document everywhere: tombstone, delete, tell every device syncing it.
+    Erase {
+        doc: liaison_core::DocumentId,
+        reply: BackupReply,
+    },
+    MaintenanceDone {
+        erased: Option<liaison_core::DocumentId>,
     },
     /// The relay changed a document itself (an admin unlock), already stored.
     LocalChanges {
@@ -99,6 +104,13 @@ impl RelayHandle {
     }
 }
 
+/// An operation that needs storage to itself.
+#[derive(Debug, Clone)]
+enum Maintenance {
+    Backup(std::path::PathBuf),
+    Erase(liaison_core::DocumentId),
+}
+
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     pub peer_id: String,
@@ -110,6 +122,32 @@ pub struct RelaySettings {
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn task_doc(op: &liaison_core::sync::StorageTask) -> &liaison_core::DocumentId {
+    use liaison_core::sync::StorageTask;
+    match op {
+        StorageTask::Load { doc } | StorageTask::Append { doc, .. } | StorageTask::SaveSyncStates { doc, .. } => doc,
+    }
+}
+
+/// Tombstones a document and deletes it and its quarantined changes from the store.
+pub fn erase_stored(store: &DocStore, doc: &liaison_core::DocumentId) -> Result<(), String> {
+    let kv = store.kv();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    kv.put(&crate::policy::tombstone_key(doc), &now.to_be_bytes()).map_err(|e| e.to_string())?;
+    match store.delete(doc) {
+        Ok(()) | Err(liaison_core::StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let prefix = [b"q/".as_slice(), doc.as_bytes()].concat();
+    let mut batch = liaison_core::storage::Batch::new();
+    for k in kv.scan_keys(&prefix).map_err(|e| e.to_string())? {
+        batch.delete(k);
+    }
+    kv.apply(batch).map_err(|e| e.to_string())?;
+    kv.flush().map_err(|e| e.to_string())
 }
 
 fn close_reason(r: &CloseReason) -> (u16, &'static str) {
@@ -150,7 +188,7 @@ pub fn spawn(store: Arc<DocStore>, auth: AuthStore, metrics: Arc<Metrics>, setti
         tx,
         pending: 0,
         shutdown: None,
-        backup: None,
+        maintenance: None,
         held: Vec::new(),
     };
     tokio::spawn(actor.run(rx));
@@ -168,8 +206,8 @@ struct Actor {
     /// Storage tasks running; shutdown and backups wait for them.
     pending: usize,
     shutdown: Option<oneshot::Sender<()>>,
-    /// A backup waiting for running storage tasks, or running; new tasks are held meanwhile.
-    backup: Option<(std::path::PathBuf, Option<BackupReply>)>,
+    /// A backup or erasure waiting for running storage tasks, or running; new tasks are held.
+    maintenance: Option<(Maintenance, Option<BackupReply>)>,
     held: Vec<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>,
 }
 
@@ -227,22 +265,20 @@ impl Actor {
             ActorMsg::StorageDone { task, result } => {
                 self.pending = self.pending.saturating_sub(1);
                 self.input(Input::StorageDone { task, result });
-                self.maybe_start_backup();
+                self.maybe_start_maintenance();
             }
-            ActorMsg::Backup { dest, reply } => {
-                if self.backup.is_some() {
-                    let _ = reply.send(Err("a backup is already running".into()));
-                    return;
+            ActorMsg::Backup { dest, reply } => self.begin(Maintenance::Backup(dest), reply),
+            ActorMsg::Erase { doc, reply } => self.begin(Maintenance::Erase(doc), reply),
+            ActorMsg::MaintenanceDone { erased } => {
+                self.maintenance = None;
+                let mut held = std::mem::take(&mut self.held);
+                if let Some(doc) = erased {
+                    // Writes held for the erased document would bring it back: drop them.
+                    held.retain(|(_, op)| task_doc(op) != &doc);
+                    self.input(Input::Erase { doc, notify: true });
+                    tracing::info!(document = %doc, "document erased");
                 }
-                self.backup = Some((dest, Some(reply)));
-                self.maybe_start_backup();
-            }
-            ActorMsg::BackupDone { result } => {
-                if let Some((_, Some(reply))) = self.backup.take() {
-                    let _ = reply.send(result);
-                }
-                self.backup = None;
-                for (task, op) in std::mem::take(&mut self.held) {
+                for (task, op) in held {
                     self.run_storage(task, op);
                 }
             }
@@ -332,7 +368,7 @@ impl Actor {
                     self.forget(conn, false);
                 }
                 Output::Storage { task, op } => {
-                    if self.backup.is_some() {
+                    if self.maintenance.is_some() {
                         self.held.push((task, op));
                     } else {
                         self.run_storage(task, op);
@@ -343,27 +379,34 @@ impl Actor {
         }
     }
 
-    /// Starts a waiting backup once no storage task is running.
-    fn maybe_start_backup(&mut self) {
+    fn begin(&mut self, m: Maintenance, reply: BackupReply) {
+        if self.maintenance.is_some() {
+            let _ = reply.send(Err("another maintenance operation is running; try again".into()));
+            return;
+        }
+        self.maintenance = Some((m, Some(reply)));
+        self.maybe_start_maintenance();
+    }
+
+    /// Starts waiting maintenance once no storage task is running.
+    fn maybe_start_maintenance(&mut self) {
         if self.pending > 0 {
             return;
         }
-        let Some((dest, reply)) = self.backup.as_mut() else { return };
-        if reply.is_none() {
-            return; // already copying
-        }
-        let dest = dest.clone();
-        // Keep the reply for BackupDone; mark the copy as started.
-        let reply = reply.take();
-        self.backup = Some((dest.clone(), None));
+        let Some((m, reply)) = self.maintenance.as_mut() else { return };
+        let Some(reply) = reply.take() else { return }; // already running
+        let m = m.clone();
         let store = self.store.clone();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            let result = crate::backup::copy_to(store.kv().as_ref(), &dest).map_err(|e| e.to_string());
-            if let Some(r) = reply {
-                let _ = r.send(result.clone());
-            }
-            let _ = tx.blocking_send(ActorMsg::BackupDone { result });
+            let (result, erased) = match &m {
+                Maintenance::Backup(dest) => {
+                    (crate::backup::copy_to(store.kv().as_ref(), dest).map_err(|e| e.to_string()), None)
+                }
+                Maintenance::Erase(doc) => (erase_stored(&store, doc).map(|()| 1), Some(*doc)),
+            };
+            let _ = reply.send(result);
+            let _ = tx.blocking_send(ActorMsg::MaintenanceDone { erased });
         });
     }
 

@@ -282,3 +282,55 @@ async fn a_backup_taken_while_serving_restores_into_a_working_relay() {
     );
     assert_eq!(status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_reaches_every_device_and_the_document_cannot_come_back() {
+    let (data, sato_t, suzuki_t, tanaka_t) = team_relay();
+    let relay = Relay::start(data.path(), &[]).unwrap();
+    let sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
+    let suzuki = Device::new(&relay, "pharma-a", "suzuki", "suzuki-phone", &suzuki_t, Role::Msl);
+    let mut tanaka = Device::new(&relay, "pharma-a", "tanaka", "tanaka-tablet", &tanaka_t, Role::Manager);
+    // An HCP who later opts out.
+    let kol = sato.store.create("onc-east", &KolProfile::new("山田 太郎", "東京大学病院")).unwrap();
+    sato.created(kol);
+    sato.synced().await;
+    for d in [&suzuki, &tanaka] {
+        d.client().find(kol);
+        d.until_store("the profile arrives", |s| s.get::<KolProfile>(&kol).is_ok()).await;
+    }
+    tanaka.offline(); // keeps a copy while away
+
+    let (status, body) =
+        relay.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &relay.bootstrap_token(), None);
+    assert_eq!(status, 200, "{body}");
+    for d in [&sato, &suzuki] {
+        d.until_store("the local copy is erased", |s| s.get::<KolProfile>(&kol).is_err()).await;
+        assert!(d.store.list_kols().unwrap().is_empty(), "{}: nothing of the HCP is listed", d.name);
+    }
+
+    // The device that was offline deletes its copy when it comes back, and cannot push it back.
+    tanaka.connect(&relay);
+    tanaka.until_store("the offline copy is erased on reconnect", |s| s.get::<KolProfile>(&kol).is_err()).await;
+
+    // Nobody can fetch it again.
+    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &relay.bootstrap_token(), None);
+    assert_eq!(status, 404, "already erased");
+    let mut events = suzuki.client().events();
+    suzuki.client().find(kol);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(
+                    liaison_core::sync::Event::DocUnavailable { doc }
+                    | liaison_core::sync::Event::ErasedByPeer { doc, .. },
+                ) if doc == kol => {
+                    return;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("asking for an erased document is answered: erased, unavailable");
+    assert!(suzuki.store.get::<KolProfile>(&kol).is_err());
+}

@@ -82,6 +82,11 @@ pub trait Policy: Send {
         Access::ReadWrite
     }
 
+    /// Whether a document was erased here: peers that still sync it are told to delete their copy.
+    fn erased(&mut self, _doc: &DocumentId) -> bool {
+        false
+    }
+
     /// Checks changes a peer sent before they are applied. `before` is the document without
     /// them, `after` with all of them. Returns the refused changes; their descendants among
     /// `new` are refused too.
@@ -227,6 +232,11 @@ pub enum Event {
         sender: PeerId,
         data: Vec<u8>,
     },
+    /// A peer erased the document (GDPR / APPI erasure): delete the local copy.
+    ErasedByPeer {
+        conn: ConnId,
+        doc: DocumentId,
+    },
     StorageFailed {
         doc: DocumentId,
         message: String,
@@ -288,11 +298,19 @@ pub enum Input {
         conn: ConnId,
         reason: String,
     },
+    /// Forget a document entirely; with `notify`, tell every peer syncing it to delete its copy.
+    Erase {
+        doc: DocumentId,
+        notify: bool,
+    },
 }
 
 /// The `data` of a refusal notice: an ephemeral message the liaison client understands and
 /// other automerge-repo clients surface as an ordinary ephemeral message.
 pub const REFUSAL_KIND: &str = "liaison/refused";
+
+/// The `data` of an erasure notice: `{"liaison": "liaison/erased"}` on the erased document.
+pub const ERASED_KIND: &str = "liaison/erased";
 
 #[derive(Debug)]
 enum ConnPhase {
@@ -482,6 +500,7 @@ impl Engine {
             Input::SendEphemeral { doc, data } => self.on_send_ephemeral(doc, data),
             Input::AccessChanged { conn } => self.on_access_changed(conn),
             Input::Close { conn, reason } => self.close(conn, CloseReason::ByApplication(reason)),
+            Input::Erase { doc, notify } => self.on_erase(doc, notify),
         }
         std::mem::take(&mut self.out)
     }
@@ -951,6 +970,11 @@ impl Engine {
             }
             c.touched.insert(doc);
         }
+        if matches!(msg, Message::Request { .. } | Message::Sync { .. }) && self.policy.erased(&doc) {
+            self.send_erasure(conn, doc);
+            self.unavailable(conn, doc);
+            return;
+        }
         let access = self.policy.access(&peer, &doc);
         if access == Access::None {
             if matches!(msg, Message::Request { .. } | Message::Sync { .. }) {
@@ -1145,6 +1169,10 @@ impl Engine {
             return;
         }
         *last = count;
+        if is_erasure(&data) {
+            self.out.push(Output::Event(Event::ErasedByPeer { conn, doc }));
+            return;
+        }
         if let Some((hashes, code, message)) = decode_refusal(&data) {
             self.out.push(Output::Event(Event::RefusedByPeer { conn, doc, hashes, code, message }));
             return;
@@ -1188,6 +1216,41 @@ impl Engine {
                 data: data.clone(),
             };
             self.send(t, &m);
+        }
+    }
+
+    fn send_erasure(&mut self, conn: ConnId, doc: DocumentId) {
+        let Some(peer) = self.peer_of(conn) else { return };
+        self.ephemeral_count += 1;
+        let m = Message::Ephemeral {
+            sender_id: self.config.peer_id.clone(),
+            target_id: peer.peer_id,
+            count: self.ephemeral_count,
+            session_id: self.session_id.clone(),
+            document_id: doc,
+            data: encode_erasure(),
+        };
+        self.send(conn, &m);
+    }
+
+    fn on_erase(&mut self, doc: DocumentId, notify: bool) {
+        let entry = self.docs.remove(&doc);
+        self.announced.remove(&doc);
+        if !notify {
+            return;
+        }
+        let mut conns: Vec<ConnId> = self
+            .ready_conns()
+            .into_iter()
+            .filter(|c| {
+                entry.as_ref().is_some_and(|d| d.peers.contains_key(c) || d.waiting.contains(c))
+                    || self.conns.get(c).is_some_and(|x| x.touched.contains(&doc))
+            })
+            .collect();
+        conns.sort();
+        conns.dedup();
+        for c in conns {
+            self.send_erasure(c, doc);
         }
     }
 
@@ -1355,6 +1418,31 @@ pub fn encode_refusal(hashes: &[ChangeHash], code: &str, message: &str) -> Vec<u
     let _ = e.str("code").and_then(|e| e.str(code));
     let _ = e.str("message").and_then(|e| e.str(message));
     buf
+}
+
+/// Encodes an erasure notice.
+pub fn encode_erasure() -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = minicbor::Encoder::new(&mut buf).map(1).and_then(|e| e.str("liaison")).and_then(|e| e.str(ERASED_KIND));
+    buf
+}
+
+/// Whether ephemeral data is an erasure notice.
+pub fn is_erasure(data: &[u8]) -> bool {
+    let mut d = minicbor::Decoder::new(data);
+    let Ok(Some(n)) = d.map() else { return false };
+    for _ in 0..n.min(16) {
+        match d.str() {
+            Ok("liaison") => return d.str().is_ok_and(|k| k == ERASED_KIND),
+            Ok(_) => {
+                if d.skip().is_err() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Decodes a refusal notice; `None` for any other ephemeral data.
