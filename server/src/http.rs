@@ -41,7 +41,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/sync", get(sync_socket))
         .route("/v1/catalog", get(catalog))
-        .route("/admin/v1/tenants", post(add_tenant))
+        .route("/admin/v1/tenants", post(add_tenant).get(list_tenants))
+        .route("/admin/v1/tenants/{tenant}", delete(purge_tenant))
+        .route("/admin/v1/tenants/{tenant}/export", post(export_tenant))
         .route("/admin/v1/tenants/{tenant}/teams", post(add_team))
         .route("/admin/v1/tenants/{tenant}/users/{user}", put(put_user))
         .route("/admin/v1/tenants/{tenant}/users/{user}/tokens", post(issue_token))
@@ -486,4 +488,48 @@ async fn erase(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<Str
     rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::Internal)?;
     tracing::info!(document = %doc, by = %admin.user, "erasure requested");
     Ok(Json(json!({ "erased": id })).into_response())
+}
+
+async fn list_tenants(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&s, &headers, None)?;
+    Ok(Json(json!({ "tenants": s.auth.tenants()? })).into_response())
+}
+
+/// Contract end, step 1: every document of the tenant into a directory for the pharma client.
+async fn export_tenant(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Json(b): Json<BackupBody>,
+) -> Result<Response, ApiError> {
+    require_admin(&s, &headers, Some(&tenant))?;
+    let dest = std::path::PathBuf::from(&b.path);
+    if !dest.is_absolute() {
+        return Err(ApiError::BadRequest("path must be absolute".into()));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.relay.send(ActorMsg::ExportTenant { tenant: tenant.clone(), dest, reply: tx }).await;
+    let n = rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::BadRequest)?;
+    Ok(Json(json!({ "tenant": tenant, "path": b.path, "documents": n })).into_response())
+}
+
+/// Contract end, step 2 (system admins): erase the tenant's documents everywhere and revoke its
+/// credentials; the tenant record stays, marked purged, as the record that it happened.
+async fn purge_tenant(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let p = require_admin(&s, &headers, None)?;
+    if tenant == crate::auth::SYSTEM_TENANT {
+        return Err(ApiError::BadRequest("the system tenant cannot be purged".into()));
+    }
+    if s.auth.tenant(&tenant)?.is_none() {
+        return Err(ApiError::NotFound("tenant"));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.relay.send(ActorMsg::PurgeTenant { tenant: tenant.clone(), reply: tx }).await;
+    let n = rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::Internal)?;
+    tracing::info!(tenant = %tenant, documents = n, by = %p.user, "tenant purged");
+    Ok(Json(json!({ "tenant": tenant, "erased_documents": n, "purged": true })).into_response())
 }

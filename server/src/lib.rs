@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod contract;
 pub mod http;
 pub mod metrics;
 pub mod policy;

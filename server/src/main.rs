@@ -89,6 +89,12 @@ enum Admin {
     /// Erase a document (GDPR / APPI): delete it and tombstone its id; devices that sync it
     /// later are told to delete their copy.
     PurgeDocument { id: String },
+    /// Export every document of a tenant into DEST (contract end).
+    ExportTenant { tenant: String, dest: PathBuf },
+    /// Erase every document of a tenant and revoke its credentials (after exporting).
+    PurgeTenant { tenant: String },
+    /// List tenants, with when they were purged.
+    ListTenants,
     /// Copy the data directory's database into DEST (use the admin API while the relay runs).
     Backup { dest: PathBuf },
     /// Restore a backup into the data directory, which must hold no database yet.
@@ -187,6 +193,22 @@ fn main() -> Result<()> {
                     let doc: liaison_core::DocumentId = id.parse().map_err(|_| anyhow::anyhow!("not a document id"))?;
                     liaison_server::relay::erase_stored(&store, &doc).map_err(|e| anyhow::anyhow!(e))?;
                     println!("document {id} erased; devices are told to delete their copy when they next sync it");
+                }
+                Admin::ExportTenant { tenant, dest } => {
+                    let n = liaison_server::contract::export_tenant(&store, &tenant, &dest)
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                    println!("exported {n} documents of {tenant} into {}", dest.display());
+                }
+                Admin::PurgeTenant { tenant } => {
+                    let docs = liaison_server::contract::purge_tenant(&store, &auth, &tenant)
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                    println!("tenant {tenant} purged: {} documents erased, credentials revoked", docs.len());
+                }
+                Admin::ListTenants => {
+                    for t in auth.tenants()? {
+                        let state = t.purged_at.map_or_else(|| "active".to_owned(), |at| format!("purged at {at}"));
+                        println!("{}\t{state}", t.tenant);
+                    }
                 }
                 Admin::Backup { dest } => {
                     let n = liaison_server::backup::copy_to(store.kv().as_ref(), &dest)?;

@@ -66,8 +66,19 @@ pub enum ActorMsg {
         doc: liaison_core::DocumentId,
         reply: BackupReply,
     },
+    /// Export a tenant's documents into a directory (contract end).
+    ExportTenant {
+        tenant: String,
+        dest: std::path::PathBuf,
+        reply: BackupReply,
+    },
+    /// Erase every document of a tenant and revoke its credentials (after the export).
+    PurgeTenant {
+        tenant: String,
+        reply: BackupReply,
+    },
     MaintenanceDone {
-        erased: Option<liaison_core::DocumentId>,
+        erased: Vec<liaison_core::DocumentId>,
     },
     /// The relay changed a document itself (an admin unlock), already stored.
     LocalChanges {
@@ -109,6 +120,8 @@ impl RelayHandle {
 enum Maintenance {
     Backup(std::path::PathBuf),
     Erase(liaison_core::DocumentId),
+    ExportTenant(String, std::path::PathBuf),
+    PurgeTenant(String),
 }
 
 #[derive(Debug, Clone)]
@@ -269,15 +282,21 @@ impl Actor {
             }
             ActorMsg::Backup { dest, reply } => self.begin(Maintenance::Backup(dest), reply),
             ActorMsg::Erase { doc, reply } => self.begin(Maintenance::Erase(doc), reply),
+            ActorMsg::ExportTenant { tenant, dest, reply } => {
+                self.begin(Maintenance::ExportTenant(tenant, dest), reply)
+            }
+            ActorMsg::PurgeTenant { tenant, reply } => self.begin(Maintenance::PurgeTenant(tenant), reply),
             ActorMsg::MaintenanceDone { erased } => {
                 self.maintenance = None;
                 let mut held = std::mem::take(&mut self.held);
-                if let Some(doc) = erased {
-                    // Writes held for the erased document would bring it back: drop them.
-                    held.retain(|(_, op)| task_doc(op) != &doc);
+                // Writes held for erased documents would bring them back: drop them.
+                held.retain(|(_, op)| !erased.contains(task_doc(op)));
+                for doc in erased {
                     self.input(Input::Erase { doc, notify: true });
                     tracing::info!(document = %doc, "document erased");
                 }
+                // A purged tenant's connections go now, not at the next tick.
+                self.recheck();
                 for (task, op) in held {
                     self.run_storage(task, op);
                 }
@@ -397,13 +416,21 @@ impl Actor {
         let Some(reply) = reply.take() else { return }; // already running
         let m = m.clone();
         let store = self.store.clone();
+        let auth = self.auth.clone();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
             let (result, erased) = match &m {
                 Maintenance::Backup(dest) => {
-                    (crate::backup::copy_to(store.kv().as_ref(), dest).map_err(|e| e.to_string()), None)
+                    (crate::backup::copy_to(store.kv().as_ref(), dest).map_err(|e| e.to_string()), Vec::new())
                 }
-                Maintenance::Erase(doc) => (erase_stored(&store, doc).map(|()| 1), Some(*doc)),
+                Maintenance::Erase(doc) => (erase_stored(&store, doc).map(|()| 1), vec![*doc]),
+                Maintenance::ExportTenant(tenant, dest) => {
+                    (crate::contract::export_tenant(&store, tenant, dest).map(|n| n as u64), Vec::new())
+                }
+                Maintenance::PurgeTenant(tenant) => match crate::contract::purge_tenant(&store, &auth, tenant) {
+                    Ok(docs) => (Ok(docs.len() as u64), docs),
+                    Err(e) => (Err(e), Vec::new()),
+                },
             };
             let _ = reply.send(result);
             let _ = tx.blocking_send(ActorMsg::MaintenanceDone { erased });

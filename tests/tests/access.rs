@@ -224,3 +224,159 @@ async fn an_offline_edit_to_a_record_submitted_meanwhile_comes_back_as_a_refusal
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untouched() {
+    let (_data, relay) = relay_with_two_tenants();
+    let sato = device(&relay, "pharma-a", "sato", "sato-phone", Role::Msl);
+    let kim = device(&relay, "pharma-b", "kim", "kim-phone", Role::Msl);
+    let kol = DocumentId::from_bytes([4; 16]);
+    let a_plan = sato.store.create("onc-east", &EngagementPlan::new(&kol, "pharma-a plan")).unwrap();
+    sato.created(a_plan);
+    let b_plans: Vec<DocumentId> = (0..2)
+        .map(|i| kim.store.create("cardio", &EngagementPlan::new(&kol, format!("pharma-b plan {i}"))).unwrap())
+        .collect();
+    for p in &b_plans {
+        kim.created(*p);
+    }
+    sato.synced().await;
+    kim.synced().await;
+
+    // Step 1: export pharma-b for the client.
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("pharma-b-export");
+    let (status, body) = relay.admin_api(
+        "POST",
+        "/admin/v1/tenants/pharma-b/export",
+        &relay.bootstrap_token(),
+        Some(serde_json::json!({ "path": dest.to_str().unwrap() })),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["documents"], 2);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dest.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["tenant"], "pharma-b");
+    assert_eq!(manifest["documents"].as_array().unwrap().len(), 2);
+    for p in &b_plans {
+        let bytes = std::fs::read(dest.join(format!("{p}.automerge"))).unwrap();
+        let doc = automerge::Automerge::load(&bytes).unwrap();
+        let plan: EngagementPlan = read_record(&doc).unwrap();
+        assert!(plan.title.starts_with("pharma-b plan"), "the export holds the records, readable by plain automerge");
+    }
+
+    // Step 2: purge pharma-b.
+    let (status, body) = relay.admin_api("DELETE", "/admin/v1/tenants/pharma-b", &relay.bootstrap_token(), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["erased_documents"], 2);
+    for p in &b_plans {
+        kim.until_store("the purged tenant's copies are erased", |s| s.get::<EngagementPlan>(p).is_err()).await;
+    }
+    last_error_contains(kim.client(), "HTTP 401").await;
+    let (_, tenants) = relay.admin_api("GET", "/admin/v1/tenants", &relay.bootstrap_token(), None);
+    let b = tenants["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "pharma-b").unwrap().clone();
+    assert!(b["purged_at"].is_number(), "the purge is recorded: {b}");
+
+    // pharma-a is untouched and keeps syncing.
+    sato.store.update(&a_plan, |p: &mut EngagementPlan| p.title = "still here".into()).unwrap();
+    sato.client().local_change(a_plan);
+    sato.synced().await;
+    assert_eq!(sato.store.get::<EngagementPlan>(&a_plan).unwrap().title, "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
+    let (_data, relay) = relay_with_two_tenants();
+    let sato = device(&relay, "pharma-a", "sato", "sato-phone", Role::Msl);
+    let (_, suzuki_token) = issue_live(&relay, "pharma-a", "suzuki", "suzuki-phone");
+    let kol = DocumentId::from_bytes([6; 16]);
+    let plan = sato.store.create("onc-east", &EngagementPlan::new(&kol, "discoverable")).unwrap();
+    let mut visit = Interaction::new(&kol, 1_700_000_000_000, Channel::Video);
+    visit.summary = "first".into();
+    let visit = sato.store.create("onc-east", &visit).unwrap();
+    sato.created(plan);
+    sato.created(visit);
+    sato.synced().await;
+
+    // Discovery: the catalog lists what the caller may sync, and nothing of other tenants.
+    let (_, kim_token) = issue_live(&relay, "pharma-b", "kim", "kim-phone");
+    let catalog = |token: &str| -> Vec<String> {
+        let url = format!("/v1/catalog?token={token}");
+        let body = relay.get_text(&url);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let listed = catalog(&suzuki_token);
+    assert!(listed.contains(&plan.to_string()) && listed.contains(&visit.to_string()), "{listed:?}");
+    assert!(catalog(&kim_token).is_empty(), "another tenant sees nothing");
+
+    // Browsers carry the token in the WebSocket subprotocol; the relay selects "liaison".
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(relay.url.as_str()).unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", format!("liaison, liaison-token.{suzuki_token}").parse().unwrap());
+    let tls =
+        std::sync::Arc::new(liaison_core::client::tls_config(&Trust::Pinned { sha256: relay.fingerprint }).unwrap());
+    let (_ws, resp) = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    )
+    .await
+    .expect("a token in the subprotocol is accepted");
+    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "liaison");
+
+    // A grant change reaches a live connection: moving suzuki out of the team cuts the plan off.
+    let suzuki = Device::new(&relay, "pharma-a", "suzuki", "suzuki-phone", &suzuki_token, Role::Msl);
+    suzuki.client().find(plan);
+    suzuki.until_store("the plan arrives", |s| s.get::<EngagementPlan>(&plan).is_ok()).await;
+    let (status, _) = relay.admin_api(
+        "POST",
+        "/admin/v1/tenants/pharma-a/teams",
+        &relay.bootstrap_token(),
+        Some(serde_json::json!({ "team": "elsewhere" })),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = relay.admin_api(
+        "PUT",
+        "/admin/v1/tenants/pharma-a/users/suzuki",
+        &relay.bootstrap_token(),
+        Some(serde_json::json!({ "role": "msl", "teams": ["elsewhere"] })),
+    );
+    assert_eq!(status, 200);
+    let mut events = suzuki.client().events();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Event::DocUnavailable { doc }) = events.recv().await
+                && doc == plan
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the changed grant took effect on the live connection");
+
+    // An admin unlocks a submitted record; the author can edit it again.
+    sato.store.submit::<Interaction>(&visit).unwrap();
+    sato.client().local_change(visit);
+    sato.synced().await;
+    let (status, body) = relay.admin_api(
+        "POST",
+        &format!("/admin/v1/documents/{visit}/unlock"),
+        &relay.bootstrap_token(),
+        Some(serde_json::json!({ "reason": "wrong date" })),
+    );
+    assert_eq!(status, 200, "{body}");
+    sato.until_store("the unlock arrives", |s| {
+        s.get::<Interaction>(&visit).is_ok_and(|i| i.status == RecordStatus::Draft)
+    })
+    .await;
+    sato.store.update(&visit, |i: &mut Interaction| i.summary.splice(0, 0, "corrected: ")).unwrap();
+    sato.client().local_change(visit);
+    sato.synced().await;
+    let unlocked: Interaction = sato.store.get(&visit).unwrap();
+    assert_eq!(unlocked.unlocks.len(), 1);
+    assert!(unlocked.unlocks[0].reason.contains("wrong date"));
+    assert!(unlocked.status == RecordStatus::Draft && unlocked.summary.as_str().starts_with("corrected: "));
+}
