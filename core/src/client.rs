@@ -547,6 +547,8 @@ fn describe(e: &tokio_tungstenite::tungstenite::Error) -> String {
     match e {
         E::Http(resp) => format!("the relay answered HTTP {}", resp.status().as_u16()),
         E::Tls(_) => "TLS failed (certificate not trusted?)".into(),
+        // tokio-rustls reports a rejected certificate as InvalidData during the handshake.
+        E::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => "TLS failed (certificate not trusted?)".into(),
         E::Io(io) => format!("network error: {}", io.kind()),
         E::ConnectionClosed | E::AlreadyClosed => "connection closed".into(),
         E::Capacity(_) => "message too large".into(),

@@ -334,3 +334,69 @@ async fn erasure_reaches_every_device_and_the_document_cannot_come_back() {
     .expect("asking for an erased document is answered: erased, unavailable");
     assert!(suzuki.store.get::<KolProfile>(&kol).is_err());
 }
+
+/// Makes a certificate by starting (and stopping) a relay on a scratch data directory.
+fn make_certificate() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, [u8; 32]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Relay::start(dir.path(), &[]).unwrap();
+    let fp = r.fingerprint;
+    r.stop();
+    let (cert, key) = (dir.path().join("dev-cert.pem"), dir.path().join("dev-key.pem"));
+    (dir, cert, key, fp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_certificates_from_files_are_reloaded_on_sighup() {
+    let (_a, cert_a, key_a, fp_a) = make_certificate();
+    let (_b, cert_b, key_b, fp_b) = make_certificate();
+    assert_ne!(fp_a, fp_b);
+    let (data, sato_t, _, _) = team_relay();
+    let tls_dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (tls_dir.path().join("cert.pem"), tls_dir.path().join("key.pem"));
+    std::fs::copy(&cert_a, &cert).unwrap();
+    std::fs::copy(&key_a, &key).unwrap();
+    let config = data.path().join("relay.toml");
+    std::fs::write(&config, format!("[tls]\nmode = \"files\"\ncert = {:?}\nkey = {:?}\n", cert, key)).unwrap();
+    let mut relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
+    assert_eq!(relay.fingerprint, fp_a, "the relay serves the configured certificate");
+    let mut sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
+    sato.synced().await;
+
+    // Renewal: new files, SIGHUP, no restart.
+    std::fs::copy(&cert_b, &cert).unwrap();
+    std::fs::copy(&key_b, &key).unwrap();
+    let pid = relay.pid().unwrap();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+    relay.fingerprint = fp_b;
+    let mut fresh = None;
+    for _ in 0..50 {
+        sato.connect(&relay);
+        let s = sato.client().watch_status();
+        let ok = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+            let mut s = s;
+            loop {
+                if s.borrow_and_update().state == liaison_core::client::ConnState::UpToDate {
+                    return true;
+                }
+                if s.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            fresh = Some(());
+            break;
+        }
+    }
+    assert!(fresh.is_some(), "a client pinned to the new certificate connects after SIGHUP");
+    assert_eq!(relay.pid(), Some(pid), "same process: reloaded, not restarted");
+    // And one pinned to the old certificate is refused.
+    relay.fingerprint = fp_a;
+    sato.connect(&relay);
+    sato.until("the old certificate is no longer served", |s| {
+        s.last_error.as_deref().is_some_and(|e| e.contains("TLS"))
+    })
+    .await;
+}
