@@ -552,17 +552,7 @@ impl DocStore {
             Automerge::load_with_options(bytes, LoadOptions::new().on_partial_load(OnPartialLoad::Error))
                 .map_err(|_| StoreError::Invalid("received bytes are not an automerge document"))?;
         let mut cache = lock(&self.cache);
-        let mut p = match self.take_pending(&mut cache, id, Origin::Remote) {
-            Ok(p) => p,
-            Err(StoreError::NotFound(_)) => Pending {
-                id: *id,
-                doc: Automerge::new().with_actor(self.identity.actor_id()),
-                before: Vec::new(),
-                meta: DocMeta::default(),
-                origin: Origin::Remote,
-            },
-            Err(e) => return Err(e),
-        };
+        let mut p = self.take_or_new_remote(&mut cache, id)?;
         p.doc.merge(&mut incoming).map_err(ModelError::from)?;
         let changed = p.doc.get_heads() != p.before;
         self.commit(&mut cache, vec![p])?;
@@ -673,17 +663,7 @@ impl DocStore {
         sync_states: &[(String, Vec<u8>)],
     ) -> Result<(), StoreError> {
         let mut cache = lock(&self.cache);
-        let mut p = match self.take_pending(&mut cache, id, Origin::Remote) {
-            Ok(p) => p,
-            Err(StoreError::NotFound(_)) => Pending {
-                id: *id,
-                doc: Automerge::new().with_actor(self.identity.actor_id()),
-                before: Vec::new(),
-                meta: DocMeta::default(),
-                origin: Origin::Remote,
-            },
-            Err(e) => return Err(e),
-        };
+        let mut p = self.take_or_new_remote(&mut cache, id)?;
         p.doc.load_incremental(changes).map_err(|_| StoreError::Invalid("received changes do not load"))?;
         let mut extra = Batch::new();
         for (storage, state) in sync_states {
@@ -753,6 +733,20 @@ impl DocStore {
         };
         let before = doc.get_heads();
         Ok(Pending { id: *id, doc, before, meta, origin })
+    }
+
+    /// The stored document for a remote write, or a new empty one if it is new here.
+    fn take_or_new_remote(&self, cache: &mut Cache, id: &DocumentId) -> Result<Pending, StoreError> {
+        match self.take_pending(cache, id, Origin::Remote) {
+            Err(StoreError::NotFound(_)) => Ok(Pending {
+                id: *id,
+                doc: Automerge::new().with_actor(self.identity.actor_id()),
+                before: Vec::new(),
+                meta: DocMeta::default(),
+                origin: Origin::Remote,
+            }),
+            other => other,
+        }
     }
 
     /// Runs `f` on a document and commits whatever it changed.

@@ -1127,16 +1127,7 @@ impl Engine {
         }
         let (code, message) = (fresh[0].1.code.clone(), fresh[0].1.message.clone());
         let data = encode_refusal(&fresh.iter().map(|(h, _)| *h).collect::<Vec<_>>(), &code, &message);
-        self.ephemeral_count += 1;
-        let m = Message::Ephemeral {
-            sender_id: self.config.peer_id.clone(),
-            target_id: peer.peer_id,
-            count: self.ephemeral_count,
-            session_id: self.session_id.clone(),
-            document_id: doc,
-            data,
-        };
-        self.send(conn, &m);
+        self.send_own_ephemeral(conn, peer.peer_id, doc, data);
         self.out.push(Output::Event(Event::Refused { conn, doc, refused, changes: raw }));
     }
 
@@ -1206,29 +1197,25 @@ impl Engine {
         targets.sort();
         for t in targets {
             let Some(p) = self.peer_of(t) else { continue };
-            self.ephemeral_count += 1;
-            let m = Message::Ephemeral {
-                sender_id: self.config.peer_id.clone(),
-                target_id: p.peer_id,
-                count: self.ephemeral_count,
-                session_id: self.session_id.clone(),
-                document_id: doc,
-                data: data.clone(),
-            };
-            self.send(t, &m);
+            self.send_own_ephemeral(t, p.peer_id, doc, data.clone());
         }
     }
 
     fn send_erasure(&mut self, conn: ConnId, doc: DocumentId) {
         let Some(peer) = self.peer_of(conn) else { return };
+        self.send_own_ephemeral(conn, peer.peer_id, doc, encode_erasure());
+    }
+
+    /// Sends an ephemeral message of our own session (counts increase per session).
+    fn send_own_ephemeral(&mut self, conn: ConnId, target_id: PeerId, doc: DocumentId, data: Vec<u8>) {
         self.ephemeral_count += 1;
         let m = Message::Ephemeral {
             sender_id: self.config.peer_id.clone(),
-            target_id: peer.peer_id,
+            target_id,
             count: self.ephemeral_count,
             session_id: self.session_id.clone(),
             document_id: doc,
-            data: encode_erasure(),
+            data,
         };
         self.send(conn, &m);
     }
