@@ -330,6 +330,7 @@ async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
     let suzuki = Device::new(&relay, "pharma-a", "suzuki", "suzuki-phone", &suzuki_token, Role::Msl);
     suzuki.client().find(plan);
     suzuki.until_store("the plan arrives", |s| s.get::<EngagementPlan>(&plan).is_ok()).await;
+    let mut events = suzuki.client().events(); // before the change, so its effect is not missed
     let (status, _) = relay.admin_api(
         "POST",
         "/admin/v1/tenants/pharma-a/teams",
@@ -344,7 +345,6 @@ async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
         Some(serde_json::json!({ "role": "msl", "teams": ["elsewhere"] })),
     );
     assert_eq!(status, 200);
-    let mut events = suzuki.client().events();
     tokio::time::timeout(WAIT, async {
         loop {
             if let Ok(Event::DocUnavailable { doc }) = events.recv().await
