@@ -20,10 +20,9 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The relay binary beside the test executable.
 ///
-/// `cargo test --workspace --all-targets` (what `cargo xtask test` runs, setting
-/// `LIAISON_RELAY_PREBUILT`) builds it fresh. `cargo test -p liaison-e2e` builds only the
-/// server's library, so then it is built here, once per run, with the same packages selected
-/// so that features unify the same way and nothing is rebuilt twice.
+/// `cargo test` builds binaries only as test harnesses, so the real one must be built:
+/// `cargo xtask test` does it first and sets `LIAISON_RELAY_PREBUILT`; otherwise it is built
+/// here, once per test binary, with the e2e package selected too so features unify alike.
 pub fn relay_bin() -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {

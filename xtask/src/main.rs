@@ -86,8 +86,11 @@ fn install_test_dependencies() -> Result<()> {
 
 fn test() -> Result<()> {
     install_test_dependencies()?;
+    // The e2e tests spawn the relay binary: `cargo test` builds binaries only as test
+    // harnesses, so build the real ones first.
+    cargo(&["build", "--workspace", "--bins"])?;
     let mut totals = Totals::default();
-    let all = cargo_test(&["test", "--workspace", "--all-targets"], &mut totals);
+    let all = cargo_test(&["test", "--workspace", "--all-targets", "--no-fail-fast"], &mut totals);
     let doc = cargo_test(&["test", "--workspace", "--doc"], &mut totals);
     // One closing line for the whole run, after cargo's per-binary ones.
     println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
@@ -107,7 +110,7 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
     eprintln!("$ cargo {}", args.join(" "));
     let mut child = Command::new(&cargo)
         .args(args)
-        // --all-targets builds the relay binary fresh; the e2e harness need not build it again.
+        // test() built the relay binary just before; the e2e harness need not build it again.
         .env("LIAISON_RELAY_PREBUILT", "1")
         .stdout(Stdio::piped())
         .spawn()
