@@ -216,7 +216,8 @@ impl Drop for SyncClient {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    use crate::store::Clock as _;
+    crate::store::SystemClock.now_ms()
 }
 
 /// Why a session ended.

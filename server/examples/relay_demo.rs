@@ -17,7 +17,7 @@ use liaison_server::auth::RoleName;
 use liaison_server::config::Config;
 
 struct Device {
-    name: &'static str,
+    name: String,
     store: Arc<DocStore>,
     client: Option<SyncClient>,
     options: ClientOptions,
@@ -26,7 +26,7 @@ struct Device {
 impl Device {
     fn new(dir: &std::path::Path, who: Identity, options: ClientOptions) -> Result<Self> {
         let kv = SledKv::open(&dir.join(&who.device))?;
-        let name: &'static str = Box::leak(who.device.clone().into_boxed_str());
+        let name = who.device.clone();
         let store = Arc::new(DocStore::with_kv(Arc::new(kv), who, Arc::new(SystemClock), StoreOptions::default())?);
         Ok(Self { name, store, client: None, options })
     }

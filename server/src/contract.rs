@@ -1,5 +1,6 @@
 //! Contract end: export a tenant's documents for the pharma client, then purge the tenant.
 
+use crate::now_ms;
 use std::path::Path;
 
 use liaison_core::{DocStore, DocumentId};
@@ -58,8 +59,4 @@ pub fn purge_tenant(store: &DocStore, auth: &AuthStore, tenant: &str) -> Result<
     }
     auth.mark_tenant_purged(tenant, now_ms()).map_err(|e| e.to_string())?;
     Ok(docs)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

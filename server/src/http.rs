@@ -1,5 +1,6 @@
 //! The HTTP surface: health, metrics, the WebSocket sync endpoint, the catalog, the admin API.
 
+use crate::now_ms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,10 +95,6 @@ impl From<AuthError> for ApiError {
             other => ApiError::Internal(other.to_string()),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The subprotocol browsers use to carry a token: `liaison-token.<token>`.

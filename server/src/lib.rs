@@ -59,8 +59,10 @@ pub fn open_data(config: &Config) -> Result<(Arc<DocStore>, AuthStore)> {
     Ok((Arc::new(store), AuthStore::new(kv)))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+/// Milliseconds since the epoch, from core's clock.
+pub fn now_ms() -> i64 {
+    use liaison_core::store::Clock as _;
+    SystemClock.now_ms()
 }
 
 /// Writes a first admin credential to a file only the relay's user can read, if no admin exists.
@@ -70,16 +72,8 @@ fn bootstrap(auth: &AuthStore, data_dir: &Path) -> Result<Option<std::path::Path
     }
     let (_, secret) = auth.bootstrap_admin("bootstrap", now_ms())?;
     let path = data_dir.join("bootstrap-admin-token");
-    write_private(&path, format!("{secret}\n").as_bytes())?;
+    tls::write_private(&path, format!("{secret}\n").as_bytes())?;
     Ok(Some(path))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(bytes)?;
-    Ok(())
 }
 
 /// A relay that is serving.

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use liaison_server::auth::RoleName;
 use liaison_server::config::{Config, LogFormat, TlsMode};
+use liaison_server::now_ms;
 
 #[derive(Parser, Debug)]
 #[command(name = "liaison-relay", version, about = "liaison's sync relay for field medical teams")]
@@ -127,10 +128,6 @@ fn init_logs(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn main() -> Result<()> {

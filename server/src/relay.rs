@@ -2,6 +2,7 @@
 //! storage tasks run on blocking threads and report back; once a second it re-checks every
 //! connection's credential and grants.
 
+use crate::now_ms;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,10 +132,6 @@ pub struct RelaySettings {
     pub max_frame: usize,
     pub max_docs_per_conn: usize,
     pub handshake_timeout: Duration,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn task_doc(op: &liaison_core::sync::StorageTask) -> &liaison_core::DocumentId {

@@ -32,7 +32,7 @@ pub fn dev_certificate(data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> 
     Ok((cert, key))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     #[cfg(unix)]
     let mut f = {

@@ -491,28 +491,34 @@ fn for_each_entry<'b>(
     Ok(())
 }
 
+/// Walks a definite or indefinite array, calling `f` to consume each item.
+fn for_each_item<'b>(
+    d: &mut Decoder<'b>,
+    mut f: impl FnMut(&mut Decoder<'b>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let len = d.array()?;
+    let mut seen = 0u64;
+    loop {
+        match len {
+            Some(n) if seen == n => return Ok(()),
+            None if d.datatype()? == Type::Break => {
+                d.skip()?; // consume the break
+                return Ok(());
+            }
+            _ => {}
+        }
+        f(d)?;
+        seen += 1;
+    }
+}
+
 /// Skips one value, refusing deep nesting instead of recursing without bound.
 fn skip(d: &mut Decoder<'_>, depth: u32) -> Result<(), DecodeError> {
     if depth > MAX_DEPTH {
         return Err(DecodeError::TooDeep);
     }
     match d.datatype()? {
-        Type::Array | Type::ArrayIndef => {
-            let len = d.array()?;
-            let mut i = 0u64;
-            loop {
-                match len {
-                    Some(n) if i == n => break,
-                    None if d.datatype()? == Type::Break => {
-                        d.skip()?;
-                        break;
-                    }
-                    _ => {}
-                }
-                skip(d, depth + 1)?;
-                i += 1;
-            }
-        }
+        Type::Array | Type::ArrayIndef => for_each_item(d, |d| skip(d, depth + 1))?,
         Type::Map | Type::MapIndef => for_each_entry(d, depth + 1, |d, _| skip(d, depth + 2))?,
         Type::Tag => {
             d.tag()?;
@@ -540,20 +546,10 @@ fn text(d: &mut Decoder<'_>, field: &'static str) -> Result<String, DecodeError>
 fn texts(d: &mut Decoder<'_>, field: &'static str) -> Result<Vec<String>, DecodeError> {
     let mut out = Vec::new();
     match d.datatype()? {
-        Type::Array | Type::ArrayIndef => {
-            let len = d.array()?;
-            loop {
-                match len {
-                    Some(n) if out.len() as u64 == n => break,
-                    None if d.datatype()? == Type::Break => {
-                        d.skip()?;
-                        break;
-                    }
-                    _ => {}
-                }
-                out.push(text(d, field)?);
-            }
-        }
+        Type::Array | Type::ArrayIndef => for_each_item(d, |d| {
+            out.push(text(d, field)?);
+            Ok(())
+        })?,
         // The spec's CDDL shows a single string; accept it.
         Type::String | Type::StringIndef => out.push(text(d, field)?),
         _ => return Err(DecodeError::WrongType(field)),
