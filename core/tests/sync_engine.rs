@@ -619,3 +619,29 @@ fn a_peer_that_asked_too_early_gets_the_document_when_it_arrives() {
     net.settle();
     assert_eq!(net.notes(devs[1], doc).as_deref(), Some("more"));
 }
+
+#[test]
+fn a_found_document_keeps_syncing_both_ways_after_a_reconnect() {
+    let policy = TestPolicy::default();
+    let (mut net, relay, devs) = relay_and_devices(2, &policy);
+    let (a, b) = (devs[0], devs[1]);
+    let plan = net.create_plan(a, "Agenda: ");
+    net.connect(a, relay);
+    let (b_conn, _) = net.connect(b, relay);
+    net.settle();
+    net.handle(b, Input::Find { doc: plan });
+    net.settle();
+    assert_eq!(net.notes(b, plan).as_deref(), Some("Agenda: "), "found");
+
+    // b loses the connection but keeps its engine (the app's network went down), both edit.
+    net.handle(b, Input::Close { conn: b_conn, reason: "network lost".into() });
+    net.settle();
+    net.edit(b, plan, "b-offline ");
+    net.edit(a, plan, "a-online ");
+    net.settle();
+    net.connect(b, relay);
+    net.settle();
+    let a_notes = net.notes(a, plan).unwrap();
+    assert!(a_notes.contains("b-offline"), "b's offline edit reached a: {a_notes}");
+    assert_eq!(net.notes(b, plan), Some(a_notes), "b got a's edit made while it was away");
+}

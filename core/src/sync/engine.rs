@@ -1099,6 +1099,12 @@ impl Engine {
         if d.am.get_heads() != before {
             d.phase = DocPhase::Ready;
             d.wanted = false;
+            // A device keeps what it found: from now on it syncs it with every peer, on every
+            // connection, like the documents it made (else a reconnect would leave it stale).
+            if self.config.announce {
+                d.announced = true;
+                self.announced.insert(doc);
+            }
             let waiting: Vec<ConnId> = d.waiting.drain().filter(|c| *c != conn).collect();
             self.after_change(doc);
             // Peers that asked before it existed get it now, subject to access.
