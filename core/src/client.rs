@@ -594,8 +594,16 @@ pub fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
 
 /// Parses a fingerprint as the relay prints it (`AB:CD:...`, 32 bytes).
 pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
-    let bytes: Vec<u8> = s.split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>().ok()?;
-    bytes.try_into().ok()
+    // As the relay prints it (`AB:CD:...`) or as plain hex.
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *o = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Trusts exactly one certificate; signatures are still verified.
@@ -641,5 +649,22 @@ impl ServerCertVerifier for Pinned {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_fingerprint;
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons() {
+        let plain = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let colons: String = plain.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
+        let a = parse_fingerprint(plain).unwrap();
+        assert_eq!(a[1], 0x11);
+        assert_eq!(Some(a), parse_fingerprint(&colons));
+        assert_eq!(parse_fingerprint(&plain[2..]), None, "too short");
+        assert_eq!(parse_fingerprint(&plain.replace('0', "g")), None, "not hex");
+        assert_eq!(parse_fingerprint("日本語"), None);
     }
 }
