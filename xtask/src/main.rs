@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask ci | test | bench`.
+//! Project tasks: `cargo xtask ci | test | bench | bindings`.
 //!
 //! - `test`: installs what the tests need, then runs every test of the workspace (unit,
 //!   integration, property, crash and doc tests; benchmarks run once on small data).
@@ -6,11 +6,17 @@
 //! - `bench`: the benchmarks at full size.
 //! - `fuzz [SECONDS]`: every cargo-fuzz target for SECONDS (default 60) each; installs
 //!   cargo-fuzz if missing. Crashes land in `fuzz/artifacts/`: keep them in `fuzz/regressions/`.
+//! - `bindings [--release]`: builds liaison-ffi and generates Swift, Kotlin and Python into
+//!   mobile-bindings/generated/.
+//! - `kotlin-bench [KOLS]`: the Kotlin benchmark on the release library (default 2,000 KOLs).
+//! - `mobile-release`: the size-optimised library and its stripped size.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+
+mod mobile;
 
 fn main() -> Result<()> {
     // Tasks run from the workspace root whatever the caller's directory.
@@ -23,8 +29,15 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str).unwrap_or("60")),
+        Some("bindings") => mobile::bindings(args.get(1).is_some_and(|a| a == "--release")),
+        Some("prepare-binding-tests") => mobile::prepare_binding_tests(),
+        Some("kotlin-bench") => mobile::kotlin_bench(args.get(1).map(String::as_str).unwrap_or("2000")),
+        Some("mobile-release") => mobile::mobile_release(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|test|bench [criterion args]|fuzz [seconds]>");
+            eprintln!(
+                "usage: cargo xtask <ci|test|bench [criterion args]|fuzz [seconds]|bindings [--release]|\
+                 prepare-binding-tests|kotlin-bench [kols]|mobile-release>"
+            );
             std::process::exit(2);
         }
     }
@@ -86,9 +99,10 @@ fn install_test_dependencies() -> Result<()> {
 
 fn test() -> Result<()> {
     install_test_dependencies()?;
-    // The e2e tests spawn the relay binary: `cargo test` builds binaries only as test
-    // harnesses, so build the real ones first.
-    cargo(&["build", "--workspace", "--bins"])?;
+    // The e2e tests spawn the relay binary (`cargo test` builds binaries only as test harnesses)
+    // and the binding tests load the ffi library through Kotlin and Python: build the workspace,
+    // generate the bindings and compile the Kotlin first.
+    mobile::prepare_binding_tests()?;
     let mut totals = Totals::default();
     let all = cargo_test(&["test", "--workspace", "--all-targets", "--no-fail-fast"], &mut totals);
     let doc = cargo_test(&["test", "--workspace", "--doc"], &mut totals);
@@ -112,6 +126,7 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
         .args(args)
         // test() built the relay binary just before; the e2e harness need not build it again.
         .env("LIAISON_RELAY_PREBUILT", "1")
+        .env("LIAISON_BINDINGS_PREPARED", "1")
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;

@@ -1,0 +1,103 @@
+//! The one error type the apps see. Flat: Kotlin and Swift get one exception/case per variant with
+//! a message; the messages come from core's errors, which name documents by their random id and
+//! fields by name, never values, tokens or personal data.
+
+use liaison_core::StoreError;
+use liaison_core::client::ClientError;
+use liaison_core::model::ModelError;
+use liaison_core::storage::StorageError;
+
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+#[uniffi(flat_error)]
+pub enum LiaisonError {
+    /// No document with this id on the device.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The record is submitted; an admin must unlock it first.
+    #[error("{0}")]
+    Locked(String),
+    /// The user's role does not allow this.
+    #[error("{0}")]
+    NotPermitted(String),
+    /// An argument is malformed (an id, an index, a URL, a certificate).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The document is not the kind asked for, or not a liaison record at all.
+    #[error("{0}")]
+    WrongKind(String),
+    /// The phone's storage is full: the edit was not saved, and nothing stored was lost.
+    #[error("storage is full: the change was not saved")]
+    StorageFull,
+    /// Another process (or another open store) holds the data directory.
+    #[error("the data directory is in use by another process")]
+    StoreInUse,
+    /// A document (or the store) is damaged on disk; other documents stay readable.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Any other storage failure.
+    #[error("{0}")]
+    Storage(String),
+    /// Sync is not running, or cannot start.
+    #[error("{0}")]
+    Sync(String),
+    /// A wait ran out of time.
+    #[error("timed out after {0} ms")]
+    Timeout(u64),
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<StoreError> for LiaisonError {
+    fn from(e: StoreError) -> Self {
+        let msg = e.to_string();
+        match e {
+            StoreError::NotFound(_) => Self::NotFound(msg),
+            StoreError::AlreadyExists(_) => Self::AlreadyExists(msg),
+            StoreError::Corrupt { .. } | StoreError::BadMeta(_) => Self::Corrupt(msg),
+            StoreError::Invalid(_) => Self::InvalidInput(msg),
+            StoreError::Storage(StorageError::Full) => Self::StorageFull,
+            StoreError::Storage(StorageError::InUse) => Self::StoreInUse,
+            StoreError::Storage(StorageError::Corrupt) => Self::Corrupt(msg),
+            StoreError::Storage(_) => Self::Storage(msg),
+            StoreError::Model(m) => m.into(),
+        }
+    }
+}
+
+impl From<ModelError> for LiaisonError {
+    fn from(e: ModelError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ModelError::Locked => Self::Locked(msg),
+            ModelError::NotPermitted(_) => Self::NotPermitted(msg),
+            ModelError::Invalid { .. } => Self::InvalidInput(msg),
+            ModelError::WrongKind { .. } | ModelError::NotLiaison(_) | ModelError::UnsupportedSchema(_) => {
+                Self::WrongKind(msg)
+            }
+            ModelError::Hydrate(_) | ModelError::Reconcile(_) | ModelError::Automerge(_) => Self::Corrupt(msg),
+        }
+    }
+}
+
+impl From<ClientError> for LiaisonError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Store(s) => s.into(),
+            ClientError::BadUrl | ClientError::BadCertificate => Self::InvalidInput(e.to_string()),
+            ClientError::Connect(_) => Self::Sync(e.to_string()),
+        }
+    }
+}
+
+impl From<automerge::AutomergeError> for LiaisonError {
+    fn from(e: automerge::AutomergeError) -> Self {
+        ModelError::from(e).into()
+    }
+}
+
+pub(crate) fn bad_id(what: &str) -> LiaisonError {
+    LiaisonError::InvalidInput(format!("{what} is not a document id"))
+}

@@ -1,0 +1,19 @@
+//! liaison-ffi: the library the iOS and Android apps link, and the only crate that knows uniffi.
+//!
+//! It is glue: [`LiaisonStore`] wraps liaison-core's `DocStore` and `SyncClient`, the records are
+//! core's own types declared to uniffi, errors become one flat [`LiaisonError`], the app's
+//! observer and logger are called from library-owned threads. Rules live in core.
+
+mod error;
+mod logging;
+mod store;
+mod sync;
+mod types;
+
+pub use error::LiaisonError;
+pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
+pub use store::{LiaisonStore, StoreConfig};
+pub use sync::{LiaisonObserver, NetworkState, RefusedChange, SyncConfig, SyncState, SyncStatus, TrustConfig};
+pub use types::{DocumentChange, HistoryEntry, KolSummary, RecordKind};
+
+uniffi::setup_scaffolding!("liaison");

@@ -1,0 +1,557 @@
+//! `LiaisonStore`: the one object the app holds. A thin wrapper over `DocStore` and `SyncClient`:
+//! it converts ids and indexes, tells the sync client about local writes, and runs the notifier.
+
+use std::path::Path;
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use automerge::{ObjType, ReadDoc, Value};
+use liaison_core::client::{ClientOptions, SyncClient};
+use liaison_core::model::{
+    EngagementPlan, Interaction, Kind, KolProfile, MedicalInformationRequest, MedicalInsight, Record,
+};
+use liaison_core::{DocStore, DocumentId, Identity, Role};
+
+use crate::error::{LiaisonError, bad_id};
+use crate::sync::{
+    LiaisonObserver, NetworkState, Note, Observer, SyncConfig, SyncState, SyncStatus, spawn_forwarder, spawn_notifier,
+};
+use crate::types::{HistoryEntry, KolSummary, RecordKind};
+
+/// Who uses this store: the signed-in user on this device.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct StoreConfig {
+    /// A directory the app owns (created if missing).
+    pub path: String,
+    pub tenant: String,
+    pub user: String,
+    /// The device id IT registered with the credential.
+    pub device: String,
+    pub role: Role,
+    /// The team new records belong to.
+    pub team: String,
+}
+
+#[derive(uniffi::Object)]
+pub struct LiaisonStore {
+    store: Arc<DocStore>,
+    team: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    client: Mutex<Option<SyncClient>>,
+    network: Mutex<NetworkState>,
+    notes: Sender<Note>,
+    observer: Observer,
+}
+
+impl std::fmt::Debug for LiaisonStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiaisonStore").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl Drop for LiaisonStore {
+    fn drop(&mut self) {
+        let _ = self.notes.send(Note::Stop);
+        drop(lock(&self.client).take());
+        // The app may drop the store from inside an async call; a blocking shutdown would panic there.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn parse_id(s: &str) -> Result<DocumentId, LiaisonError> {
+    s.parse().map_err(|_| bad_id("the id"))
+}
+
+fn config_err(what: &str) -> LiaisonError {
+    LiaisonError::InvalidInput(format!("{what} must not be empty"))
+}
+
+#[uniffi::export(async_runtime = "tokio")]
+impl LiaisonStore {
+    /// Opens (or creates) the store at `config.path`. Fails with `StoreInUse` if another process
+    /// has it open.
+    #[uniffi::constructor]
+    pub fn open(config: StoreConfig) -> Result<Arc<Self>, LiaisonError> {
+        for (value, what) in [(&config.tenant, "tenant"), (&config.user, "user"), (&config.device, "device")] {
+            if value.trim().is_empty() {
+                return Err(config_err(what));
+            }
+        }
+        let identity = Identity {
+            tenant: config.tenant,
+            user: config.user,
+            device: config.device,
+            role: config.role,
+            install: [0; 8],
+        };
+        std::fs::create_dir_all(&config.path)
+            .map_err(|e| LiaisonError::Storage(format!("cannot create the store directory: {}", e.kind())))?;
+        let store = Arc::new(DocStore::open(Path::new(&config.path), identity)?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("liaison-sync")
+            .enable_all()
+            .build()
+            .map_err(|e| LiaisonError::Sync(format!("cannot start the sync runtime: {}", e.kind())))?;
+        let (notes, rx) = channel();
+        let observer: Observer = Arc::new(Mutex::new(None));
+        let thread_err = |e: std::io::Error| LiaisonError::Sync(format!("cannot start a thread: {}", e.kind()));
+        spawn_notifier(rx, observer.clone()).map_err(thread_err)?;
+        spawn_forwarder(store.subscribe(), notes.clone()).map_err(thread_err)?;
+        tracing::info!("store opened");
+        Ok(Arc::new(Self {
+            store,
+            team: config.team,
+            runtime: Some(runtime),
+            client: Mutex::new(None),
+            network: Mutex::new(NetworkState::Up),
+            notes,
+            observer,
+        }))
+    }
+
+    /// Sets (or clears) the observer called when documents or the sync status change.
+    pub fn set_observer(&self, observer: Option<Arc<dyn LiaisonObserver>>) {
+        *lock(&self.observer) = observer;
+    }
+
+    // ---- KOL profiles ----------------------------------------------------------------------
+
+    pub fn create_kol(&self, profile: KolProfile) -> Result<String, LiaisonError> {
+        self.create(&profile)
+    }
+
+    pub fn get_kol(&self, id: String) -> Result<KolProfile, LiaisonError> {
+        self.get(&id)
+    }
+
+    /// Replaces the editable fields with `profile`'s. Text merges per character with concurrent
+    /// edits; merge links are kept as stored.
+    pub fn update_kol(&self, id: String, profile: KolProfile) -> Result<(), LiaisonError> {
+        self.update(&id, move |cur: &mut KolProfile| {
+            let mut new = profile;
+            keep_text(&mut new.scientific_interests, &mut cur.scientific_interests);
+            new.merged_into = cur.merged_into.take();
+            new.merged_from = std::mem::take(&mut cur.merged_from);
+            *cur = new;
+        })
+    }
+
+    /// Every KOL on the device, from the index (no document is loaded).
+    pub fn list_kols(&self) -> Result<Vec<KolSummary>, LiaisonError> {
+        Ok(self.store.list_kols()?.into_iter().map(Into::into).collect())
+    }
+
+    /// KOLs whose name, kana or institution contains `query` (case, width and kana insensitive).
+    pub fn search_kols(&self, query: String) -> Result<Vec<KolSummary>, LiaisonError> {
+        Ok(self.store.search_kols(&query)?.into_iter().map(Into::into).collect())
+    }
+
+    /// Merges duplicate KOL `loser` into `winner`: everything recorded against the loser stays
+    /// reachable from the winner.
+    pub fn merge_kols(&self, winner: String, loser: String) -> Result<(), LiaisonError> {
+        let (w, l) = (parse_id(&winner)?, parse_id(&loser)?);
+        self.store.merge_kols(&w, &l)?;
+        self.changed(w);
+        self.changed(l);
+        Ok(())
+    }
+
+    /// Ids of the records of `kind` about a KOL.
+    pub fn records_for_kol(&self, kol_id: String, kind: RecordKind) -> Result<Vec<String>, LiaisonError> {
+        let kol = parse_id(&kol_id)?;
+        Ok(self.store.records_for_kol(&kol, kind.into())?.iter().map(ToString::to_string).collect())
+    }
+
+    /// Ids of every document of `kind` on the device.
+    pub fn list(&self, kind: RecordKind) -> Result<Vec<String>, LiaisonError> {
+        Ok(self.store.list(kind.into())?.iter().map(ToString::to_string).collect())
+    }
+
+    /// The kind of a document on the device.
+    pub fn kind_of(&self, id: String) -> Result<Option<RecordKind>, LiaisonError> {
+        Ok(self.store.kind_of(&parse_id(&id)?)?.map(Into::into))
+    }
+
+    // ---- Interactions, insights, requests --------------------------------------------------
+
+    pub fn create_interaction(&self, interaction: Interaction) -> Result<String, LiaisonError> {
+        self.create(&interaction)
+    }
+
+    pub fn get_interaction(&self, id: String) -> Result<Interaction, LiaisonError> {
+        self.get(&id)
+    }
+
+    /// Replaces the editable fields; submission state and unlocks are kept as stored.
+    pub fn update_interaction(&self, id: String, interaction: Interaction) -> Result<(), LiaisonError> {
+        self.update(&id, move |cur: &mut Interaction| {
+            let mut new = interaction;
+            keep_text(&mut new.summary, &mut cur.summary);
+            for topic in &mut new.topics {
+                if let Some(old) = cur.topics.iter_mut().find(|t| t.id == topic.id) {
+                    keep_text(&mut topic.discussion, &mut old.discussion);
+                }
+            }
+            new.status = cur.status;
+            new.submission = cur.submission.take();
+            new.unlocks = std::mem::take(&mut cur.unlocks);
+            *cur = new;
+        })
+    }
+
+    pub fn create_insight(&self, insight: MedicalInsight) -> Result<String, LiaisonError> {
+        self.create(&insight)
+    }
+
+    pub fn get_insight(&self, id: String) -> Result<MedicalInsight, LiaisonError> {
+        self.get(&id)
+    }
+
+    pub fn update_insight(&self, id: String, insight: MedicalInsight) -> Result<(), LiaisonError> {
+        self.update(&id, move |cur: &mut MedicalInsight| {
+            let mut new = insight;
+            keep_text(&mut new.text, &mut cur.text);
+            new.status = cur.status;
+            new.submission = cur.submission.take();
+            new.unlocks = std::mem::take(&mut cur.unlocks);
+            *cur = new;
+        })
+    }
+
+    pub fn create_request(&self, request: MedicalInformationRequest) -> Result<String, LiaisonError> {
+        self.create(&request)
+    }
+
+    pub fn get_request(&self, id: String) -> Result<MedicalInformationRequest, LiaisonError> {
+        self.get(&id)
+    }
+
+    pub fn update_request(&self, id: String, request: MedicalInformationRequest) -> Result<(), LiaisonError> {
+        self.update(&id, move |cur: &mut MedicalInformationRequest| {
+            let mut new = request;
+            keep_text(&mut new.answer, &mut cur.answer);
+            new.status = cur.status;
+            new.submission = cur.submission.take();
+            new.unlocks = std::mem::take(&mut cur.unlocks);
+            *cur = new;
+        })
+    }
+
+    /// Submits (locks) an interaction, insight or request. Later edits are refused until an
+    /// admin unlocks it.
+    pub fn submit(&self, id: String) -> Result<(), LiaisonError> {
+        let doc = parse_id(&id)?;
+        match self.store.kind_of(&doc)? {
+            Some(Kind::Interaction) => self.store.submit::<Interaction>(&doc)?,
+            Some(Kind::MedicalInsight) => self.store.submit::<MedicalInsight>(&doc)?,
+            Some(Kind::MedicalInformationRequest) => self.store.submit::<MedicalInformationRequest>(&doc)?,
+            _ => return Err(LiaisonError::WrongKind("only interactions, insights and requests are submitted".into())),
+        }
+        self.changed(doc);
+        Ok(())
+    }
+
+    /// Unlocks a submitted record (admins only); the reason is kept in the record.
+    pub fn unlock(&self, id: String, reason: String) -> Result<(), LiaisonError> {
+        let doc = parse_id(&id)?;
+        match self.store.kind_of(&doc)? {
+            Some(Kind::Interaction) => self.store.unlock::<Interaction>(&doc, &reason)?,
+            Some(Kind::MedicalInsight) => self.store.unlock::<MedicalInsight>(&doc, &reason)?,
+            Some(Kind::MedicalInformationRequest) => self.store.unlock::<MedicalInformationRequest>(&doc, &reason)?,
+            _ => return Err(LiaisonError::WrongKind("only interactions, insights and requests are unlocked".into())),
+        }
+        self.changed(doc);
+        Ok(())
+    }
+
+    // ---- Engagement plans ------------------------------------------------------------------
+
+    pub fn create_plan(&self, plan: EngagementPlan) -> Result<String, LiaisonError> {
+        self.create(&plan)
+    }
+
+    pub fn get_plan(&self, id: String) -> Result<EngagementPlan, LiaisonError> {
+        self.get(&id)
+    }
+
+    pub fn update_plan(&self, id: String, plan: EngagementPlan) -> Result<(), LiaisonError> {
+        self.update(&id, move |cur: &mut EngagementPlan| {
+            let mut new = plan;
+            keep_text(&mut new.notes, &mut cur.notes);
+            *cur = new;
+        })
+    }
+
+    /// Replaces `delete_count` UTF-16 code units of the plan's notes at `index` with `insert`:
+    /// what a text view reports. Concurrent splices by colleagues merge per character.
+    pub fn splice_plan_notes(
+        &self,
+        plan_id: String,
+        index: u32,
+        delete_count: u32,
+        insert: String,
+    ) -> Result<(), LiaisonError> {
+        let doc = parse_id(&plan_id)?;
+        let outcome = self.store.update(&doc, move |plan: &mut EngagementPlan| {
+            let text = plan.notes.as_str();
+            let start = utf16_to_byte(text, index)?;
+            let end = index
+                .checked_add(delete_count)
+                .ok_or_else(|| LiaisonError::InvalidInput("the range is out of bounds".into()))
+                .and_then(|e| utf16_to_byte(text, e))?;
+            let deleted = isize::try_from(end - start)
+                .map_err(|_| LiaisonError::InvalidInput("the range is out of bounds".into()))?;
+            plan.notes.splice(start, deleted, insert);
+            Ok::<_, LiaisonError>(())
+        })?;
+        outcome?;
+        self.changed(doc);
+        Ok(())
+    }
+
+    /// A cursor at UTF-16 `index` of the plan's notes that stays with its character as
+    /// colleagues' edits arrive. Resolve it with `plan_notes_cursor_position`.
+    pub fn plan_notes_cursor(&self, plan_id: String, index: u32) -> Result<String, LiaisonError> {
+        let doc = self.store.load(&parse_id(&plan_id)?)?;
+        let obj = notes_object(&doc)?;
+        let text = doc.text(&obj)?;
+        let byte = utf16_to_byte(&text, index)?;
+        let position = if byte == text.len() { automerge::CursorPosition::End } else { byte.into() };
+        Ok(doc.get_cursor(&obj, position, None)?.to_string())
+    }
+
+    /// Where a cursor from `plan_notes_cursor` is now, as a UTF-16 index.
+    pub fn plan_notes_cursor_position(&self, plan_id: String, cursor: String) -> Result<u32, LiaisonError> {
+        let cursor = automerge::Cursor::try_from(cursor.as_str())
+            .map_err(|_| LiaisonError::InvalidInput("the cursor is malformed".into()))?;
+        let doc = self.store.load(&parse_id(&plan_id)?)?;
+        let obj = notes_object(&doc)?;
+        let text = doc.text(&obj)?;
+        let byte = doc.get_cursor_position(&obj, &cursor, None)?.min(text.len());
+        let prefix = text.get(..byte).unwrap_or(&text);
+        u32::try_from(prefix.encode_utf16().count()).map_err(|_| LiaisonError::InvalidInput("text too long".into()))
+    }
+
+    // ---- History ---------------------------------------------------------------------------
+
+    /// Every change to a document, oldest first, with its author.
+    pub fn history(&self, id: String) -> Result<Vec<HistoryEntry>, LiaisonError> {
+        Ok(self.store.history(&parse_id(&id)?)?.into_iter().map(Into::into).collect())
+    }
+
+    /// The changes that touched one field (for example `notes` or `institution`).
+    pub fn field_history(&self, id: String, field: String) -> Result<Vec<HistoryEntry>, LiaisonError> {
+        Ok(self.store.field_history(&parse_id(&id)?, &field)?.into_iter().map(Into::into).collect())
+    }
+
+    // ---- Sync ------------------------------------------------------------------------------
+
+    /// Starts syncing every document with the relay, in the background. Edits made while
+    /// offline are kept and sent when a connection succeeds.
+    pub fn start_sync(&self, config: SyncConfig) -> Result<(), LiaisonError> {
+        let rt = self.runtime.as_ref().ok_or(LiaisonError::Closed)?;
+        if config.url.trim().is_empty() || config.token.is_empty() {
+            return Err(LiaisonError::InvalidInput("the relay URL and the token must not be empty".into()));
+        }
+        let identity = self.store.identity();
+        let install: String = identity.install.iter().map(|b| format!("{b:02x}")).collect();
+        let options = ClientOptions {
+            url: config.url,
+            token: config.token,
+            peer_id: identity.device.clone(),
+            storage_id: format!("{}-{install}", identity.device),
+            trust: config.trust.into_trust()?,
+            backoff_min: Duration::from_millis(config.backoff_min_ms.max(10)),
+            backoff_max: Duration::from_millis(config.backoff_max_ms.max(config.backoff_min_ms).max(10)),
+        };
+        let _guard = rt.enter();
+        let client = SyncClient::start(self.store.clone(), options)?;
+        let network = *lock(&self.network);
+        if network != NetworkState::Up {
+            client.set_network(network.into());
+        }
+        let mut status = client.watch_status();
+        let notes = self.notes.clone();
+        rt.spawn(async move {
+            loop {
+                let s = SyncStatus::from(&*status.borrow_and_update());
+                if notes.send(Note::Status(s)).is_err() {
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        // Replacing a running client closes its connection.
+        *lock(&self.client) = Some(client);
+        Ok(())
+    }
+
+    /// Stops syncing and closes the connection. Local edits stay and sync on the next start.
+    pub async fn stop_sync(&self) {
+        let client = lock(&self.client).take();
+        if let Some(c) = client {
+            c.shutdown().await;
+        }
+        let _ = self.notes.send(Note::Status(SyncStatus::stopped()));
+    }
+
+    /// Tells the library about the network, so it does not retry while there is none.
+    pub fn set_network(&self, state: NetworkState) {
+        *lock(&self.network) = state;
+        if let Some(c) = lock(&self.client).as_ref() {
+            c.set_network(state.into());
+        }
+    }
+
+    pub fn sync_status(&self) -> SyncStatus {
+        lock(&self.client).as_ref().map_or_else(SyncStatus::stopped, |c| SyncStatus::from(&c.status()))
+    }
+
+    /// Waits until every local change is acknowledged by the relay. Cancelling the call (Kotlin
+    /// coroutine, Swift task) stops the wait, not the sync.
+    pub async fn wait_until_synced(&self, timeout_ms: u64) -> Result<SyncStatus, LiaisonError> {
+        let mut rx = lock(&self.client)
+            .as_ref()
+            .map(SyncClient::watch_status)
+            .ok_or_else(|| LiaisonError::Sync("sync is not running".into()))?;
+        let wait = async {
+            loop {
+                let s = SyncStatus::from(&*rx.borrow_and_update());
+                if s.state == SyncState::UpToDate && s.pending_documents == 0 {
+                    return Ok(s);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(LiaisonError::Sync("sync stopped".into()));
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
+            .await
+            .map_err(|_| LiaisonError::Timeout(timeout_ms))?
+    }
+
+    /// Asks the relay for a document this device does not have (a link a colleague shared) and
+    /// waits until it is stored here; returns its kind.
+    pub async fn fetch(&self, id: String, timeout_ms: u64) -> Result<Option<RecordKind>, LiaisonError> {
+        let doc = parse_id(&id)?;
+        let mut events = {
+            let guard = lock(&self.client);
+            let client = guard.as_ref().ok_or_else(|| LiaisonError::Sync("sync is not running".into()))?;
+            let events = client.events();
+            client.find(doc);
+            events
+        };
+        let store = self.store.clone();
+        let wait = async move {
+            loop {
+                match store.kind_of(&doc) {
+                    Ok(kind) => return Ok(kind.map(Into::into)),
+                    Err(liaison_core::StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {
+                    return Err(LiaisonError::Sync("sync stopped".into()));
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
+            .await
+            .map_err(|_| LiaisonError::Timeout(timeout_ms))?
+    }
+}
+
+impl LiaisonStore {
+    fn create<R: Record>(&self, record: &R) -> Result<String, LiaisonError> {
+        let id = self.store.create(&self.team, record)?;
+        if let Some(c) = lock(&self.client).as_ref() {
+            c.announce(id);
+        }
+        Ok(id.to_string())
+    }
+
+    fn get<R: Record>(&self, id: &str) -> Result<R, LiaisonError> {
+        Ok(self.store.get(&parse_id(id)?)?)
+    }
+
+    fn update<R: Record>(&self, id: &str, edit: impl FnOnce(&mut R)) -> Result<(), LiaisonError> {
+        let doc = parse_id(id)?;
+        self.store.update(&doc, edit)?;
+        self.changed(doc);
+        Ok(())
+    }
+
+    fn changed(&self, doc: DocumentId) {
+        if let Some(c) = lock(&self.client).as_ref() {
+            c.local_change(doc);
+        }
+    }
+}
+
+/// Carries the stored text object into `new` and applies `new`'s value as a diff, so the update
+/// becomes character edits rather than a replaced text.
+fn keep_text(new: &mut autosurgeon::Text, stored: &mut autosurgeon::Text) {
+    let value = new.as_str().to_owned();
+    *new = std::mem::take(stored);
+    if new.as_str() != value {
+        new.update(value);
+    }
+}
+
+fn notes_object(doc: &automerge::Automerge) -> Result<automerge::ObjId, LiaisonError> {
+    let wrong = || LiaisonError::WrongKind("not an engagement plan".into());
+    let record = match doc.get(automerge::ROOT, "record")? {
+        Some((Value::Object(ObjType::Map), id)) => id,
+        _ => return Err(wrong()),
+    };
+    match doc.get(&record, "notes")? {
+        Some((Value::Object(ObjType::Text), id)) => Ok(id),
+        _ => Err(wrong()),
+    }
+}
+
+/// The byte offset of UTF-16 index `index` in `text`.
+fn utf16_to_byte(text: &str, index: u32) -> Result<usize, LiaisonError> {
+    let target = index as usize;
+    let mut units = 0usize;
+    for (byte, c) in text.char_indices() {
+        if units == target {
+            return Ok(byte);
+        }
+        units += c.len_utf16();
+        if units > target {
+            return Err(LiaisonError::InvalidInput("the index splits a character".into()));
+        }
+    }
+    if units == target {
+        Ok(text.len())
+    } else {
+        Err(LiaisonError::InvalidInput("the index is past the end of the text".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf16_to_byte;
+
+    #[test]
+    fn utf16_indexes_map_to_bytes() {
+        let s = "a日😀b";
+        assert_eq!(utf16_to_byte(s, 0).unwrap(), 0);
+        assert_eq!(utf16_to_byte(s, 1).unwrap(), 1);
+        assert_eq!(utf16_to_byte(s, 2).unwrap(), 4);
+        assert!(utf16_to_byte(s, 3).is_err(), "inside the surrogate pair");
+        assert_eq!(utf16_to_byte(s, 4).unwrap(), 8);
+        assert_eq!(utf16_to_byte(s, 5).unwrap(), 9);
+        assert!(utf16_to_byte(s, 6).is_err());
+    }
+}

@@ -1,0 +1,219 @@
+//! Sync configuration and status as the apps see them, and the notifier: the one long-lived
+//! thread that calls the app's observer (JNA and Swift attach a thread once, not per call, and
+//! the app never runs inside a store lock).
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use liaison_core::client::{self, ConnState, Trust};
+use liaison_core::store::{DocChange, Origin};
+
+use crate::error::LiaisonError;
+use crate::types::DocumentChange;
+
+/// Which server certificates the device trusts.
+#[derive(Debug, Clone, uniffi::Enum)]
+pub enum TrustConfig {
+    /// The platform's roots.
+    System,
+    /// The platform's roots plus IT's private certificate authority (PEM text).
+    SystemPlusCa { ca_pem: String },
+    /// Exactly one server certificate, by the SHA-256 of its DER in hex (colons allowed).
+    Pinned { sha256_hex: String },
+}
+
+impl TrustConfig {
+    pub(crate) fn into_trust(self) -> Result<Trust, LiaisonError> {
+        Ok(match self {
+            Self::System => Trust::System,
+            Self::SystemPlusCa { ca_pem } => Trust::SystemPlus { ca_pem: ca_pem.into_bytes() },
+            Self::Pinned { sha256_hex } => Trust::Pinned {
+                sha256: client::parse_fingerprint(&sha256_hex).ok_or_else(|| {
+                    LiaisonError::InvalidInput("the pinned fingerprint is not 32 bytes of hex".into())
+                })?,
+            },
+        })
+    }
+}
+
+/// Where and how to sync.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SyncConfig {
+    /// `wss://host:port/v1/sync`.
+    pub url: String,
+    /// The device credential IT issued. Kept in memory only; never logged.
+    pub token: String,
+    pub trust: TrustConfig,
+    /// Shortest and longest wait between reconnection attempts.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+/// What the app knows about the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum NetworkState {
+    Up,
+    Down,
+    /// The app went to the background: no connection attempts until it comes back.
+    Background,
+}
+
+impl From<NetworkState> for client::Network {
+    fn from(n: NetworkState) -> Self {
+        match n {
+            NetworkState::Up => Self::Up,
+            NetworkState::Down => Self::Down,
+            NetworkState::Background => Self::Background,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SyncState {
+    /// Not syncing: no network, in the background, sync not started, or waiting to retry.
+    Offline,
+    Connecting,
+    Syncing,
+    /// Everything local is acknowledged by the relay and nothing is arriving.
+    UpToDate,
+}
+
+/// A change the relay refused (for example an edit to a submitted record): it will not sync.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RefusedChange {
+    pub document_id: String,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SyncStatus {
+    pub state: SyncState,
+    /// Documents with local changes the relay has not yet acknowledged.
+    pub pending_documents: u32,
+    /// When everything local was last acknowledged (ms since the epoch).
+    pub last_all_acknowledged_ms: Option<i64>,
+    pub refused: Vec<RefusedChange>,
+    /// The last connection problem, free of tokens and personal data.
+    pub last_error: Option<String>,
+}
+
+impl SyncStatus {
+    pub(crate) fn stopped() -> Self {
+        Self {
+            state: SyncState::Offline,
+            pending_documents: 0,
+            last_all_acknowledged_ms: None,
+            refused: Vec::new(),
+            last_error: None,
+        }
+    }
+}
+
+impl From<&client::SyncStatus> for SyncStatus {
+    fn from(s: &client::SyncStatus) -> Self {
+        Self {
+            state: match s.state {
+                ConnState::Offline => SyncState::Offline,
+                ConnState::Connecting => SyncState::Connecting,
+                ConnState::Syncing => SyncState::Syncing,
+                ConnState::UpToDate => SyncState::UpToDate,
+            },
+            pending_documents: u32::try_from(s.pending_documents).unwrap_or(u32::MAX),
+            last_all_acknowledged_ms: s.last_all_acknowledged_ms,
+            refused: s
+                .refused
+                .iter()
+                .map(|r| RefusedChange {
+                    document_id: r.doc.to_string(),
+                    code: r.code.clone(),
+                    message: r.message.clone(),
+                })
+                .collect(),
+            last_error: s.last_error.clone(),
+        }
+    }
+}
+
+/// The app's observer. Called from one library thread, never while the store is locked; keep
+/// the calls short (hand the work to the UI thread).
+#[uniffi::export(with_foreign)]
+pub trait LiaisonObserver: Send + Sync {
+    /// Documents changed, locally or from the relay. Several changes to one document arrive as one.
+    fn documents_changed(&self, changes: Vec<DocumentChange>);
+    /// The sync status changed.
+    fn sync_status_changed(&self, status: SyncStatus);
+}
+
+pub(crate) enum Note {
+    Doc(DocChange),
+    Status(SyncStatus),
+    Stop,
+}
+
+pub(crate) type Observer = Arc<Mutex<Option<Arc<dyn LiaisonObserver>>>>;
+
+/// Runs the notifier until `Note::Stop` or every sender is gone.
+pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io::Result<()> {
+    std::thread::Builder::new().name("liaison-notify".into()).spawn(move || {
+        while let Ok(first) = rx.recv() {
+            // Coalesce what is already queued into one call of each kind.
+            let mut docs: Vec<DocumentChange> = Vec::new();
+            let mut index: HashMap<String, usize> = HashMap::new();
+            let mut status = None;
+            let mut stop = false;
+            for note in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                match note {
+                    Note::Doc(c) => {
+                        let change = DocumentChange {
+                            id: c.id.to_string(),
+                            kind: c.kind.map(Into::into),
+                            remote: c.origin == Origin::Remote,
+                            deleted: c.deleted,
+                        };
+                        match index.get(&change.id) {
+                            Some(&i) => {
+                                let prev = &mut docs[i];
+                                prev.remote |= change.remote;
+                                prev.deleted = change.deleted;
+                                prev.kind = prev.kind.or(change.kind);
+                            }
+                            None => {
+                                index.insert(change.id.clone(), docs.len());
+                                docs.push(change);
+                            }
+                        }
+                    }
+                    Note::Status(s) => status = Some(s),
+                    Note::Stop => stop = true,
+                }
+            }
+            let current = observer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(obs) = current {
+                if !docs.is_empty() {
+                    obs.documents_changed(docs);
+                }
+                if let Some(s) = status {
+                    obs.sync_status_changed(s);
+                }
+            }
+            if stop {
+                return;
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Forwards the store's change feed to the notifier until either side goes away.
+pub(crate) fn spawn_forwarder(feed: Receiver<DocChange>, tx: Sender<Note>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("liaison-feed".into()).spawn(move || {
+        for change in feed {
+            if tx.send(Note::Doc(change)).is_err() {
+                return;
+            }
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! The model's records and enums as uniffi types. They are liaison-core's own types, declared to
+//! uniffi as remote types, so there is no second copy to keep in step: a field added in core that
+//! is not added here fails to compile.
+//!
+//! Collaborative text (`autosurgeon::Text`) crosses as a plain string. On update the store diffs
+//! the new string against the stored text, so a whole-record update still merges per character
+//! with a colleague's concurrent edits (see `LiaisonStore::update_*`).
+
+use autosurgeon::Text;
+use liaison_core::Role;
+use liaison_core::model::{
+    Activity, Affiliation, Attendee, AttendeeKind, Channel, Consent, ContactPreferences, DeliveryMethod,
+    EngagementPlan, FollowUp, Fulfilment, Interaction, KolProfile, Material, MedicalInformationRequest, MedicalInsight,
+    PlanItem, PrivacyState, RecordStatus, RequestOrigin, Review, Signature, SocietyRole, Submission, TaskStatus, Topic,
+    Unlock, Work, WorkKind,
+};
+
+uniffi::custom_type!(Text, String, {
+    remote,
+    lower: |text| text.as_str().to_owned(),
+    try_lift: |s| Ok(Text::with_value(s)),
+});
+
+#[uniffi::remote(Enum)]
+pub enum Role {
+    Msl,
+    Manager,
+    MedicalInformation,
+    Admin,
+}
+
+#[uniffi::remote(Enum)]
+pub enum Channel {
+    InPerson,
+    Phone,
+    Video,
+    Congress,
+    Email,
+}
+
+#[uniffi::remote(Enum)]
+pub enum RecordStatus {
+    Draft,
+    Submitted,
+}
+
+#[uniffi::remote(Record)]
+pub struct Submission {
+    pub at: i64,
+    pub user: String,
+    pub device: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct Unlock {
+    pub id: String,
+    pub at: i64,
+    pub user: String,
+    pub reason: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct Affiliation {
+    pub id: String,
+    pub institution: String,
+    pub department: Option<String>,
+    pub title: Option<String>,
+    pub primary: bool,
+}
+
+#[uniffi::remote(Record)]
+pub struct SocietyRole {
+    pub id: String,
+    pub society: String,
+    pub role: String,
+}
+
+#[uniffi::remote(Enum)]
+pub enum WorkKind {
+    Publication,
+    Trial,
+    Speaking,
+}
+
+#[uniffi::remote(Record)]
+pub struct Work {
+    pub id: String,
+    pub kind: WorkKind,
+    pub title: String,
+    pub year: Option<i64>,
+    pub reference: Option<String>,
+}
+
+#[uniffi::remote(Record)]
+pub struct ContactPreferences {
+    pub do_not_contact: bool,
+    pub best_times: Option<String>,
+    pub preferred_channel: Option<Channel>,
+}
+
+#[uniffi::remote(Record)]
+pub struct Consent {
+    pub id: String,
+    pub channel: Channel,
+    pub scope: String,
+    pub captured_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+#[uniffi::remote(Enum)]
+pub enum PrivacyState {
+    Active,
+    OptedOut,
+    Anonymised,
+}
+
+#[uniffi::remote(Record)]
+pub struct KolProfile {
+    pub master_id: Option<String>,
+    pub name: String,
+    pub name_kana: Option<String>,
+    pub institution: String,
+    pub department: Option<String>,
+    pub title: Option<String>,
+    pub specialty: Option<String>,
+    pub therapeutic_areas: Vec<String>,
+    pub tier: Option<String>,
+    pub affiliations: Vec<Affiliation>,
+    pub society_roles: Vec<SocietyRole>,
+    pub works: Vec<Work>,
+    pub contact: ContactPreferences,
+    pub consents: Vec<Consent>,
+    pub scientific_interests: Text,
+    pub privacy: PrivacyState,
+    pub merged_into: Option<String>,
+    pub merged_from: Vec<String>,
+}
+
+#[uniffi::remote(Enum)]
+pub enum AttendeeKind {
+    Hcp,
+    Internal,
+    Other,
+}
+
+#[uniffi::remote(Record)]
+pub struct Attendee {
+    pub id: String,
+    pub name: String,
+    pub kind: AttendeeKind,
+    pub kol_id: Option<String>,
+}
+
+#[uniffi::remote(Record)]
+pub struct Topic {
+    pub id: String,
+    pub title: String,
+    pub discussion: Text,
+}
+
+#[uniffi::remote(Record)]
+pub struct Material {
+    pub id: String,
+    pub title: String,
+    pub reference: Option<String>,
+}
+
+#[uniffi::remote(Enum)]
+pub enum TaskStatus {
+    Open,
+    InProgress,
+    Done,
+    Cancelled,
+}
+
+#[uniffi::remote(Record)]
+pub struct FollowUp {
+    pub id: String,
+    pub description: String,
+    pub owner: String,
+    pub due: Option<i64>,
+    pub status: TaskStatus,
+}
+
+#[uniffi::remote(Record)]
+pub struct Interaction {
+    pub kol_id: String,
+    pub start: i64,
+    pub end: Option<i64>,
+    pub channel: Channel,
+    pub location: Option<String>,
+    pub attendees: Vec<Attendee>,
+    pub topics: Vec<Topic>,
+    pub summary: Text,
+    pub materials: Vec<Material>,
+    pub follow_ups: Vec<FollowUp>,
+    pub insight_ids: Vec<String>,
+    pub mir_ids: Vec<String>,
+    pub status: RecordStatus,
+    pub submission: Option<Submission>,
+    pub unlocks: Vec<Unlock>,
+}
+
+#[uniffi::remote(Record)]
+pub struct Review {
+    pub reviewer: String,
+    pub at: i64,
+    pub rating: Option<i64>,
+    pub comment: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct MedicalInsight {
+    pub text: Text,
+    pub interaction_id: Option<String>,
+    pub event: Option<String>,
+    pub kol_ids: Vec<String>,
+    pub product: Option<String>,
+    pub disease: Option<String>,
+    pub themes: Vec<String>,
+    pub status: RecordStatus,
+    pub submission: Option<Submission>,
+    pub review: Option<Review>,
+    pub unlocks: Vec<Unlock>,
+}
+
+#[uniffi::remote(Enum)]
+pub enum RequestOrigin {
+    Unsolicited,
+    Solicited,
+}
+
+#[uniffi::remote(Enum)]
+pub enum DeliveryMethod {
+    InPerson,
+    Email,
+    Mail,
+    Phone,
+    MedicalInformationCallBack,
+}
+
+#[uniffi::remote(Enum)]
+pub enum Fulfilment {
+    Open,
+    SentToMedicalInformation,
+    Answered,
+    Closed,
+}
+
+#[uniffi::remote(Record)]
+pub struct Signature {
+    pub signed_by: String,
+    pub signed_at: i64,
+    pub image_ref: Option<String>,
+}
+
+#[uniffi::remote(Record)]
+pub struct MedicalInformationRequest {
+    pub kol_id: String,
+    pub interaction_id: Option<String>,
+    pub question: String,
+    pub products: Vec<String>,
+    pub origin: RequestOrigin,
+    pub origin_detail: String,
+    pub recipient: String,
+    pub delivery_method: DeliveryMethod,
+    pub answer: Text,
+    pub signature: Option<Signature>,
+    pub fulfilment: Fulfilment,
+    pub status: RecordStatus,
+    pub submission: Option<Submission>,
+    pub unlocks: Vec<Unlock>,
+}
+
+#[uniffi::remote(Record)]
+pub struct PlanItem {
+    pub id: String,
+    pub text: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct Activity {
+    pub id: String,
+    pub description: String,
+    pub owner: String,
+    pub due: Option<i64>,
+    pub status: TaskStatus,
+}
+
+#[uniffi::remote(Record)]
+pub struct EngagementPlan {
+    pub kol_id: String,
+    pub title: String,
+    pub objectives: Vec<PlanItem>,
+    pub tactics: Vec<PlanItem>,
+    pub activities: Vec<Activity>,
+    pub notes: Text,
+}
+
+/// The kind of a liaison document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum RecordKind {
+    KolProfile,
+    Interaction,
+    MedicalInsight,
+    MedicalInformationRequest,
+    EngagementPlan,
+}
+
+impl From<liaison_core::model::Kind> for RecordKind {
+    fn from(k: liaison_core::model::Kind) -> Self {
+        use liaison_core::model::Kind;
+        match k {
+            Kind::KolProfile => Self::KolProfile,
+            Kind::Interaction => Self::Interaction,
+            Kind::MedicalInsight => Self::MedicalInsight,
+            Kind::MedicalInformationRequest => Self::MedicalInformationRequest,
+            Kind::EngagementPlan => Self::EngagementPlan,
+        }
+    }
+}
+
+impl From<RecordKind> for liaison_core::model::Kind {
+    fn from(k: RecordKind) -> Self {
+        match k {
+            RecordKind::KolProfile => Self::KolProfile,
+            RecordKind::Interaction => Self::Interaction,
+            RecordKind::MedicalInsight => Self::MedicalInsight,
+            RecordKind::MedicalInformationRequest => Self::MedicalInformationRequest,
+            RecordKind::EngagementPlan => Self::EngagementPlan,
+        }
+    }
+}
+
+/// A row of the KOL list, read from the index without loading documents.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct KolSummary {
+    pub id: String,
+    pub name: String,
+    pub name_kana: Option<String>,
+    pub institution: String,
+    pub specialty: Option<String>,
+    /// Set when this KOL was merged into another (the app should show that one).
+    pub merged_into: Option<String>,
+}
+
+impl From<liaison_core::store::KolSummary> for KolSummary {
+    fn from(s: liaison_core::store::KolSummary) -> Self {
+        Self {
+            id: s.id.to_string(),
+            name: s.name,
+            name_kana: s.name_kana,
+            institution: s.institution,
+            specialty: s.specialty,
+            merged_into: s.merged_into.map(|m| m.to_string()),
+        }
+    }
+}
+
+/// One change in a document's history.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct HistoryEntry {
+    /// The change hash (hex).
+    pub hash: String,
+    pub user: Option<String>,
+    pub device: Option<String>,
+    /// Whether the author's actor id matches the recorded user and device.
+    pub verified: bool,
+    /// Milliseconds since the Unix epoch, as the author's device recorded it.
+    pub time_ms: i64,
+    /// Field paths the change touched, like `notes` or `activities/2/status`.
+    pub fields: Vec<String>,
+}
+
+impl From<liaison_core::model::HistoryEntry> for HistoryEntry {
+    fn from(h: liaison_core::model::HistoryEntry) -> Self {
+        Self {
+            hash: h.hash.to_string(),
+            user: h.user,
+            device: h.device,
+            verified: h.verified,
+            time_ms: h.time,
+            fields: h.fields,
+        }
+    }
+}
+
+/// A change the observer hears about.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DocumentChange {
+    pub id: String,
+    pub kind: Option<RecordKind>,
+    /// Arrived from the relay (another device's edit) rather than made here.
+    pub remote: bool,
+    /// The document was deleted (erased by IT, or merged away).
+    pub deleted: bool,
+}
+
+/// A new KOL profile with only the required fields set.
+#[uniffi::export]
+pub fn new_kol_profile(name: String, institution: String) -> KolProfile {
+    KolProfile::new(name, institution)
+}
+
+/// A new, empty engagement plan for a KOL.
+#[uniffi::export]
+pub fn new_engagement_plan(kol_id: String, title: String) -> EngagementPlan {
+    EngagementPlan { kol_id, ..EngagementPlan::new(&liaison_core::DocumentId::random(), title) }
+}
+
+/// A new draft interaction with a KOL.
+#[uniffi::export]
+pub fn new_interaction(kol_id: String, start_ms: i64, channel: Channel) -> Interaction {
+    Interaction { kol_id, ..Interaction::new(&liaison_core::DocumentId::random(), start_ms, channel) }
+}

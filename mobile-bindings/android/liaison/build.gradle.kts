@@ -1,0 +1,63 @@
+// The Android library module: the generated Kotlin plus libliaison_ffi.so for each ABI, built
+// with cargo-ndk. `./gradlew :liaison:assembleRelease` writes the AAR. Needs the Android SDK and
+// NDK (ANDROID_NDK_HOME), rustup and `cargo install cargo-ndk`; not built on the Linux CI machine.
+import org.gradle.api.tasks.Exec
+
+plugins {
+    id("com.android.library")
+    id("org.jetbrains.kotlin.android")
+}
+
+val workspace = rootProject.projectDir.resolve("../..").canonicalFile
+val jniOut = layout.buildDirectory.dir("jniLibs").get().asFile
+val generated = layout.buildDirectory.dir("generated/uniffi").get().asFile
+
+android {
+    namespace = "app.liaison.core"
+    compileSdk = 35
+    defaultConfig {
+        minSdk = 26
+        consumerProguardFiles("consumer-rules.pro")
+    }
+    sourceSets["main"].java.srcDir(generated)
+    sourceSets["main"].jniLibs.srcDir(jniOut)
+    compileOptions {
+        sourceCompatibility = JavaVersion.VERSION_17
+        targetCompatibility = JavaVersion.VERSION_17
+    }
+}
+
+kotlin {
+    jvmToolchain(17)
+}
+
+dependencies {
+    implementation("net.java.dev.jna:jna:5.13.0@aar")
+    implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.10.1")
+}
+
+val cargoNdk by tasks.registering(Exec::class) {
+    workingDir = workspace
+    commandLine(
+        "cargo", "ndk",
+        "-t", "arm64-v8a", "-t", "armeabi-v7a", "-t", "x86_64",
+        "-o", jniOut.path,
+        "build", "--profile", "mobile", "-p", "liaison-ffi",
+    )
+}
+
+// Generated from an unstripped host build (stripped libraries carry no uniffi metadata).
+val generateBindings by tasks.registering(Exec::class) {
+    workingDir = workspace
+    commandLine(
+        "sh", "-c",
+        "cargo build -p liaison-ffi -p uniffi-bindgen && " +
+            "target/debug/uniffi-bindgen generate --library target/debug/libliaison_ffi.so " +
+            "--language kotlin --no-format --config mobile-bindings/android/uniffi-android.toml " +
+            "--out-dir ${generated.path}",
+    )
+}
+
+tasks.named("preBuild") {
+    dependsOn(cargoNdk, generateBindings)
+}

@@ -1,0 +1,234 @@
+// JVM tests of the Kotlin bindings against a real relay. Started by tests/tests/bindings.rs,
+// which runs the relay and passes its address and two MSLs' credentials in the environment.
+package app.liaison.tests
+
+import app.liaison.core.*
+import java.io.File
+import java.util.concurrent.LinkedBlockingQueue
+import java.util.concurrent.TimeUnit
+import kotlin.system.exitProcess
+import kotlinx.coroutines.*
+
+fun env(name: String): String = System.getenv(name) ?: error("$name is not set: run through `cargo xtask test`")
+
+val url = env("LIAISON_URL")
+val fingerprint = env("LIAISON_FINGERPRINT")
+val tenant = env("LIAISON_TENANT")
+val team = env("LIAISON_TEAM")
+val tokenAlice = env("LIAISON_TOKEN_ALICE")
+val tokenBob = env("LIAISON_TOKEN_BOB")
+val work = File(env("LIAISON_WORKDIR"))
+
+class Recorder : LiaisonObserver {
+    val changes = LinkedBlockingQueue<DocumentChange>()
+    val threads: MutableSet<String> = java.util.Collections.synchronizedSet(mutableSetOf())
+    @Volatile var status: SyncStatus? = null
+
+    override fun documentsChanged(changes: List<DocumentChange>) {
+        // The library calls from one long-lived native thread: keep it attached to the JVM
+        // rather than letting JNA attach and detach it on every call.
+        com.sun.jna.Native.detach(false)
+        threads.add(Thread.currentThread().name)
+        this.changes.addAll(changes)
+    }
+
+    override fun syncStatusChanged(status: SyncStatus) {
+        com.sun.jna.Native.detach(false)
+        threads.add(Thread.currentThread().name)
+        this.status = status
+    }
+
+    /** Waits for a change of [id] that came from the relay. */
+    fun awaitRemote(id: String, timeoutMs: Long = 30_000): DocumentChange {
+        val deadline = System.currentTimeMillis() + timeoutMs
+        while (true) {
+            val left = deadline - System.currentTimeMillis()
+            if (left <= 0) throw AssertionError("no remote change of $id reached the observer")
+            val c = changes.poll(left, TimeUnit.MILLISECONDS) ?: continue
+            if (c.id == id && c.remote) return c
+        }
+    }
+}
+
+class Logs : LogSink {
+    val records = LinkedBlockingQueue<LogRecord>()
+    override fun log(record: LogRecord) {
+        records.add(record)
+    }
+}
+
+fun open(user: String, device: String): LiaisonStore =
+    LiaisonStore.open(StoreConfig(File(work, device).path, tenant, user, device, Role.MSL, team))
+
+fun sync(token: String) = SyncConfig(url, token, TrustConfig.Pinned(fingerprint), 50u, 500u)
+
+fun assertEq(expected: Any?, actual: Any?, what: String) {
+    if (expected != actual) throw AssertionError("$what: expected <$expected>, got <$actual>")
+}
+
+fun assertTrue(cond: Boolean, what: String) {
+    if (!cond) throw AssertionError(what)
+}
+
+inline fun <reified E : Throwable> assertThrows(what: String, block: () -> Unit): E {
+    try {
+        block()
+    } catch (e: Throwable) {
+        if (e is E) return e
+        throw AssertionError("$what: expected ${E::class.simpleName}, got $e")
+    }
+    throw AssertionError("$what: expected ${E::class.simpleName}, nothing was thrown")
+}
+
+fun eventually(what: String, timeoutMs: Long = 30_000, cond: () -> Boolean) {
+    val deadline = System.currentTimeMillis() + timeoutMs
+    while (!cond()) {
+        if (System.currentTimeMillis() > deadline) throw AssertionError("timed out waiting until $what")
+        Thread.sleep(20)
+    }
+}
+
+var failures = 0
+val stores = mutableMapOf<String, LiaisonStore>()
+var logSink: Logs? = null
+
+fun test(name: String, body: () -> Unit) {
+    try {
+        body()
+        println("ok   $name")
+    } catch (e: Throwable) {
+        failures++
+        println("FAIL $name: $e")
+        e.printStackTrace()
+        for ((who, store) in stores) println("  status of $who: ${store.syncStatus()}")
+        logSink?.records?.toList()?.takeLast(30)?.forEach { println("  log ${it.level} ${it.target}: ${it.message}") }
+    }
+}
+
+fun main() {
+    val logs = Logs()
+    setLogSink(logs, LogLevel.INFO)
+    logSink = logs
+
+    val alice = open("alice", "alice-phone")
+    val bob = open("bob", "bob-phone")
+    val recAlice = Recorder().also { alice.setObserver(it) }
+    val recBob = Recorder().also { bob.setObserver(it) }
+    stores["alice"] = alice
+    stores["bob"] = bob
+    var kol = ""
+    var plan = ""
+
+    test("two MSLs edit one plan offline, connect, and see each other's edits through the observer") {
+        kol = alice.createKol(newKolProfile("Dr. Aiko Tanaka", "Osaka University Hospital"))
+        plan = alice.createPlan(newEngagementPlan(kol, "FY27 engagement").copy(notes = "Agenda: "))
+        alice.startSync(sync(tokenAlice))
+        bob.startSync(sync(tokenBob))
+        runBlocking {
+            alice.waitUntilSynced(30_000u)
+            assertEq(RecordKind.ENGAGEMENT_PLAN, bob.fetch(plan, 30_000u), "the plan reaches Bob")
+            assertEq(RecordKind.KOL_PROFILE, bob.fetch(kol, 30_000u), "the KOL reaches Bob")
+        }
+        assertEq("Agenda: ", bob.getPlan(plan).notes, "Bob's copy of the notes")
+        // Bob keeps a cursor on the 'A' of "Agenda" while Alice inserts before it.
+        val cursor = bob.planNotesCursor(plan, 0u)
+
+        alice.setNetwork(NetworkState.DOWN)
+        bob.setNetwork(NetworkState.DOWN)
+        alice.splicePlanNotes(plan, 0u, 0u, "患者 first. ")
+        bob.splicePlanNotes(plan, 8u, 0u, "discuss 😀 trial data")
+        bob.updatePlan(plan, bob.getPlan(plan).copy(title = "FY27 plan"))
+        assertTrue(alice.syncStatus().pendingDocuments >= 1u, "Alice's offline edit is pending")
+
+        alice.setNetwork(NetworkState.UP)
+        bob.setNetwork(NetworkState.UP)
+        runBlocking {
+            alice.waitUntilSynced(30_000u)
+            bob.waitUntilSynced(30_000u)
+        }
+        recAlice.awaitRemote(plan)
+        recBob.awaitRemote(plan)
+        val expected = "患者 first. Agenda: discuss 😀 trial data"
+        eventually("both devices hold both edits") {
+            alice.getPlan(plan).notes == expected && bob.getPlan(plan).notes == expected
+        }
+        assertEq("FY27 plan", alice.getPlan(plan).title, "Bob's title reached Alice")
+        assertEq("患者 first. ".length.toUInt(), bob.planNotesCursorPosition(plan, cursor), "Bob's cursor moved")
+        val authors = alice.history(plan).mapNotNull { it.user }.toSet()
+        assertEq(setOf("alice", "bob"), authors, "history names both authors")
+        assertTrue(alice.fieldHistory(plan, "notes").size >= 3, "the notes' history has every edit")
+        eventually("the observer hears the status") { recAlice.status?.state == SyncState.UP_TO_DATE }
+        assertEq(1, recAlice.threads.size, "observer calls come from one thread: ${recAlice.threads}")
+        assertEq(1, recBob.threads.size, "observer calls come from one thread: ${recBob.threads}")
+    }
+
+    test("errors arrive as the generated exception types") {
+        assertThrows<LiaisonException.InvalidInput>("a malformed id") { alice.getKol("not-an-id") }
+        assertThrows<LiaisonException.WrongKind>("a KOL read as a plan") { alice.getPlan(kol) }
+        assertThrows<LiaisonException.InvalidInput>("a splice past the end") {
+            alice.splicePlanNotes(plan, 10_000u, 0u, "x")
+        }
+        val visit = alice.createInteraction(newInteraction(kol, System.currentTimeMillis(), Channel.IN_PERSON))
+        alice.submit(visit)
+        val locked = assertThrows<LiaisonException.Locked>("editing a submitted interaction") {
+            alice.updateInteraction(visit, alice.getInteraction(visit).copy(location = "Ward 3, Dr. Tanaka's office"))
+        }
+        assertTrue(!locked.message.orEmpty().contains("Tanaka"), "the message holds no personal data")
+        assertThrows<LiaisonException.StoreInUse>("a second open of the same store") { open("alice", "alice-phone") }
+    }
+
+    test("a wrong credential shows in the status and a wait times out") {
+        val carol = open("alice", "carol-phone")
+        val rec = Recorder().also { carol.setObserver(it) }
+        carol.createKol(newKolProfile("Dr. Kenji Sato", "Kyoto Clinic"))
+        carol.startSync(sync("lsn_not_a_real_token"))
+        assertThrows<LiaisonException.Timeout>("waiting with a wrong token") {
+            runBlocking { carol.waitUntilSynced(1_500u) }
+        }
+        val status = carol.syncStatus()
+        assertTrue(status.state != SyncState.UP_TO_DATE, "not up to date")
+        assertTrue(status.lastError != null, "the status says why")
+        assertTrue(!status.lastError.orEmpty().contains("lsn_not_a_real_token"), "the error does not echo the token")
+        eventually("the observer hears the failure") { rec.status?.lastError != null }
+        runBlocking { carol.stopSync() }
+        carol.close()
+    }
+
+    test("a suspend call can be cancelled, and the store works after it") {
+        bob.setNetwork(NetworkState.DOWN)
+        bob.splicePlanNotes(plan, 0u, 0u, "» ")
+        runBlocking {
+            val started = System.nanoTime()
+            val job = launch(Dispatchers.Default) { bob.waitUntilSynced(60_000u) }
+            delay(300)
+            assertTrue(job.isActive, "the wait is still running while offline")
+            job.cancelAndJoin()
+            val ms = (System.nanoTime() - started) / 1_000_000
+            assertTrue(job.isCancelled, "the job was cancelled")
+            assertTrue(ms < 5_000, "cancellation took $ms ms")
+            bob.setNetwork(NetworkState.UP)
+            bob.waitUntilSynced(30_000u)
+        }
+        eventually("Alice sees Bob's edit made after the cancelled wait") { alice.getPlan(plan).notes.startsWith("» ") }
+    }
+
+    test("the library's logs reach the app's logger, without credentials") {
+        eventually("a log record arrives") { logs.records.any { it.message.contains("store opened") } }
+        val all = logs.records.toList()
+        assertTrue(all.none { it.message.contains(tokenAlice) || it.message.contains(tokenBob) }, "no token in logs")
+        assertTrue(all.all { it.target.startsWith("liaison") || it.target.contains("::") || it.target.isNotEmpty() }, "targets set")
+    }
+
+    runBlocking {
+        alice.stopSync()
+        bob.stopSync()
+    }
+    alice.close()
+    bob.close()
+    if (failures > 0) {
+        println("$failures Kotlin binding test(s) failed")
+        exitProcess(1)
+    }
+    println("all Kotlin binding tests passed")
+    exitProcess(0)
+}

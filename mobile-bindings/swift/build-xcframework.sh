@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds LiaisonCoreFFI.xcframework and the generated Swift. macOS with Xcode and rustup only.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+if [[ "$(uname)" != "Darwin" ]]; then
+    echo "build-xcframework.sh needs macOS with Xcode (xcodebuild, lipo)" >&2
+    exit 1
+fi
+
+ios=aarch64-apple-ios
+sims=(aarch64-apple-ios-sim x86_64-apple-ios)
+rustup target add "$ios" "${sims[@]}"
+
+for t in "$ios" "${sims[@]}"; do
+    cargo build --profile mobile -p liaison-ffi --target "$t"
+done
+
+# Generate from a host build: uniffi reads its metadata from an unstripped library.
+cargo build -p liaison-ffi -p uniffi-bindgen
+gen="$root/mobile-bindings/generated/swift"
+rm -rf "$gen"
+target/debug/uniffi-bindgen generate --library target/debug/libliaison_ffi.dylib \
+    --language swift --no-format --out-dir "$gen"
+
+build="$here/build"
+rm -rf "$build"
+mkdir -p "$build/headers" "$build/sim"
+cp "$gen/LiaisonCoreFFI.h" "$build/headers/"
+cp "$gen/LiaisonCoreFFI.modulemap" "$build/headers/module.modulemap"
+cp "$gen/LiaisonCore.swift" "$here/Sources/LiaisonCore/LiaisonCore.swift"
+
+lipo -create "target/${sims[0]}/mobile/libliaison_ffi.a" "target/${sims[1]}/mobile/libliaison_ffi.a" \
+    -output "$build/sim/libliaison_ffi.a"
+xcodebuild -create-xcframework \
+    -library "target/$ios/mobile/libliaison_ffi.a" -headers "$build/headers" \
+    -library "$build/sim/libliaison_ffi.a" -headers "$build/headers" \
+    -output "$build/LiaisonCoreFFI.xcframework"
+echo "built $build/LiaisonCoreFFI.xcframework; now: swift build / swift test, or add the package in Xcode"
