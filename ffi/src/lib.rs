@@ -14,6 +14,8 @@ pub use error::LiaisonError;
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
 pub use store::{LiaisonStore, StoreConfig};
 pub use sync::{LiaisonObserver, NetworkState, RefusedChange, SyncConfig, SyncState, SyncStatus, TrustConfig};
-pub use types::{DocumentChange, HistoryEntry, KolSummary, RecordKind};
+pub use types::{
+    DocumentChange, HistoryEntry, KolSummary, RecordKind, new_engagement_plan, new_interaction, new_kol_profile,
+};
 
 uniffi::setup_scaffolding!("liaison");

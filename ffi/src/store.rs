@@ -471,6 +471,11 @@ impl LiaisonStore {
 }
 
 impl LiaisonStore {
+    /// The core store underneath (for Rust callers and tests; not exported to the apps).
+    pub fn core(&self) -> &Arc<DocStore> {
+        &self.store
+    }
+
     fn create<R: Record>(&self, record: &R) -> Result<String, LiaisonError> {
         let id = self.store.create(&self.team, record)?;
         if let Some(c) = lock(&self.client).as_ref() {

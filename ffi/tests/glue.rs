@@ -1,0 +1,114 @@
+//! The glue the apps depend on, tested from Rust: whole-record updates still merge per character,
+//! fields only core operations may change survive an update, indexes are UTF-16, errors are typed.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use liaison_ffi::{LiaisonError, LiaisonStore, StoreConfig};
+
+fn open(dir: &tempfile::TempDir, user: &str) -> Arc<LiaisonStore> {
+    LiaisonStore::open(StoreConfig {
+        path: dir.path().join(user).display().to_string(),
+        tenant: "pharma-a".into(),
+        user: user.into(),
+        device: format!("{user}-phone"),
+        role: liaison_core::Role::Msl,
+        team: "onc-east".into(),
+    })
+    .unwrap()
+}
+
+/// Copies a document from one store to the other, as sync would.
+fn send(from: &LiaisonStore, to: &LiaisonStore, id: &str) {
+    let doc = id.parse().unwrap();
+    to.core().merge_remote(&doc, &from.core().export(&doc).unwrap()).unwrap();
+}
+
+#[test]
+fn a_whole_plan_update_merges_per_character_with_a_concurrent_splice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&dir, "alice"), open(&dir, "bob"));
+    let kol = a.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
+    let mut plan = liaison_ffi::new_engagement_plan(kol, "FY27".into());
+    plan.notes = autosurgeon::Text::with_value("hello world");
+    let id = a.create_plan(plan).unwrap();
+    send(&a, &b, &id);
+
+    // Alice's app sends the whole record back with one word added; Bob splices at the end.
+    let mut edited = a.get_plan(id.clone()).unwrap();
+    edited.notes = autosurgeon::Text::with_value("hello brave world");
+    a.update_plan(id.clone(), edited).unwrap();
+    b.splice_plan_notes(id.clone(), 11, 0, "!".into()).unwrap();
+    send(&a, &b, &id);
+    send(&b, &a, &id);
+    assert_eq!(a.get_plan(id.clone()).unwrap().notes.as_str(), "hello brave world!");
+    assert_eq!(b.get_plan(id).unwrap().notes.as_str(), "hello brave world!");
+}
+
+#[test]
+fn splices_and_cursors_count_utf16_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir, "alice");
+    let kol = a.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
+    let id = a.create_plan(liaison_ffi::new_engagement_plan(kol, "FY27".into())).unwrap();
+    a.splice_plan_notes(id.clone(), 0, 0, "😀患者 notes".into()).unwrap();
+    // "😀" is two UTF-16 units, "患" and "者" one each: index 4 is the space.
+    let cursor = a.plan_notes_cursor(id.clone(), 4).unwrap();
+    a.splice_plan_notes(id.clone(), 2, 2, "KOL".into()).unwrap();
+    assert_eq!(a.get_plan(id.clone()).unwrap().notes.as_str(), "😀KOL notes");
+    assert_eq!(a.plan_notes_cursor_position(id.clone(), cursor).unwrap(), 5, "the cursor stayed on the space");
+    let end = a.plan_notes_cursor(id.clone(), 11).unwrap();
+    a.splice_plan_notes(id.clone(), 11, 0, " +".into()).unwrap();
+    assert_eq!(a.plan_notes_cursor_position(id.clone(), end).unwrap(), 13, "an end cursor follows the end");
+    assert!(matches!(a.splice_plan_notes(id.clone(), 1, 0, "x".into()), Err(LiaisonError::InvalidInput(_))));
+    assert!(matches!(a.splice_plan_notes(id.clone(), 0, 99, "".into()), Err(LiaisonError::InvalidInput(_))));
+    assert!(matches!(a.plan_notes_cursor_position(id, "garbage".into()), Err(LiaisonError::InvalidInput(_))));
+}
+
+#[test]
+fn updates_cannot_unlock_or_unmerge() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir, "alice");
+    let kol = a.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
+    let dup = a.create_kol(liaison_ffi::new_kol_profile("Dr A.".into(), "Osaka".into())).unwrap();
+    a.merge_kols(kol.clone(), dup.clone()).unwrap();
+    let mut p = a.get_kol(kol.clone()).unwrap();
+    p.merged_from.clear();
+    p.specialty = Some("Oncology".into());
+    a.update_kol(kol.clone(), p).unwrap();
+    let after = a.get_kol(kol.clone()).unwrap();
+    assert_eq!(after.specialty.as_deref(), Some("Oncology"));
+    assert_eq!(after.merged_from, vec![dup], "merge links are kept");
+
+    let visit =
+        a.create_interaction(liaison_ffi::new_interaction(kol, 1, liaison_core::model::Channel::Phone)).unwrap();
+    a.submit(visit.clone()).unwrap();
+    let mut draft = a.get_interaction(visit.clone()).unwrap();
+    draft.status = liaison_core::model::RecordStatus::Draft;
+    assert!(matches!(a.update_interaction(visit.clone(), draft), Err(LiaisonError::Locked(_))));
+    assert!(matches!(a.submit(visit), Err(LiaisonError::Locked(_))));
+}
+
+#[test]
+fn errors_are_typed_and_name_no_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir, "alice");
+    assert!(matches!(a.get_kol("nope".into()), Err(LiaisonError::InvalidInput(_))));
+    let kol = a.create_kol(liaison_ffi::new_kol_profile("Dr. Secret Name".into(), "Osaka".into())).unwrap();
+    let e = a.get_plan(kol.clone()).unwrap_err();
+    assert!(matches!(e, LiaisonError::WrongKind(_)), "{e:?}");
+    assert!(!e.to_string().contains("Secret"));
+    let missing = liaison_core::DocumentId::random().to_string();
+    assert!(matches!(a.get_kol(missing), Err(LiaisonError::NotFound(_))));
+    assert!(matches!(a.submit(kol), Err(LiaisonError::WrongKind(_))));
+    let err = LiaisonStore::open(StoreConfig {
+        path: dir.path().join("x").display().to_string(),
+        tenant: " ".into(),
+        user: "u".into(),
+        device: "d".into(),
+        role: liaison_core::Role::Msl,
+        team: "t".into(),
+    })
+    .unwrap_err();
+    assert!(matches!(err, LiaisonError::InvalidInput(_)));
+}
