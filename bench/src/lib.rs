@@ -91,7 +91,7 @@ pub async fn run(plan: &Plan, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>> 
                 .with_context(|| format!("starting {}", kind.name()))?;
             tracing::info!(server = kind.name(), secs = t.elapsed().as_secs_f64(), "relay seeded and started");
             // Let start-up work (loading, JIT) settle before measuring.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(plan.sizes.settle).await;
             let result = measure(scenario, &plan.sizes, &server.target, Some(server.pid()), &docs).await;
             tokio::task::spawn_blocking(move || server.stop()).await?;
             let (measured, peak_rss, cpu_s, loadgen_cpu_s) =

@@ -104,7 +104,10 @@ impl Server {
                     c.arg("--max-old-space-size=8192").arg(programs.node_dir.join("server.mjs"));
                     c
                 } else {
-                    Command::new(programs.bin_dir.join("samod-relay"))
+                    let mut c = Command::new(programs.bin_dir.join("samod-relay"));
+                    // samod logs every client that hangs up without a TLS close_notify as an error.
+                    c.env("RUST_LOG", "warn,samod::io_loop=off");
+                    c
                 };
                 cmd.arg("--data").arg(&data);
                 if tls {
