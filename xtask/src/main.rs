@@ -3,7 +3,8 @@
 //! - `test`: installs what the tests need, then runs every test of the workspace (unit,
 //!   integration, property, crash and doc tests; benchmarks run once on small data).
 //! - `ci`: formatting check, clippy with `-D warnings` on all targets, then `test`.
-//! - `bench`: the benchmarks at full size.
+//! - `bench`: the relay benchmark against its peers (`bench/`); `bench criterion`: the crates'
+//!   criterion benchmarks at full size.
 //! - `fuzz [SECONDS]`: every cargo-fuzz target for SECONDS (default 60) each; installs
 //!   cargo-fuzz if missing. Crashes land in `fuzz/artifacts/`: keep them in `fuzz/regressions/`.
 
@@ -11,6 +12,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+
+mod bench;
 
 fn main() -> Result<()> {
     // Tasks run from the workspace root whatever the caller's directory.
@@ -21,10 +24,10 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("test") => test(),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str).unwrap_or("60")),
         _ => {
-            eprintln!("usage: cargo xtask <ci|test|bench [criterion args]|fuzz [seconds]>");
+            eprintln!("usage: cargo xtask <ci|test|bench [liaison-bench args]|bench criterion [args]|fuzz [seconds]>");
             std::process::exit(2);
         }
     }
@@ -138,12 +141,6 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(())
-}
-
-fn bench(extra: &[String]) -> Result<()> {
-    let mut args = vec!["bench", "--workspace", "--"];
-    args.extend(extra.iter().map(String::as_str));
-    cargo(&args)
 }
 
 const FUZZ_TARGETS: [&str; 2] = ["wire_decode", "engine_frames"];
