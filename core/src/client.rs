@@ -659,7 +659,8 @@ mod tests {
     #[test]
     fn fingerprints_parse_with_or_without_colons() {
         let plain = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
-        let colons: String = plain.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
+        let colons: String =
+            plain.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
         let a = parse_fingerprint(plain).unwrap();
         assert_eq!(a[1], 0x11);
         assert_eq!(Some(a), parse_fingerprint(&colons));

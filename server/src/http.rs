@@ -97,6 +97,9 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// Initial WebSocket read buffer per connection.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// The subprotocol browsers use to carry a token: `liaison-token.<token>`.
 const TOKEN_PROTOCOL_PREFIX: &str = "liaison-token.";
 /// The subprotocol the relay selects (a browser needs one it offered; never the token one).
@@ -168,6 +171,9 @@ async fn sync_socket(
     let limits = state.limits.clone();
     Ok(ws
         .protocols([SELECTED_PROTOCOL])
+        // tungstenite reserves its whole read buffer per connection (128 KiB by default): most
+        // connections idle, so start small; it grows for the rare large frame.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| serve_socket(socket, principal, state.relay, limits, state.metrics))

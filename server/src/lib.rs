@@ -54,7 +54,11 @@ pub fn open_data(config: &Config) -> Result<(Arc<DocStore>, AuthStore)> {
         ),
         Err(e) => return Err(e).context("cannot open the data directory"),
     };
-    let store = DocStore::with_kv(kv.clone(), relay_identity(config), Arc::new(SystemClock), StoreOptions::default())
+    // The store's cache as large as the engine's resident set: with the default (32), every
+    // write to a document outside it reloaded the whole document from disk before appending,
+    // which capped team editing at ~300 writes/s (found by the benchmark, bench/).
+    let options = StoreOptions { cache_docs: config.resident_documents, ..StoreOptions::default() };
+    let store = DocStore::with_kv(kv.clone(), relay_identity(config), Arc::new(SystemClock), options)
         .context("cannot open the document store")?;
     Ok((Arc::new(store), AuthStore::new(kv)))
 }

@@ -3,7 +3,8 @@
 //! - `test`: installs what the tests need, then runs every test of the workspace (unit,
 //!   integration, property, crash and doc tests; benchmarks run once on small data).
 //! - `ci`: formatting check, clippy with `-D warnings` on all targets, then `test`.
-//! - `bench`: the benchmarks at full size.
+//! - `bench`: the relay benchmark against its peers (`bench/`); `bench criterion`: the crates'
+//!   criterion benchmarks at full size.
 //! - `fuzz [SECONDS]`: every cargo-fuzz target for SECONDS (default 60) each; installs
 //!   cargo-fuzz if missing. Crashes land in `fuzz/artifacts/`: keep them in `fuzz/regressions/`.
 //! - `bindings [--release]`: builds liaison-ffi and generates Swift, Kotlin and Python into
@@ -16,6 +17,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
 mod mobile;
 
 fn main() -> Result<()> {
@@ -27,7 +29,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("test") => test(),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str).unwrap_or("60")),
         Some("bindings") => mobile::bindings(args.get(1).is_some_and(|a| a == "--release")),
         Some("prepare-binding-tests") => mobile::prepare_binding_tests(),
@@ -35,8 +37,8 @@ fn main() -> Result<()> {
         Some("mobile-release") => mobile::mobile_release(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|test|bench [criterion args]|fuzz [seconds]|bindings [--release]|\
-                 prepare-binding-tests|kotlin-bench [kols]|mobile-release>"
+                "usage: cargo xtask <ci|test|bench [liaison-bench args]|bench criterion [args]|fuzz [seconds]|\
+                 bindings [--release]|prepare-binding-tests|kotlin-bench [kols]|mobile-release>"
             );
             std::process::exit(2);
         }
@@ -78,21 +80,29 @@ fn run(program: &str, args: &[&str], dir: Option<&str>) -> Result<()> {
 }
 
 /// What the tests need beyond the Rust toolchain:
-/// - Node.js and npm (Debian's packages if missing) and the JavaScript interop test's npm
-///   packages, installed exactly as locked in tests/js/package-lock.json.
+/// - Node.js and npm (Debian's packages if missing) and the npm packages of the JavaScript
+///   interop test (tests/js) and the benchmark's Node peer (bench/node), installed exactly as locked.
 fn install_test_dependencies() -> Result<()> {
     if !have("node", "--version") || !have("npm", "--version") {
         run("apt-get", &["update"], None)?;
         run("apt-get", &["install", "-y", "nodejs", "npm"], None)?;
     }
-    let locked = std::path::Path::new("tests/js/node_modules/.package-lock.json");
-    let lock = std::path::Path::new("tests/js/package-lock.json");
-    let fresh = match (std::fs::metadata(locked), std::fs::metadata(lock)) {
+    npm_ci("tests/js")?;
+    // The benchmark's Node peer, which the harness smoke test drives.
+    bench::prepare_node()
+}
+
+/// `npm ci` in `dir` if its node_modules is missing or older than its lockfile.
+fn npm_ci(dir: &str) -> Result<()> {
+    let dir = std::path::Path::new(dir);
+    let installed = dir.join("node_modules/.package-lock.json");
+    let lock = dir.join("package-lock.json");
+    let fresh = match (std::fs::metadata(installed), std::fs::metadata(lock)) {
         (Ok(a), Ok(b)) => a.modified().ok() >= b.modified().ok(),
         _ => false,
     };
     if !fresh {
-        run("npm", &["ci", "--no-audit", "--no-fund"], Some("tests/js"))?;
+        run("npm", &["ci", "--no-audit", "--no-fund"], dir.to_str())?;
     }
     Ok(())
 }
@@ -153,12 +163,6 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(())
-}
-
-fn bench(extra: &[String]) -> Result<()> {
-    let mut args = vec!["bench", "--workspace", "--"];
-    args.extend(extra.iter().map(String::as_str));
-    cargo(&args)
 }
 
 const FUZZ_TARGETS: [&str; 2] = ["wire_decode", "engine_frames"];
