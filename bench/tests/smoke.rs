@@ -77,17 +77,20 @@ fn every_scenario_against_liaison_and_the_peers_on_three() {
     for r in &rows {
         let m = &r.measured;
         let what = format!("{} against {}", r.scenario.name(), r.server);
-        // Our relay must lose nothing. The peers are measured, not judged: the Node server drops
-        // edits under load (seen in a loaded CI run: 17 of 35 past the deadline in debug), which
-        // the full benchmark reports as errors; here they must only not fail the harness.
-        if r.server == Kind::Liaison.name() {
-            assert_eq!(m.errors, 0, "{what}: errors ({:?})", m.extra);
-        } else if m.errors > 0 {
-            println!("{what}: {} errors (the peer's, reported, not a harness failure)", m.errors);
-        }
         assert!(r.peak_rss.is_some_and(|b| b > 0), "{what}: the relay's RSS was measured");
         assert!(r.cpu_s.is_some(), "{what}: the relay's CPU was measured");
         assert!(m.wire_bytes > 0, "{what}: bytes on the wire were counted");
+        // The peers are measured, not judged: what they complete in a one-second window on a
+        // loaded machine varies (the Node server has dropped 17, and all 35, edits in debug CI
+        // runs). For them this checks that the harness drives and measures them.
+        if r.server != Kind::Liaison.name() {
+            if m.errors > 0 {
+                println!("{what}: {} errors (the peer's, reported, not a harness failure)", m.errors);
+            }
+            continue;
+        }
+        // Our relay must lose nothing and complete everything.
+        assert_eq!(m.errors, 0, "{what}: errors ({:?})", m.extra);
         let expected = match r.scenario {
             // Two teams of five, each device its team's four documents.
             Scenario::InitialSync => 40,
@@ -98,8 +101,6 @@ fn every_scenario_against_liaison_and_the_peers_on_three() {
             // At least one edit per device became visible at all four teammates.
             Scenario::TeamEditing | Scenario::TeamEditingMax => 10,
         };
-        // A peer that dropped some edits still delivered the others.
-        let expected = if r.server == Kind::Liaison.name() || m.errors == 0 { expected } else { 1 };
         assert!(m.ops >= expected, "{what}: {} done, expected at least {expected}", m.ops);
         if r.scenario != Scenario::IdleScale {
             assert!(!m.latencies_us.is_empty(), "{what}: latencies were sampled");
