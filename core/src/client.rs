@@ -456,13 +456,7 @@ impl Driver {
 
     fn on_event(&mut self, _conn: ConnId, e: Event) {
         match &e {
-            Event::PeerHeads { doc, heads, .. }
-                if self.pending().contains(doc) && {
-                    let c = self.covered(doc, heads);
-                    tracing::debug!(document = %doc, covered = c, relay_heads = heads.len(), "relay heads");
-                    c
-                } =>
-            {
+            Event::PeerHeads { doc, heads, .. } if self.pending().contains(doc) && self.covered(doc, heads) => {
                 let pending = {
                     let mut p = self.pending();
                     p.remove(doc);
@@ -525,7 +519,10 @@ impl Driver {
         }
         let unacknowledged: HashSet<automerge::ChangeHash> =
             graph.get_changes(relay_heads).iter().map(|c| c.hash()).collect();
-        local.get_heads().iter().all(|h| graph.get_change_by_hash(h).is_some() && !unacknowledged.contains(h))
+        let covered =
+            local.get_heads().iter().all(|h| graph.get_change_by_hash(h).is_some() && !unacknowledged.contains(h));
+        tracing::debug!(document = %doc, covered, relay_heads = relay_heads.len(), "relay heads");
+        covered
     }
 }
 

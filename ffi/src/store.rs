@@ -200,9 +200,7 @@ impl LiaisonStore {
                     keep_text(&mut topic.discussion, &mut old.discussion);
                 }
             }
-            new.status = cur.status;
-            new.submission = cur.submission.take();
-            new.unlocks = std::mem::take(&mut cur.unlocks);
+            keep_lock_state(&mut new, cur);
             *cur = new;
         })
     }
@@ -219,9 +217,7 @@ impl LiaisonStore {
         self.update(&id, move |cur: &mut MedicalInsight| {
             let mut new = insight;
             keep_text(&mut new.text, &mut cur.text);
-            new.status = cur.status;
-            new.submission = cur.submission.take();
-            new.unlocks = std::mem::take(&mut cur.unlocks);
+            keep_lock_state(&mut new, cur);
             *cur = new;
         })
     }
@@ -238,9 +234,7 @@ impl LiaisonStore {
         self.update(&id, move |cur: &mut MedicalInformationRequest| {
             let mut new = request;
             keep_text(&mut new.answer, &mut cur.answer);
-            new.status = cur.status;
-            new.submission = cur.submission.take();
-            new.unlocks = std::mem::take(&mut cur.unlocks);
+            keep_lock_state(&mut new, cur);
             *cur = new;
         })
     }
@@ -499,6 +493,16 @@ impl LiaisonStore {
         if let Some(c) = lock(&self.client).as_ref() {
             c.local_change(doc);
         }
+    }
+}
+
+/// Carries the submission state (status, submission, unlocks) over from the stored record: only
+/// `submit` and `unlock` change it.
+fn keep_lock_state<R: Record>(new: &mut R, stored: &mut R) {
+    if let (Some(n), Some(s)) = (new.lock_fields(), stored.lock_fields()) {
+        *n.status = *s.status;
+        *n.submission = s.submission.take();
+        *n.unlocks = std::mem::take(s.unlocks);
     }
 }
 
