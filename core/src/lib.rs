@@ -14,4 +14,4 @@ pub use id::{DocumentId, Identity, Role};
 pub mod store;
 pub mod sync;
 
-pub use store::{DocStore, StoreError};
+pub use store::{DocStore, StoreError, SyncWrite};

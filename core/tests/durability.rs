@@ -276,3 +276,86 @@ fn reopening_keeps_the_install_id_and_so_the_actor() {
     let fresh = DocStore::open(other.path(), identity("sato", "phone-a", Role::Msl)).unwrap();
     assert_ne!(fresh.identity().actor_id(), actor);
 }
+
+/// The relay's group commit: many documents' appends in one batch, without loading them;
+/// compaction inside a batch; owner indexed at first sight; a full disk stores none of it.
+#[test]
+fn group_commits_append_without_loading_and_store_all_or_nothing() {
+    use automerge::{Automerge, ChangeHash};
+    use liaison_core::SyncWrite;
+
+    // A device makes the documents; the "relay" store receives them as sync writes.
+    let device = memory_store(Arc::new(MemoryKv::new()), StoreOptions::default());
+    let k = device.create("east", &KolProfile::new("A", "X")).unwrap();
+    let plans: Vec<DocumentId> =
+        (0..3).map(|i| device.create("east", &EngagementPlan::new(&k, &format!("p{i}"))).unwrap()).collect();
+    let kv = Arc::new(MemoryKv::new());
+    let options = StoreOptions { compact_after_chunks: 4, ..StoreOptions::default() };
+    let relay = memory_store(kv.clone(), options.clone());
+    let mut stored: Vec<Vec<ChangeHash>> = vec![Vec::new(); plans.len()];
+    let bytes_of = |id: &DocumentId| {
+        let (data, _) = device.load_for_sync(id).unwrap().unwrap();
+        Automerge::load(&data).unwrap()
+    };
+    // Round r: every plan gets an edit; all plans' writes (twice for plan 0) go in one batch.
+    for r in 0..7 {
+        let mut owned = Vec::new();
+        for (i, plan) in plans.iter().enumerate() {
+            device.update(plan, |p: &mut EngagementPlan| p.notes.splice(0, 0, &format!("{r}{i} "))).unwrap();
+            let doc = bytes_of(plan);
+            owned.push((
+                *plan,
+                doc.save_after(&stored[i]),
+                doc.get_heads(),
+                vec![(format!("peer-{r}"), vec![r as u8])],
+            ));
+            stored[i] = doc.get_heads();
+            // Plan 0 comes three times per batch, so some batches compact chunks they added.
+            for n in 0..if i == 0 { 2 } else { 0 } {
+                device.update(plan, |p: &mut EngagementPlan| p.title = format!("t{r}{n}")).unwrap();
+                let doc = bytes_of(plan);
+                owned.push((*plan, doc.save_after(&stored[0]), doc.get_heads(), Vec::new()));
+                stored[0] = doc.get_heads();
+            }
+        }
+        let writes: Vec<SyncWrite<'_>> = owned
+            .iter()
+            .map(|(doc, changes, heads, states)| SyncWrite { doc: *doc, changes, heads, sync_states: states })
+            .collect();
+        relay.append_sync_batch(&writes).unwrap();
+        for (i, plan) in plans.iter().enumerate() {
+            let chunks = relay.chunk_count(plan).unwrap();
+            assert!(chunks <= 4, "compaction bounds chunks ({chunks})");
+            assert_eq!(chunk_keys(&kv, plan).len() as u64, chunks, "no chunk left behind by compaction");
+            let (data, states) = relay.load_for_sync(plan).unwrap().unwrap();
+            assert_eq!(Automerge::load(&data).unwrap().get_heads(), stored[i], "round {r}, plan {i}");
+            assert!(states.iter().any(|(s, v)| *s == format!("peer-{r}") && *v == vec![r as u8]));
+        }
+    }
+    let reopened = memory_store(kv.clone(), options.clone());
+    let p: EngagementPlan = reopened.get(&plans[0]).unwrap();
+    assert_eq!(p.title, "t61");
+    assert!(p.notes.as_str().starts_with("60 50 40 30 20 10 00 "));
+    assert_eq!(
+        reopened.owner_of(&plans[1]).unwrap().map(|(_, team, kind)| (team, kind)),
+        Some(("east".into(), Some(Kind::EngagementPlan)))
+    );
+
+    // A full disk: the whole batch is refused, nothing of it stored, the next batch works.
+    device.update(&plans[1], |p: &mut EngagementPlan| p.notes.splice(0, 0, "late ")).unwrap();
+    let doc = bytes_of(&plans[1]);
+    let changes = doc.save_after(&stored[1]);
+    let heads = doc.get_heads();
+    let state = vec![("peer-x".to_owned(), vec![9u8])];
+    let write = [SyncWrite { doc: plans[1], changes: &changes, heads: &heads, sync_states: &state }];
+    kv.set_full(true);
+    let err = relay.append_sync_batch(&write).unwrap_err();
+    assert!(matches!(err, StoreError::Storage(StorageError::Full)));
+    kv.set_full(false);
+    let (data, states) = relay.load_for_sync(&plans[1]).unwrap().unwrap();
+    assert_eq!(Automerge::load(&data).unwrap().get_heads(), stored[1], "nothing of the refused batch");
+    assert!(!states.iter().any(|(s, _)| s == "peer-x"));
+    relay.append_sync_batch(&write).unwrap();
+    let (data, _) = relay.load_for_sync(&plans[1]).unwrap().unwrap();
+    assert_eq!(Automerge::load(&data).unwrap().get_heads(), heads);
+}

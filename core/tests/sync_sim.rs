@@ -18,7 +18,7 @@ use liaison_core::model::*;
 use liaison_core::storage::MemoryKv;
 use liaison_core::store::{ManualClock, StoreOptions};
 use liaison_core::sync::engine::Event;
-use liaison_core::sync::store_tasks::execute;
+use liaison_core::sync::store_tasks::{execute, execute_group};
 use liaison_core::sync::wire::StorageId;
 use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, OpenPolicy, Output, Side, StorageTask, TaskId};
 use liaison_core::{DocStore, DocumentId, Role};
@@ -89,12 +89,12 @@ pub struct Sim {
 
 const RELAY: usize = 0;
 
-fn store(user: &str) -> DocStore {
+fn store(user: &str, compact_after_chunks: u64) -> DocStore {
     DocStore::with_kv(
         Arc::new(MemoryKv::new()),
         common::identity(user, &format!("{user}-device"), Role::Msl),
         Arc::new(ManualClock::new(1_700_000_000_000)),
-        StoreOptions::default(),
+        StoreOptions { compact_after_chunks, ..StoreOptions::default() },
     )
     .unwrap()
 }
@@ -108,7 +108,9 @@ impl Sim {
             config.announce = i != RELAY;
             config.resident_cap = if i == RELAY { resident_cap } else { 100_000 };
             let engine = Engine::new(config.clone(), Box::new(OpenPolicy), format!("session-{i}-0"));
-            nodes.push(Node { engine, store: store(&format!("user{i}")), tasks: Vec::new(), config });
+            // The relay compacts often, so group commits that compact are exercised.
+            let compact = if i == RELAY { 4 } else { 64 };
+            nodes.push(Node { engine, store: store(&format!("user{i}"), compact), tasks: Vec::new(), config });
         }
         Self {
             nodes,
@@ -288,6 +290,22 @@ impl Sim {
             let node = task_nodes[pick - choices.len()];
             let n = &mut self.nodes[node];
             let i = self.rng.below(n.tasks.len());
+            if node == RELAY && !matches!(n.tasks[i].1, StorageTask::Load { .. }) {
+                // As the relay's writer thread does: writes in the order issued, the ones queued
+                // so far (some of them) committed as one group.
+                let writes: Vec<usize> =
+                    (0..n.tasks.len()).filter(|j| !matches!(n.tasks[*j].1, StorageTask::Load { .. })).collect();
+                let take = 1 + self.rng.below(writes.len());
+                let mut group: Vec<(TaskId, StorageTask)> =
+                    writes[..take].iter().rev().map(|j| n.tasks.remove(*j)).collect();
+                group.reverse();
+                let ops: Vec<StorageTask> = group.iter().map(|(_, op)| op.clone()).collect();
+                let result = execute_group(&n.store, &ops);
+                for (task, _) in group {
+                    self.handle(node, Input::StorageDone { task, result: result.clone() });
+                }
+                return true;
+            }
             let (task, op) = n.tasks.remove(i);
             let result = execute(&n.store, &op);
             self.handle(node, Input::StorageDone { task, result });

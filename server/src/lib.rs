@@ -54,10 +54,9 @@ pub fn open_data(config: &Config) -> Result<(Arc<DocStore>, AuthStore)> {
         ),
         Err(e) => return Err(e).context("cannot open the data directory"),
     };
-    // The store's cache as large as the engine's resident set: with the default (32), every
-    // write to a document outside it reloaded the whole document from disk before appending,
-    // which capped team editing at ~300 writes/s (found by the benchmark, bench/).
-    let options = StoreOptions { cache_docs: config.resident_documents, ..StoreOptions::default() };
+    // Sync writes append received changes without loading documents (`append_sync_batch`), so
+    // the store's cache serves only the relay's own edits (admin unlocks): the default size.
+    let options = StoreOptions::default();
     let store = DocStore::with_kv(kv.clone(), relay_identity(config), Arc::new(SystemClock), options)
         .context("cannot open the document store")?;
     Ok((Arc::new(store), AuthStore::new(kv)))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use liaison_core::DocStore;
 use liaison_core::sync::engine::{CloseReason, Event};
-use liaison_core::sync::store_tasks::execute;
+use liaison_core::sync::store_tasks::{execute, execute_group};
 use liaison_core::sync::wire::StorageId;
 use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, Output, Side};
 use tokio::sync::{mpsc, oneshot};
@@ -188,8 +188,10 @@ pub fn spawn(store: Arc<DocStore>, auth: AuthStore, metrics: Arc<Metrics>, setti
     config.handshake_timeout_ms = settings.handshake_timeout.as_millis() as i64;
     let policy = RelayPolicy::new(store.clone(), principals.clone());
     let engine = Engine::new(config, Box::new(policy), uuid::Uuid::new_v4().to_string());
+    let writer = spawn_writer(store.clone(), tx.clone(), metrics.clone());
     let actor = Actor {
         engine,
+        writer,
         store,
         auth,
         metrics,
@@ -205,8 +207,53 @@ pub fn spawn(store: Arc<DocStore>, auth: AuthStore, metrics: Arc<Metrics>, setti
     handle
 }
 
+/// Most writes one group commit takes: bounds the batch and how long a flush holds acks back.
+const MAX_GROUP: usize = 1024;
+
+/// The writer thread: takes every write queued while the last commit was flushing and stores
+/// them as one batch with one flush (group commit), then reports each task done. Under load
+/// that turns one fsync per edit into one per batch; alone, a write goes at once.
+fn spawn_writer(
+    store: Arc<DocStore>,
+    tx: mpsc::Sender<ActorMsg>,
+    metrics: Arc<Metrics>,
+) -> std::sync::mpsc::Sender<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)> {
+    let (wtx, wrx) = std::sync::mpsc::channel::<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>();
+    let spawned = std::thread::Builder::new().name("liaison-writer".into()).spawn(move || {
+        // Ends when the actor (the only sender) is gone.
+        while let Ok(first) = wrx.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match wrx.try_recv() {
+                    Ok(t) => group.push(t),
+                    Err(_) => break,
+                }
+            }
+            let (ids, tasks): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            let started = Instant::now();
+            let result = execute_group(&store, &tasks);
+            metrics.observe_flush(started.elapsed().as_secs_f64());
+            if matches!(result, liaison_core::sync::StorageResult::Failed(_)) {
+                Metrics::add(&metrics.storage_failures, 1);
+            }
+            for task in ids {
+                if tx.blocking_send(ActorMsg::StorageDone { task, result: result.clone() }).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        // Without a writer nothing is ever acknowledged; the operator must know at once.
+        tracing::error!(error = %e, "cannot start the storage writer thread");
+    }
+    wtx
+}
+
 struct Actor {
     engine: Engine,
+    /// Writes go to the writer thread (group commit); loads run on blocking threads.
+    writer: std::sync::mpsc::Sender<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>,
     store: Arc<DocStore>,
     auth: AuthStore,
     metrics: Arc<Metrics>,
@@ -436,16 +483,21 @@ impl Actor {
 
     fn run_storage(&mut self, task: liaison_core::sync::TaskId, op: liaison_core::sync::StorageTask) {
         self.pending += 1;
-        let store = self.store.clone();
         let tx = self.tx.clone();
-        let metrics = self.metrics.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let result = execute(&store, &op);
-            metrics.observe_flush(started.elapsed().as_secs_f64());
-            if matches!(result, liaison_core::sync::StorageResult::Failed(_)) {
-                Metrics::add(&metrics.storage_failures, 1);
+        if !matches!(op, liaison_core::sync::StorageTask::Load { .. }) {
+            if let Err(std::sync::mpsc::SendError((task, _))) = self.writer.send((task, op)) {
+                // The writer is gone: fail the task so the engine keeps the changes unacknowledged.
+                Metrics::add(&self.metrics.storage_failures, 1);
+                let failed = liaison_core::sync::StorageResult::Failed("storage writer stopped".into());
+                tokio::spawn(async move {
+                    let _ = tx.send(ActorMsg::StorageDone { task, result: failed }).await;
+                });
             }
+            return;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = execute(&store, &op);
             let _ = tx.blocking_send(ActorMsg::StorageDone { task, result });
         });
     }

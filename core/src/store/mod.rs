@@ -249,6 +249,43 @@ fn index_data(doc: &Automerge) -> IndexData {
     data
 }
 
+/// Moves a document's index entries from what `old` says to what `idx` says; `meta` takes the
+/// new kind, references and owner.
+fn reindex(batch: &mut Batch, id: &DocumentId, old: &DocMeta, meta: &mut DocMeta, idx: &IndexData) {
+    if let Some(old_kind) = old.kind() {
+        for r in &old.refs {
+            if let Ok(kol) = r.parse::<DocumentId>() {
+                batch.delete(keys::kol_ref(&kol, old_kind, id));
+            }
+        }
+    }
+    meta.kind = idx.kind.map(|k| k.as_str().to_owned());
+    meta.refs = idx.refs.clone();
+    (meta.tenant, meta.team) = idx.owner.clone().unzip();
+    if let Some(kind) = idx.kind {
+        batch.put(keys::kind(kind, id), Vec::new());
+        for r in &idx.refs {
+            if let Ok(kol) = r.parse::<DocumentId>() {
+                batch.put(keys::kol_ref(&kol, kind, id), Vec::new());
+            }
+        }
+    }
+    if let Some(s) = &idx.summary {
+        batch.put(keys::summary(id), encode(s));
+    }
+}
+
+/// One document's share of [`DocStore::append_sync_batch`].
+#[derive(Debug, Clone)]
+pub struct SyncWrite<'a> {
+    pub doc: DocumentId,
+    /// `save_after` output: the document's changes not yet stored here. May be empty.
+    pub changes: &'a [u8],
+    /// The document's heads once `changes` are applied (for the change feed).
+    pub heads: &'a [ChangeHash],
+    pub sync_states: &'a [(String, Vec<u8>)],
+}
+
 /// Documents loaded for editing, least recently used first out.
 #[derive(Debug, Default)]
 struct Cache {
@@ -682,6 +719,84 @@ impl DocStore {
         self.durable()
     }
 
+    /// For relays: stores the sync writes of many documents in one atomic batch and one flush
+    /// (group commit), without loading the documents. Received changes are appended as they
+    /// came, as a chunk; a document is loaded only when it is new here or not yet known to be a
+    /// liaison record (to index its kind and owner), and every `compact_after_chunks` appends
+    /// (to rewrite it as one chunk). The kind and owner never change once known (the relay's
+    /// policy refuses owner changes), so KOL summaries and references, which a relay does not
+    /// list, are indexed only when a document is loaded. Several writes for one document are
+    /// stored in order. On error nothing of the batch is stored.
+    pub fn append_sync_batch(&self, writes: &[SyncWrite<'_>]) -> Result<(), StoreError> {
+        let mut cache = lock(&self.cache);
+        let mut batch = Batch::new();
+        // Metadata as this batch leaves it (a document may come twice).
+        let mut metas: HashMap<DocumentId, DocMeta> = HashMap::new();
+        // Chunks this batch adds (bytes and sequence numbers), in case it compacts them too.
+        let mut added: HashMap<DocumentId, (Vec<u8>, Vec<u64>)> = HashMap::new();
+        let mut events = Vec::new();
+        for w in writes {
+            for (storage, state) in w.sync_states {
+                batch.put(keys::sync_state(&w.doc, storage), state.clone());
+            }
+            if w.changes.is_empty() {
+                continue;
+            }
+            // What the cache holds is about to be stale.
+            cache.take(&w.doc);
+            let mut meta = match metas.remove(&w.doc) {
+                Some(m) => m,
+                None => self.read_meta(&w.doc)?.unwrap_or_default(),
+            };
+            let must_load = meta.chunks == 0 || meta.kind.is_none();
+            if must_load || meta.chunks + 1 > self.options.compact_after_chunks {
+                let mut data = self.stored_bytes(&w.doc)?;
+                let (earlier, seqs) = added.remove(&w.doc).unwrap_or_default();
+                data.extend_from_slice(&earlier);
+                data.extend_from_slice(w.changes);
+                let doc = Automerge::load_with_options(&data, LoadOptions::new().on_partial_load(OnPartialLoad::Error))
+                    .map_err(|_| StoreError::Invalid("received changes do not load"))?;
+                for k in self.kv.scan_keys(&keys::chunk_prefix(&w.doc))? {
+                    batch.delete(k);
+                }
+                for seq in seqs {
+                    batch.delete(keys::chunk(&w.doc, seq));
+                }
+                batch.put(keys::chunk(&w.doc, meta.next_chunk), frame(&doc.save()));
+                let old = meta.clone();
+                reindex(&mut batch, &w.doc, &old, &mut meta, &index_data(&doc));
+                meta.chunks = 1;
+                added.insert(w.doc, (Vec::new(), vec![meta.next_chunk]));
+            } else {
+                batch.put(keys::chunk(&w.doc, meta.next_chunk), frame(w.changes));
+                meta.chunks += 1;
+                let (bytes, seqs) = added.entry(w.doc).or_default();
+                bytes.extend_from_slice(w.changes);
+                seqs.push(meta.next_chunk);
+            }
+            meta.next_chunk += 1;
+            batch.put(keys::meta(&w.doc), encode(&meta));
+            events.push(DocChange {
+                id: w.doc,
+                kind: meta.kind(),
+                origin: Origin::Remote,
+                heads: w.heads.to_vec(),
+                deleted: false,
+            });
+            metas.insert(w.doc, meta);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.kv.apply(batch)?;
+        self.durable()?;
+        drop(cache);
+        for e in events {
+            self.notify(e);
+        }
+        Ok(())
+    }
+
     /// Changes to a document since `heads` (for telling the sync engine about local edits).
     pub fn changes_since(&self, id: &DocumentId, heads: &[ChangeHash]) -> Result<Vec<u8>, StoreError> {
         Ok(self.load_cached(id)?.save_after(heads))
@@ -700,14 +815,20 @@ impl DocStore {
     }
 
     /// Loads a document from its chunks.
-    fn load_from_disk(&self, id: &DocumentId) -> Result<Automerge, StoreError> {
+    /// A document's chunks, concatenated (empty if it has none).
+    fn stored_bytes(&self, id: &DocumentId) -> Result<Vec<u8>, StoreError> {
         let chunks = self.kv.scan_prefix(&keys::chunk_prefix(id))?;
-        if chunks.is_empty() {
-            return Err(StoreError::NotFound(*id));
-        }
         let mut data = Vec::with_capacity(chunks.iter().map(|(_, v)| v.len()).sum());
         for (_, v) in &chunks {
             data.extend_from_slice(unframe(v).map_err(|reason| StoreError::Corrupt { id: *id, reason })?);
+        }
+        Ok(data)
+    }
+
+    fn load_from_disk(&self, id: &DocumentId) -> Result<Automerge, StoreError> {
+        let data = self.stored_bytes(id)?;
+        if data.is_empty() {
+            return Err(StoreError::NotFound(*id));
         }
         let doc = Automerge::load_with_options(&data, LoadOptions::new().on_partial_load(OnPartialLoad::Error))
             .map_err(|_| StoreError::Corrupt { id: *id, reason: "automerge data does not load" })?;
@@ -802,27 +923,7 @@ impl DocStore {
             p.meta.next_chunk += 1;
 
             let idx = index_data(&p.doc);
-            if let Some(old_kind) = old_meta.kind() {
-                for r in &old_meta.refs {
-                    if let Ok(kol) = r.parse::<DocumentId>() {
-                        batch.delete(keys::kol_ref(&kol, old_kind, &p.id));
-                    }
-                }
-            }
-            p.meta.kind = idx.kind.map(|k| k.as_str().to_owned());
-            p.meta.refs = idx.refs.clone();
-            (p.meta.tenant, p.meta.team) = idx.owner.clone().unzip();
-            if let Some(kind) = idx.kind {
-                batch.put(keys::kind(kind, &p.id), Vec::new());
-                for r in &idx.refs {
-                    if let Ok(kol) = r.parse::<DocumentId>() {
-                        batch.put(keys::kol_ref(&kol, kind, &p.id), Vec::new());
-                    }
-                }
-            }
-            if let Some(s) = &idx.summary {
-                batch.put(keys::summary(&p.id), encode(s));
-            }
+            reindex(&mut batch, &p.id, &old_meta, &mut p.meta, &idx);
             batch.put(keys::meta(&p.id), encode(&p.meta));
             events.push(DocChange { id: p.id, kind: idx.kind, origin: p.origin, heads, deleted: false });
             written.push((p.id, p.doc));

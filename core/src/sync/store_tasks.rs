@@ -3,7 +3,7 @@
 
 use super::engine::{StorageResult, StorageTask};
 use super::wire::StorageId;
-use crate::store::DocStore;
+use crate::store::{DocStore, SyncWrite};
 
 /// Executes one task. Failures become [`StorageResult::Failed`] with a message free of
 /// personal data; the engine then keeps the changes unadvertised and retries.
@@ -31,4 +31,33 @@ pub fn execute(store: &DocStore, task: &StorageTask) -> StorageResult {
 
 fn plain(states: &[(StorageId, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
     states.iter().map(|(s, v)| (s.0.clone(), v.clone())).collect()
+}
+
+/// Executes the writes (appends and sync states) of many documents as one group commit, through
+/// [`DocStore::append_sync_batch`]: what a relay does with the writes that queued while its last
+/// commit was flushing. One result for all: the batch is stored whole or not at all. Loads are
+/// not writes: `tasks` holding one fails the group (use [`execute`]).
+pub fn execute_group(store: &DocStore, tasks: &[StorageTask]) -> StorageResult {
+    let mut owned: Vec<(crate::DocumentId, &[u8], &[automerge::ChangeHash], Vec<(String, Vec<u8>)>)> =
+        Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task {
+            StorageTask::Load { .. } => return StorageResult::Failed("a load is not a write".into()),
+            StorageTask::Append { doc, changes, heads, sync_states } => {
+                owned.push((*doc, changes.as_slice(), heads.as_slice(), plain(sync_states)))
+            }
+            StorageTask::SaveSyncStates { doc, sync_states } => owned.push((*doc, &[], &[], plain(sync_states))),
+        }
+    }
+    let writes: Vec<SyncWrite<'_>> = owned
+        .iter()
+        .map(|(doc, changes, heads, states)| SyncWrite { doc: *doc, changes, heads, sync_states: states })
+        .collect();
+    match store.append_sync_batch(&writes) {
+        Ok(()) => StorageResult::Stored,
+        Err(e) => {
+            tracing::warn!(error = %e, writes = tasks.len(), "group commit failed");
+            StorageResult::Failed(e.to_string())
+        }
+    }
 }
