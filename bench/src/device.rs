@@ -200,7 +200,9 @@ impl Device {
         Ok(())
     }
 
-    async fn recv_message(&mut self) -> Result<Message> {
+    /// Waits for the next protocol message. Cancel-safe (a frame is either taken whole or left
+    /// in the socket), so it can race timers in `select!`; [`Device::handle`] then acts on it.
+    pub async fn recv_message(&mut self) -> Result<Message> {
         let ws = self.ws.as_mut().context("not connected")?;
         loop {
             match ws.next().await {
@@ -274,9 +276,15 @@ impl Device {
         Ok((hash, size))
     }
 
-    /// Receives and handles one frame: applies sync messages and answers them.
+    /// Receives and handles one frame: applies sync messages and answers them. Not cancel-safe
+    /// (an answer may be half sent): in `select!`, race [`Device::recv_message`] instead.
     pub async fn next_event(&mut self) -> Result<Event> {
         let msg = self.recv_message().await?;
+        self.handle(msg).await
+    }
+
+    /// Acts on one received message: applies sync messages and answers them.
+    pub async fn handle(&mut self, msg: Message) -> Result<Event> {
         match msg {
             Message::Sync { document_id, .. } | Message::Request { document_id, .. }
                 if self.forgotten.contains(&document_id) =>

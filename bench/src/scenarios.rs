@@ -393,7 +393,7 @@ pub async fn team_editing(target: &Target, sizes: &Sizes, docs: &[SeedDoc], clos
     let bytes_before = wire.bytes();
     let tracker = Arc::new(Tracker::new(sizes.devices));
     let stop_editing = Arc::new(AtomicBool::new(false));
-    let finished = Arc::new(AtomicBool::new(false));
+    let (finish, finished) = tokio::sync::watch::channel(false);
     let start = Instant::now();
     let rate = sizes.rate;
     let tasks: Vec<_> = devices
@@ -402,6 +402,7 @@ pub async fn team_editing(target: &Target, sizes: &Sizes, docs: &[SeedDoc], clos
         .map(|(n, mut dev)| {
             let (tracker, stop_editing, finished, teams) =
                 (tracker.clone(), stop_editing.clone(), finished.clone(), teams.clone());
+            let mut finished = finished;
             let i: usize = dev.name[1..].parse().unwrap_or(n);
             let recipients = (team_size(sizes.devices, i) - 1) as u8;
             tokio::spawn(async move {
@@ -412,13 +413,11 @@ pub async fn team_editing(target: &Target, sizes: &Sizes, docs: &[SeedDoc], clos
                 } else {
                     Duration::from_secs_f64(1.0 / rate)
                 };
-                // Random phase so devices do not edit in lockstep.
-                let mut ticker = tokio::time::interval_at(
-                    tokio::time::Instant::now() + period.mul_f64(fastrand::f64()).min(Duration::from_secs(1)),
-                    period,
-                );
+                // A random phase over the whole period so devices do not edit in lockstep (capping
+                // it at 1 s made every device edit in the same second at rates below 1/s: bursts).
+                let mut ticker =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period.mul_f64(fastrand::f64()), period);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut check = tokio::time::interval(Duration::from_millis(20));
                 let mut made = 0u64;
                 let mut edit = closed_loop && recipients > 0;
                 loop {
@@ -433,8 +432,8 @@ pub async fn team_editing(target: &Target, sizes: &Sizes, docs: &[SeedDoc], clos
                         dev.flush(doc).await?;
                     }
                     tokio::select! {
-                        ev = dev.next_event() => {
-                            if let Event::Changed(_, hashes) = ev? {
+                        msg = dev.recv_message() => {
+                            if let Event::Changed(_, hashes) = dev.handle(msg?).await? {
                                 tracker.seen(&hashes);
                             }
                         }
@@ -442,11 +441,7 @@ pub async fn team_editing(target: &Target, sizes: &Sizes, docs: &[SeedDoc], clos
                         _ = tracker.wake[i].notified(), if closed_loop => {
                             edit = tracker.done[i].load(Ordering::Relaxed) >= made;
                         }
-                        _ = check.tick() => {
-                            if finished.load(Ordering::Relaxed) {
-                                break;
-                            }
-                        }
+                        _ = finished.changed() => break,
                     }
                 }
                 dev.disconnect().await;
@@ -462,7 +457,7 @@ pub async fn team_editing(target: &Target, sizes: &Sizes, docs: &[SeedDoc], clos
     while tracker.outstanding() > 0 && Instant::now() < grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    finished.store(true, Ordering::Relaxed);
+    let _ = finish.send(true);
     join_all(&wire, tasks).await;
     let made = tracker.made.load(Ordering::Relaxed);
     let completed = tracker.completed.load(Ordering::Relaxed);
@@ -522,26 +517,25 @@ pub async fn reconnect_storm(target: &Target, sizes: &Sizes, docs: &[SeedDoc]) -
             tracker.made(hash, start, r, i);
         }
     }
-    let finished = Arc::new(AtomicBool::new(false));
+    let (finish, finished) = tokio::sync::watch::channel(false);
     let tasks: Vec<_> = devices
         .into_iter()
         .map(|mut dev| {
-            let (target, tracker, finished) = (target.clone(), tracker.clone(), finished.clone());
+            let (target, tracker, mut finished) = (target.clone(), tracker.clone(), finished.clone());
             tokio::spawn(async move {
                 dev.connect(&target).await?;
                 let ids: Vec<DocumentId> = dev.docs.keys().copied().collect();
                 for id in ids {
                     dev.flush(id).await?;
                 }
-                let mut check = tokio::time::interval(Duration::from_millis(20));
                 loop {
                     tokio::select! {
-                        ev = dev.next_event() => {
-                            if let Event::Changed(_, hashes) = ev? {
+                        msg = dev.recv_message() => {
+                            if let Event::Changed(_, hashes) = dev.handle(msg?).await? {
                                 tracker.seen(&hashes);
                             }
                         }
-                        _ = check.tick() => if finished.load(Ordering::Relaxed) { break },
+                        _ = finished.changed() => break,
                     }
                 }
                 dev.disconnect().await;
@@ -556,7 +550,7 @@ pub async fn reconnect_storm(target: &Target, sizes: &Sizes, docs: &[SeedDoc]) -
     let wall = start.elapsed();
     // Quiet period: whatever the sync protocol still says after convergence is counted too.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    finished.store(true, Ordering::Relaxed);
+    let _ = finish.send(true);
     join_all(&wire, tasks).await;
     let bytes = wire.bytes() - bytes_before;
     let made = tracker.made.load(Ordering::Relaxed);
@@ -618,7 +612,7 @@ pub async fn idle_scale(target: &Target, sizes: &Sizes, server_pid: Option<u32>)
                 open.fetch_add(1, Ordering::Relaxed);
                 loop {
                     tokio::select! {
-                        ev = dev.next_event() => if let Err(e) = ev {
+                        ev = dev.recv_message() => if let Err(e) = ev {
                             if !released.load(Ordering::Relaxed) {
                                 dropped.fetch_add(1, Ordering::Relaxed);
                                 wire.error("idle connection dropped", &e);

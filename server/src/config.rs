@@ -80,6 +80,8 @@ pub struct Config {
     pub limits: Limits,
     /// Documents kept loaded in memory at most; idle ones are evicted and reloaded on demand.
     pub resident_documents: usize,
+    /// sled's page cache in MiB (the store's memory beyond resident documents).
+    pub store_cache_mb: u64,
     pub log_format: LogFormat,
     /// The relay's peer id on the wire.
     pub peer_id: String,
@@ -93,6 +95,7 @@ impl Default for Config {
             tls: TlsMode::Dev,
             limits: Limits::default(),
             resident_documents: 2_000,
+            store_cache_mb: 64,
             log_format: LogFormat::Text,
             peer_id: "liaison-relay".into(),
         }
@@ -153,6 +156,11 @@ impl Config {
                 reason: "expected a number".into(),
             })?;
         }
+        if let Some(v) = env("LIAISON_STORE_CACHE_MB") {
+            self.store_cache_mb = v
+                .parse()
+                .map_err(|_| ConfigError::Env { name: "LIAISON_STORE_CACHE_MB", reason: "expected a number".into() })?;
+        }
         Ok(())
     }
 
@@ -178,6 +186,9 @@ impl Config {
             || l.handshake_timeout_secs == 0
         {
             return Err(ConfigError::Invalid("limits must be positive (max_frame_bytes at least 1024)".into()));
+        }
+        if self.store_cache_mb < 4 {
+            return Err(ConfigError::Invalid("store_cache_mb must be at least 4".into()));
         }
         if self.resident_documents == 0 {
             return Err(ConfigError::Invalid("resident_documents must be at least 1".into()));

@@ -134,18 +134,17 @@ impl Policy for RelayPolicy {
         if !locked.is_empty() {
             return locked;
         }
-        let Ok(envelope) = model::read_envelope(after) else {
+        let Ok((tenant, team)) = model::read_owner(after) else {
             return refuse_all(new, "not-a-record", "the relay stores liaison records only");
         };
-        let kind = model::document_kind(after).ok();
-        match model::read_envelope(before) {
-            Ok(old) if old.tenant != envelope.tenant || old.team != envelope.team => {
+        match model::read_owner(before) {
+            Ok(old) if old.0 != tenant || old.1 != team => {
                 return refuse_all(new, "owner-change", "a document cannot move to another tenant or team");
             }
             Ok(_) => {}
-            // A new document: its owner must be the writer's tenant and one of its teams.
             Err(_) => {
-                if access_for(&p, &envelope.tenant, &envelope.team, kind) != Access::ReadWrite {
+                let kind = model::document_kind(after).ok();
+                if access_for(&p, &tenant, &team, kind) != Access::ReadWrite {
                     return refuse_all(new, "forbidden", "you may not create documents for that tenant or team");
                 }
             }

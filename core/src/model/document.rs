@@ -86,6 +86,16 @@ pub fn read_envelope(doc: &Automerge) -> Result<Envelope, ModelError> {
     Ok(hydrate_prop(doc, automerge::ROOT, "envelope")?)
 }
 
+/// The envelope's tenant and team only: what the relay checks on every incoming change, without
+/// hydrating the whole envelope.
+pub fn read_owner(doc: &Automerge) -> Result<(String, String), ModelError> {
+    document_kind(doc)?;
+    let Some((Value::Object(ObjType::Map), envelope)) = doc.get(automerge::ROOT, "envelope")? else {
+        return Err(ModelError::NotLiaison("no envelope"));
+    };
+    Ok((hydrate_prop(doc, &envelope, "tenant")?, hydrate_prop(doc, &envelope, "team")?))
+}
+
 /// Applies `edit` to the record as one change by `who`.
 ///
 /// Refuses with [`ModelError::Locked`] if the record is submitted; returns the new change's hash,

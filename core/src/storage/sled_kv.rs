@@ -8,6 +8,9 @@ pub struct SledKv {
     db: sled::Db,
 }
 
+/// sled's page cache unless told otherwise: 64 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 impl SledKv {
     /// Opens (or creates) the database in `dir`.
     ///
@@ -15,6 +18,12 @@ impl SledKv {
     /// milliseconds, so a lock conflict is retried for up to [`LOCK_WAIT`] before it is reported
     /// as [`StorageError::InUse`] (most likely another process has the directory open).
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Like [`SledKv::open`], with sled's page cache capped at `cache_bytes` (sled's own default,
+    /// 1 GiB, is more than a phone should give and lets a relay's memory follow its data).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
         let started = std::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(1);
         loop {
@@ -22,6 +31,7 @@ impl SledKv {
                 .path(dir)
                 // Durability comes from our explicit flush after each commit, not from a timer.
                 .flush_every_ms(None)
+                .cache_capacity(cache_bytes)
                 .open();
             match opened {
                 Ok(db) => return Ok(Self { db }),
