@@ -66,6 +66,10 @@ struct Args {
     /// Where liaison-relay and samod-relay are (default: beside this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Run samod's documents on a rayon pool of this many threads (samod's `threadpool`
+    /// feature) instead of samod's default, a task per document on the async runtime.
+    #[arg(long)]
+    samod_threads: Option<usize>,
     /// Write the rows as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -176,6 +180,7 @@ fn main() -> Result<()> {
             .map(|s| Kind::parse(s.trim()).with_context(|| format!("unknown relay {s}")))
             .collect::<Result<_>>()?;
         let mut programs = Programs::beside_exe()?;
+        programs.samod_threads = args.samod_threads;
         if let Some(d) = &args.bin_dir {
             programs.bin_dir = d.clone();
         }

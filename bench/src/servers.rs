@@ -46,6 +46,8 @@ pub struct Programs {
     pub bin_dir: PathBuf,
     /// bench/node (server.mjs and node_modules).
     pub node_dir: PathBuf,
+    /// samod's documents on a rayon pool of this many threads instead of async tasks.
+    pub samod_threads: Option<usize>,
 }
 
 impl Programs {
@@ -57,7 +59,7 @@ impl Programs {
         if dir.ends_with("deps") {
             dir.pop();
         }
-        Ok(Self { bin_dir: dir, node_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("node") })
+        Ok(Self { bin_dir: dir, node_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("node"), samod_threads: None })
     }
 
     /// Whether the Node peer can run here (node on PATH, packages installed).
@@ -107,6 +109,9 @@ impl Server {
                     let mut c = Command::new(programs.bin_dir.join("samod-relay"));
                     // samod logs every client that hangs up without a TLS close_notify as an error.
                     c.env("RUST_LOG", "warn,samod::io_loop=off");
+                    if let Some(n) = programs.samod_threads {
+                        c.arg("--threads").arg(n.to_string());
+                    }
                     c
                 };
                 cmd.arg("--data").arg(&data);

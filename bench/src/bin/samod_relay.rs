@@ -24,6 +24,10 @@ struct Args {
     cert: Option<PathBuf>,
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
+    /// Run documents on a rayon pool of this many threads (samod's `threadpool` feature)
+    /// instead of as tasks on the async runtime (samod's default).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 async fn upgrade(State(acceptor): State<samod::AcceptorHandle>, ws: WebSocketUpgrade) -> impl IntoResponse {
@@ -50,9 +54,15 @@ async fn serve(args: Args) -> Result<()> {
     let repo = samod::Repo::build_tokio()
         .with_storage(samod::storage::TokioFilesystemStorage::new(&args.data))
         .with_share_policy(samod::ShareConfig::read_write().with_announce(false))
-        .with_peer_id(samod::PeerId::from("samod-relay"))
-        .load()
-        .await;
+        .with_peer_id(samod::PeerId::from("samod-relay"));
+    let repo = match args.threads {
+        Some(n) => {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().context("thread pool")?;
+            repo.with_concurrency(samod::ConcurrencyConfig::Threadpool(pool))
+        }
+        None => repo,
+    };
+    let repo = repo.load().await;
     let acceptor = repo.make_acceptor(samod::Url::parse("ws://samod-relay/")?).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let app = axum::Router::new().fallback(upgrade).with_state(acceptor).into_make_service();
     let handle = axum_server::Handle::new();
