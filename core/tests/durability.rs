@@ -322,7 +322,8 @@ fn group_commits_append_without_loading_and_store_all_or_nothing() {
             .iter()
             .map(|(doc, changes, heads, states)| SyncWrite { doc: *doc, changes, heads, sync_states: states })
             .collect();
-        relay.append_sync_batch(&writes).unwrap();
+        let outcomes = relay.append_sync_batch(&writes).unwrap();
+        assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
         for (i, plan) in plans.iter().enumerate() {
             let chunks = relay.chunk_count(plan).unwrap();
             assert!(chunks <= 4, "compaction bounds chunks ({chunks})");
@@ -355,7 +356,15 @@ fn group_commits_append_without_loading_and_store_all_or_nothing() {
     let (data, states) = relay.load_for_sync(&plans[1]).unwrap().unwrap();
     assert_eq!(Automerge::load(&data).unwrap().get_heads(), stored[1], "nothing of the refused batch");
     assert!(!states.iter().any(|(s, _)| s == "peer-x"));
-    relay.append_sync_batch(&write).unwrap();
+    // Beside a write that cannot be stored (a new document whose bytes are not automerge), the
+    // rest of the group is stored: one damaged document never holds back the others.
+    let stranger = DocumentId::random();
+    let garbage =
+        [SyncWrite { doc: stranger, changes: b"not automerge", heads: &[], sync_states: &[] }, write[0].clone()];
+    let outcomes = relay.append_sync_batch(&garbage).unwrap();
+    assert!(matches!(outcomes[0], Err(StoreError::Corrupt { .. })), "{:?}", outcomes[0]);
+    assert!(outcomes[1].is_ok());
+    assert!(relay.load_for_sync(&stranger).unwrap().is_none(), "nothing of the failed write");
     let (data, _) = relay.load_for_sync(&plans[1]).unwrap().unwrap();
     assert_eq!(Automerge::load(&data).unwrap().get_heads(), heads);
 }

@@ -300,9 +300,9 @@ impl Sim {
                     writes[..take].iter().rev().map(|j| n.tasks.remove(*j)).collect();
                 group.reverse();
                 let ops: Vec<StorageTask> = group.iter().map(|(_, op)| op.clone()).collect();
-                let result = execute_group(&n.store, &ops);
-                for (task, _) in group {
-                    self.handle(node, Input::StorageDone { task, result: result.clone() });
+                let results = execute_group(&n.store, &ops);
+                for ((task, _), result) in group.into_iter().zip(results) {
+                    self.handle(node, Input::StorageDone { task, result });
                 }
                 return true;
             }

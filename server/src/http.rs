@@ -202,6 +202,9 @@ impl Bucket {
     }
 }
 
+/// Most frames one flush to a device carries.
+const MAX_COALESCED: usize = 64;
+
 async fn serve_socket(
     socket: WebSocket,
     principal: Principal,
@@ -255,7 +258,33 @@ async fn serve_socket(
             }
             out = out_rx.recv() => match out {
                 Some(Outgoing::Frame(f)) => {
-                    if sink.send(WsMessage::Binary(f.into())).await.is_err() {
+                    // What is queued goes out in one flush: with TCP_NODELAY on, a flush per
+                    // frame would cost a TLS record and a segment each.
+                    let mut next = Some(Outgoing::Frame(f));
+                    let (mut fed, mut closing, mut failed) = (0, None, false);
+                    while let Some(o) = next.take() {
+                        match o {
+                            Outgoing::Frame(f) => {
+                                if sink.feed(WsMessage::Binary(f.into())).await.is_err() {
+                                    failed = true;
+                                    break;
+                                }
+                            }
+                            Outgoing::Close(code, reason) => {
+                                closing = Some(close_with(code, &reason));
+                                break;
+                            }
+                        }
+                        fed += 1;
+                        if fed < MAX_COALESCED {
+                            next = out_rx.try_recv().ok();
+                        }
+                    }
+                    if failed || sink.flush().await.is_err() {
+                        break;
+                    }
+                    if let Some(c) = closing {
+                        let _ = sink.send(c).await;
                         break;
                     }
                 }

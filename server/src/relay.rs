@@ -231,13 +231,13 @@ fn spawn_writer(
             }
             let (ids, tasks): (Vec<_>, Vec<_>) = group.into_iter().unzip();
             let started = Instant::now();
-            let result = execute_group(&store, &tasks);
+            let results = execute_group(&store, &tasks);
             metrics.observe_flush(started.elapsed().as_secs_f64());
-            if matches!(result, liaison_core::sync::StorageResult::Failed(_)) {
-                Metrics::add(&metrics.storage_failures, 1);
-            }
-            for task in ids {
-                if tx.blocking_send(ActorMsg::StorageDone { task, result: result.clone() }).is_err() {
+            for (task, result) in ids.into_iter().zip(results) {
+                if matches!(result, liaison_core::sync::StorageResult::Failed(_)) {
+                    Metrics::add(&metrics.storage_failures, 1);
+                }
+                if tx.blocking_send(ActorMsg::StorageDone { task, result }).is_err() {
                     return;
                 }
             }

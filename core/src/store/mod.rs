@@ -286,6 +286,15 @@ pub struct SyncWrite<'a> {
     pub sync_states: &'a [(String, Vec<u8>)],
 }
 
+/// What a group commit has done so far to documents that come more than once in it.
+#[derive(Debug, Default)]
+struct GroupState {
+    /// Metadata as the group leaves it.
+    metas: HashMap<DocumentId, DocMeta>,
+    /// Chunks the group adds (bytes and sequence numbers), in case it compacts them too.
+    added: HashMap<DocumentId, (Vec<u8>, Vec<u64>)>,
+}
+
 /// Documents loaded for editing, least recently used first out.
 #[derive(Debug, Default)]
 struct Cache {
@@ -726,75 +735,114 @@ impl DocStore {
     /// (to rewrite it as one chunk). The kind and owner never change once known (the relay's
     /// policy refuses owner changes), so KOL summaries and references, which a relay does not
     /// list, are indexed only when a document is loaded. Several writes for one document are
-    /// stored in order. On error nothing of the batch is stored.
-    pub fn append_sync_batch(&self, writes: &[SyncWrite<'_>]) -> Result<(), StoreError> {
+    /// stored in order. Returns one outcome per write: a write whose document cannot be read
+    /// (damaged chunks, unreadable metadata) fails alone and the others are stored. `Err` when
+    /// the batch could not be written or flushed: then nothing of it is stored.
+    pub fn append_sync_batch(&self, writes: &[SyncWrite<'_>]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut cache = lock(&self.cache);
         let mut batch = Batch::new();
-        // Metadata as this batch leaves it (a document may come twice).
-        let mut metas: HashMap<DocumentId, DocMeta> = HashMap::new();
-        // Chunks this batch adds (bytes and sequence numbers), in case it compacts them too.
-        let mut added: HashMap<DocumentId, (Vec<u8>, Vec<u64>)> = HashMap::new();
+        let mut state = GroupState::default();
         let mut events = Vec::new();
+        let mut outcomes = Vec::with_capacity(writes.len());
         for w in writes {
-            for (storage, state) in w.sync_states {
-                batch.put(keys::sync_state(&w.doc, storage), state.clone());
+            if !w.changes.is_empty() {
+                // What the cache holds is about to be stale.
+                cache.take(&w.doc);
             }
-            if w.changes.is_empty() {
-                continue;
+            match self.prepare_sync_write(w, &mut state) {
+                Ok((ops, event)) => {
+                    batch.extend(ops);
+                    events.extend(event);
+                    outcomes.push(Ok(()));
+                }
+                Err(e) => {
+                    // A damaged document fails only its own write, never its neighbours'.
+                    tracing::warn!(document = %w.doc, error = %e, "sync write not stored; the rest of the group is");
+                    outcomes.push(Err(e));
+                }
             }
-            // What the cache holds is about to be stale.
-            cache.take(&w.doc);
-            let mut meta = match metas.remove(&w.doc) {
-                Some(m) => m,
-                None => self.read_meta(&w.doc)?.unwrap_or_default(),
-            };
-            let must_load = meta.chunks == 0 || meta.kind.is_none();
-            if must_load || meta.chunks + 1 > self.options.compact_after_chunks {
-                let mut data = self.stored_bytes(&w.doc)?;
-                let (earlier, seqs) = added.remove(&w.doc).unwrap_or_default();
+        }
+        if !batch.is_empty() {
+            self.kv.apply(batch)?;
+            self.durable()?;
+        }
+        drop(cache);
+        for e in events {
+            self.notify(e);
+        }
+        Ok(outcomes)
+    }
+
+    /// One write of a group commit: its batch operations and change-feed event. On error nothing
+    /// of it is in `state` or in what it returns.
+    fn prepare_sync_write(
+        &self,
+        w: &SyncWrite<'_>,
+        state: &mut GroupState,
+    ) -> Result<(Batch, Option<DocChange>), StoreError> {
+        let mut batch = Batch::new();
+        for (storage, st) in w.sync_states {
+            batch.put(keys::sync_state(&w.doc, storage), st.clone());
+        }
+        if w.changes.is_empty() {
+            return Ok((batch, None));
+        }
+        let mut meta = match state.metas.get(&w.doc) {
+            Some(m) => m.clone(),
+            None => self.read_meta(&w.doc)?.unwrap_or_default(),
+        };
+        let must_load = meta.chunks == 0 || meta.kind.is_none();
+        let (earlier, seqs) = state.added.get(&w.doc).cloned().unwrap_or_default();
+        let loaded = if must_load || meta.chunks + 1 > self.options.compact_after_chunks {
+            let whole = self.stored_bytes(&w.doc).and_then(|mut data| {
                 data.extend_from_slice(&earlier);
                 data.extend_from_slice(w.changes);
-                let doc = Automerge::load_with_options(&data, LoadOptions::new().on_partial_load(OnPartialLoad::Error))
-                    .map_err(|_| StoreError::Invalid("received changes do not load"))?;
+                Automerge::load_with_options(&data, LoadOptions::new().on_partial_load(OnPartialLoad::Error))
+                    .map_err(|_| StoreError::Corrupt { id: w.doc, reason: "stored and received changes do not load" })
+            });
+            match whole {
+                Ok(doc) => Some(doc),
+                // Without its kind and owner the relay cannot place a document: refuse the write.
+                Err(e) if must_load => return Err(e),
+                Err(e) => {
+                    // Compaction is an optimisation: the changes are appended as received.
+                    tracing::warn!(document = %w.doc, error = %e, "cannot compact; appending as received");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let added = match loaded {
+            Some(doc) => {
                 for k in self.kv.scan_keys(&keys::chunk_prefix(&w.doc))? {
                     batch.delete(k);
                 }
-                for seq in seqs {
-                    batch.delete(keys::chunk(&w.doc, seq));
+                for seq in &seqs {
+                    batch.delete(keys::chunk(&w.doc, *seq));
                 }
                 batch.put(keys::chunk(&w.doc, meta.next_chunk), frame(&doc.save()));
                 let old = meta.clone();
                 reindex(&mut batch, &w.doc, &old, &mut meta, &index_data(&doc));
                 meta.chunks = 1;
-                added.insert(w.doc, (Vec::new(), vec![meta.next_chunk]));
-            } else {
+                (Vec::new(), vec![meta.next_chunk])
+            }
+            None => {
                 batch.put(keys::chunk(&w.doc, meta.next_chunk), frame(w.changes));
                 meta.chunks += 1;
-                let (bytes, seqs) = added.entry(w.doc).or_default();
+                let (mut bytes, mut seqs) = (earlier, seqs);
                 bytes.extend_from_slice(w.changes);
                 seqs.push(meta.next_chunk);
+                (bytes, seqs)
             }
-            meta.next_chunk += 1;
-            batch.put(keys::meta(&w.doc), encode(&meta));
-            events.push(DocChange {
-                id: w.doc,
-                kind: meta.kind(),
-                origin: Origin::Remote,
-                heads: w.heads.to_vec(),
-                deleted: false,
-            });
-            metas.insert(w.doc, meta);
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.kv.apply(batch)?;
-        self.durable()?;
-        drop(cache);
-        for e in events {
-            self.notify(e);
-        }
-        Ok(())
+        };
+        meta.next_chunk += 1;
+        batch.put(keys::meta(&w.doc), encode(&meta));
+        let event =
+            DocChange { id: w.doc, kind: meta.kind(), origin: Origin::Remote, heads: w.heads.to_vec(), deleted: false };
+        state.metas.insert(w.doc, meta);
+        state.added.insert(w.doc, added);
+        Ok((batch, Some(event)))
     }
 
     /// Changes to a document since `heads` (for telling the sync engine about local edits).

@@ -35,29 +35,39 @@ fn plain(states: &[(StorageId, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
 
 /// Executes the writes (appends and sync states) of many documents as one group commit, through
 /// [`DocStore::append_sync_batch`]: what a relay does with the writes that queued while its last
-/// commit was flushing. One result for all: the batch is stored whole or not at all. Loads are
-/// not writes: `tasks` holding one fails the group (use [`execute`]).
-pub fn execute_group(store: &DocStore, tasks: &[StorageTask]) -> StorageResult {
-    let mut owned: Vec<(crate::DocumentId, &[u8], &[automerge::ChangeHash], Vec<(String, Vec<u8>)>)> =
+/// commit was flushing. One result per task: a write to a damaged document fails alone. Loads
+/// are not writes: a `Load` among `tasks` fails (use [`execute`]).
+pub fn execute_group(store: &DocStore, tasks: &[StorageTask]) -> Vec<StorageResult> {
+    let mut owned: Vec<(usize, crate::DocumentId, &[u8], &[automerge::ChangeHash], Vec<(String, Vec<u8>)>)> =
         Vec::with_capacity(tasks.len());
-    for task in tasks {
+    let mut results = vec![StorageResult::Stored; tasks.len()];
+    for (i, task) in tasks.iter().enumerate() {
         match task {
-            StorageTask::Load { .. } => return StorageResult::Failed("a load is not a write".into()),
+            StorageTask::Load { .. } => results[i] = StorageResult::Failed("a load is not a write".into()),
             StorageTask::Append { doc, changes, heads, sync_states } => {
-                owned.push((*doc, changes.as_slice(), heads.as_slice(), plain(sync_states)))
+                owned.push((i, *doc, changes.as_slice(), heads.as_slice(), plain(sync_states)))
             }
-            StorageTask::SaveSyncStates { doc, sync_states } => owned.push((*doc, &[], &[], plain(sync_states))),
+            StorageTask::SaveSyncStates { doc, sync_states } => owned.push((i, *doc, &[], &[], plain(sync_states))),
         }
     }
     let writes: Vec<SyncWrite<'_>> = owned
         .iter()
-        .map(|(doc, changes, heads, states)| SyncWrite { doc: *doc, changes, heads, sync_states: states })
+        .map(|(_, doc, changes, heads, states)| SyncWrite { doc: *doc, changes, heads, sync_states: states })
         .collect();
     match store.append_sync_batch(&writes) {
-        Ok(()) => StorageResult::Stored,
+        Ok(outcomes) => {
+            for ((i, ..), outcome) in owned.iter().zip(outcomes) {
+                if let Err(e) = outcome {
+                    results[*i] = StorageResult::Failed(e.to_string());
+                }
+            }
+        }
         Err(e) => {
             tracing::warn!(error = %e, writes = tasks.len(), "group commit failed");
-            StorageResult::Failed(e.to_string())
+            for (i, ..) in &owned {
+                results[*i] = StorageResult::Failed(e.to_string());
+            }
         }
     }
+    results
 }
