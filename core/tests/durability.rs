@@ -288,7 +288,7 @@ fn group_commits_append_without_loading_and_store_all_or_nothing() {
     let device = memory_store(Arc::new(MemoryKv::new()), StoreOptions::default());
     let k = device.create("east", &KolProfile::new("A", "X")).unwrap();
     let plans: Vec<DocumentId> =
-        (0..3).map(|i| device.create("east", &EngagementPlan::new(&k, &format!("p{i}"))).unwrap()).collect();
+        (0..3).map(|i| device.create("east", &EngagementPlan::new(&k, format!("p{i}"))).unwrap()).collect();
     let kv = Arc::new(MemoryKv::new());
     let options = StoreOptions { compact_after_chunks: 4, ..StoreOptions::default() };
     let relay = memory_store(kv.clone(), options.clone());
@@ -301,7 +301,7 @@ fn group_commits_append_without_loading_and_store_all_or_nothing() {
     for r in 0..7 {
         let mut owned = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
-            device.update(plan, |p: &mut EngagementPlan| p.notes.splice(0, 0, &format!("{r}{i} "))).unwrap();
+            device.update(plan, |p: &mut EngagementPlan| p.notes.splice(0, 0, format!("{r}{i} "))).unwrap();
             let doc = bytes_of(plan);
             owned.push((
                 *plan,

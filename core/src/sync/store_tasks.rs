@@ -38,8 +38,9 @@ fn plain(states: &[(StorageId, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
 /// commit was flushing. One result per task: a write to a damaged document fails alone. Loads
 /// are not writes: a `Load` among `tasks` fails (use [`execute`]).
 pub fn execute_group(store: &DocStore, tasks: &[StorageTask]) -> Vec<StorageResult> {
-    let mut owned: Vec<(usize, crate::DocumentId, &[u8], &[automerge::ChangeHash], Vec<(String, Vec<u8>)>)> =
-        Vec::with_capacity(tasks.len());
+    /// A write and the index of the task it came from.
+    type Owned<'a> = (usize, crate::DocumentId, &'a [u8], &'a [automerge::ChangeHash], Vec<(String, Vec<u8>)>);
+    let mut owned: Vec<Owned<'_>> = Vec::with_capacity(tasks.len());
     let mut results = vec![StorageResult::Stored; tasks.len()];
     for (i, task) in tasks.iter().enumerate() {
         match task {
