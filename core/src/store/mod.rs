@@ -792,10 +792,11 @@ impl DocStore {
             None => self.read_meta(&w.doc)?.unwrap_or_default(),
         };
         let must_load = meta.chunks == 0 || meta.kind.is_none();
-        let (earlier, seqs) = state.added.get(&w.doc).cloned().unwrap_or_default();
+        let (earlier, seqs): (&[u8], &[u64]) =
+            state.added.get(&w.doc).map(|(b, s)| (b.as_slice(), s.as_slice())).unwrap_or_default();
         let loaded = if must_load || meta.chunks + 1 > self.options.compact_after_chunks {
             let whole = self.stored_bytes(&w.doc).and_then(|mut data| {
-                data.extend_from_slice(&earlier);
+                data.extend_from_slice(earlier);
                 data.extend_from_slice(w.changes);
                 Automerge::load_with_options(&data, LoadOptions::new().on_partial_load(OnPartialLoad::Error))
                     .map_err(|_| StoreError::Corrupt { id: w.doc, reason: "stored and received changes do not load" })
@@ -813,27 +814,25 @@ impl DocStore {
         } else {
             None
         };
-        let added = match loaded {
+        let chunk = meta.next_chunk;
+        let compacted = match loaded {
             Some(doc) => {
                 for k in self.kv.scan_keys(&keys::chunk_prefix(&w.doc))? {
                     batch.delete(k);
                 }
-                for seq in &seqs {
+                for seq in seqs {
                     batch.delete(keys::chunk(&w.doc, *seq));
                 }
-                batch.put(keys::chunk(&w.doc, meta.next_chunk), frame(&doc.save()));
+                batch.put(keys::chunk(&w.doc, chunk), frame(&doc.save()));
                 let old = meta.clone();
                 reindex(&mut batch, &w.doc, &old, &mut meta, &index_data(&doc));
                 meta.chunks = 1;
-                (Vec::new(), vec![meta.next_chunk])
+                true
             }
             None => {
-                batch.put(keys::chunk(&w.doc, meta.next_chunk), frame(w.changes));
+                batch.put(keys::chunk(&w.doc, chunk), frame(w.changes));
                 meta.chunks += 1;
-                let (mut bytes, mut seqs) = (earlier, seqs);
-                bytes.extend_from_slice(w.changes);
-                seqs.push(meta.next_chunk);
-                (bytes, seqs)
+                false
             }
         };
         meta.next_chunk += 1;
@@ -841,7 +840,13 @@ impl DocStore {
         let event =
             DocChange { id: w.doc, kind: meta.kind(), origin: Origin::Remote, heads: w.heads.to_vec(), deleted: false };
         state.metas.insert(w.doc, meta);
-        state.added.insert(w.doc, added);
+        let added = state.added.entry(w.doc).or_default();
+        if compacted {
+            *added = (Vec::new(), vec![chunk]);
+        } else {
+            added.0.extend_from_slice(w.changes);
+            added.1.push(chunk);
+        }
         Ok((batch, Some(event)))
     }
 
