@@ -1,6 +1,8 @@
 //! Sync: the automerge-repo wire protocol and the sans-IO engine that speaks it.
 
 pub mod engine;
+mod expansion;
+pub mod inflation;
 pub mod store_tasks;
 pub mod wire;
 
