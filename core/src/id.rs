@@ -90,24 +90,50 @@ pub enum Role {
 impl Identity {
     /// The automerge actor id for this (tenant, user, device, install).
     ///
-    /// Derived, not random, so an author can be verified: anyone holding the four inputs (the
-    /// document's `authors` map records them) can recompute it.
+    /// Derived, not random, so an author can be verified: its first [`ACTOR_PRINCIPAL_BYTES`]
+    /// are [`actor_principal`] of (tenant, user, device), which the relay recomputes from the
+    /// credential a change arrives with and refuses changes whose actor does not carry it. The
+    /// last 8 bytes are `install`, so a reinstalled app never reuses an actor id.
     pub fn actor_id(&self) -> automerge::ActorId {
         actor_id_for(&self.tenant, &self.user, &self.device, &self.install)
     }
+
+    /// The part of this identity's actor ids that the relay checks: see [`actor_principal`].
+    pub fn actor_principal(&self) -> [u8; ACTOR_PRINCIPAL_BYTES] {
+        actor_principal(&self.tenant, &self.user, &self.device)
+    }
 }
 
-/// See [`Identity::actor_id`].
-pub fn actor_id_for(tenant: &str, user: &str, device: &str, install: &[u8; 8]) -> automerge::ActorId {
+/// Bytes of an actor id that name its principal (tenant, user, device).
+pub const ACTOR_PRINCIPAL_BYTES: usize = 16;
+
+/// `SHA-256("liaison-actor/v2\0" ‖ len ‖ tenant ‖ len ‖ user ‖ len ‖ device)[..16]`, lengths as
+/// 8-byte big-endian integers: the first 16 bytes of every actor id of that principal. Any
+/// automerge-repo client can follow the scheme (JavaScript: `crypto.createHash("sha256")`).
+pub fn actor_principal(tenant: &str, user: &str, device: &str) -> [u8; ACTOR_PRINCIPAL_BYTES] {
     let mut h = Sha256::new();
-    h.update(b"liaison-actor/v1\0");
+    h.update(b"liaison-actor/v2\0");
     for part in [tenant.as_bytes(), user.as_bytes(), device.as_bytes()] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
-    h.update(install);
     let digest = h.finalize();
-    automerge::ActorId::from(&digest[..16])
+    let mut out = [0u8; ACTOR_PRINCIPAL_BYTES];
+    out.copy_from_slice(&digest[..ACTOR_PRINCIPAL_BYTES]);
+    out
+}
+
+/// See [`Identity::actor_id`]: [`actor_principal`] followed by the 8 install bytes (24 bytes).
+pub fn actor_id_for(tenant: &str, user: &str, device: &str, install: &[u8; 8]) -> automerge::ActorId {
+    let mut bytes = actor_principal(tenant, user, device).to_vec();
+    bytes.extend_from_slice(install);
+    automerge::ActorId::from(bytes)
+}
+
+/// Whether `actor` is one of the principal's actor ids (whatever its install bytes).
+pub fn actor_belongs_to(actor: &automerge::ActorId, principal: &[u8; ACTOR_PRINCIPAL_BYTES]) -> bool {
+    let bytes = actor.to_bytes();
+    bytes.len() == ACTOR_PRINCIPAL_BYTES + 8 && bytes[..ACTOR_PRINCIPAL_BYTES] == principal[..]
 }
 
 #[cfg(test)]
@@ -147,6 +173,23 @@ mod tests {
         assert_ne!(base, actor_id_for("t", "u", "e", &[0; 8]));
         assert_ne!(base, actor_id_for("t", "ud", "", &[0; 8]));
         assert_ne!(base, actor_id_for("t", "u", "d", &[1; 8]));
-        assert_eq!(base.to_bytes().len(), 16);
+        assert_eq!(base.to_bytes().len(), 24);
+        assert!(actor_belongs_to(&base, &actor_principal("t", "u", "d")));
+        assert!(actor_belongs_to(&actor_id_for("t", "u", "d", &[9; 8]), &actor_principal("t", "u", "d")));
+        assert!(!actor_belongs_to(&base, &actor_principal("t", "u", "e")));
+        assert!(!actor_belongs_to(
+            &automerge::ActorId::from(&actor_principal("t", "u", "d")[..]),
+            &actor_principal("t", "u", "d")
+        ));
+    }
+
+    const ACTOR_FIXTURE: &str = "8c25c8bf3a802ddcc1203efd127f2f690102030405060708";
+
+    #[test]
+    fn actor_scheme_matches_its_fixture() {
+        // The documented scheme, computed independently with Python's hashlib:
+        // sha256(b"liaison-actor/v2\0" + (len+bytes for "pharma-a", "sato", "sato-phone"))[:16].
+        let actor = actor_id_for("pharma-a", "sato", "sato-phone", &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(actor.to_hex_string(), ACTOR_FIXTURE);
     }
 }

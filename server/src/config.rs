@@ -47,6 +47,14 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Bytes queued for one connection and not yet written; past it the connection is cut as
+    /// too slow (a client that stops reading must not pin memory).
+    pub max_outbox_bytes: usize,
+    /// Seconds a write to a client may take before the connection is cut.
+    pub write_timeout_secs: u64,
+    /// Bytes of received frames waiting for the relay's engine, over all connections; past it
+    /// connections stop being read until the engine catches up.
+    pub max_inbound_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +67,9 @@ impl Default for Limits {
             handshake_timeout_secs: 10,
             idle_timeout_secs: 300,
             max_connections: 20_000,
+            max_outbox_bytes: 32 * 1024 * 1024,
+            write_timeout_secs: 30,
+            max_inbound_queue_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod contract;
 pub mod http;
 pub mod metrics;
+pub mod outbox;
 pub mod policy;
 pub mod relay;
 pub mod tls;
@@ -126,6 +127,7 @@ pub async fn start(config: Config) -> Result<Running> {
             max_frame: config.limits.max_frame_bytes,
             max_docs_per_conn: config.limits.max_documents_per_connection,
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+            max_inbound_queue_bytes: config.limits.max_inbound_queue_bytes,
         },
     );
     let state = http::AppState {

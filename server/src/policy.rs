@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use automerge::{Automerge, Change, ChangeHash};
-use liaison_core::model::{self, Kind};
+use liaison_core::model::{self, EditViolation, Kind, RemoteWriter};
 use liaison_core::sync::{Access, ConnId, PeerInfo, Policy, Refusal, refuse_changes_to_locked};
 use liaison_core::{DocStore, DocumentId};
 
@@ -41,9 +41,48 @@ impl Principals {
     }
 }
 
+/// Owners of documents accepted as new but not yet committed by the group commit. Until the
+/// store's meta names the owner, access is decided from here: without it, a peer of another
+/// tenant asking for the id in that window would be answered as for a document nobody owns.
+#[derive(Debug, Default, Clone)]
+pub struct PendingOwners(Arc<Mutex<HashMap<DocumentId, Owner>>>);
+
+/// A document's owner as the policy needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub tenant: String,
+    pub team: String,
+    pub kind: Option<Kind>,
+}
+
+impl PendingOwners {
+    fn set(&self, doc: DocumentId, owner: Owner) {
+        self.lock().insert(doc, owner);
+    }
+    fn get(&self, doc: &DocumentId) -> Option<Owner> {
+        self.lock().get(doc).cloned()
+    }
+    /// The store now knows the owner (the write committed) or the document is gone.
+    pub fn forget(&self, doc: &DocumentId) {
+        self.lock().remove(doc);
+    }
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DocumentId, Owner>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// What one principal may do with a document owned by (`tenant`, `team`) of `kind`.
+///
+/// System admins administer the relay; they read no tenant's records over sync (that would
+/// need an explicit, audited grant, which does not exist yet).
 pub fn access_for(p: &Principal, tenant: &str, team: &str, kind: Option<Kind>) -> Access {
-    if p.tenant != tenant && !p.is_system_admin() {
+    if p.tenant != tenant || p.is_system_admin() {
         return Access::None;
     }
     let in_team = p.teams.iter().any(|t| t == team);
@@ -67,21 +106,73 @@ pub fn tombstone_key(doc: &DocumentId) -> Vec<u8> {
     [b"e/".as_slice(), doc.as_bytes()].concat()
 }
 
+/// A tombstone's value: when, and whose document it was (so only those who could read it are
+/// told it was erased; to everyone else the id is simply unavailable).
+pub fn encode_tombstone(at_ms: i64, owner: Option<&Owner>) -> Vec<u8> {
+    let mut v = at_ms.to_be_bytes().to_vec();
+    if let Some(o) = owner {
+        v.extend_from_slice(o.tenant.as_bytes());
+        v.push(0);
+        v.extend_from_slice(o.team.as_bytes());
+    }
+    v
+}
+
+fn tombstone_owner(value: &[u8]) -> Option<(String, String)> {
+    let rest = value.get(8..)?;
+    let split = rest.iter().position(|b| *b == 0)?;
+    let tenant = std::str::from_utf8(&rest[..split]).ok()?;
+    let team = std::str::from_utf8(&rest[split + 1..]).ok()?;
+    Some((tenant.to_owned(), team.to_owned()))
+}
+
 /// The engine policy of the relay.
 #[derive(Debug)]
 pub struct RelayPolicy {
     store: Arc<DocStore>,
     principals: Principals,
+    pending: PendingOwners,
 }
 
 impl RelayPolicy {
-    pub fn new(store: Arc<DocStore>, principals: Principals) -> Self {
-        Self { store, principals }
+    pub fn new(store: Arc<DocStore>, principals: Principals, pending: PendingOwners) -> Self {
+        Self { store, principals, pending }
+    }
+
+    /// The document's owner: the store's meta once committed, else a creation accepted and not
+    /// yet committed. `Err` when the document is stored but names no owner, or the store
+    /// cannot tell: access then fails closed.
+    fn owner(&self, doc: &DocumentId) -> Result<Option<Owner>, ()> {
+        match self.store.owner_of(doc) {
+            Ok(Some((tenant, team, kind))) => Ok(Some(Owner { tenant, team, kind })),
+            Ok(None) => match self.pending.get(doc) {
+                Some(owner) => Ok(Some(owner)),
+                None => match self.store.chunk_count(doc) {
+                    Err(liaison_core::StoreError::NotFound(_)) => Ok(None),
+                    Ok(_) => {
+                        tracing::warn!(document = %doc, "stored document names no owner; refusing access");
+                        Err(())
+                    }
+                    Err(e) => {
+                        tracing::warn!(document = %doc, error = %e, "cannot read document meta; refusing access");
+                        Err(())
+                    }
+                },
+            },
+            Err(e) => {
+                tracing::warn!(document = %doc, error = %e, "cannot read document owner; refusing access");
+                Err(())
+            }
+        }
     }
 }
 
 fn refuse_all(new: &[Change], code: &str, message: &str) -> Vec<(ChangeHash, Refusal)> {
     new.iter().map(|c| (c.hash(), Refusal::new(code, message))).collect()
+}
+
+fn violation(new: &[Change], v: EditViolation) -> Vec<(ChangeHash, Refusal)> {
+    refuse_all(new, v.code(), &v.to_string())
 }
 
 impl Policy for RelayPolicy {
@@ -100,29 +191,32 @@ impl Policy for RelayPolicy {
     }
 
     fn erased(&mut self, doc: &DocumentId) -> bool {
-        self.store.kv().get(&tombstone_key(doc)).is_ok_and(|t| t.is_some())
+        // A store that cannot answer counts as erased: nothing is served or accepted.
+        !matches!(self.store.kv().get(&tombstone_key(doc)), Ok(None))
+    }
+
+    fn may_know_erased(&mut self, peer: &PeerInfo, doc: &DocumentId) -> bool {
+        let Some(p) = self.principals.get(peer.conn) else { return false };
+        let Ok(Some(value)) = self.store.kv().get(&tombstone_key(doc)) else { return false };
+        tombstone_owner(&value).is_some_and(|(tenant, team)| access_for(&p, &tenant, &team, None) != Access::None)
     }
 
     fn access(&mut self, peer: &PeerInfo, doc: &DocumentId) -> Access {
         let Some(p) = self.principals.get(peer.conn) else { return Access::None };
-        match self.store.owner_of(doc) {
-            Ok(Some((tenant, team, kind))) => access_for(&p, &tenant, &team, kind),
-            // Not stored (or not a liaison record): a writer may create it; validate() checks
-            // what arrives. Read-only roles cannot create.
-            Ok(None) => match p.role {
-                RoleName::Msl | RoleName::Manager | RoleName::Admin | RoleName::MedicalInformation => Access::ReadWrite,
-            },
-            Err(e) => {
-                tracing::warn!(document = %doc, error = %e, "cannot read document owner; refusing access");
-                Access::None
-            }
+        match self.owner(doc) {
+            Ok(Some(o)) => access_for(&p, &o.tenant, &o.team, o.kind),
+            // Not stored: a writer may create it, and validate() checks what arrives. Access
+            // here lets the engine take the creating message; reading is moot (nothing exists).
+            Ok(None) if p.is_system_admin() => Access::None,
+            Ok(None) => Access::ReadWrite,
+            Err(()) => Access::None,
         }
     }
 
     fn validate(
         &mut self,
         peer: &PeerInfo,
-        _doc: &DocumentId,
+        doc: &DocumentId,
         before: &Automerge,
         after: &Automerge,
         new: &[Change],
@@ -134,20 +228,26 @@ impl Policy for RelayPolicy {
         if !locked.is_empty() {
             return locked;
         }
-        let Ok((tenant, team)) = model::read_owner(after) else {
-            return refuse_all(new, "not-a-record", "the relay stores liaison records only");
-        };
-        match model::read_owner(before) {
-            Ok(old) if old.0 != tenant || old.1 != team => {
-                return refuse_all(new, "owner-change", "a document cannot move to another tenant or team");
+        let writer = RemoteWriter { tenant: &p.tenant, user: &p.user, device: &p.device, role: p.role.into() };
+        let foreign = model::foreign_actor_changes(new, &writer);
+        if !foreign.is_empty() {
+            let v = EditViolation::ForeignActor;
+            return foreign.into_iter().map(|h| (h, Refusal::new(v.code(), &v.to_string()))).collect();
+        }
+        if before.get_heads().is_empty() {
+            let kind = match model::check_creation(after, &writer) {
+                Ok(kind) => kind,
+                Err(v) => return violation(new, v),
+            };
+            let Ok((tenant, team)) = model::read_owner(after) else {
+                return violation(new, EditViolation::NotARecord);
+            };
+            if access_for(&p, &tenant, &team, Some(kind)) != Access::ReadWrite {
+                return refuse_all(new, "forbidden", "you may not create documents for that tenant or team");
             }
-            Ok(_) => {}
-            Err(_) => {
-                let kind = model::document_kind(after).ok();
-                if access_for(&p, &tenant, &team, kind) != Access::ReadWrite {
-                    return refuse_all(new, "forbidden", "you may not create documents for that tenant or team");
-                }
-            }
+            self.pending.set(*doc, Owner { tenant, team, kind: Some(kind) });
+        } else if let Err(v) = model::check_update(before, after, &writer) {
+            return violation(new, v);
         }
         Vec::new()
     }
@@ -184,5 +284,7 @@ mod tests {
         let admin = principal(RoleName::Admin, "a", &[]);
         assert_eq!(access_for(&admin, "a", "any", None), Access::ReadWrite);
         assert_eq!(access_for(&admin, "b", "any", None), Access::None, "a tenant admin stays in its tenant");
+        let system = principal(RoleName::Admin, crate::auth::SYSTEM_TENANT, &[]);
+        assert_eq!(access_for(&system, "a", "east", Some(Kind::KolProfile)), Access::None, "system admins administer");
     }
 }

@@ -16,13 +16,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{AuthError, AuthStore, Principal};
 use crate::metrics::Metrics;
-use crate::policy::{Principals, RelayPolicy};
+use crate::policy::{PendingOwners, Principals, RelayPolicy};
 
 /// WebSocket close codes the relay uses (4000-4999 are for applications).
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
     pub const AUTH: u16 = 4001;
     pub const RATE: u16 = 4029;
     pub const IDLE: u16 = 4008;
@@ -30,23 +31,20 @@ pub mod close {
     pub const LIMIT: u16 = 4014;
 }
 
-/// What the actor tells a connection task.
-#[derive(Debug)]
-pub enum Outgoing {
-    Frame(Vec<u8>),
-    Close(u16, String),
-}
+pub use crate::outbox::{Outbox, Outgoing};
 
 #[derive(Debug)]
 pub enum ActorMsg {
     Open {
         conn: ConnId,
         principal: Principal,
-        outbox: mpsc::Sender<Outgoing>,
+        outbox: Outbox,
     },
     Frame {
         conn: ConnId,
         frame: Vec<u8>,
+        /// The frame's room in the actor's inbound byte budget, given back once handled.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     Closed {
         conn: ConnId,
@@ -96,9 +94,18 @@ pub type BackupReply = oneshot::Sender<Result<u64, String>>;
 pub struct RelayHandle {
     tx: mpsc::Sender<ActorMsg>,
     next_conn: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes of received frames queued for the actor (`max_inbound_queue_bytes`).
+    inbound: Arc<tokio::sync::Semaphore>,
+    inbound_max: usize,
 }
 
 impl RelayHandle {
+    /// Waits for room for a received frame of `len` bytes in the actor's inbound budget.
+    pub async fn inbound_permit(&self, len: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let n = u32::try_from(len.clamp(1, self.inbound_max.max(1))).unwrap_or(u32::MAX);
+        self.inbound.clone().acquire_many_owned(n).await.ok()
+    }
+
     pub fn next_conn(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
     }
@@ -132,6 +139,7 @@ pub struct RelaySettings {
     pub max_frame: usize,
     pub max_docs_per_conn: usize,
     pub handshake_timeout: Duration,
+    pub max_inbound_queue_bytes: usize,
 }
 
 fn task_doc(op: &liaison_core::sync::StorageTask) -> &liaison_core::DocumentId {
@@ -144,9 +152,18 @@ fn task_doc(op: &liaison_core::sync::StorageTask) -> &liaison_core::DocumentId {
 /// Tombstones a document and deletes it and its quarantined changes from the store.
 pub fn erase_stored(store: &DocStore, doc: &liaison_core::DocumentId) -> Result<(), String> {
     let kv = store.kv();
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    kv.put(&crate::policy::tombstone_key(doc), &now.to_be_bytes()).map_err(|e| e.to_string())?;
+    let now = now_ms();
+    // The tombstone keeps whose document it was, so only those who could read it hear it was
+    // erased; an existing tombstone keeps its owner.
+    if kv.get(&crate::policy::tombstone_key(doc)).map_err(|e| e.to_string())?.is_none() {
+        let owner = store.owner_of(doc).map_err(|e| e.to_string())?.map(|(tenant, team, kind)| crate::policy::Owner {
+            tenant,
+            team,
+            kind,
+        });
+        kv.put(&crate::policy::tombstone_key(doc), &crate::policy::encode_tombstone(now, owner.as_ref()))
+            .map_err(|e| e.to_string())?;
+    }
     match store.delete(doc) {
         Ok(()) | Err(liaison_core::StoreError::NotFound(_)) => {}
         Err(e) => return Err(e.to_string()),
@@ -164,6 +181,8 @@ fn close_reason(r: &CloseReason) -> (u16, &'static str) {
     match r {
         CloseReason::Malformed(_) => (close::PROTOCOL, "malformed frame"),
         CloseReason::FrameTooLarge => (close::TOO_BIG, "frame too large"),
+        CloseReason::ChangesTooLarge => (close::TOO_BIG, "changes too large"),
+        CloseReason::Crashed => (close::INTERNAL, "changes could not be applied"),
         CloseReason::ProtocolViolation(_) => (close::PROTOCOL, "protocol violation"),
         CloseReason::UnsupportedVersion => (close::PROTOCOL, "unsupported protocol version"),
         CloseReason::HandshakeTimeout => (close::PROTOCOL, "handshake timeout"),
@@ -178,7 +197,13 @@ fn close_reason(r: &CloseReason) -> (u16, &'static str) {
 /// Starts the actor; returns its handle.
 pub fn spawn(store: Arc<DocStore>, auth: AuthStore, metrics: Arc<Metrics>, settings: RelaySettings) -> RelayHandle {
     let (tx, rx) = mpsc::channel(8192);
-    let handle = RelayHandle { tx: tx.clone(), next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)) };
+    let inbound_max = settings.max_inbound_queue_bytes.min(tokio::sync::Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+    let handle = RelayHandle {
+        tx: tx.clone(),
+        next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        inbound: Arc::new(tokio::sync::Semaphore::new(inbound_max)),
+        inbound_max,
+    };
     let principals = Principals::default();
     let mut config = EngineConfig::new(settings.peer_id.clone());
     config.storage_id = Some(StorageId(format!("{}-storage", settings.peer_id)));
@@ -186,7 +211,9 @@ pub fn spawn(store: Arc<DocStore>, auth: AuthStore, metrics: Arc<Metrics>, setti
     config.max_frame = settings.max_frame;
     config.max_docs_per_conn = settings.max_docs_per_conn;
     config.handshake_timeout_ms = settings.handshake_timeout.as_millis() as i64;
-    let policy = RelayPolicy::new(store.clone(), principals.clone());
+    config.max_inflated_bytes = (settings.max_frame as u64).saturating_mul(4);
+    let pending_owners = PendingOwners::default();
+    let policy = RelayPolicy::new(store.clone(), principals.clone(), pending_owners.clone());
     let engine = Engine::new(config, Box::new(policy), uuid::Uuid::new_v4().to_string());
     let writer = spawn_writer(store.clone(), tx.clone(), metrics.clone());
     let actor = Actor {
@@ -196,6 +223,7 @@ pub fn spawn(store: Arc<DocStore>, auth: AuthStore, metrics: Arc<Metrics>, setti
         auth,
         metrics,
         principals,
+        pending_owners,
         outboxes: HashMap::new(),
         tx,
         pending: 0,
@@ -258,7 +286,9 @@ struct Actor {
     auth: AuthStore,
     metrics: Arc<Metrics>,
     principals: Principals,
-    outboxes: HashMap<ConnId, mpsc::Sender<Outgoing>>,
+    /// New documents accepted but not yet committed (see `PendingOwners`).
+    pending_owners: PendingOwners,
+    outboxes: HashMap<ConnId, Outbox>,
     tx: mpsc::Sender<ActorMsg>,
     /// Storage tasks running; shutdown and backups wait for them.
     pending: usize,
@@ -304,7 +334,7 @@ impl Actor {
         match msg {
             ActorMsg::Open { conn, principal, outbox } => {
                 if self.shutdown.is_some() {
-                    let _ = outbox.try_send(Outgoing::Close(close::GOING_AWAY, "relay shutting down".into()));
+                    outbox.close(close::GOING_AWAY, "relay shutting down");
                     return;
                 }
                 self.principals.set(conn, principal);
@@ -313,10 +343,11 @@ impl Actor {
                 Metrics::add(&self.metrics.connections_total, 1);
                 self.input(Input::Connected { conn, side: Side::Receiver });
             }
-            ActorMsg::Frame { conn, frame } => {
+            ActorMsg::Frame { conn, frame, permit } => {
                 Metrics::add(&self.metrics.frames_in, 1);
                 Metrics::add(&self.metrics.bytes_in, frame.len() as u64);
                 self.input(Input::Frame { conn, frame });
+                drop(permit);
             }
             ActorMsg::Closed { conn } => self.forget(conn, true),
             ActorMsg::StorageDone { task, result } => {
@@ -336,6 +367,7 @@ impl Actor {
                 // Writes held for erased documents would bring them back: drop them.
                 held.retain(|(_, op)| !erased.contains(task_doc(op)));
                 for doc in erased {
+                    self.pending_owners.forget(&doc);
                     self.input(Input::Erase { doc, notify: true });
                     tracing::info!(document = %doc, "document erased");
                 }
@@ -349,7 +381,7 @@ impl Actor {
             ActorMsg::LocalChanges { doc, changes } => self.input(Input::LocalChanges { doc, changes }),
             ActorMsg::Shutdown(done) => {
                 for (_, out) in self.outboxes.drain() {
-                    let _ = out.try_send(Outgoing::Close(close::GOING_AWAY, "relay shutting down".into()));
+                    out.close(close::GOING_AWAY, "relay shutting down");
                 }
                 let conns: Vec<ConnId> = self.principals.all().into_iter().map(|(c, _)| c).collect();
                 for c in conns {
@@ -391,7 +423,7 @@ impl Actor {
                     };
                     self.metrics.closed(why);
                     if let Some(out) = self.outboxes.get(&conn) {
-                        let _ = out.try_send(Outgoing::Close(close::AUTH, why.into()));
+                        out.close(close::AUTH, why);
                     }
                     self.input(Input::Close { conn, reason: why.into() });
                     self.forget(conn, false);
@@ -411,10 +443,11 @@ impl Actor {
                     let Some(out) = self.outboxes.get(&conn) else { continue };
                     Metrics::add(&self.metrics.frames_out, 1);
                     Metrics::add(&self.metrics.bytes_out, frame.len() as u64);
-                    if out.try_send(Outgoing::Frame(frame)).is_err() {
-                        // The client does not read fast enough; dropping frames would break
-                        // sync, so the connection goes (the device reconnects and resumes).
-                        let _ = out.try_send(Outgoing::Close(close::SLOW, "client too slow".into()));
+                    if !out.frame(frame) {
+                        // The client does not read fast enough (its outbox is full, in bytes
+                        // or frames); dropping frames would break sync, so the connection goes
+                        // at once (the device reconnects and resumes), its task with it.
+                        out.cut();
                         self.metrics.closed("client too slow");
                         self.outboxes.remove(&conn);
                         self.input(Input::Close { conn, reason: "client too slow".into() });
@@ -426,7 +459,7 @@ impl Actor {
                     self.metrics.closed(text);
                     tracing::info!(conn = conn.0, reason = text, "closing connection");
                     if let Some(out) = self.outboxes.get(&conn) {
-                        let _ = out.try_send(Outgoing::Close(code, text.into()));
+                        out.close(code, text);
                     }
                     self.forget(conn, false);
                 }
@@ -525,6 +558,8 @@ impl Actor {
                 tracing::error!(document = %doc, error = %message, "storage task failed; changes stay unacknowledged");
             }
             Event::PeerReady { peer } => tracing::debug!(conn = peer.conn.0, "peer ready"),
+            // Stored: the store's meta names the owner from now on.
+            Event::DocChanged { doc, .. } => self.pending_owners.forget(&doc),
             _ => {}
         }
     }

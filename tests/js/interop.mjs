@@ -10,11 +10,34 @@
 // JavaScript that is ImmutableString; plain strings become collaborative text (notes).
 import { Repo } from "@automerge/automerge-repo"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
+import * as A from "@automerge/automerge"
 import { ImmutableString } from "@automerge/automerge"
+import { createHash, randomBytes } from "node:crypto"
 import readline from "node:readline"
 
 const [url] = process.argv.slice(2)
 const peerId = process.env.PEER_ID
+const tenant = process.env.LIAISON_TENANT
+const user = process.env.LIAISON_USER
+
+// liaison's actor scheme (ARCHITECTURE.md): the relay accepts only changes whose actor id starts
+// with SHA-256("liaison-actor/v2\0" || len || tenant || len || user || len || device)[..16],
+// lengths as 8-byte big-endian integers, followed by 8 random install bytes.
+function liaisonActor(tenant, user, device) {
+  const h = createHash("sha256")
+  h.update(Buffer.from("liaison-actor/v2\0"))
+  for (const part of [tenant, user, device]) {
+    const bytes = Buffer.from(part, "utf8")
+    const len = Buffer.alloc(8)
+    len.writeBigUInt64BE(BigInt(bytes.length))
+    h.update(len)
+    h.update(bytes)
+  }
+  return Buffer.concat([h.digest().subarray(0, 16), randomBytes(8)]).toString("hex")
+}
+const actor = liaisonActor(tenant, user, peerId)
+// Documents this client found or made change under our actor (automerge-repo picks a random one).
+const own = (handle) => handle.update((d) => A.clone(d, { actor }))
 const repo = new Repo({ network: [new WebSocketClientAdapter(url)], peerId, sharePolicy: async () => true })
 const s = (v) => new ImmutableString(v)
 const plain = (doc) =>
@@ -25,26 +48,28 @@ async function handleLine(line) {
   const [cmd, ...args] = line.trim().split(" ")
   if (cmd === "create") {
     const [tenant, team, kolId] = args
-    const handle = repo.create({
+    const initial = A.from({
       schema: 1,
       kind: s("engagement_plan"),
       envelope: {
         tenant: s(tenant),
         team: s(team),
-        created_by: { user: s("js-user"), device: s(peerId) },
+        created_by: { user: s(user), device: s(peerId) },
         created_at: Date.now(),
         retention_class: s("standard"),
         legal_hold: false,
       },
       authors: {},
       record: { kol_id: s(kolId), title: s("plan from javascript"), objectives: [], tactics: [], activities: [], notes: "Written in JavaScript." },
-    })
+    }, { actor })
+    const handle = repo.import(A.save(initial))
     out({ created: handle.documentId })
   } else if (cmd === "read") {
     const handle = await repo.find(args[0])
     out({ doc: plain(handle.doc()) })
   } else if (cmd === "edit") {
     const handle = await repo.find(args[0])
+    own(handle)
     handle.change((d) => {
       d.record.title = s(args.slice(1).join(" "))
     })

@@ -3,6 +3,8 @@
 //! connections for misbehaving peers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr, missing_debug_implementations)]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,6 +26,10 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// `cargo xtask test` does it first and sets `LIAISON_RELAY_PREBUILT`; otherwise it is built
 /// here, once per test binary, with the e2e package selected too so features unify alike.
 pub fn relay_bin() -> PathBuf {
+    // Another relay binary (for example an older build, to see a test fail on it).
+    if let Some(bin) = std::env::var_os("LIAISON_RELAY_BIN") {
+        return PathBuf::from(bin);
+    }
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         if std::env::var_os("LIAISON_RELAY_PREBUILT").is_some() {
@@ -130,6 +136,22 @@ impl Relay {
             cert_pem,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         })
+    }
+
+    /// The relay's resident memory in KiB (VmRSS), read from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("relay running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// The documents the catalog lists for `token`.
+    pub fn catalog(&self, token: &str) -> String {
+        self.get_text(&format!("/v1/catalog?token={token}"))
     }
 
     /// The relay's process id (for signals).

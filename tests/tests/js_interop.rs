@@ -37,7 +37,8 @@ struct Js {
 }
 
 impl Js {
-    fn start(relay: &Relay, token: &str, peer: &str) -> Self {
+    /// `tenant` and `user` are the token's: the script derives its actor id from them.
+    fn start(relay: &Relay, token: &str, tenant: &str, user: &str, peer: &str) -> Self {
         ensure_node_modules();
         let url = format!("{}?token={token}", relay.url.replace("127.0.0.1", "localhost"));
         let mut child = Command::new("node")
@@ -45,6 +46,8 @@ impl Js {
             .arg(url)
             .current_dir(js_dir())
             .env("PEER_ID", peer)
+            .env("LIAISON_TENANT", tenant)
+            .env("LIAISON_USER", user)
             .env("NODE_EXTRA_CA_CERTS", relay.data.join("dev-cert.pem"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -89,7 +92,7 @@ async fn a_javascript_automerge_repo_client_syncs_both_ways_through_the_relay() 
     let (_, js_t) = issue(data.path(), "pharma-a", "jsuser", "js-device", &[]);
     let relay = Relay::start(data.path(), &[]).unwrap();
     let sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
-    let js = std::sync::Arc::new(std::sync::Mutex::new(Js::start(&relay, &js_t, "js-device")));
+    let js = std::sync::Arc::new(std::sync::Mutex::new(Js::start(&relay, &js_t, "pharma-a", "jsuser", "js-device")));
     let run = |line: String| {
         let js = js.clone();
         tokio::task::spawn_blocking(move || js.lock().unwrap().cmd(&line))

@@ -12,9 +12,11 @@
 //! This module does no IO: it turns records and edits into Automerge changes and back.
 
 mod document;
+mod guard;
 mod records;
 
 pub use document::*;
+pub use guard::*;
 pub use records::*;
 
 use autosurgeon::{Hydrate, Reconcile};

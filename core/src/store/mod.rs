@@ -226,7 +226,7 @@ fn index_data(doc: &Automerge) -> IndexData {
             }
         }
     }
-    let owner = model::read_envelope(doc).ok().map(|e| (e.tenant, e.team));
+    let owner = model::read_owner(doc).ok();
     let mut data = IndexData { kind: Some(kind), owner, ..IndexData::default() };
     match kind {
         Kind::KolProfile => match model::read_record::<KolProfile>(doc) {
@@ -261,7 +261,12 @@ fn reindex(batch: &mut Batch, id: &DocumentId, old: &DocMeta, meta: &mut DocMeta
     }
     meta.kind = idx.kind.map(|k| k.as_str().to_owned());
     meta.refs = idx.refs.clone();
-    (meta.tenant, meta.team) = idx.owner.clone().unzip();
+    // A document's owner, once known, never changes here: a later change that broke or moved
+    // the envelope (refused by the relay, but defence in depth) cannot take the document out
+    // of its tenant's catalog, export or purge.
+    if meta.tenant.is_none() || meta.team.is_none() {
+        (meta.tenant, meta.team) = idx.owner.clone().unzip();
+    }
     if let Some(kind) = idx.kind {
         batch.put(keys::kind(kind, id), Vec::new());
         for r in &idx.refs {

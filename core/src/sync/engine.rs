@@ -20,6 +20,8 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, Change, ChangeHash};
 
+use super::inflation;
+use super::screen::{ScreenError, ScreenInput, Screened, screen};
 use super::wire::{self, Message, PROTOCOL_V1, PeerId, PeerMetadata, StorageId};
 use crate::DocumentId;
 
@@ -87,6 +89,12 @@ pub trait Policy: Send {
         false
     }
 
+    /// Whether `peer` may be told that `doc` was erased (it could read it). Others get
+    /// "unavailable", as for an id that never existed.
+    fn may_know_erased(&mut self, _peer: &PeerInfo, _doc: &DocumentId) -> bool {
+        true
+    }
+
     /// Checks changes a peer sent before they are applied. `before` is the document without
     /// them, `after` with all of them. Returns the refused changes; their descendants among
     /// `new` are refused too.
@@ -126,6 +134,10 @@ pub struct EngineConfig {
     pub announce: bool,
     /// Distinct documents one connection may touch; past it the connection is closed.
     pub max_docs_per_conn: usize,
+    /// Bytes the changes of one sync message may inflate to (and a quarter as many column
+    /// items they may decode to, see [`super::inflation::Bounds::for_max_bytes`]); past it the
+    /// connection is closed before anything is inflated or expanded.
+    pub max_inflated_bytes: u64,
     /// Messages exchanged for one document with one peer without either side's heads moving,
     /// after which the sync state is reset (guards a known automerge sync loop).
     pub loop_guard: u32,
@@ -143,6 +155,7 @@ impl EngineConfig {
             handshake_timeout_ms: 10_000,
             announce: false,
             max_docs_per_conn: usize::MAX,
+            max_inflated_bytes: 4 * wire::DEFAULT_MAX_FRAME as u64,
             loop_guard: 16,
         }
     }
@@ -176,6 +189,10 @@ pub enum StorageResult {
 pub enum CloseReason {
     Malformed(String),
     FrameTooLarge,
+    /// A sync message's changes would inflate past `max_inflated_bytes`.
+    ChangesTooLarge,
+    /// automerge panicked on the peer's changes (caught; only this connection fails).
+    Crashed,
     ProtocolViolation(&'static str),
     UnsupportedVersion,
     HandshakeTimeout,
@@ -328,7 +345,15 @@ struct Conn {
     parked: HashMap<DocumentId, Vec<u8>>,
     /// Documents this connection has asked about, for the per-connection limit.
     touched: HashSet<DocumentId>,
+    /// The last ephemeral count seen per (sender, session) on this connection: repeats are
+    /// dropped. Kept per connection and bounded, so it goes with the socket and one sender can
+    /// neither grow it for good nor silence another sender (the relay's notices included).
+    seen_ephemeral: HashMap<(PeerId, String), u64>,
 }
+
+/// Most (sender, session) pairs one connection remembers; past it the memory starts afresh
+/// (a repeat may then pass once, which costs nothing but a duplicate).
+const MAX_EPHEMERAL_SESSIONS: usize = 1024;
 
 #[derive(Debug)]
 struct PeerDoc {
@@ -428,7 +453,6 @@ pub struct Engine {
     announced: BTreeSet<DocumentId>,
     session_id: String,
     ephemeral_count: u64,
-    seen_ephemeral: HashMap<String, u64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -456,7 +480,6 @@ impl Engine {
             announced: BTreeSet::new(),
             session_id,
             ephemeral_count: 0,
-            seen_ephemeral: HashMap::new(),
         }
     }
 
@@ -513,8 +536,17 @@ impl Engine {
             Side::Initiator => ConnPhase::AwaitingPeer,
             Side::Receiver => ConnPhase::AwaitingJoin,
         };
-        self.conns
-            .insert(conn, Conn { phase, side, opened_at: self.now, parked: HashMap::new(), touched: HashSet::new() });
+        self.conns.insert(
+            conn,
+            Conn {
+                phase,
+                side,
+                opened_at: self.now,
+                parked: HashMap::new(),
+                touched: HashSet::new(),
+                seen_ephemeral: HashMap::new(),
+            },
+        );
         if side == Side::Initiator {
             let join = Message::Join {
                 sender_id: self.config.peer_id.clone(),
@@ -971,7 +1003,9 @@ impl Engine {
             c.touched.insert(doc);
         }
         if matches!(msg, Message::Request { .. } | Message::Sync { .. }) && self.policy.erased(&doc) {
-            self.send_erasure(conn, doc);
+            if self.policy.may_know_erased(&peer, &doc) {
+                self.send_erasure(conn, doc);
+            }
             self.unavailable(conn, doc);
             return;
         }
@@ -1011,6 +1045,15 @@ impl Engine {
             self.protocol_error(conn, CloseReason::Malformed("bad sync message".into()), "bad sync message");
             return;
         };
+        // Nothing inflates past the bound before it is checked (a compressed chunk of zeros is
+        // a few KiB on the wire and gigabytes in memory).
+        if let Err(e) =
+            inflation::check_sync_message(&msg, inflation::Bounds::for_max_bytes(self.config.max_inflated_bytes))
+        {
+            tracing::info!(document = %doc, error = %e, "refusing a sync message that inflates past the limit");
+            self.protocol_error(conn, CloseReason::ChangesTooLarge, "changes too large");
+            return;
+        }
         let parked = self.conns.get_mut(&conn).and_then(|c| c.parked.remove(&doc));
         let Some(d) = self.docs.get_mut(&doc) else { return };
         if matches!(d.phase, DocPhase::Missing) && !d.wanted {
@@ -1026,61 +1069,43 @@ impl Engine {
         pd.active = true;
         pd.said_unavailable = false;
         let before = d.am.get_heads();
-
-        let (apply, refused, refused_raw) = if msg.changes.is_empty() {
-            (msg, Vec::new(), Vec::new())
+        let screened = if msg.changes.is_empty() {
+            Screened { apply: Some(msg), trial: None, refused: Vec::new(), refused_raw: Vec::new() }
         } else {
-            let mut trial = d.am.clone();
-            let mut trial_state = pd.sync.clone();
-            if trial.receive_sync_message(&mut trial_state, msg.clone()).is_err() {
-                self.protocol_error(conn, CloseReason::Malformed("sync message does not apply".into()), "bad changes");
-                return;
-            }
-            let new: Vec<Change> = trial.get_changes(&before).into_iter().collect();
-            let mut refused: Vec<(ChangeHash, Refusal)> = Vec::new();
-            if !new.is_empty() {
-                if access < Access::ReadWrite {
-                    refused = new
-                        .iter()
-                        .map(|c| (c.hash(), Refusal::new("read-only", "you may read this document, not change it")))
-                        .collect();
-                } else {
-                    for c in &new {
-                        if let Some(r) = d.refused.get(&c.hash()) {
-                            refused.push((c.hash(), r.clone()));
-                        }
-                    }
-                    refused.extend(self.policy.validate(peer, &doc, &d.am, &trial, &new));
+            let input = ScreenInput {
+                policy: self.policy.as_mut(),
+                peer,
+                doc_id: &doc,
+                doc: &d.am,
+                sync_state: &pd.sync,
+                access,
+                remembered: &d.refused,
+            };
+            match screen(input, msg) {
+                Ok(s) => s,
+                Err(ScreenError::Malformed) => {
+                    self.protocol_error(
+                        conn,
+                        CloseReason::Malformed("sync message does not apply".into()),
+                        "bad changes",
+                    );
+                    return;
+                }
+                Err(ScreenError::Crashed) => {
+                    tracing::warn!(document = %doc, "changes from a peer crashed automerge; closing that connection");
+                    self.protocol_error(conn, CloseReason::Crashed, "changes could not be applied");
+                    return;
                 }
             }
-            if refused.is_empty() {
-                // Everything passes: keep the trial outright.
-                d.am = trial;
-                pd.sync = trial_state;
-                keep_ack_owed(d.am.get_heads() != d.durable || d.write_in_flight.is_some(), pd);
-                let their = pd.sync.their_heads.clone().unwrap_or_default();
-                self.out.push(Output::Event(Event::PeerHeads { conn, doc, heads: their }));
-                self.finish_receive(conn, doc, before);
-                return;
-            }
-            // Refuse the named changes and everything built on them.
-            let mut bad: HashMap<ChangeHash, Refusal> = refused.into_iter().collect();
-            for c in &new {
-                if !bad.contains_key(&c.hash()) && c.deps().iter().any(|p| bad.contains_key(p)) {
-                    bad.insert(c.hash(), Refusal::new("depends-on-refused", "builds on a refused change"));
-                }
-            }
-            let accepted: Vec<Vec<u8>> =
-                new.iter().filter(|c| !bad.contains_key(&c.hash())).map(|c| c.raw_bytes().to_vec()).collect();
-            let refused_raw: Vec<Vec<u8>> =
-                new.iter().filter(|c| bad.contains_key(&c.hash())).map(|c| c.raw_bytes().to_vec()).collect();
-            let mut filtered = msg;
-            filtered.changes = accepted.into();
-            let mut refused: Vec<(ChangeHash, Refusal)> = bad.into_iter().collect();
-            refused.sort_by_key(|(h, _)| *h);
-            (filtered, refused, refused_raw)
         };
-        if d.am.receive_sync_message(&mut pd.sync, apply).is_err() {
+        let Screened { apply, trial, refused, refused_raw } = screened;
+        if let Some((am, state)) = trial {
+            d.am = am;
+            pd.sync = state;
+        }
+        if let Some(apply) = apply
+            && d.am.receive_sync_message(&mut pd.sync, apply).is_err()
+        {
             self.protocol_error(conn, CloseReason::Malformed("sync message does not apply".into()), "bad changes");
             return;
         }
@@ -1131,9 +1156,16 @@ impl Engine {
         for (h, _) in &fresh {
             pd.refusals_notified.insert(*h);
         }
-        let (code, message) = (fresh[0].1.code.clone(), fresh[0].1.message.clone());
-        let data = encode_refusal(&fresh.iter().map(|(h, _)| *h).collect::<Vec<_>>(), &code, &message);
-        self.send_own_ephemeral(conn, peer.peer_id, doc, data);
+        // One notice per reason, so each change is reported with its own.
+        let mut by_code: std::collections::BTreeMap<&str, (&str, Vec<ChangeHash>)> = std::collections::BTreeMap::new();
+        for (h, r) in &fresh {
+            by_code.entry(r.code.as_str()).or_insert((r.message.as_str(), Vec::new())).1.push(*h);
+        }
+        let notices: Vec<Vec<u8>> =
+            by_code.into_iter().map(|(code, (message, hashes))| encode_refusal(&hashes, code, message)).collect();
+        for data in notices {
+            self.send_own_ephemeral(conn, peer.peer_id.clone(), doc, data);
+        }
         self.out.push(Output::Event(Event::Refused { conn, doc, refused, changes: raw }));
     }
 
@@ -1160,18 +1192,33 @@ impl Engine {
         session: String,
         data: Vec<u8>,
     ) {
-        // Drop repeats: a session's counts only increase.
-        let last = self.seen_ephemeral.entry(session.clone()).or_insert(0);
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let ConnPhase::Ready(direct) = &c.phase else { return };
+        // Notices (erasure, refusal) count only from the peer we dialled, in its own name: the
+        // relay. Forwarded ephemera keep their author's id, so a teammate cannot make a device
+        // delete a record or hide a refusal; and a relay never takes notices from devices.
+        let from_our_relay = c.side == Side::Initiator && sender == direct.peer_id;
+        // Drop repeats: a (sender, session)'s counts only increase.
+        if c.seen_ephemeral.len() >= MAX_EPHEMERAL_SESSIONS
+            && !c.seen_ephemeral.contains_key(&(sender.clone(), session.clone()))
+        {
+            c.seen_ephemeral.clear();
+        }
+        let last = c.seen_ephemeral.entry((sender.clone(), session.clone())).or_insert(0);
         if count <= *last && *last != 0 {
             return;
         }
         *last = count;
-        if is_erasure(&data) {
-            self.out.push(Output::Event(Event::ErasedByPeer { conn, doc }));
-            return;
-        }
-        if let Some((hashes, code, message)) = decode_refusal(&data) {
-            self.out.push(Output::Event(Event::RefusedByPeer { conn, doc, hashes, code, message }));
+        if is_liaison_notice(&data) {
+            if !from_our_relay {
+                tracing::debug!(document = %doc, "dropping a liaison notice not sent by our relay");
+                return;
+            }
+            if is_erasure(&data) {
+                self.out.push(Output::Event(Event::ErasedByPeer { conn, doc }));
+            } else if let Some((hashes, code, message)) = decode_refusal(&data) {
+                self.out.push(Output::Event(Event::RefusedByPeer { conn, doc, hashes, code, message }));
+            }
             return;
         }
         self.out.push(Output::Event(Event::Ephemeral { conn, doc, sender: sender.clone(), data: data.clone() }));
@@ -1243,7 +1290,10 @@ impl Engine {
         conns.sort();
         conns.dedup();
         for c in conns {
-            self.send_erasure(c, doc);
+            let Some(peer) = self.peer_of(c) else { continue };
+            if self.policy.may_know_erased(&peer, &doc) {
+                self.send_erasure(c, doc);
+            }
         }
     }
 
@@ -1418,6 +1468,24 @@ pub fn encode_erasure() -> Vec<u8> {
     let mut buf = Vec::new();
     let _ = minicbor::Encoder::new(&mut buf).map(1).and_then(|e| e.str("liaison")).and_then(|e| e.str(ERASED_KIND));
     buf
+}
+
+/// Whether ephemeral data is a liaison notice of any kind (a CBOR map with a `liaison` key).
+pub fn is_liaison_notice(data: &[u8]) -> bool {
+    let mut d = minicbor::Decoder::new(data);
+    let Ok(Some(n)) = d.map() else { return false };
+    for _ in 0..n.min(16) {
+        match d.str() {
+            Ok("liaison") => return true,
+            Ok(_) => {
+                if d.skip().is_err() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Whether ephemeral data is an erasure notice.

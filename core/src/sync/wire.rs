@@ -313,6 +313,8 @@ pub enum DecodeError {
     WrongType(&'static str),
     #[error("frame has bytes after the message")]
     Trailing,
+    #[error("{0} is longer than {MAX_TEXT} bytes")]
+    TooLong(&'static str),
 }
 
 impl From<minicbor::decode::Error> for DecodeError {
@@ -529,18 +531,33 @@ fn skip(d: &mut Decoder<'_>, depth: u32) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Longest text field accepted (peer, storage and session ids, versions, error messages). Ids
+/// become map keys and are repeated in every frame to a peer: a 1 MiB peer id would pin a
+/// megabyte per queued frame.
+pub const MAX_TEXT: usize = 1024;
+
 fn text(d: &mut Decoder<'_>, field: &'static str) -> Result<String, DecodeError> {
-    match d.datatype()? {
-        Type::String => Ok(d.str()?.to_owned()),
+    let s = match d.datatype()? {
+        Type::String => {
+            let s = d.str()?;
+            if s.len() > MAX_TEXT {
+                return Err(DecodeError::TooLong(field));
+            }
+            s.to_owned()
+        }
         Type::StringIndef => {
             let mut s = String::new();
             for part in d.str_iter()? {
                 s.push_str(part?);
+                if s.len() > MAX_TEXT {
+                    return Err(DecodeError::TooLong(field));
+                }
             }
-            Ok(s)
+            s
         }
-        _ => Err(DecodeError::WrongType(field)),
-    }
+        _ => return Err(DecodeError::WrongType(field)),
+    };
+    Ok(s)
 }
 
 fn texts(d: &mut Decoder<'_>, field: &'static str) -> Result<Vec<String>, DecodeError> {

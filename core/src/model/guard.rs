@@ -1,0 +1,231 @@
+//! The rules a document's state must keep when changes arrive from the network.
+//!
+//! A device is hostile until checked: the relay judges the document *exactly as it will be
+//! stored* (before and after the changes it will apply) against the authenticated writer:
+//!
+//! - every change is made under one of the writer's own actor ids ([`crate::id::actor_belongs_to`]);
+//! - a new document is a whole liaison record (envelope and typed record hydrate) created as a
+//!   draft by the writer, in the writer's tenant;
+//! - the envelope never changes after creation, except `legal_hold`, and that only by an admin
+//!   or medical-information staff;
+//! - the typed record still hydrates and validates after the changes;
+//! - `authors` entries are added only for the writer's own actors, naming the writer, and never
+//!   rewritten, so history names who really wrote each change;
+//! - `submission` is set only by a submit naming the writer; `unlocks` never change from a device
+//!   (unlocks happen on the relay, through the admin API).
+//!
+//! Which roles may write which documents at all is the relay's policy, not this module's.
+
+use std::collections::BTreeMap;
+
+use automerge::{Automerge, Change, ChangeHash, ObjType, ReadDoc, Value};
+
+use super::{
+    EngagementPlan, Envelope, Interaction, Kind, KolProfile, MedicalInformationRequest, MedicalInsight, ModelError,
+    Record, RecordStatus, Submission, Unlock, document_kind, read_envelope, read_record,
+};
+use crate::id::{ACTOR_PRINCIPAL_BYTES, Role, actor_belongs_to, actor_principal};
+
+/// Who sent changes, as the relay authenticated them.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteWriter<'a> {
+    pub tenant: &'a str,
+    pub user: &'a str,
+    pub device: &'a str,
+    pub role: Role,
+}
+
+impl RemoteWriter<'_> {
+    fn principal(&self) -> [u8; ACTOR_PRINCIPAL_BYTES] {
+        actor_principal(self.tenant, self.user, self.device)
+    }
+
+    fn may_change_legal_hold(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::MedicalInformation)
+    }
+}
+
+/// Why changes from a device were refused. Codes are stable and sent to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EditViolation {
+    #[error("changes must be made under your own actor id (see the actor scheme)")]
+    ForeignActor,
+    #[error("the document is not a complete liaison record after these changes")]
+    NotARecord,
+    #[error("a document cannot move to another tenant or team")]
+    OwnerChange,
+    #[error("the envelope (kind, creator, creation time, retention) cannot change")]
+    EnvelopeChange,
+    #[error("only an admin or medical information may change a legal hold")]
+    LegalHold,
+    #[error("a new record must be created by you, in your tenant, as a draft")]
+    BadCreation,
+    #[error("authors entries may only name you, for your own actor ids, and never change")]
+    ForgedAuthor,
+    #[error("submission and unlock entries change only through submit (by you) and an admin's unlock")]
+    ForgedSubmission,
+}
+
+impl EditViolation {
+    /// The stable machine-readable code sent in refusal notices.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::ForeignActor => "foreign-actor",
+            Self::NotARecord => "not-a-record",
+            Self::OwnerChange => "owner-change",
+            Self::EnvelopeChange => "envelope-change",
+            Self::LegalHold => "legal-hold",
+            Self::BadCreation => "bad-creation",
+            Self::ForgedAuthor => "forged-author",
+            Self::ForgedSubmission => "forged-submission",
+        }
+    }
+}
+
+/// The changes among `new` not made under one of the writer's actor ids.
+pub fn foreign_actor_changes(new: &[Change], writer: &RemoteWriter<'_>) -> Vec<ChangeHash> {
+    let principal = writer.principal();
+    new.iter().filter(|c| !actor_belongs_to(c.actor_id(), &principal)).map(Change::hash).collect()
+}
+
+/// Checks a document that did not exist before the writer's changes.
+pub fn check_creation(after: &Automerge, writer: &RemoteWriter<'_>) -> Result<Kind, EditViolation> {
+    let (kind, envelope, lock) = whole_record(after)?;
+    if envelope.tenant != writer.tenant
+        || envelope.created_by.user != writer.user
+        || envelope.created_by.device != writer.device
+    {
+        return Err(EditViolation::BadCreation);
+    }
+    if envelope.legal_hold && !writer.may_change_legal_hold() {
+        return Err(EditViolation::LegalHold);
+    }
+    if let Some(lock) = lock
+        && (lock.status != RecordStatus::Draft || lock.submission.is_some() || !lock.unlocks.is_empty())
+    {
+        return Err(EditViolation::BadCreation);
+    }
+    check_authors(&BTreeMap::new(), &authors(after), writer)?;
+    Ok(kind)
+}
+
+/// Checks a stored document after the writer's changes against the document before them.
+pub fn check_update(before: &Automerge, after: &Automerge, writer: &RemoteWriter<'_>) -> Result<(), EditViolation> {
+    let (old_kind, old_envelope, old_lock) = whole_record(before).map_err(|_| EditViolation::NotARecord)?;
+    let (kind, envelope, lock) = whole_record(after)?;
+    if kind != old_kind {
+        return Err(EditViolation::EnvelopeChange);
+    }
+    if envelope.tenant != old_envelope.tenant || envelope.team != old_envelope.team {
+        return Err(EditViolation::OwnerChange);
+    }
+    if envelope.created_by != old_envelope.created_by
+        || envelope.created_at != old_envelope.created_at
+        || envelope.retention_class != old_envelope.retention_class
+    {
+        return Err(EditViolation::EnvelopeChange);
+    }
+    if envelope.legal_hold != old_envelope.legal_hold && !writer.may_change_legal_hold() {
+        return Err(EditViolation::LegalHold);
+    }
+    if let (Some(old), Some(new)) = (&old_lock, &lock) {
+        check_lock_transition(old, new, writer)?;
+    }
+    check_authors(&authors(before), &authors(after), writer)
+}
+
+/// The submit rule: `unlocks` never change from a device; `submission` and `status` change
+/// only together, from a draft to a submission naming the writer.
+fn check_lock_transition(old: &LockState, new: &LockState, writer: &RemoteWriter<'_>) -> Result<(), EditViolation> {
+    if new.unlocks != old.unlocks {
+        return Err(EditViolation::ForgedSubmission);
+    }
+    if new.status == old.status && new.submission == old.submission {
+        return Ok(());
+    }
+    let submits = old.status == RecordStatus::Draft
+        && old.submission.is_none()
+        && new.status == RecordStatus::Submitted
+        && new.submission.as_ref().is_some_and(|s| s.user == writer.user && s.device == writer.device);
+    if submits { Ok(()) } else { Err(EditViolation::ForgedSubmission) }
+}
+
+#[derive(Debug, PartialEq)]
+struct LockState {
+    status: RecordStatus,
+    submission: Option<Submission>,
+    unlocks: Vec<Unlock>,
+}
+
+/// The kind, envelope and lock state of a document whose record hydrates and validates.
+fn whole_record(doc: &Automerge) -> Result<(Kind, Envelope, Option<LockState>), EditViolation> {
+    fn lock_state<R: Record>(doc: &Automerge) -> Result<Option<LockState>, ModelError> {
+        let mut record: R = read_record(doc)?;
+        record.validate()?;
+        Ok(record.lock_fields().map(|f| LockState {
+            status: *f.status,
+            submission: f.submission.clone(),
+            unlocks: f.unlocks.clone(),
+        }))
+    }
+    let kind = document_kind(doc).map_err(|_| EditViolation::NotARecord)?;
+    let envelope = read_envelope(doc).map_err(|_| EditViolation::NotARecord)?;
+    let lock = match kind {
+        Kind::KolProfile => lock_state::<KolProfile>(doc),
+        Kind::Interaction => lock_state::<Interaction>(doc),
+        Kind::MedicalInsight => lock_state::<MedicalInsight>(doc),
+        Kind::MedicalInformationRequest => lock_state::<MedicalInformationRequest>(doc),
+        Kind::EngagementPlan => lock_state::<EngagementPlan>(doc),
+    }
+    .map_err(|_| EditViolation::NotARecord)?;
+    Ok((kind, envelope, lock))
+}
+
+/// One `authors` entry as stored: the actor's hex id and every field, as text.
+type Authors = BTreeMap<String, BTreeMap<String, Option<String>>>;
+
+fn authors(doc: &Automerge) -> Authors {
+    let mut out = Authors::new();
+    let Ok(Some((Value::Object(ObjType::Map), map))) = doc.get(automerge::ROOT, "authors") else { return out };
+    for key in doc.keys(&map) {
+        let mut fields = BTreeMap::new();
+        if let Ok(Some((Value::Object(ObjType::Map), entry))) = doc.get(&map, key.as_str()) {
+            for field in doc.keys(&entry) {
+                let value = match doc.get(&entry, field.as_str()) {
+                    Ok(Some((Value::Scalar(s), _))) => s.as_str().map(str::to_owned),
+                    _ => None,
+                };
+                fields.insert(field, value);
+            }
+        } else {
+            // Not a map: recorded as a marker field no honest writer produces.
+            fields.insert(String::new(), None);
+        }
+        out.insert(key, fields);
+    }
+    out
+}
+
+/// Entries that existed stay as they were; new ones are keyed by one of the writer's actor ids
+/// and name the writer.
+fn check_authors(before: &Authors, after: &Authors, writer: &RemoteWriter<'_>) -> Result<(), EditViolation> {
+    let principal = writer.principal();
+    for (key, fields) in after {
+        if let Some(old) = before.get(key) {
+            if old != fields {
+                return Err(EditViolation::ForgedAuthor);
+            }
+            continue;
+        }
+        let own_actor = automerge::ActorId::try_from(key.as_str()).is_ok_and(|a| actor_belongs_to(&a, &principal));
+        let names_writer = fields.get("user").is_some_and(|u| u.as_deref() == Some(writer.user))
+            && fields.get("device").is_some_and(|d| d.as_deref() == Some(writer.device));
+        if !own_actor || !names_writer {
+            return Err(EditViolation::ForgedAuthor);
+        }
+    }
+    if before.keys().any(|k| !after.contains_key(k)) {
+        return Err(EditViolation::ForgedAuthor);
+    }
+    Ok(())
+}
