@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{AuthError, AuthStore, Principal, RoleName};
 use crate::config::Limits;
+use crate::connections::PerToken;
 use crate::metrics::Metrics;
 use crate::policy::access_for;
 use crate::relay::{ActorMsg, Outgoing, RelayHandle, close};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub relay: RelayHandle,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// WebSockets open per token (`limits.max_connections_per_token`).
+    pub connections_per_token: PerToken,
 }
 
 /// The relay's routes; tests can drive it without a socket.
@@ -207,6 +210,12 @@ async fn sync_socket(
     if open >= state.limits.max_connections {
         return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "too many connections" }))).into_response());
     }
+    let Some(slot) = state.connections_per_token.try_open(&principal.token_id, state.limits.max_connections_per_token)
+    else {
+        tracing::info!(token = %principal.token_id, "refused a WebSocket: too many open with this token");
+        let reason = json!({ "error": "too many connections for this token" });
+        return Ok((StatusCode::TOO_MANY_REQUESTS, Json(reason)).into_response());
+    };
     let limits = state.limits.clone();
     Ok(ws
         .protocols([SELECTED_PROTOCOL])
@@ -215,7 +224,11 @@ async fn sync_socket(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| serve_socket(socket, principal, state.relay, limits, state.metrics))
+        .on_upgrade(move |socket| async move {
+            // The token's slot is held while the socket is served (and freed if the upgrade fails).
+            let _slot = slot;
+            serve_socket(socket, principal, state.relay, limits, state.metrics).await
+        })
         .into_response())
 }
 

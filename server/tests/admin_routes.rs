@@ -20,6 +20,7 @@ use liaison_core::store::{StoreOptions, SystemClock};
 use liaison_core::{DocStore, DocumentId, Identity, Role};
 use liaison_server::auth::RoleName;
 use liaison_server::config::Config;
+use liaison_server::connections::PerToken;
 use liaison_server::http::{AppState, app};
 use liaison_server::metrics::Metrics;
 use liaison_server::{now_ms, open_data, relay};
@@ -113,7 +114,14 @@ impl Fixture {
                 handshake_timeout: std::time::Duration::from_secs(config.limits.handshake_timeout_secs),
             },
         );
-        let state = AppState { store, auth: auth.clone(), relay, metrics, limits: config.limits.clone() };
+        let state = AppState {
+            store,
+            auth: auth.clone(),
+            relay,
+            metrics,
+            limits: config.limits.clone(),
+            connections_per_token: PerToken::default(),
+        };
         Self {
             app: app(state),
             system,
