@@ -55,6 +55,14 @@ pub struct Limits {
     /// Bytes of received frames waiting for the relay's engine, over all connections; past it
     /// connections stop being read until the engine catches up.
     pub max_inbound_queue_bytes: usize,
+    /// Seconds a client has to send a request's headers. A new connection also has this long,
+    /// from being accepted, to finish the TLS handshake and begin its first request.
+    pub header_read_timeout_secs: u64,
+    /// Most HTTP connections open at once (accepted TCP connections, counted before TLS;
+    /// WebSockets included). Beyond it new connections are closed at once.
+    pub max_http_connections: usize,
+    /// Most WebSockets open at once with one token; beyond it the upgrade is refused (429).
+    pub max_connections_per_token: usize,
 }
 
 impl Default for Limits {
@@ -70,6 +78,11 @@ impl Default for Limits {
             max_outbox_bytes: 32 * 1024 * 1024,
             write_timeout_secs: 30,
             max_inbound_queue_bytes: 256 * 1024 * 1024,
+            header_read_timeout_secs: 10,
+            // Above max_connections: WebSockets, plus admin and catalog requests and
+            // connections still in their TLS handshake.
+            max_http_connections: 25_000,
+            max_connections_per_token: 16,
         }
     }
 }
@@ -195,8 +208,18 @@ impl Config {
             || l.messages_per_second == 0
             || l.max_connections == 0
             || l.handshake_timeout_secs == 0
+            || l.header_read_timeout_secs == 0
+            || l.max_http_connections == 0
+            || l.max_connections_per_token == 0
         {
             return Err(ConfigError::Invalid("limits must be positive (max_frame_bytes at least 1024)".into()));
+        }
+        if l.max_http_connections < l.max_connections {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_http_connections ({}) must be at least limits.max_connections ({}): every \
+                 WebSocket is an HTTP connection",
+                l.max_http_connections, l.max_connections
+            )));
         }
         if self.store_cache_mb < 4 {
             return Err(ConfigError::Invalid("store_cache_mb must be at least 4".into()));
@@ -267,5 +290,16 @@ mod tests {
         let files =
             Config { tls: TlsMode::Files { cert: "/nope.pem".into(), key: "/nope.key".into() }, ..Config::default() };
         assert!(files.validate().unwrap_err().to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn connection_limits_are_positive_and_http_connections_cover_websockets() {
+        let with = |limits: Limits| Config { limits, ..Config::default() }.validate();
+        with(Limits::default()).unwrap();
+        assert!(with(Limits { header_read_timeout_secs: 0, ..Limits::default() }).is_err());
+        assert!(with(Limits { max_connections_per_token: 0, ..Limits::default() }).is_err());
+        let e = with(Limits { max_connections: 30_000, ..Limits::default() }).unwrap_err();
+        assert!(e.to_string().contains("max_http_connections (25000) must be at least"), "{e}");
+        with(Limits { max_connections: 30_000, max_http_connections: 40_000, ..Limits::default() }).unwrap();
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -19,6 +20,7 @@ use serde_json::json;
 
 use crate::auth::{AuthError, AuthStore, Principal, RoleName};
 use crate::config::Limits;
+use crate::connections::PerToken;
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxReceiver, Outgoing, outbox};
 use crate::policy::access_for;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub relay: RelayHandle,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// WebSockets open per token (`limits.max_connections_per_token`).
+    pub connections_per_token: PerToken,
 }
 
 /// The relay's routes; tests can drive it without a socket.
@@ -136,10 +140,48 @@ fn authenticate(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Re
     })
 }
 
-fn require_admin(state: &AppState, headers: &HeaderMap, tenant: Option<&str>) -> Result<Principal, ApiError> {
-    let p = authenticate(state, headers, &TokenQuery::default())?;
-    let ok = p.role == RoleName::Admin && (p.is_system_admin() || tenant.is_some_and(|t| t == p.tenant));
-    if ok { Ok(p) } else { Err(ApiError::Forbidden) }
+/// An administrator: a tenant's admin, or a system admin (the `system` tenant's).
+///
+/// As an extractor, listed before the path and the body, it answers 401 without a valid token
+/// and 403 for any other role before the handler looks anything up. What the admin may see is
+/// then the handler's to check, with [`Admin::check_tenant`] or [`Admin::administers`]:
+/// another tenant's tenant, token or document is answered exactly like a missing one.
+#[derive(Debug)]
+pub struct Admin(pub Principal);
+
+/// A system administrator: 401 without a valid token, 403 for anyone else.
+#[derive(Debug)]
+pub struct SystemAdmin(pub Principal);
+
+impl Admin {
+    /// Whether this admin administers `tenant`.
+    pub fn administers(&self, tenant: &str) -> bool {
+        self.0.is_system_admin() || self.0.tenant == tenant
+    }
+
+    /// `Ok` if this admin administers `tenant`; otherwise what a tenant that does not exist gets.
+    pub fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        if self.administers(tenant) { Ok(()) } else { Err(ApiError::NotFound("tenant")) }
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Admin credentials come in headers only, never in a URL (which proxies log).
+        let principal = authenticate(state, &parts.headers, &TokenQuery::default())?;
+        if principal.role == RoleName::Admin { Ok(Admin(principal)) } else { Err(ApiError::Forbidden) }
+    }
+}
+
+impl FromRequestParts<AppState> for SystemAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Admin(principal) = Admin::from_request_parts(parts, state).await?;
+        if principal.is_system_admin() { Ok(SystemAdmin(principal)) } else { Err(ApiError::Forbidden) }
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -168,6 +210,12 @@ async fn sync_socket(
     if open >= state.limits.max_connections {
         return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "too many connections" }))).into_response());
     }
+    let Some(slot) = state.connections_per_token.try_open(&principal.token_id, state.limits.max_connections_per_token)
+    else {
+        tracing::info!(token = %principal.token_id, "refused a WebSocket: too many open with this token");
+        let reason = json!({ "error": "too many connections for this token" });
+        return Ok((StatusCode::TOO_MANY_REQUESTS, Json(reason)).into_response());
+    };
     let limits = state.limits.clone();
     Ok(ws
         .protocols([SELECTED_PROTOCOL])
@@ -176,7 +224,11 @@ async fn sync_socket(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| serve_socket(socket, principal, state.relay, limits, state.metrics))
+        .on_upgrade(move |socket| async move {
+            // The token's slot is held while the socket is served (and freed if the upgrade fails).
+            let _slot = slot;
+            serve_socket(socket, principal, state.relay, limits, state.metrics).await
+        })
         .into_response())
 }
 
@@ -358,15 +410,7 @@ struct NewTenant {
     tenant: String,
 }
 
-async fn add_tenant(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(b): Json<NewTenant>,
-) -> Result<Response, ApiError> {
-    let p = require_admin(&s, &headers, None)?;
-    if !p.is_system_admin() {
-        return Err(ApiError::Forbidden);
-    }
+async fn add_tenant(_: SystemAdmin, State(s): State<AppState>, Json(b): Json<NewTenant>) -> Result<Response, ApiError> {
     let rec = s.auth.add_tenant(&b.tenant, now_ms())?;
     Ok((StatusCode::CREATED, Json(json!(rec))).into_response())
 }
@@ -377,12 +421,12 @@ struct NewTeam {
 }
 
 async fn add_team(
+    admin: Admin,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(tenant): Path<String>,
     Json(b): Json<NewTeam>,
 ) -> Result<Response, ApiError> {
-    require_admin(&s, &headers, Some(&tenant))?;
+    admin.check_tenant(&tenant)?;
     s.auth.add_team(&tenant, &b.team)?;
     Ok(StatusCode::CREATED.into_response())
 }
@@ -395,12 +439,12 @@ struct UserGrants {
 }
 
 async fn put_user(
+    admin: Admin,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path((tenant, user)): Path<(String, String)>,
     Json(b): Json<UserGrants>,
 ) -> Result<Response, ApiError> {
-    require_admin(&s, &headers, Some(&tenant))?;
+    admin.check_tenant(&tenant)?;
     let rec = s.auth.put_user(&tenant, &user, b.role, &b.teams)?;
     // Changed grants take effect on live connections now, not at the next tick.
     s.relay.send(ActorMsg::Recheck).await;
@@ -414,12 +458,12 @@ struct NewToken {
 }
 
 async fn issue_token(
+    admin: Admin,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path((tenant, user)): Path<(String, String)>,
     Json(b): Json<NewToken>,
 ) -> Result<Response, ApiError> {
-    require_admin(&s, &headers, Some(&tenant))?;
+    admin.check_tenant(&tenant)?;
     let (rec, secret) = s.auth.issue_token(&tenant, &user, &b.device, b.ttl_secs, now_ms())?;
     // The only time the secret leaves the relay.
     Ok((StatusCode::CREATED, Json(json!({ "id": rec.id, "token": secret, "device": rec.device }))).into_response())
@@ -430,23 +474,28 @@ struct TenantFilter {
     tenant: Option<String>,
 }
 
+/// A system admin lists every tenant's tokens (or one tenant's); a tenant's admin its own.
 async fn list_tokens(
+    admin: Admin,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Query(f): Query<TenantFilter>,
 ) -> Result<Response, ApiError> {
-    let p = require_admin(&s, &headers, f.tenant.as_deref())?;
-    let tenant = if p.is_system_admin() { f.tenant } else { Some(p.tenant.clone()) };
+    let tenant = match f.tenant {
+        Some(tenant) => {
+            admin.check_tenant(&tenant)?;
+            Some(tenant)
+        }
+        None if admin.0.is_system_admin() => None,
+        None => Some(admin.0.tenant.clone()),
+    };
     Ok(Json(json!({ "tokens": s.auth.tokens(tenant.as_deref())? })).into_response())
 }
 
-async fn revoke_token(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn revoke_token(admin: Admin, State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let rec = s.auth.token(&id)?;
-    require_admin(&s, &headers, Some(&rec.tenant))?;
+    if !admin.administers(&rec.tenant) {
+        return Err(ApiError::NotFound("token"));
+    }
     let rec = s.auth.revoke_token(&id, now_ms())?;
     s.relay.send(ActorMsg::Recheck).await;
     Ok(Json(json!(rec)).into_response())
@@ -458,17 +507,20 @@ struct UnlockBody {
 }
 
 async fn unlock(
+    admin: Admin,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Json(b): Json<UnlockBody>,
 ) -> Result<Response, ApiError> {
     let doc: DocumentId = id.parse().map_err(|_| ApiError::BadRequest("not a document id".into()))?;
-    let (tenant, _, kind) =
-        s.store.owner_of(&doc).map_err(|e| ApiError::Internal(e.to_string()))?.ok_or(ApiError::NotFound("document"))?;
-    let admin = require_admin(&s, &headers, Some(&tenant))?;
+    let (_, _, kind) = s
+        .store
+        .owner_of(&doc)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .filter(|(tenant, _, _)| admin.administers(tenant))
+        .ok_or(ApiError::NotFound("document"))?;
     let store = s.store.clone();
-    let reason = format!("{} (by {})", b.reason, admin.user);
+    let reason = format!("{} (by {})", b.reason, admin.0.user);
     let changes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         let before = store.load(&doc).map_err(|e| e.to_string())?.get_heads();
         match kind {
@@ -487,8 +539,7 @@ async fn unlock(
     Ok(Json(json!({ "unlocked": id })).into_response())
 }
 
-async fn stats(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&s, &headers, None)?;
+async fn stats(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, ApiError> {
     let m = &s.metrics;
     let l = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let stored = s.store.all_documents().map(|d| d.len()).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -509,15 +560,7 @@ struct BackupBody {
 }
 
 /// A consistent backup while serving (system admins only).
-async fn backup(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(b): Json<BackupBody>,
-) -> Result<Response, ApiError> {
-    let p = require_admin(&s, &headers, None)?;
-    if !p.is_system_admin() {
-        return Err(ApiError::Forbidden);
-    }
+async fn backup(_: SystemAdmin, State(s): State<AppState>, Json(b): Json<BackupBody>) -> Result<Response, ApiError> {
     let dest = std::path::PathBuf::from(&b.path);
     if !dest.is_absolute() {
         return Err(ApiError::BadRequest("path must be absolute".into()));
@@ -530,40 +573,35 @@ async fn backup(
 
 /// Erasure (GDPR, APPI): the document is deleted from the relay, its id is tombstoned so no copy
 /// can come back, and every device syncing it, now or later, is told to delete its copy.
-async fn erase(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn erase(admin: Admin, State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let doc: DocumentId = id.parse().map_err(|_| ApiError::BadRequest("not a document id".into()))?;
-    let owner = s.store.owner_of(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let admin = match &owner {
-        Some((tenant, _, _)) => require_admin(&s, &headers, Some(tenant))?,
-        None => {
-            // Not a liaison record we hold (or already erased): only system admins may erase it.
-            let p = require_admin(&s, &headers, None)?;
-            if s.store.kind_of(&doc).is_err() {
-                return Err(ApiError::NotFound("document"));
-            }
-            p
-        }
+    let allowed = match s.store.owner_of(&doc).map_err(|e| ApiError::Internal(e.to_string()))? {
+        Some((tenant, _, _)) => admin.administers(&tenant),
+        // Not a liaison record (no envelope), or already erased: system admins only, if it is stored.
+        None => admin.0.is_system_admin() && s.store.kind_of(&doc).is_ok(),
     };
+    if !allowed {
+        return Err(ApiError::NotFound("document"));
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     s.relay.send(ActorMsg::Erase { doc, reply: tx }).await;
     rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::Internal)?;
-    tracing::info!(document = %doc, by = %admin.user, "erasure requested");
+    tracing::info!(document = %doc, by = %admin.0.user, "erasure requested");
     Ok(Json(json!({ "erased": id })).into_response())
 }
 
-async fn list_tenants(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&s, &headers, None)?;
+async fn list_tenants(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(json!({ "tenants": s.auth.tenants()? })).into_response())
 }
 
 /// Contract end, step 1: every document of the tenant into a directory for the pharma client.
 async fn export_tenant(
+    admin: Admin,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(tenant): Path<String>,
     Json(b): Json<BackupBody>,
 ) -> Result<Response, ApiError> {
-    require_admin(&s, &headers, Some(&tenant))?;
+    admin.check_tenant(&tenant)?;
     let dest = std::path::PathBuf::from(&b.path);
     if !dest.is_absolute() {
         return Err(ApiError::BadRequest("path must be absolute".into()));
@@ -577,11 +615,10 @@ async fn export_tenant(
 /// Contract end, step 2 (system admins): erase the tenant's documents everywhere and revoke its
 /// credentials; the tenant record stays, marked purged, as the record that it happened.
 async fn purge_tenant(
+    SystemAdmin(p): SystemAdmin,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
-    let p = require_admin(&s, &headers, None)?;
     if tenant == crate::auth::SYSTEM_TENANT {
         return Err(ApiError::BadRequest("the system tenant cannot be purged".into()));
     }

@@ -5,11 +5,14 @@
 //! - [`policy`]: who may read or write which document; what changes are refused.
 //! - [`relay`]: the actor that owns the sync engine.
 //! - [`http`]: health, metrics, the WebSocket endpoint, the catalog and the admin API.
+//! - [`connections`]: connection limits (open HTTP connections, time to start a request,
+//!   WebSockets per token).
 //! - [`tls`]: development certificate and PEM loading.
 
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod connections;
 pub mod contract;
 pub mod http;
 pub mod metrics;
@@ -121,21 +124,15 @@ pub async fn start(config: Config) -> Result<Running> {
         store.clone(),
         auth.clone(),
         metrics.clone(),
-        relay::RelaySettings {
-            peer_id: config.peer_id.clone(),
-            resident_cap: config.resident_documents,
-            max_frame: config.limits.max_frame_bytes,
-            max_docs_per_conn: config.limits.max_documents_per_connection,
-            handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
-            max_inbound_queue_bytes: config.limits.max_inbound_queue_bytes,
-        },
+        relay::RelaySettings::from_config(&config),
     );
     let state = http::AppState {
         store: store.clone(),
         auth: auth.clone(),
         relay: relay.clone(),
-        metrics,
+        metrics: metrics.clone(),
         limits: config.limits.clone(),
+        connections_per_token: connections::PerToken::default(),
     };
     let app = http::app(state).into_make_service();
     let handle = axum_server::Handle::new();
@@ -151,6 +148,10 @@ pub async fn start(config: Config) -> Result<Running> {
     let server = {
         let handle = handle.clone();
         let addr = config.listen;
+        let limits = &config.limits;
+        // One budget for a new connection to finish TLS and start its request, and for each
+        // request head (see `connections`).
+        let header_read_timeout = Duration::from_secs(limits.header_read_timeout_secs);
         match &tls {
             Some((cert, key)) => {
                 let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -159,14 +160,23 @@ pub async fn start(config: Config) -> Result<Running> {
                 spawn_reload_on_sighup(rustls_config.clone(), cert.clone(), key.clone());
                 // TCP_NODELAY: sync messages are small and answered at once; with Nagle's
                 // algorithm a reply waits for the peer's delayed ACK (p50 257 ms at light load).
-                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
+                let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
+                    .handshake_timeout(header_read_timeout)
                     .acceptor(axum_server::accept::NoDelayAcceptor::new());
-                tokio::spawn(async move { axum_server::bind(addr).acceptor(acceptor).handle(handle).serve(app).await })
+                let acceptor =
+                    connections::LimitedAcceptor::new(tls, limits.max_http_connections, header_read_timeout, metrics);
+                let mut server = axum_server::bind(addr).acceptor(acceptor).handle(handle);
+                time_request_heads(server.http_builder(), header_read_timeout);
+                tokio::spawn(async move { server.serve(app).await })
             }
-            None => tokio::spawn(async move {
-                let acceptor = axum_server::accept::NoDelayAcceptor::new();
-                axum_server::bind(addr).acceptor(acceptor).handle(handle).serve(app).await
-            }),
+            None => {
+                let plain = axum_server::accept::NoDelayAcceptor::new();
+                let acceptor =
+                    connections::LimitedAcceptor::new(plain, limits.max_http_connections, header_read_timeout, metrics);
+                let mut server = axum_server::bind(addr).acceptor(acceptor).handle(handle);
+                time_request_heads(server.http_builder(), header_read_timeout);
+                tokio::spawn(async move { server.serve(app).await })
+            }
         }
     };
     let Some(addr) = handle.listening().await else {
@@ -209,6 +219,15 @@ pub async fn run(config: Config) -> Result<()> {
     }
     shutdown_signal().await;
     running.shutdown().await
+}
+
+/// HTTP/1: a client must send each request head within `timeout` (the connection is closed
+/// otherwise). hyper needs a timer for it, or the timeout is silently not applied.
+fn time_request_heads(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: Duration,
+) {
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeout);
 }
 
 fn spawn_reload_on_sighup(

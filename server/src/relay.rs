@@ -142,6 +142,20 @@ pub struct RelaySettings {
     pub max_inbound_queue_bytes: usize,
 }
 
+impl RelaySettings {
+    /// The actor's settings from the relay's configuration.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            peer_id: config.peer_id.clone(),
+            resident_cap: config.resident_documents,
+            max_frame: config.limits.max_frame_bytes,
+            max_docs_per_conn: config.limits.max_documents_per_connection,
+            handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+            max_inbound_queue_bytes: config.limits.max_inbound_queue_bytes,
+        }
+    }
+}
+
 fn task_doc(op: &liaison_core::sync::StorageTask) -> &liaison_core::DocumentId {
     use liaison_core::sync::StorageTask;
     match op {

@@ -1,0 +1,227 @@
+//! End-to-end: the relay's HTTP connection limits. A client that stalls before its request head
+//! ends is disconnected; connections beyond `max_http_connections` are closed at once; one token
+//! opens at most `max_connections_per_token` WebSockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use liaison_core::client::{Trust, tls_config};
+use liaison_e2e::*;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn relay_with(limits: &str) -> (tempfile::TempDir, Relay) {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("relay.toml");
+    std::fs::write(&config, format!("[limits]\n{limits}")).unwrap();
+    let relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
+    (data, relay)
+}
+
+fn addr(relay: &Relay) -> SocketAddr {
+    relay.base.trim_start_matches("https://").parse().unwrap()
+}
+
+/// A TCP connection, not yet speaking TLS, that gives up reading after `WAIT`.
+fn tcp(relay: &Relay) -> TcpStream {
+    let tcp = TcpStream::connect(addr(relay)).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp
+}
+
+/// A TLS connection to the relay, pinned to its certificate; the handshake is done.
+fn tls(relay: &Relay) -> std::io::Result<TlsStream> {
+    let config = Arc::new(tls_config(&Trust::Pinned { sha256: relay.fingerprint }).unwrap());
+    let name = rustls::pki_types::ServerName::try_from("localhost".to_owned()).unwrap();
+    let mut stream = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), tcp(relay));
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
+}
+
+/// Reads until the relay closes the connection; returns what it sent, or `None` if it did not
+/// close it within `WAIT`.
+fn until_closed(stream: &mut impl Read) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(received),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return None;
+            }
+            // A reset, or TCP closed without TLS's close_notify: closed all the same.
+            Err(_) => return Some(received),
+        }
+    }
+}
+
+/// `GET /healthz` on an open connection, keeping it open; the answer proves the relay serves it.
+fn healthz(stream: &mut TlsStream) -> std::io::Result<()> {
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    stream.flush()?;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !received.ends_with(b"\r\n\r\nok\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert!(received.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&received));
+    Ok(())
+}
+
+/// Opens a connection and stops at some point before the request head ends.
+type Stall = fn(&Relay) -> Box<dyn Read>;
+
+#[test]
+fn a_client_that_stalls_before_its_request_head_ends_is_disconnected() {
+    let timeout = Duration::from_secs(1);
+    let (_data, relay) = relay_with("header_read_timeout_secs = 1\n");
+    // Each client stalls at a different point; all run at once.
+    let stalls: [(&str, Stall); 4] = [
+        ("half a request line", |relay| {
+            let mut stream = tls(relay).unwrap();
+            stream.write_all(b"GET /v1/sync HT").unwrap();
+            stream.flush().unwrap();
+            Box::new(stream)
+        }),
+        ("a request line without the headers' end", |relay| {
+            let mut stream = tls(relay).unwrap();
+            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+            stream.flush().unwrap();
+            Box::new(stream)
+        }),
+        ("nothing after the TLS handshake", |relay| Box::new(tls(relay).unwrap())),
+        ("part of the HTTP/2 preface", |relay| {
+            let mut stream = tls(relay).unwrap();
+            stream.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+            stream.flush().unwrap();
+            Box::new(stream)
+        }),
+    ];
+    std::thread::scope(|scope| {
+        let mut running = Vec::new();
+        for (what, stall) in stalls {
+            let relay = &relay;
+            running.push(scope.spawn(move || {
+                let started = Instant::now();
+                let mut stream = stall(relay);
+                let closed = until_closed(&mut stream);
+                (what, closed, started.elapsed())
+            }));
+        }
+        running.push(scope.spawn(|| {
+            // No TLS handshake at all.
+            let started = Instant::now();
+            let mut stream = tcp(&relay);
+            ("no TLS handshake", until_closed(&mut stream), started.elapsed())
+        }));
+        let mut failures = Vec::new();
+        for client in running {
+            let (what, closed, after) = client.join().unwrap();
+            let Some(sent) = closed else {
+                failures.push(format!("{what}: still open after {after:?}"));
+                continue;
+            };
+            let sent = String::from_utf8_lossy(&sent);
+            if after < timeout || after > timeout + Duration::from_secs(5) {
+                failures.push(format!("{what}: closed after {after:?}"));
+            } else if !sent.is_empty() {
+                failures.push(format!("{what}: the relay sent {sent}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
+    // A client that sends its request in time is served.
+    assert_eq!(relay.get_text("/healthz"), "ok\n");
+}
+
+#[test]
+fn connections_beyond_max_http_connections_are_closed_at_once() {
+    // A long header timeout: a connection closed at once is refused, not timed out.
+    let (_data, relay) = relay_with("max_connections = 2\nmax_http_connections = 3\nheader_read_timeout_secs = 60\n");
+    let mut open: Vec<TlsStream> = (0..3).map(|_| tls(&relay).unwrap()).collect();
+    for stream in &mut open {
+        healthz(stream).unwrap();
+    }
+
+    // The fourth connection is closed before its TLS handshake can finish.
+    let started = Instant::now();
+    let refused = tls(&relay).and_then(|mut stream| healthz(&mut stream));
+    assert!(refused.is_err(), "a fourth connection was served");
+    assert!(started.elapsed() < Duration::from_secs(10), "refused only after {:?}", started.elapsed());
+    for stream in &mut open {
+        healthz(stream).expect("the open connections are still served");
+    }
+
+    // Once one closes, a new connection is served (the relay notices the close a moment later).
+    drop(open.pop());
+    let deadline = Instant::now() + WAIT;
+    while tls(&relay).and_then(|mut stream| healthz(&mut stream)).is_err() {
+        assert!(Instant::now() < deadline, "no connection was served after one closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = relay.get_text("/metrics");
+    assert!(
+        metrics.contains("liaison_connections_closed_total{reason=\"too many http connections\"}"),
+        "refusals are counted:\n{metrics}"
+    );
+}
+
+async fn websocket(relay: &Relay, token: &str) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let mut req = relay.url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let tls = Arc::new(tls_config(&Trust::Pinned { sha256: relay.fingerprint }).unwrap());
+    let connector = tokio_tungstenite::Connector::Rustls(tls);
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector)).await?;
+    Ok(ws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_opens_at_most_max_connections_per_token_websockets() {
+    let data = tempfile::tempdir().unwrap();
+    setup_tenant(data.path(), "pharma-a", "onc-east", &[("sato", "msl"), ("suzuki", "msl")]);
+    let (_, sato) = issue(data.path(), "pharma-a", "sato", "sato-phone", &[]);
+    let (_, suzuki) = issue(data.path(), "pharma-a", "suzuki", "suzuki-phone", &[]);
+    let config = data.path().join("relay.toml");
+    std::fs::write(&config, "[limits]\nmax_connections_per_token = 2\n").unwrap();
+    let relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
+
+    let mut first = websocket(&relay, &sato).await.unwrap();
+    let _second = websocket(&relay, &sato).await.unwrap();
+    match websocket(&relay, &sato).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429);
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body, serde_json::json!({ "error": "too many connections for this token" }));
+        }
+        Ok(_) => panic!("a third WebSocket with one token was accepted"),
+        Err(e) => panic!("the third WebSocket failed otherwise: {e}"),
+    }
+    // Another token is not affected.
+    let _other = websocket(&relay, &suzuki).await.expect("another token connects");
+
+    // When one of the token's sockets ends, the token may open another.
+    first.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.unwrap();
+    tokio::time::timeout(WAIT, async { while first.next().await.is_some() {} }).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        // The relay releases the slot just after the socket closes: retry until it has.
+        while websocket(&relay, &sato).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a slot was released when a socket ended");
+}
