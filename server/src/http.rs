@@ -184,15 +184,21 @@ impl FromRequestParts<AppState> for SystemAdmin {
     }
 }
 
+/// Ready when storage answers and the relay's actor (which owns the sync engine) answers.
 async fn readyz(State(s): State<AppState>) -> Response {
-    match s.store.kv().get(b"!install") {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "storage not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n").into_response()
-        }
+    if let Err(e) = s.store.kv().get(b"!install") {
+        tracing::error!(error = %e, "storage not ready");
+        return (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n").into_response();
     }
+    if !s.relay.alive(READY_TIMEOUT).await {
+        tracing::error!("the relay's actor does not answer");
+        return (StatusCode::SERVICE_UNAVAILABLE, "sync engine not responding\n").into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
+
+/// How long `/readyz` waits for the relay's actor.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn metrics(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()

@@ -84,6 +84,8 @@ pub enum ActorMsg {
         doc: liaison_core::DocumentId,
         changes: Vec<u8>,
     },
+    /// Liveness: the actor answers (for `/readyz`).
+    Ping(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -112,6 +114,13 @@ impl RelayHandle {
 
     pub async fn send(&self, msg: ActorMsg) {
         let _ = self.tx.send(msg).await;
+    }
+
+    /// Whether the actor answers within `timeout` (it is alive and not stuck).
+    pub async fn alive(&self, timeout: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let asked = tokio::time::timeout(timeout, self.tx.send(ActorMsg::Ping(tx))).await;
+        matches!(asked, Ok(Ok(()))) && matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
     }
 
     /// Closes every connection with "going away" and waits until storage work is done.
@@ -392,6 +401,9 @@ impl Actor {
                 }
             }
             ActorMsg::Recheck => self.recheck(),
+            ActorMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
             ActorMsg::LocalChanges { doc, changes } => self.input(Input::LocalChanges { doc, changes }),
             ActorMsg::Shutdown(done) => {
                 for (_, out) in self.outboxes.drain() {

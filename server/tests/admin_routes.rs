@@ -46,6 +46,7 @@ impl Answer {
 struct Fixture {
     dir: tempfile::TempDir,
     app: Router,
+    relay: relay::RelayHandle,
     system: String,
     admin_a: String,
     admin_b: String,
@@ -111,13 +112,14 @@ impl Fixture {
         let state = AppState {
             store,
             auth: auth.clone(),
-            relay,
+            relay: relay.clone(),
             metrics,
             limits: config.limits.clone(),
             connections_per_token: PerToken::default(),
         };
         Self {
             app: app(state),
+            relay,
             system,
             admin_a: token("pharma-a", "admin-a").1,
             admin_b: token("pharma-b", "admin-b").1,
@@ -416,4 +418,16 @@ async fn system_admins_and_the_tenants_own_admin_succeed() {
         });
     }
     findings.assert_none();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_only_while_the_sync_engine_does() {
+    let f = Fixture::new().await;
+    assert_eq!(f.call("GET", "/readyz", None, None).await.status, StatusCode::OK);
+    // The actor that owns the engine stops: the relay is no longer ready, though HTTP still is.
+    f.relay.shutdown().await;
+    let answer = f.call("GET", "/readyz", None, None).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.body, b"sync engine not responding\n");
+    assert_eq!(f.call("GET", "/healthz", None, None).await.status, StatusCode::OK);
 }
