@@ -104,6 +104,7 @@ enum Cmd {
     LocalChange(DocumentId),
     Announce(DocumentId),
     Find(DocumentId),
+    DiscardRefused(DocumentId),
     Network(Network),
     Shutdown,
 }
@@ -177,6 +178,14 @@ impl SyncClient {
     pub fn announce(&self, doc: DocumentId) {
         self.shared.mark_pending(doc);
         let _ = self.cmds.send(Cmd::Announce(doc));
+    }
+
+    /// Gives up the changes the relay refused on `doc` (and the edits built on them, which it
+    /// would refuse too), so the device continues from the relay's state: later edits sync
+    /// again. The refusals leave `SyncStatus::refused`.
+    pub fn discard_refused(&self, doc: DocumentId) {
+        self.shared.mark_pending(doc);
+        let _ = self.cmds.send(Cmd::DiscardRefused(doc));
     }
 
     /// Asks the relay for a document this device does not have.
@@ -352,11 +361,36 @@ impl Driver {
             Cmd::LocalChange(doc) => self.local_input(doc),
             Cmd::Announce(doc) => Some(Input::Announce { doc }),
             Cmd::Find(doc) => Some(Input::Find { doc }),
+            Cmd::DiscardRefused(doc) => self.discard_refused(doc),
             Cmd::Shutdown => None,
         };
         if let Some(input) = input {
             let _ = self.feed(None, ConnId(0), input).await;
         }
+    }
+
+    /// Takes the refused changes out of the stored document; the engine then drops its copy
+    /// and loads the stored one again (`Erase` without notice, then `Announce`).
+    fn discard_refused(&mut self, doc: DocumentId) -> Option<Input> {
+        let hashes: Vec<automerge::ChangeHash> = self
+            .shared
+            .status
+            .borrow()
+            .refused
+            .iter()
+            .filter(|r| r.doc == doc)
+            .flat_map(|r| r.hashes.iter().copied())
+            .collect();
+        match self.store.discard_changes(&doc, &hashes) {
+            Ok(n) => tracing::info!(document = %doc, discarded = n, "discarded refused changes"),
+            Err(e) => {
+                tracing::error!(document = %doc, error = %e, "cannot discard refused changes");
+                return None;
+            }
+        }
+        self.publish(|s| s.refused.retain(|r| r.doc != doc));
+        self.followups.push(Input::Announce { doc });
+        Some(Input::Erase { doc, notify: false })
     }
 
     fn local_input(&self, doc: DocumentId) -> Option<Input> {
@@ -408,6 +442,7 @@ impl Driver {
                         Some(Cmd::LocalChange(doc)) => self.local_input(doc),
                         Some(Cmd::Announce(doc)) => Some(Input::Announce { doc }),
                         Some(Cmd::Find(doc)) => Some(Input::Find { doc }),
+                        Some(Cmd::DiscardRefused(doc)) => self.discard_refused(doc),
                     };
                     if let Some(input) = input
                         && let Err(e) = self.feed(Some(&mut ws), conn, input).await

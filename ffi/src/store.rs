@@ -411,6 +411,17 @@ impl LiaisonStore {
         lock(&self.client).as_ref().map_or_else(SyncStatus::stopped, |c| SyncStatus::from(&c.status()))
     }
 
+    /// Gives up this device's changes the relay refused on a record (listed in
+    /// `sync_status().refused`) and the edits built on them, so the record continues from the
+    /// relay's state and later edits sync again. Call it after showing the user the refusal.
+    pub fn discard_refused(&self, id: String) -> Result<(), LiaisonError> {
+        let doc = parse_id(&id)?;
+        if let Some(c) = lock(&self.client).as_ref() {
+            c.discard_refused(doc);
+        }
+        Ok(())
+    }
+
     /// Waits until every local change is acknowledged by the relay. Cancelling the call (Kotlin
     /// coroutine, Swift task) stops the wait, not the sync.
     pub async fn wait_until_synced(&self, timeout_ms: u64) -> Result<SyncStatus, LiaisonError> {

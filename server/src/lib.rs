@@ -120,12 +120,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let (store, auth) = open_data(&config)?;
     let bootstrap_credential = bootstrap(&auth, &config.data_dir)?;
     let metrics = Arc::new(Metrics::default());
-    let relay = relay::spawn(
-        store.clone(),
-        auth.clone(),
-        metrics.clone(),
-        relay::RelaySettings::from_config(&config),
-    );
+    let relay = relay::spawn(store.clone(), auth.clone(), metrics.clone(), relay::RelaySettings::from_config(&config));
     let state = http::AppState {
         store: store.clone(),
         auth: auth.clone(),

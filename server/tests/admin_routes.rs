@@ -103,12 +103,8 @@ impl Fixture {
         );
 
         let metrics = Arc::new(Metrics::default());
-        let relay = relay::spawn(
-            store.clone(),
-            auth.clone(),
-            metrics.clone(),
-            relay::RelaySettings::from_config(&config),
-        );
+        let relay =
+            relay::spawn(store.clone(), auth.clone(), metrics.clone(), relay::RelaySettings::from_config(&config));
         let state = AppState {
             store,
             auth: auth.clone(),

@@ -223,6 +223,36 @@ async fn an_offline_edit_to_a_record_submitted_meanwhile_comes_back_as_a_refusal
             .is_ok_and(|i| i.summary.as_str() == "Discussed dosing." && i.status == RecordStatus::Submitted)
     })
     .await;
+
+    // The refused edit would fork suzuki's copy for good: every later edit builds on it. She
+    // discards it and continues from the relay's state; after an admin's unlock her next edit
+    // is accepted and reaches sato.
+    suzuki.client().discard_refused(id);
+    suzuki
+        .until_store("the refused edit is gone", |s| {
+            s.get::<Interaction>(&id).is_ok_and(|i| i.summary.as_str() == "Discussed dosing.")
+        })
+        .await;
+    suzuki.synced().await;
+    assert!(suzuki.client().status().refused.is_empty());
+    let (status, body) = relay.admin_api(
+        "POST",
+        &format!("/admin/v1/documents/{id}/unlock"),
+        &relay.bootstrap_token(),
+        Some(serde_json::json!({ "reason": "correction" })),
+    );
+    assert_eq!(status, 200, "{body}");
+    suzuki
+        .until_store("the unlock arrives", |s| s.get::<Interaction>(&id).is_ok_and(|i| i.status == RecordStatus::Draft))
+        .await;
+    suzuki.store.update(&id, |i: &mut Interaction| i.summary.splice(0, 0, "Corrected: ")).unwrap();
+    suzuki.client().local_change(id);
+    suzuki.synced().await;
+    assert!(suzuki.client().status().refused.is_empty(), "{:?}", suzuki.client().status().refused);
+    sato.until_store("the corrected record arrives", |s| {
+        s.get::<Interaction>(&id).is_ok_and(|i| i.summary.as_str() == "Corrected: Discussed dosing.")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

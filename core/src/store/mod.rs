@@ -17,6 +17,7 @@
 //! [`Durability::Immediate`] the batch is flushed before the call returns, so a returned `Ok`
 //! means the edit survives a killed process.
 
+mod discard;
 mod index;
 
 use std::collections::{HashMap, HashSet, VecDeque};
