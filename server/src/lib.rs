@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod policy;
 pub mod relay;
+pub mod storage_ids;
 pub mod tls;
 
 use std::path::Path;

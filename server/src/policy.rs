@@ -167,6 +167,27 @@ impl RelayPolicy {
     }
 }
 
+/// Why a peer was rejected at the handshake when its peer id is not its credential's device.
+pub const REJECT_PEER_ID: &str = "peer id does not match the credential's device";
+
+/// The storage id the engine keeps sync state for (it ignores ephemeral peers, empty ids and
+/// ids over 128 bytes).
+fn persisted_storage_id(m: &liaison_core::sync::wire::PeerMetadata) -> Option<&str> {
+    let s = m.storage_id.as_ref()?.as_str();
+    (!m.is_ephemeral && !s.is_empty() && s.len() <= 128).then_some(s)
+}
+
+/// The close reason for a handshake the policy rejected (a fixed set, for metrics).
+pub fn rejection_text(reason: &str) -> &'static str {
+    use crate::storage_ids::StorageIdError;
+    match reason {
+        REJECT_PEER_ID => "peer id does not match the credential",
+        r if r == StorageIdError::Taken.to_string() => "storage id belongs to another device",
+        r if r == StorageIdError::TooMany.to_string() => "too many storage ids for this device",
+        _ => "peer rejected",
+    }
+}
+
 fn refuse_all(new: &[Change], code: &str, message: &str) -> Vec<(ChangeHash, Refusal)> {
     new.iter().map(|c| (c.hash(), Refusal::new(code, message))).collect()
 }
@@ -183,11 +204,14 @@ impl Policy for RelayPolicy {
         // The peer id a device claims must be its own device id (optionally "/suffix", for
         // several tabs or processes of one device).
         let id = peer.peer_id.as_str();
-        if id == p.device || id.strip_prefix(p.device.as_str()).is_some_and(|rest| rest.starts_with('/')) {
-            Ok(())
-        } else {
-            Err("peer id does not match the credential's device".into())
+        if id != p.device && !id.strip_prefix(p.device.as_str()).is_some_and(|rest| rest.starts_with('/')) {
+            return Err(REJECT_PEER_ID.into());
         }
+        // A storage id the relay will keep sync state for is bound to the device presenting it.
+        if let Some(storage) = persisted_storage_id(&peer.metadata) {
+            crate::storage_ids::claim(self.store.kv().as_ref(), &p, storage).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn erased(&mut self, doc: &DocumentId) -> bool {

@@ -210,7 +210,7 @@ fn close_reason(r: &CloseReason) -> (u16, &'static str) {
         CloseReason::UnsupportedVersion => (close::PROTOCOL, "unsupported protocol version"),
         CloseReason::HandshakeTimeout => (close::PROTOCOL, "handshake timeout"),
         CloseReason::TooManyDocuments => (close::LIMIT, "too many documents on one connection"),
-        CloseReason::Rejected(_) => (close::AUTH, "peer id does not match the credential"),
+        CloseReason::Rejected(r) => (close::AUTH, crate::policy::rejection_text(r)),
         CloseReason::PeerError(_) => (close::PROTOCOL, "peer reported an error"),
         CloseReason::PeerLeft => (close::GOING_AWAY, "peer left"),
         CloseReason::ByApplication(_) => (close::AUTH, "closed by the relay"),

@@ -49,6 +49,16 @@ pub fn join_frame(peer: &str) -> Vec<u8> {
     Message::Join { sender_id: peer.into(), supported_protocol_versions: vec!["1".into()], metadata: None }.encode()
 }
 
+/// A join frame for `peer` presenting a storage id (so the relay keeps sync state for it).
+pub fn join_frame_with_storage(peer: &str, storage_id: &str) -> Vec<u8> {
+    let metadata = liaison_core::sync::wire::PeerMetadata {
+        storage_id: Some(liaison_core::sync::wire::StorageId(storage_id.to_owned())),
+        is_ephemeral: false,
+    };
+    Message::Join { sender_id: peer.into(), supported_protocol_versions: vec!["1".into()], metadata: Some(metadata) }
+        .encode()
+}
+
 /// A sync message carrying `changes` (raw change chunks) and announcing `heads`.
 pub fn sync_message(heads: Vec<ChangeHash>, chunks: Vec<Vec<u8>>) -> Vec<u8> {
     sync::Message {
@@ -84,6 +94,13 @@ impl RawPeer {
             other => panic!("{peer}: expected the relay's peer message, got {other:?}"),
         }
         p
+    }
+
+    /// Connects and sends a join presenting `storage_id`; returns the peer without waiting.
+    pub async fn join_with_storage(relay: &Relay, token: &str, peer: &str, storage_id: &str) -> Self {
+        let mut ws = connect(relay, token).await;
+        ws.send(Ws::Binary(join_frame_with_storage(peer, storage_id).into())).await.unwrap();
+        Self { ws, peer_id: peer.into(), relay_id: PeerId(String::new()) }
     }
 
     pub async fn send_frame(&mut self, frame: Vec<u8>) {

@@ -528,3 +528,32 @@ async fn a_teammate_cannot_silence_the_relays_notices_or_fake_them() {
     assert_eq!(heard, None, "another tenant learned of the erasure");
     w.honest_devices_still_sync("after fake notices").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_id_belongs_to_the_device_that_first_presented_it() {
+    let w = world("");
+    // Sato's phone syncs with its storage id (the relay keeps sync state under it).
+    let sato = w.device("sato");
+    let kol = DocumentId::from_bytes([4; 16]);
+    let id = sato.store.create("onc-east", &EngagementPlan::new(&kol, "mine")).unwrap();
+    sato.created(id);
+    sato.synced().await;
+
+    // Mallory presents it: refused at the handshake.
+    let mut mallory =
+        RawPeer::join_with_storage(&w.relay, &w.tokens["mallory"], "mallory-phone", "sato-phone-store").await;
+    assert_eq!(mallory.closed().await, (4001, "storage id belongs to another device".to_owned()));
+
+    // One device may not make the relay keep state for any number of ids.
+    let mut refused = None;
+    for n in 0..40 {
+        let mut p = RawPeer::join_with_storage(&w.relay, &w.tokens["tanaka"], "tanaka-phone", &format!("s{n}")).await;
+        if !matches!(p.next().await, raw::Heard::Frame(Message::Peer { .. })) {
+            let (code, reason) = p.closed().await;
+            refused = Some((n, code, reason));
+            break;
+        }
+    }
+    assert_eq!(refused, Some((32, 4001, "too many storage ids for this device".to_owned())));
+    w.honest_devices_still_sync("after storage id claims").await;
+}
