@@ -1,30 +1,16 @@
 //! End-to-end: misbehaving peers are closed one by one, with a reason, while devices sync on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use liaison_core::client::{Trust, tls_config};
 use liaison_core::model::*;
 use liaison_core::sync::wire::Message;
 use liaison_core::{DocumentId, Role};
 use liaison_e2e::*;
 use tokio_tungstenite::tungstenite::Message as Ws;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn raw(relay: &Relay, token: &str) -> Socket {
-    let mut req = relay.url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let tls = Arc::new(tls_config(&Trust::Pinned { sha256: relay.fingerprint }).unwrap());
-    let connector = tokio_tungstenite::Connector::Rustls(tls);
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(64 << 20));
-    let (ws, _) =
-        tokio_tungstenite::connect_async_tls_with_config(req, Some(config), true, Some(connector)).await.unwrap();
-    ws
-}
+use liaison_e2e::raw::{Socket, connect as raw, join_frame as join};
 
 /// Reads until the relay closes; returns its close code and reason.
 async fn closed_with(ws: &mut Socket) -> (u16, String) {
@@ -40,10 +26,6 @@ async fn closed_with(ws: &mut Socket) -> (u16, String) {
     })
     .await;
     r.expect("the relay closed the connection")
-}
-
-fn join(peer: &str) -> Vec<u8> {
-    Message::Join { sender_id: peer.into(), supported_protocol_versions: vec!["1".into()], metadata: None }.encode()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

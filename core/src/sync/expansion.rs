@@ -223,7 +223,7 @@ fn sleb_from(first: u8, source: &mut impl Source) -> Result<i64, InflationError>
 mod tests {
     use std::io::Write;
 
-    use automerge::{ActorId, Automerge, ObjType, ROOT, ReadDoc, sync, sync::SyncDoc, transaction::Transactable};
+    use automerge::{ActorId, Automerge, ObjType, ROOT, ReadDoc, transaction::Transactable};
     use flate2::{Compression, write::DeflateEncoder};
     use proptest::prelude::*;
     use sha2::{Digest, Sha256};
@@ -565,16 +565,7 @@ mod tests {
     #[test]
     fn a_real_v2_sync_message_passes_with_the_document_it_carries() {
         let mut sender = text_doc(50_000);
-        let mut receiver = Automerge::new();
-        let (mut sender_state, mut receiver_state) = (sync::State::new(), sync::State::new());
-        let mut msg = sender.generate_sync_message(&mut sender_state).unwrap();
-        while msg.changes.is_empty() {
-            receiver.receive_sync_message(&mut receiver_state, msg).unwrap();
-            let reply = receiver.generate_sync_message(&mut receiver_state).unwrap();
-            sender.receive_sync_message(&mut sender_state, reply).unwrap();
-            msg = sender.generate_sync_message(&mut sender_state).unwrap();
-        }
-        let msg = sync::Message::decode(&msg.encode()).unwrap();
+        let msg = crate::sync::inflation::tests::first_message_with_changes(&mut sender);
         let chunks: Vec<&[u8]> = msg.changes.iter().collect();
         assert_eq!(chunks.iter().map(|chunk| chunk[8]).collect::<Vec<_>>(), [0], "one document chunk");
         let measured = check_sync_message(&msg, RELAY).unwrap();

@@ -287,7 +287,7 @@ pub(crate) fn take<'a>(input: &mut &'a [u8], len: u64) -> Result<&'a [u8], Infla
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Write;
 
     use automerge::{Automerge, ObjType, ROOT, sync, sync::SyncDoc, transaction::Transactable};
@@ -410,17 +410,7 @@ mod tests {
 
     #[test]
     fn a_real_sync_message_passes_and_is_bounded() {
-        let mut sender = text_doc(200_000);
-        let mut receiver = Automerge::new();
-        let (mut sender_state, mut receiver_state) = (sync::State::new(), sync::State::new());
-        let mut msg = sender.generate_sync_message(&mut sender_state).unwrap();
-        while msg.changes.is_empty() {
-            receiver.receive_sync_message(&mut receiver_state, msg).unwrap();
-            let reply = receiver.generate_sync_message(&mut receiver_state).unwrap();
-            sender.receive_sync_message(&mut sender_state, reply).unwrap();
-            msg = sender.generate_sync_message(&mut sender_state).unwrap();
-        }
-        let msg = sync::Message::decode(&msg.encode()).unwrap();
+        let msg = first_message_with_changes(&mut text_doc(200_000));
         let bytes_only = |max_bytes| Bounds { max_bytes, max_items: u64::MAX };
         let size = check_sync_message(&msg, bytes_only(u64::MAX)).unwrap().bytes;
         assert!(size > 200_000);
@@ -476,5 +466,20 @@ mod tests {
             let _ = measure(&bytes, small);
             let _ = measure(&chunk(kind, &bytes), small);
         }
+    }
+
+    /// Syncs `sender` with an empty peer until its first message that carries changes, as
+    /// the receiver would get it off the wire.
+    pub(crate) fn first_message_with_changes(sender: &mut Automerge) -> sync::Message {
+        let mut receiver = Automerge::new();
+        let (mut sender_state, mut receiver_state) = (sync::State::new(), sync::State::new());
+        let mut msg = sender.generate_sync_message(&mut sender_state).unwrap();
+        while msg.changes.is_empty() {
+            receiver.receive_sync_message(&mut receiver_state, msg).unwrap();
+            let reply = receiver.generate_sync_message(&mut receiver_state).unwrap();
+            sender.receive_sync_message(&mut sender_state, reply).unwrap();
+            msg = sender.generate_sync_message(&mut sender_state).unwrap();
+        }
+        sync::Message::decode(&msg.encode()).unwrap()
     }
 }
