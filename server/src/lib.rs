@@ -50,6 +50,13 @@ fn relay_identity(config: &Config) -> Identity {
 pub fn open_data(config: &Config) -> Result<(Arc<DocStore>, AuthStore)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    // Records of every tenant live here: only the relay's user may enter the directory.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+            format!("cannot restrict the data directory {} to the relay's user", config.data_dir.display())
+        })?;
+    }
     let kv = match SledKv::open_with_cache(&config.data_dir.join("db"), config.store_cache_mb << 20) {
         Ok(kv) => Arc::new(kv),
         Err(StorageError::InUse) => anyhow::bail!(
@@ -254,5 +261,23 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_data_directory_is_closed_to_other_users() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config = Config { data_dir: data_dir.clone(), ..Config::default() };
+        let _opened = open_data(&config).unwrap();
+        assert_eq!(std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777, 0o700);
     }
 }
