@@ -4,8 +4,8 @@
 //! stored* (before and after the changes it will apply) against the authenticated writer:
 //!
 //! - every change is made under one of the writer's own actor ids ([`crate::id::actor_belongs_to`]);
-//! - a new document is a whole liaison record (envelope and typed record hydrate) created as a
-//!   draft by the writer, in the writer's tenant;
+//! - a new document is a whole liaison record (envelope and typed record hydrate) created by the
+//!   writer, in the writer's tenant, as a draft or submitted by the writer;
 //! - the envelope never changes after creation, except `legal_hold`, and that only by an admin
 //!   or medical-information staff;
 //! - the typed record still hydrates and validates after the changes;
@@ -58,7 +58,7 @@ pub enum EditViolation {
     EnvelopeChange,
     #[error("only an admin or medical information may change a legal hold")]
     LegalHold,
-    #[error("a new record must be created by you, in your tenant, as a draft")]
+    #[error("a new record must be created by you, in your tenant")]
     BadCreation,
     #[error("authors entries may only name you, for your own actor ids, and never change")]
     ForgedAuthor,
@@ -100,10 +100,11 @@ pub fn check_creation(after: &Automerge, writer: &RemoteWriter<'_>) -> Result<Ki
     if envelope.legal_hold && !writer.may_change_legal_hold() {
         return Err(EditViolation::LegalHold);
     }
-    if let Some(lock) = lock
-        && (lock.status != RecordStatus::Draft || lock.submission.is_some() || !lock.unlocks.is_empty())
-    {
-        return Err(EditViolation::BadCreation);
+    // Created as a draft, or created and submitted offline before the first sync (the
+    // submission then names the writer, as `submit` records it); never with unlocks.
+    if let Some(lock) = lock {
+        let draft = LockState { status: RecordStatus::Draft, submission: None, unlocks: Vec::new() };
+        check_lock_transition(&draft, &lock, writer)?;
     }
     check_authors(&BTreeMap::new(), &authors(after), writer)?;
     Ok(kind)
