@@ -322,6 +322,11 @@ async fn history_names_the_real_uploader_and_submissions_cannot_be_forged() {
     let own = submit_record::<Interaction>(&mut interaction, &who("mallory"), 6_000).unwrap().unwrap();
     mallory.sync(iid, interaction.get_heads(), raw::raw(&[&interaction.get_change_by_hash(&own).unwrap()])).await;
     mallory.acked(iid, &interaction.get_heads()).await;
+    // So is a record created and submitted offline, before its first sync.
+    let mut offline =
+        create_document(&who("mallory"), &new, &Interaction::new(&kol, 2, Channel::Phone), 1_000).unwrap();
+    submit_record::<Interaction>(&mut offline, &who("mallory"), 2_000).unwrap();
+    created(&mut mallory, DocumentId::random(), &offline).await;
 
     // A third device reads the history the relay kept: every change names its real author.
     let suzuki = w.device("suzuki");
