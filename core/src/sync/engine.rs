@@ -228,7 +228,8 @@ pub enum Event {
     DocUnavailable {
         doc: DocumentId,
     },
-    /// We refused changes from a peer. `changes` holds their raw bytes to quarantine.
+    /// We refused changes from a peer. `changes[i]` holds the raw bytes of the change
+    /// `refused[i]` names, to quarantine under its hash.
     Refused {
         conn: ConnId,
         doc: DocumentId,

@@ -36,6 +36,8 @@ pub(crate) struct Screened {
     /// holds exactly them (everything passed: keep the trial document and sync state outright).
     pub apply: Option<sync::Message>,
     pub trial: Option<(Automerge, sync::State)>,
+    /// The refused changes, sorted by hash, and their raw bytes: `refused_raw[i]` is the change
+    /// `refused[i]` names (the relay quarantines each under its hash).
     pub refused: Vec<(ChangeHash, Refusal)>,
     pub refused_raw: Vec<Vec<u8>>,
 }
@@ -122,12 +124,15 @@ pub(crate) fn screen(input: ScreenInput<'_>, msg: sync::Message) -> Result<Scree
     }
     let accepted: Vec<Vec<u8>> =
         new.iter().filter(|c| !bad.contains_key(&c.hash())).map(|c| c.raw_bytes().to_vec()).collect();
-    let refused_raw: Vec<Vec<u8>> =
-        new.iter().filter(|c| bad.contains_key(&c.hash())).map(|c| c.raw_bytes().to_vec()).collect();
+    // Each refusal with its change's bytes, so the two lists stay paired once sorted.
+    let mut refused: Vec<((ChangeHash, Refusal), Vec<u8>)> = new
+        .iter()
+        .filter_map(|c| bad.get(&c.hash()).map(|r| ((c.hash(), r.clone()), c.raw_bytes().to_vec())))
+        .collect();
+    refused.sort_by_key(|((h, _), _)| *h);
+    let (refused, refused_raw) = refused.into_iter().unzip();
     let mut apply = msg;
     apply.changes = accepted.into();
-    let mut refused: Vec<(ChangeHash, Refusal)> = bad.into_iter().collect();
-    refused.sort_by_key(|(h, _)| *h);
     Ok(Screened { apply: Some(apply), trial: None, refused, refused_raw })
 }
 
