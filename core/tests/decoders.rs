@@ -105,10 +105,15 @@ fn fuzz_corpora_and_kept_crashers_replay_cleanly() {
     use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, OpenPolicy, Side};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut replayed = 0;
-    for dir in ["seeds/wire_decode", "seeds/engine_frames", "regressions"] {
+    // `regressions/engine_changes/` holds typed programs, not frames: server/tests replays those.
+    let dirs = ["seeds/wire_decode", "seeds/engine_frames", "regressions", "regressions/wire_decode", "regressions/engine_frames"];
+    for dir in dirs {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
         for entry in entries {
             let path = entry.unwrap().path();
+            if !path.is_file() {
+                continue;
+            }
             let bytes = std::fs::read(&path).unwrap();
             if let Ok(m) = decode(&bytes, DEFAULT_MAX_FRAME) {
                 assert_eq!(decode(&m.encode(), DEFAULT_MAX_FRAME).unwrap(), m, "{}", path.display());

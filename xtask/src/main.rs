@@ -165,7 +165,7 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
     Ok(())
 }
 
-const FUZZ_TARGETS: [&str; 2] = ["wire_decode", "engine_frames"];
+const FUZZ_TARGETS: [&str; 3] = ["wire_decode", "engine_frames", "engine_changes"];
 
 fn fuzz(seconds: &str) -> Result<()> {
     let seconds: u32 = seconds.parse().context("fuzz takes a number of seconds")?;

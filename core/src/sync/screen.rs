@@ -70,8 +70,10 @@ pub(crate) fn screen(input: ScreenInput<'_>, msg: sync::Message) -> Result<Scree
     let received = msg.clone();
     guarded(|| trial.receive_sync_message(&mut trial_state, received))?;
     // Only changes that applied: queued ones (missing dependencies) are left out of `new`.
-    let new: Vec<Change> = trial.get_changes(&before);
-    let queued = !trial.get_missing_deps(&[]).is_empty();
+    // Reading the trial back can panic too (automerge 0.12 unwraps in `get_changes` on some
+    // crafted changes that `receive_sync_message` accepted): guarded like the apply.
+    let new: Vec<Change> = guarded(|| Ok(trial.get_changes(&before)))?;
+    let queued = guarded(|| Ok(!trial.get_missing_deps(&[]).is_empty()))?;
     let mut bad: HashMap<ChangeHash, Refusal> = HashMap::new();
     if !new.is_empty() && input.access < Access::ReadWrite {
         let refusal = Refusal::new("read-only", "you may read this document, not change it");
