@@ -106,7 +106,13 @@ fn fuzz_corpora_and_kept_crashers_replay_cleanly() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut replayed = 0;
     // `regressions/engine_changes/` holds typed programs, not frames: server/tests replays those.
-    let dirs = ["seeds/wire_decode", "seeds/engine_frames", "regressions", "regressions/wire_decode", "regressions/engine_frames"];
+    let dirs = [
+        "seeds/wire_decode",
+        "seeds/engine_frames",
+        "regressions",
+        "regressions/wire_decode",
+        "regressions/engine_frames",
+    ];
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
         for entry in entries {

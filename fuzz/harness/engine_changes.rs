@@ -68,18 +68,46 @@ pub struct Program {
 #[derive(Debug, Arbitrary)]
 pub enum Step {
     /// `who` creates a record in `slot` as `as_whom` (identity: envelope and actor), for `team`.
-    Create { who: u8, as_whom: u8, slot: u8, kind: KindSel, team: u8, send: Send },
+    Create {
+        who: u8,
+        as_whom: u8,
+        slot: u8,
+        kind: KindSel,
+        team: u8,
+        send: Send,
+    },
     /// `who` edits its copy of `slot` and sends the result.
-    Edit { who: u8, slot: u8, actor: ActorSel, edit: Edit, send: Send },
+    Edit {
+        who: u8,
+        slot: u8,
+        actor: ActorSel,
+        edit: Edit,
+        send: Send,
+    },
     /// `who` asks for `slot` (an empty first sync message).
-    Request { who: u8, slot: u8 },
+    Request {
+        who: u8,
+        slot: u8,
+    },
     /// Arbitrary sync-message bytes for `slot`.
-    RawSync { who: u8, slot: u8, data: Vec<u8> },
-    Disconnect { who: u8 },
+    RawSync {
+        who: u8,
+        slot: u8,
+        data: Vec<u8>,
+    },
+    Disconnect {
+        who: u8,
+    },
     /// Time passes (evictions, timeouts).
-    Tick { advance_s: u16 },
+    Tick {
+        advance_s: u16,
+    },
     /// Completes deferred storage tasks.
-    Storage { count: u8, fail: bool, from_back: bool },
+    Storage {
+        count: u8,
+        fail: bool,
+        from_back: bool,
+    },
 }
 
 #[derive(Debug, Arbitrary, Clone, Copy)]
@@ -168,17 +196,38 @@ pub enum SendWhat {
 
 #[derive(Debug, Arbitrary)]
 pub enum Mutation {
-    FlipBit { chunk: u8, pos: u16, bit: u8, fix_checksum: bool },
-    Insert { chunk: u8, pos: u16, bytes: Vec<u8> },
-    Truncate { chunk: u8, len: u16 },
+    FlipBit {
+        chunk: u8,
+        pos: u16,
+        bit: u8,
+        fix_checksum: bool,
+    },
+    Insert {
+        chunk: u8,
+        pos: u16,
+        bytes: Vec<u8>,
+    },
+    Truncate {
+        chunk: u8,
+        len: u16,
+    },
     /// Replaces (or adds) the first dependency hash, with a valid checksum.
-    WrongDep { chunk: u8, dep: [u8; 32] },
+    WrongDep {
+        chunk: u8,
+        dep: [u8; 32],
+    },
     /// Marks the chunk as compressed (type 2), with a valid checksum.
-    FakeCompressed { chunk: u8 },
+    FakeCompressed {
+        chunk: u8,
+    },
     /// Adds the whole document, saved, as a chunk.
     AddDocumentChunk,
-    Duplicate { chunk: u8 },
-    Drop { chunk: u8 },
+    Duplicate {
+        chunk: u8,
+    },
+    Drop {
+        chunk: u8,
+    },
     Reverse,
     /// Announces heads the device does not have.
     BogusHeads([u8; 32]),
@@ -233,13 +282,7 @@ fn principal(index: usize) -> Principal {
 
 fn identity(index: usize) -> Identity {
     let p = principal(index);
-    Identity {
-        tenant: p.tenant,
-        user: p.user,
-        device: p.device,
-        role: p.role.into(),
-        install: [index as u8 + 1; 8],
-    }
+    Identity { tenant: p.tenant, user: p.user, device: p.device, role: p.role.into(), install: [index as u8 + 1; 8] }
 }
 
 fn slot_id(slot: usize) -> DocumentId {
@@ -341,8 +384,13 @@ impl Harness {
             install: [0; 8],
         };
         let store = Arc::new(
-            DocStore::with_kv(kv, relay_identity, Arc::new(ManualClock::new(1_700_000_000_000)), StoreOptions::default())
-                .unwrap_or_else(|e| panic!("memory store: {e}")),
+            DocStore::with_kv(
+                kv,
+                relay_identity,
+                Arc::new(ManualClock::new(1_700_000_000_000)),
+                StoreOptions::default(),
+            )
+            .unwrap_or_else(|e| panic!("memory store: {e}")),
         );
         let principals = Principals::default();
         let pending = PendingOwners::default();
@@ -446,7 +494,8 @@ impl Harness {
         let Some(who) = self.conns.iter().position(|c| c.as_ref().is_some_and(|c| c.id == conn)) else {
             return Ok(());
         };
-        let message = wire::decode(frame, usize::MAX).map_err(|e| format!("the relay sent an undecodable frame: {e}"))?;
+        let message =
+            wire::decode(frame, usize::MAX).map_err(|e| format!("the relay sent an undecodable frame: {e}"))?;
         // Ephemeral messages from the relay are refusal notices about the peer's own changes.
         let (doc, data) = match &message {
             Message::Sync { document_id, data, .. } | Message::Request { document_id, data, .. } => {
@@ -462,7 +511,8 @@ impl Harness {
         if reveals && let Some(owner) = self.owner_now(&doc) {
             let p = principal(who);
             if access_for(&p, &owner.tenant, &owner.team, Some(owner.kind)) == Access::None {
-                let (heads, changes) = sync::Message::decode(&data).map_or((0, 0), |m| (m.heads.len(), m.changes.len()));
+                let (heads, changes) =
+                    sync::Message::decode(&data).map_or((0, 0), |m| (m.heads.len(), m.changes.len()));
                 return Err(format!(
                     "document {doc} of ({}, {}, {:?}) was sent to {} of {} (no access): a {} with {heads} heads and {changes} changes",
                     owner.tenant,
@@ -554,7 +604,8 @@ impl Harness {
             }
         }
         self.handle(Input::Connected { conn, side: Side::Receiver })?;
-        let join = Message::Join { sender_id: PeerId(device), supported_protocol_versions: vec!["1".into()], metadata: None };
+        let join =
+            Message::Join { sender_id: PeerId(device), supported_protocol_versions: vec!["1".into()], metadata: None };
         self.handle(Input::Frame { conn, frame: join.encode() })?;
         Ok(conn)
     }
@@ -572,12 +623,9 @@ impl Harness {
                 let now = self.now;
                 let created = device(|| match kind {
                     KindSel::KolProfile => model::create_document(&as_whom, &new, &KolProfile::new("A", "X"), now),
-                    KindSel::Interaction => model::create_document(
-                        &as_whom,
-                        &new,
-                        &Interaction::new(&kol, now, model::Channel::Phone),
-                        now,
-                    ),
+                    KindSel::Interaction => {
+                        model::create_document(&as_whom, &new, &Interaction::new(&kol, now, model::Channel::Phone), now)
+                    }
                     KindSel::MedicalInsight => {
                         model::create_document(&as_whom, &new, &MedicalInsight::new("insight", &[kol]), now)
                     }
@@ -786,10 +834,9 @@ fn edit_copy(doc: &mut Automerge, actor: ActorId, as_whom: &Identity, now: i64, 
                 Ok(model::Kind::KolProfile) => {
                     model::update_record(doc, as_whom, now, |p: &mut KolProfile| p.name = title).map(|r| r.0)
                 }
-                Ok(model::Kind::Interaction) => model::update_record(doc, as_whom, now, |p: &mut Interaction| {
-                    p.location = Some(title)
-                })
-                .map(|r| r.0),
+                Ok(model::Kind::Interaction) => {
+                    model::update_record(doc, as_whom, now, |p: &mut Interaction| p.location = Some(title)).map(|r| r.0)
+                }
                 _ => return,
             };
         }

@@ -1132,6 +1132,12 @@ impl Engine {
                 self.announced.insert(doc);
             }
             let waiting: Vec<ConnId> = d.waiting.drain().filter(|c| *c != conn).collect();
+            if before.is_empty() {
+                // The document exists from now on: peers that talked about the id before (their
+                // own creation was refused, say) were never asked about access to *this*
+                // document. Those who may not read it leave it, and hear "unavailable".
+                self.drop_peers_without_access(doc, conn);
+            }
             self.after_change(doc);
             // Peers that asked before it existed get it now, subject to access.
             for c in waiting {
@@ -1139,6 +1145,19 @@ impl Engine {
             }
         } else {
             self.generate(doc, conn);
+        }
+    }
+
+    /// Removes the document's peers (other than `except`) that may not read it.
+    fn drop_peers_without_access(&mut self, doc: DocumentId, except: ConnId) {
+        let Some(d) = self.docs.get(&doc) else { return };
+        let mut others: Vec<ConnId> = d.peers.keys().copied().filter(|c| *c != except).collect();
+        others.sort();
+        for c in others {
+            let Some(peer) = self.peer_of(c) else { continue };
+            if self.policy.access(&peer, &doc) == Access::None {
+                self.unavailable(c, doc);
+            }
         }
     }
 
