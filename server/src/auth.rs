@@ -33,6 +33,8 @@ pub enum AuthError {
     #[error("stored identity data is unreadable")]
     Corrupt,
     #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
@@ -124,7 +126,7 @@ fn hash_token(secret: &str) -> String {
     Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     for chunk in out.chunks_mut(16) {
         // Each v4 UUID carries 122 bits from the OS's random source: 32 bytes carry 244.
@@ -138,11 +140,18 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 #[derive(Debug, Clone)]
 pub struct AuthStore {
     kv: Arc<dyn KvStore>,
+    /// Revocations are written here before they take effect, so a restore re-applies them.
+    ledger: Option<Arc<crate::ledger::Ledger>>,
 }
 
 impl AuthStore {
     pub fn new(kv: Arc<dyn KvStore>) -> Self {
-        Self { kv }
+        Self { kv, ledger: None }
+    }
+
+    /// An identity store whose revocations go into the security ledger first.
+    pub fn with_ledger(kv: Arc<dyn KvStore>, ledger: Arc<crate::ledger::Ledger>) -> Self {
+        Self { kv, ledger: Some(ledger) }
     }
 
     fn get<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, AuthError> {
@@ -277,6 +286,9 @@ impl AuthStore {
         let key = format!("a/k/{hash}");
         let mut rec: TokenRecord = self.get(key.as_bytes())?.ok_or(AuthError::NotFound("token"))?;
         if rec.revoked_at.is_none() {
+            if let Some(ledger) = &self.ledger {
+                ledger.append(now, crate::ledger::LedgerEvent::TokenRevoked { token: id.to_owned() })?;
+            }
             rec.revoked_at = Some(now);
             self.put(key.as_bytes(), &rec)?;
         }

@@ -109,6 +109,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The relay's peer id on the wire.
     pub peer_id: String,
+    /// Where backups made through the admin API go, each in a directory the relay names
+    /// (default `DATA/backups`; put it on another volume).
+    pub backup_root: Option<PathBuf>,
+    /// Where tenant exports go, each in a directory the relay names (default `DATA/exports`).
+    pub export_root: Option<PathBuf>,
+    /// The security ledger: every revocation, erasure and purge, which a restore re-applies
+    /// (default `DATA/security-ledger.jsonl`; keep it, or a copy, apart from the data).
+    pub ledger_path: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -122,6 +130,9 @@ impl Default for Config {
             store_cache_mb: 64,
             log_format: LogFormat::Text,
             peer_id: "liaison-relay".into(),
+            backup_root: None,
+            export_root: None,
+            ledger_path: None,
         }
     }
 }
@@ -141,6 +152,18 @@ impl Config {
         };
         config.apply_env(env)?;
         Ok(config)
+    }
+
+    pub fn backup_root(&self) -> PathBuf {
+        self.backup_root.clone().unwrap_or_else(|| self.data_dir.join("backups"))
+    }
+
+    pub fn export_root(&self) -> PathBuf {
+        self.export_root.clone().unwrap_or_else(|| self.data_dir.join("exports"))
+    }
+
+    pub fn ledger_path(&self) -> PathBuf {
+        self.ledger_path.clone().unwrap_or_else(|| self.data_dir.join("security-ledger.jsonl"))
     }
 
     fn apply_env(&mut self, env: Env<'_>) -> Result<(), ConfigError> {
@@ -173,6 +196,15 @@ impl Config {
                     });
                 }
             };
+        }
+        for (name, slot) in [
+            ("LIAISON_BACKUP_ROOT", &mut self.backup_root),
+            ("LIAISON_EXPORT_ROOT", &mut self.export_root),
+            ("LIAISON_LEDGER_PATH", &mut self.ledger_path),
+        ] {
+            if let Some(v) = env(name) {
+                *slot = Some(PathBuf::from(v));
+            }
         }
         if let Some(v) = env("LIAISON_RESIDENT_DOCUMENTS") {
             self.resident_documents = v.parse().map_err(|_| ConfigError::Env {

@@ -1,25 +1,41 @@
-//! Contract end: export a tenant's documents for the pharma client, then purge the tenant.
+//! Contract end, step 1: export a tenant's documents for the pharma client (the purge, step 2,
+//! is in [`crate::erasure`]).
+//!
+//! Exports go under the configured export root, into a directory the relay names (an admin
+//! never chooses a path on the relay's machine). The relay keeps serving meanwhile: each
+//! document is read whole and consistent by the store, one at a time.
 
-use crate::now_ms;
 use std::path::Path;
 
-use liaison_core::{DocStore, DocumentId};
+use liaison_core::DocStore;
 use serde_json::json;
 
-use crate::auth::AuthStore;
+use crate::now_ms;
 
 /// Writes every document of `tenant` as `<id>.automerge` (a full Automerge save, loadable by any
-/// Automerge implementation) and a `manifest.json` into `dest`, which must not exist yet.
+/// Automerge implementation) and a `manifest.json` into `dest`, an empty directory made by
+/// [`crate::backup::fresh_dir`]. Files are readable by the relay's user only.
 pub fn export_tenant(store: &DocStore, tenant: &str, dest: &Path) -> Result<usize, String> {
-    if dest.exists() {
-        return Err(format!("{} already exists; choose a new directory", dest.display()));
-    }
-    std::fs::create_dir_all(dest).map_err(|e| format!("cannot create the export directory: {e}"))?;
+    let write = |name: &str, bytes: &[u8]| {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(dest.join(name))
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_data()))
+            .map_err(|e| format!("cannot write {name}: {e}"))
+    };
     let mut manifest = Vec::new();
-    for id in tenant_documents(store, tenant)? {
-        let doc = store.load(&id).map_err(|e| e.to_string())?;
-        std::fs::write(dest.join(format!("{id}.automerge")), doc.save())
-            .map_err(|e| format!("cannot write {id}: {e}"))?;
+    for id in crate::erasure::tenant_documents(store, tenant)? {
+        let doc = match store.load(&id) {
+            Ok(doc) => doc,
+            // Erased since the list was made.
+            Err(liaison_core::StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        write(&format!("{id}.automerge"), &doc.save())?;
         let (_, team, kind) = store.owner_of(&id).map_err(|e| e.to_string())?.unwrap_or_default();
         manifest.push(json!({
             "id": id.to_string(),
@@ -30,33 +46,7 @@ pub fn export_tenant(store: &DocStore, tenant: &str, dest: &Path) -> Result<usiz
     }
     let n = manifest.len();
     let body = json!({ "tenant": tenant, "exported_at_ms": now_ms(), "documents": manifest });
-    let text = serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?;
-    std::fs::write(dest.join("manifest.json"), text).map_err(|e| format!("cannot write the manifest: {e}"))?;
+    let text = serde_json::to_vec_pretty(&body).map_err(|e| e.to_string())?;
+    write("manifest.json", &text)?;
     Ok(n)
-}
-
-/// Every stored document whose envelope names `tenant`.
-pub fn tenant_documents(store: &DocStore, tenant: &str) -> Result<Vec<DocumentId>, String> {
-    let mut out = Vec::new();
-    for id in store.all_documents().map_err(|e| e.to_string())? {
-        if let Some((t, _, _)) = store.owner_of(&id).map_err(|e| e.to_string())?
-            && t == tenant
-        {
-            out.push(id);
-        }
-    }
-    Ok(out)
-}
-
-/// Erases every document of `tenant` (tombstoned, so devices delete their copies) and marks the
-/// tenant purged, which revokes all its credentials. The tenant record stays, with the time, as
-/// the record that the purge happened. Returns the erased documents.
-pub fn purge_tenant(store: &DocStore, auth: &AuthStore, tenant: &str) -> Result<Vec<DocumentId>, String> {
-    auth.tenant(tenant).map_err(|e| e.to_string())?.ok_or_else(|| "no such tenant".to_owned())?;
-    let docs = tenant_documents(store, tenant)?;
-    for id in &docs {
-        crate::relay::erase_stored(store, id)?;
-    }
-    auth.mark_tenant_purged(tenant, now_ms()).map_err(|e| e.to_string())?;
-    Ok(docs)
 }

@@ -31,6 +31,11 @@ use crate::relay::{ActorMsg, RelayHandle, close};
 pub struct AppState {
     pub store: Arc<DocStore>,
     pub auth: AuthStore,
+    /// The store's tap and the security ledger, for backups.
+    pub data: crate::Data,
+    /// Where backups and exports go, each in a directory the relay names.
+    pub backup_root: std::path::PathBuf,
+    pub export_root: std::path::PathBuf,
     pub relay: RelayHandle,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
@@ -559,22 +564,20 @@ async fn stats(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, Ap
     .into_response())
 }
 
-#[derive(Deserialize)]
-struct BackupBody {
-    /// An absolute directory on the relay's machine, which must not hold a database yet.
-    path: String,
-}
-
-/// A consistent backup while serving (system admins only).
-async fn backup(_: SystemAdmin, State(s): State<AppState>, Json(b): Json<BackupBody>) -> Result<Response, ApiError> {
-    let dest = std::path::PathBuf::from(&b.path);
-    if !dest.is_absolute() {
-        return Err(ApiError::BadRequest("path must be absolute".into()));
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    s.relay.send(ActorMsg::Backup { dest, reply: tx }).await;
-    let entries = rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::BadRequest)?;
-    Ok(Json(json!({ "path": b.path, "entries": entries })).into_response())
+/// A consistent backup while serving (system admins only), into a new directory the relay
+/// names under `backup_root`. Writes and acknowledgements go on meanwhile (see `backup`).
+async fn backup(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, ApiError> {
+    let (root, data) = (s.backup_root.clone(), s.data.clone());
+    let (name, manifest) = tokio::task::spawn_blocking(move || {
+        let now = now_ms();
+        let (name, dest) = crate::backup::fresh_dir(&root, "backup", now)?;
+        crate::backup::backup_live(&data.kv, &data.ledger, &dest, now, &mut || {}).map(|m| (name, m))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(backup = %name, entries = manifest.entries, "backup made");
+    Ok(Json(json!({ "backup": name, "entries": manifest.entries, "made_at_ms": manifest.made_at_ms })).into_response())
 }
 
 /// Erasure (GDPR, APPI): the document is deleted from the relay, its id is tombstoned so no copy
@@ -600,26 +603,30 @@ async fn list_tenants(_: SystemAdmin, State(s): State<AppState>) -> Result<Respo
     Ok(Json(json!({ "tenants": s.auth.tenants()? })).into_response())
 }
 
-/// Contract end, step 1: every document of the tenant into a directory for the pharma client.
+/// Contract end, step 1: every document of the tenant into a new directory the relay names
+/// under `export_root`, for the pharma client. The relay keeps serving meanwhile.
 async fn export_tenant(
     admin: Admin,
     State(s): State<AppState>,
     Path(tenant): Path<String>,
-    Json(b): Json<BackupBody>,
 ) -> Result<Response, ApiError> {
     admin.check_tenant(&tenant)?;
-    let dest = std::path::PathBuf::from(&b.path);
-    if !dest.is_absolute() {
-        return Err(ApiError::BadRequest("path must be absolute".into()));
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    s.relay.send(ActorMsg::ExportTenant { tenant: tenant.clone(), dest, reply: tx }).await;
-    let n = rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::BadRequest)?;
-    Ok(Json(json!({ "tenant": tenant, "path": b.path, "documents": n })).into_response())
+    let (root, store, who) = (s.export_root.clone(), s.store.clone(), tenant.clone());
+    let (name, n) = tokio::task::spawn_blocking(move || {
+        let (name, dest) =
+            crate::backup::fresh_dir(&root, &format!("export-{who}"), now_ms()).map_err(|e| e.to_string())?;
+        crate::contract::export_tenant(&store, &who, &dest).map(|n| (name, n))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::Internal)?;
+    tracing::info!(tenant = %tenant, export = %name, documents = n, by = %admin.0.user, "tenant exported");
+    Ok(Json(json!({ "tenant": tenant, "export": name, "documents": n })).into_response())
 }
 
-/// Contract end, step 2 (system admins): erase the tenant's documents everywhere and revoke its
-/// credentials; the tenant record stays, marked purged, as the record that it happened.
+/// Contract end, step 2 (system admins): revoke the tenant's credentials and cut its
+/// connections, then erase every document and quarantine entry it owns; the tenant record
+/// stays, marked purged, as the record that it happened. Answers once it is done.
 async fn purge_tenant(
     SystemAdmin(p): SystemAdmin,
     State(s): State<AppState>,

@@ -14,7 +14,9 @@ pub mod backup;
 pub mod config;
 pub mod connections;
 pub mod contract;
+pub mod erasure;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;
@@ -35,19 +37,44 @@ use crate::auth::AuthStore;
 use crate::config::{Config, TlsMode};
 use crate::metrics::Metrics;
 
-/// The relay's own identity, for changes it makes itself (admin unlocks).
-fn relay_identity(config: &Config) -> Identity {
+/// The relay's own identity, for changes it makes itself (admin unlocks). Its install bytes are
+/// random, made on the database's first start and again by a restore (see [`backup`]).
+fn relay_identity(config: &Config, install: [u8; 8]) -> Identity {
     Identity {
         tenant: auth::SYSTEM_TENANT.into(),
         user: "relay".into(),
         device: config.peer_id.clone(),
         role: Role::Admin,
-        install: [0; 8],
+        install,
     }
 }
 
-/// Opens the data directory: documents and identities share one sled database.
-pub fn open_data(config: &Config) -> Result<(Arc<DocStore>, AuthStore)> {
+/// The relay's install bytes, made and stored on first use.
+fn relay_install(kv: &dyn liaison_core::storage::KvStore) -> Result<[u8; 8]> {
+    if let Some(v) = kv.get(backup::INSTALL_KEY)?
+        && let Ok(install) = <[u8; 8]>::try_from(v.as_slice())
+    {
+        return Ok(install);
+    }
+    let install = auth::random_bytes::<8>();
+    kv.put(backup::INSTALL_KEY, &install)?;
+    kv.flush()?;
+    Ok(install)
+}
+
+/// The relay's data, opened.
+#[derive(Debug, Clone)]
+pub struct Data {
+    pub store: Arc<DocStore>,
+    pub auth: AuthStore,
+    /// The store every write goes through (a live backup journals them).
+    pub kv: Arc<backup::tap::TappedKv>,
+    pub ledger: Arc<ledger::Ledger>,
+}
+
+/// Opens the data directory: documents and identities share one sled database; revocations,
+/// erasures and purges go into the security ledger first.
+pub fn open_data(config: &Config) -> Result<Data> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     // Records of every tenant live here: only the relay's user may enter the directory.
@@ -57,7 +84,7 @@ pub fn open_data(config: &Config) -> Result<(Arc<DocStore>, AuthStore)> {
             format!("cannot restrict the data directory {} to the relay's user", config.data_dir.display())
         })?;
     }
-    let kv = match SledKv::open_with_cache(&config.data_dir.join("db"), config.store_cache_mb << 20) {
+    let sled = match SledKv::open_with_cache(&config.data_dir.join("db"), config.store_cache_mb << 20) {
         Ok(kv) => Arc::new(kv),
         Err(StorageError::InUse) => anyhow::bail!(
             "the data directory {} is in use: is a relay already running on it? \
@@ -69,9 +96,16 @@ pub fn open_data(config: &Config) -> Result<(Arc<DocStore>, AuthStore)> {
     // Sync writes append received changes without loading documents (`append_sync_batch`), so
     // the store's cache serves only the relay's own edits (admin unlocks): the default size.
     let options = StoreOptions::default();
-    let store = DocStore::with_kv(kv.clone(), relay_identity(config), Arc::new(SystemClock), options)
+    let install = relay_install(sled.as_ref()).context("cannot read the relay's install bytes")?;
+    let kv = Arc::new(backup::tap::TappedKv::new(sled));
+    let store = DocStore::with_kv(kv.clone(), relay_identity(config, install), Arc::new(SystemClock), options)
         .context("cannot open the document store")?;
-    Ok((Arc::new(store), AuthStore::new(kv)))
+    let ledger = Arc::new(ledger::Ledger::open(&config.ledger_path())?);
+    // Files too: sled makes its own with the process's umask.
+    backup::restrict(&config.data_dir.join("db"))
+        .with_context(|| format!("cannot restrict {} to the relay's user", config.data_dir.display()))?;
+    let auth = AuthStore::with_ledger(kv.clone(), ledger.clone());
+    Ok(Data { store: Arc::new(store), auth, kv, ledger })
 }
 
 /// Milliseconds since the epoch, from core's clock.
@@ -125,13 +159,23 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running> {
     config.validate()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (store, auth) = open_data(&config)?;
+    let data = open_data(&config)?;
+    let (store, auth) = (data.store.clone(), data.auth.clone());
     let bootstrap_credential = bootstrap(&auth, &config.data_dir)?;
     let metrics = Arc::new(Metrics::default());
-    let relay = relay::spawn(store.clone(), auth.clone(), metrics.clone(), relay::RelaySettings::from_config(&config));
+    let relay = relay::spawn(
+        store.clone(),
+        auth.clone(),
+        data.ledger.clone(),
+        metrics.clone(),
+        relay::RelaySettings::from_config(&config),
+    );
     let state = http::AppState {
         store: store.clone(),
         auth: auth.clone(),
+        data: data.clone(),
+        backup_root: config.backup_root(),
+        export_root: config.export_root(),
         relay: relay.clone(),
         metrics: metrics.clone(),
         limits: config.limits.clone(),
@@ -279,5 +323,25 @@ mod tests {
         let config = Config { data_dir: data_dir.clone(), ..Config::default() };
         let _opened = open_data(&config).unwrap();
         assert_eq!(std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777, 0o700);
+        for entry in std::fs::read_dir(data_dir.join("db")).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            let want = if entry.file_type().unwrap().is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, want, "{}", entry.path().display());
+        }
+        let ledger = std::fs::metadata(config.ledger_path()).unwrap();
+        assert_eq!(ledger.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_relay_writes_under_its_own_random_install_kept_across_restarts() {
+        use liaison_core::storage::KvStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+        let first = open_data(&config).unwrap().kv.get(backup::INSTALL_KEY).unwrap().unwrap();
+        assert_eq!(first.len(), 8);
+        assert_ne!(first, [0; 8]);
+        let again = open_data(&config).unwrap().kv.get(backup::INSTALL_KEY).unwrap().unwrap();
+        assert_eq!(first, again);
     }
 }

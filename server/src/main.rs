@@ -98,10 +98,15 @@ enum Admin {
     ListTenants,
     /// Copy the data directory's database into DEST (use the admin API while the relay runs).
     Backup { dest: PathBuf },
-    /// Restore a backup into the data directory, which must hold no database yet.
+    /// Restore a backup into the data directory, which must hold no database yet, then carry
+    /// out again every revocation, erasure and purge of the security ledger (refused without
+    /// a ledger that continues the one the backup was taken with).
     Restore {
         #[arg(long)]
         from: PathBuf,
+        /// The relay's security ledger (default: the configured `ledger_path`).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
     },
 }
 
@@ -150,15 +155,29 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Admin { common, action: Admin::Restore { from } } => {
+        Command::Admin { common, action: Admin::Restore { from, ledger } } => {
             let config = load(&common)?;
-            let n = liaison_server::backup::restore(&from, &config.data_dir)?;
-            println!("restored {n} entries into {}", config.data_dir.display());
+            let ledger = ledger.unwrap_or_else(|| config.ledger_path());
+            let entries = liaison_server::backup::restore_database(&from, &config.data_dir, &ledger)?;
+            // The restored relay goes on appending to its configured ledger.
+            if ledger != config.ledger_path() && !config.ledger_path().exists() {
+                std::fs::copy(&ledger, config.ledger_path()).context("cannot copy the ledger")?;
+            }
+            let data = liaison_server::open_data(&config)?;
+            // Carried out again without new ledger entries: they are in the ledger already.
+            let auth = liaison_server::auth::AuthStore::new(data.kv.clone());
+            let n = liaison_server::backup::reapply(&data.store, &auth, &entries)?;
+            data.store.flush()?;
+            println!(
+                "restored {} into {}; {n} ledger entries carried out again",
+                from.display(),
+                config.data_dir.display()
+            );
             Ok(())
         }
         Command::Admin { common, action } => {
             let config = load(&common)?;
-            let (store, auth) = liaison_server::open_data(&config)?;
+            let liaison_server::Data { store, auth, ledger, .. } = liaison_server::open_data(&config)?;
             match action {
                 Admin::AddTenant { tenant } => {
                     auth.add_tenant(&tenant, now_ms())?;
@@ -190,16 +209,28 @@ fn main() -> Result<()> {
                 }
                 Admin::PurgeDocument { id } => {
                     let doc: liaison_core::DocumentId = id.parse().map_err(|_| anyhow::anyhow!("not a document id"))?;
-                    liaison_server::relay::erase_stored(&store, &doc).map_err(|e| anyhow::anyhow!(e))?;
+                    let now = now_ms();
+                    ledger.append(
+                        now,
+                        liaison_server::ledger::LedgerEvent::DocumentErased { document: doc.to_string() },
+                    )?;
+                    liaison_server::erasure::erase_stored(&store, &doc, now).map_err(|e| anyhow::anyhow!(e))?;
                     println!("document {id} erased; devices are told to delete their copy when they next sync it");
                 }
                 Admin::ExportTenant { tenant, dest } => {
+                    if dest.exists() {
+                        anyhow::bail!("{} already exists; choose a new directory", dest.display());
+                    }
+                    std::fs::create_dir_all(&dest).context("cannot create the export directory")?;
                     let n = liaison_server::contract::export_tenant(&store, &tenant, &dest)
                         .map_err(|e| anyhow::anyhow!(e))?;
                     println!("exported {n} documents of {tenant} into {}", dest.display());
                 }
                 Admin::PurgeTenant { tenant } => {
-                    let docs = liaison_server::contract::purge_tenant(&store, &auth, &tenant)
+                    let now = now_ms();
+                    auth.tenant(&tenant)?.context("no such tenant")?;
+                    ledger.append(now, liaison_server::ledger::LedgerEvent::TenantPurged { tenant: tenant.clone() })?;
+                    let docs = liaison_server::erasure::purge_stored(&store, &auth, &tenant, now)
                         .map_err(|e| anyhow::anyhow!(e))?;
                     println!("tenant {tenant} purged: {} documents erased, credentials revoked", docs.len());
                 }
@@ -210,8 +241,9 @@ fn main() -> Result<()> {
                     }
                 }
                 Admin::Backup { dest } => {
-                    let n = liaison_server::backup::copy_to(store.kv().as_ref(), &dest)?;
-                    println!("backed up {n} entries into {}", dest.display());
+                    let m =
+                        liaison_server::backup::backup_stopped(store.kv().as_ref(), ledger.path(), &dest, now_ms())?;
+                    println!("backed up {} entries into {}", m.entries, dest.display());
                 }
                 Admin::Restore { .. } => unreachable!("handled above"),
                 Admin::Stats => {

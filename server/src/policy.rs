@@ -66,6 +66,10 @@ impl PendingOwners {
     pub fn forget(&self, doc: &DocumentId) {
         self.lock().remove(doc);
     }
+    /// New documents of `tenant` not yet committed (a purge holds their writes too).
+    pub fn of_tenant(&self, tenant: &str) -> Vec<DocumentId> {
+        self.lock().iter().filter(|(_, o)| o.tenant == tenant).map(|(d, _)| *d).collect()
+    }
     pub fn len(&self) -> usize {
         self.lock().len()
     }

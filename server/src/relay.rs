@@ -3,7 +3,7 @@
 //! connection's credential and grants.
 
 use crate::now_ms;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, Output, Side};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{AuthError, AuthStore, Principal};
+use crate::ledger::{Ledger, LedgerEvent};
 use crate::metrics::Metrics;
 use crate::policy::{PendingOwners, Principals, RelayPolicy};
 
@@ -55,29 +56,27 @@ pub enum ActorMsg {
     },
     /// Grants or tokens changed: re-check every connection now.
     Recheck,
-    /// Take a consistent backup into a directory; replies with the number of entries copied.
-    Backup {
-        dest: std::path::PathBuf,
-        reply: oneshot::Sender<Result<u64, String>>,
-    },
     /// Erase a document everywhere: tombstone, delete, tell every device syncing it.
     Erase {
         doc: liaison_core::DocumentId,
-        reply: BackupReply,
+        reply: MaintenanceReply,
     },
-    /// Export a tenant's documents into a directory (contract end).
-    ExportTenant {
-        tenant: String,
-        dest: std::path::PathBuf,
-        reply: BackupReply,
-    },
-    /// Erase every document of a tenant and revoke its credentials (after the export).
+    /// Contract end: revoke the tenant's credentials and cut its connections, then erase every
+    /// document and quarantine entry it owns.
     PurgeTenant {
         tenant: String,
-        reply: BackupReply,
+        reply: MaintenanceReply,
+    },
+    /// A purge's credentials are revoked and its documents listed: cut, then erase these.
+    PurgeListed {
+        docs: Vec<liaison_core::DocumentId>,
     },
     MaintenanceDone {
         erased: Vec<liaison_core::DocumentId>,
+    },
+    /// A refused change's quarantine write finished.
+    Quarantined {
+        doc: liaison_core::DocumentId,
     },
     /// The relay changed a document itself (an admin unlock), already stored.
     LocalChanges {
@@ -89,8 +88,8 @@ pub enum ActorMsg {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Where a backup's outcome goes: the number of entries copied, or why it failed.
-pub type BackupReply = oneshot::Sender<Result<u64, String>>;
+/// Where an erasure's or purge's outcome goes: the number of documents erased, or why it failed.
+pub type MaintenanceReply = oneshot::Sender<Result<u64, String>>;
 
 #[derive(Debug, Clone)]
 pub struct RelayHandle {
@@ -132,13 +131,21 @@ impl RelayHandle {
     }
 }
 
-/// An operation that needs storage to itself.
+/// An erasure or purge: it holds the storage tasks of the documents it erases (and only those),
+/// and starts once none of theirs is running. Backups and exports hold nothing (see `backup`).
+#[derive(Debug)]
+struct Maintenance {
+    what: Erasing,
+    /// The documents whose storage tasks are held; `None` while a purge is still listing them.
+    scope: Option<HashSet<liaison_core::DocumentId>>,
+    /// Taken when the work starts.
+    reply: Option<MaintenanceReply>,
+}
+
 #[derive(Debug, Clone)]
-enum Maintenance {
-    Backup(std::path::PathBuf),
-    Erase(liaison_core::DocumentId),
-    ExportTenant(String, std::path::PathBuf),
-    PurgeTenant(String),
+enum Erasing {
+    Document(liaison_core::DocumentId),
+    Tenant(String),
 }
 
 #[derive(Debug, Clone)]
@@ -172,34 +179,6 @@ fn task_doc(op: &liaison_core::sync::StorageTask) -> &liaison_core::DocumentId {
     }
 }
 
-/// Tombstones a document and deletes it and its quarantined changes from the store.
-pub fn erase_stored(store: &DocStore, doc: &liaison_core::DocumentId) -> Result<(), String> {
-    let kv = store.kv();
-    let now = now_ms();
-    // The tombstone keeps whose document it was, so only those who could read it hear it was
-    // erased; an existing tombstone keeps its owner.
-    if kv.get(&crate::policy::tombstone_key(doc)).map_err(|e| e.to_string())?.is_none() {
-        let owner = store.owner_of(doc).map_err(|e| e.to_string())?.map(|(tenant, team, kind)| crate::policy::Owner {
-            tenant,
-            team,
-            kind,
-        });
-        kv.put(&crate::policy::tombstone_key(doc), &crate::policy::encode_tombstone(now, owner.as_ref()))
-            .map_err(|e| e.to_string())?;
-    }
-    match store.delete(doc) {
-        Ok(()) | Err(liaison_core::StoreError::NotFound(_)) => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    let prefix = [b"q/".as_slice(), doc.as_bytes()].concat();
-    let mut batch = liaison_core::storage::Batch::new();
-    for k in kv.scan_keys(&prefix).map_err(|e| e.to_string())? {
-        batch.delete(k);
-    }
-    kv.apply(batch).map_err(|e| e.to_string())?;
-    kv.flush().map_err(|e| e.to_string())
-}
-
 fn close_reason(r: &CloseReason) -> (u16, &'static str) {
     match r {
         CloseReason::Malformed(_) => (close::PROTOCOL, "malformed frame"),
@@ -218,7 +197,13 @@ fn close_reason(r: &CloseReason) -> (u16, &'static str) {
 }
 
 /// Starts the actor; returns its handle.
-pub fn spawn(store: Arc<DocStore>, auth: AuthStore, metrics: Arc<Metrics>, settings: RelaySettings) -> RelayHandle {
+pub fn spawn(
+    store: Arc<DocStore>,
+    auth: AuthStore,
+    ledger: Arc<Ledger>,
+    metrics: Arc<Metrics>,
+    settings: RelaySettings,
+) -> RelayHandle {
     let (tx, rx) = mpsc::channel(8192);
     let inbound_max = settings.max_inbound_queue_bytes.min(tokio::sync::Semaphore::MAX_PERMITS).min(u32::MAX as usize);
     let handle = RelayHandle {
@@ -244,12 +229,15 @@ pub fn spawn(store: Arc<DocStore>, auth: AuthStore, metrics: Arc<Metrics>, setti
         writer,
         store,
         auth,
+        ledger,
         metrics,
         principals,
         pending_owners,
         outboxes: HashMap::new(),
         tx,
         pending: 0,
+        running: HashMap::new(),
+        busy_docs: HashMap::new(),
         shutdown: None,
         maintenance: None,
         held: Vec::new(),
@@ -307,17 +295,22 @@ struct Actor {
     writer: std::sync::mpsc::Sender<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>,
     store: Arc<DocStore>,
     auth: AuthStore,
+    ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
     principals: Principals,
     /// New documents accepted but not yet committed (see `PendingOwners`).
     pending_owners: PendingOwners,
     outboxes: HashMap<ConnId, Outbox>,
     tx: mpsc::Sender<ActorMsg>,
-    /// Storage tasks running; shutdown and backups wait for them.
+    /// Storage tasks running; shutdown waits for them.
     pending: usize,
+    /// The document of each running storage task.
+    running: HashMap<liaison_core::sync::TaskId, liaison_core::DocumentId>,
+    /// Storage tasks and quarantine writes running per document; an erasure waits for its own.
+    busy_docs: HashMap<liaison_core::DocumentId, usize>,
     shutdown: Option<oneshot::Sender<()>>,
-    /// A backup or erasure waiting for running storage tasks, or running; new tasks are held.
-    maintenance: Option<(Maintenance, Option<BackupReply>)>,
+    /// An erasure or purge waiting for its documents' running tasks, or running.
+    maintenance: Option<Maintenance>,
     held: Vec<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>,
 }
 
@@ -375,15 +368,37 @@ impl Actor {
             ActorMsg::Closed { conn } => self.forget(conn, true),
             ActorMsg::StorageDone { task, result } => {
                 self.pending = self.pending.saturating_sub(1);
+                if let Some(doc) = self.running.remove(&task) {
+                    self.not_busy(doc);
+                }
                 self.input(Input::StorageDone { task, result });
                 self.maybe_start_maintenance();
             }
-            ActorMsg::Backup { dest, reply } => self.begin(Maintenance::Backup(dest), reply),
-            ActorMsg::Erase { doc, reply } => self.begin(Maintenance::Erase(doc), reply),
-            ActorMsg::ExportTenant { tenant, dest, reply } => {
-                self.begin(Maintenance::ExportTenant(tenant, dest), reply)
+            ActorMsg::Quarantined { doc } => {
+                self.not_busy(doc);
+                self.maybe_start_maintenance();
             }
-            ActorMsg::PurgeTenant { tenant, reply } => self.begin(Maintenance::PurgeTenant(tenant), reply),
+            ActorMsg::Erase { doc, reply } => {
+                self.begin(Erasing::Document(doc), Some(HashSet::from([doc])), reply);
+            }
+            ActorMsg::PurgeTenant { tenant, reply } => {
+                self.begin(Erasing::Tenant(tenant.clone()), None, reply);
+                if self.maintenance.as_ref().is_some_and(|m| m.scope.is_none()) {
+                    self.list_purge(tenant);
+                }
+            }
+            ActorMsg::PurgeListed { docs } => {
+                // Its credentials are revoked: its connections go now, before anything is erased.
+                self.recheck();
+                if let Some(m) = self.maintenance.as_mut() {
+                    let mut scope: HashSet<_> = docs.into_iter().collect();
+                    if let Erasing::Tenant(t) = &m.what {
+                        scope.extend(self.pending_owners.of_tenant(t));
+                    }
+                    m.scope = Some(scope);
+                }
+                self.maybe_start_maintenance();
+            }
             ActorMsg::MaintenanceDone { erased } => {
                 self.maintenance = None;
                 let mut held = std::mem::take(&mut self.held);
@@ -490,7 +505,7 @@ impl Actor {
                     self.forget(conn, false);
                 }
                 Output::Storage { task, op } => {
-                    if self.maintenance.is_some() {
+                    if self.held_back(task_doc(&op)) {
                         self.held.push((task, op));
                     } else {
                         self.run_storage(task, op);
@@ -501,40 +516,90 @@ impl Actor {
         }
     }
 
-    fn begin(&mut self, m: Maintenance, reply: BackupReply) {
+    fn begin(&mut self, what: Erasing, scope: Option<HashSet<liaison_core::DocumentId>>, reply: MaintenanceReply) {
         if self.maintenance.is_some() {
-            let _ = reply.send(Err("another maintenance operation is running; try again".into()));
+            let _ = reply.send(Err("another erasure or purge is running; try again".into()));
             return;
         }
-        self.maintenance = Some((m, Some(reply)));
+        self.maintenance = Some(Maintenance { what, scope, reply: Some(reply) });
         self.maybe_start_maintenance();
     }
 
-    /// Starts waiting maintenance once no storage task is running.
+    /// A purge's first step, off the actor: the ledger entry, then the tenant marked purged (its
+    /// credentials stop working), then the list of its documents.
+    fn list_purge(&mut self, tenant: String) {
+        let (store, auth, ledger, tx) = (self.store.clone(), self.auth.clone(), self.ledger.clone(), self.tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let listed = (|| {
+                let now = now_ms();
+                ledger.append(now, LedgerEvent::TenantPurged { tenant: tenant.clone() }).map_err(|e| e.to_string())?;
+                if auth.tenant(&tenant).map_err(|e| e.to_string())?.is_some_and(|t| t.purged_at.is_none()) {
+                    auth.mark_tenant_purged(&tenant, now).map_err(|e| e.to_string())?;
+                }
+                crate::erasure::tenant_documents(&store, &tenant)
+            })();
+            let docs = listed.unwrap_or_else(|e| {
+                tracing::error!(tenant = %tenant, error = %e, "cannot list the tenant's documents; the purge goes on");
+                Vec::new()
+            });
+            let _ = tx.blocking_send(ActorMsg::PurgeListed { docs });
+        });
+    }
+
+    fn not_busy(&mut self, doc: liaison_core::DocumentId) {
+        if let Some(n) = self.busy_docs.get_mut(&doc) {
+            *n -= 1;
+            if *n == 0 {
+                self.busy_docs.remove(&doc);
+            }
+        }
+    }
+
+    fn busy(&mut self, doc: liaison_core::DocumentId) {
+        *self.busy_docs.entry(doc).or_default() += 1;
+    }
+
+    /// Whether a storage task for `doc` must wait for the erasure or purge under way.
+    fn held_back(&self, doc: &liaison_core::DocumentId) -> bool {
+        self.maintenance.as_ref().is_some_and(|m| m.scope.as_ref().is_none_or(|s| s.contains(doc)))
+    }
+
+    /// Starts the waiting erasure or purge once none of its documents has a task running.
     fn maybe_start_maintenance(&mut self) {
-        if self.pending > 0 {
+        let Some(m) = self.maintenance.as_mut() else { return };
+        let Some(scope) = &m.scope else { return }; // a purge still listing
+        if scope.iter().any(|d| self.busy_docs.contains_key(d)) {
             return;
         }
-        let Some((m, reply)) = self.maintenance.as_mut() else { return };
-        let Some(reply) = reply.take() else { return }; // already running
-        let m = m.clone();
-        let store = self.store.clone();
-        let auth = self.auth.clone();
-        let tx = self.tx.clone();
+        let Some(reply) = m.reply.take() else { return }; // already running
+        let what = m.what.clone();
+        let scope = scope.clone();
+        let (store, auth, ledger, tx) = (self.store.clone(), self.auth.clone(), self.ledger.clone(), self.tx.clone());
         tokio::task::spawn_blocking(move || {
-            let (result, erased) = match &m {
-                Maintenance::Backup(dest) => {
-                    (crate::backup::copy_to(store.kv().as_ref(), dest).map_err(|e| e.to_string()), Vec::new())
+            let now = now_ms();
+            let (result, erased) = match &what {
+                Erasing::Document(doc) => {
+                    let done = ledger
+                        .append(now, LedgerEvent::DocumentErased { document: doc.to_string() })
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| crate::erasure::erase_stored(&store, doc, now));
+                    match done {
+                        Ok(()) => (Ok(1), vec![*doc]),
+                        Err(e) => (Err(e), Vec::new()),
+                    }
                 }
-                Maintenance::Erase(doc) => (erase_stored(&store, doc).map(|()| 1), vec![*doc]),
-                Maintenance::ExportTenant(tenant, dest) => {
-                    (crate::contract::export_tenant(&store, tenant, dest).map(|n| n as u64), Vec::new())
-                }
-                Maintenance::PurgeTenant(tenant) => match crate::contract::purge_tenant(&store, &auth, tenant) {
-                    Ok(docs) => (Ok(docs.len() as u64), docs),
+                Erasing::Tenant(tenant) => match crate::erasure::purge_stored(&store, &auth, tenant, now) {
+                    Ok(docs) => {
+                        let n = docs.len() as u64;
+                        // New documents whose first write was held never reach the store.
+                        let mut gone: HashSet<_> = docs.into_iter().collect();
+                        gone.extend(scope);
+                        (Ok(n), gone.into_iter().collect())
+                    }
                     Err(e) => (Err(e), Vec::new()),
                 },
             };
+            // Reported only once it happened: the reply follows the stored result.
             let _ = reply.send(result);
             let _ = tx.blocking_send(ActorMsg::MaintenanceDone { erased });
         });
@@ -542,6 +607,9 @@ impl Actor {
 
     fn run_storage(&mut self, task: liaison_core::sync::TaskId, op: liaison_core::sync::StorageTask) {
         self.pending += 1;
+        let doc = *task_doc(&op);
+        self.running.insert(task, doc);
+        self.busy(doc);
         let tx = self.tx.clone();
         if !matches!(op, liaison_core::sync::StorageTask::Load { .. }) {
             if let Err(std::sync::mpsc::SendError((task, _))) = self.writer.send((task, op)) {
@@ -563,21 +631,26 @@ impl Actor {
 
     fn on_event(&mut self, e: Event) {
         match e {
-            Event::Refused { doc, refused, changes, .. } => {
+            Event::Refused { conn, doc, refused, changes } => {
                 for (_, r) in &refused {
                     self.metrics.refused(&r.code);
                 }
                 tracing::info!(document = %doc, count = refused.len(), code = %refused[0].1.code, "refused changes");
-                // Quarantine: refused changes are kept, never silently dropped.
-                let store = self.store.clone();
+                // Quarantine: refused changes are kept, never silently dropped, indexed by the
+                // sender's tenant (a purge finds them). Counted as work on the document, so an
+                // erasure waits for it rather than leaving an entry behind.
+                let tenant = self.principals.get(conn).map(|p| p.tenant).unwrap_or_default();
+                let (store, tx) = (self.store.clone(), self.tx.clone());
+                self.busy(doc);
                 tokio::task::spawn_blocking(move || {
+                    let mut batch = liaison_core::storage::Batch::new();
                     for ((hash, _), raw) in refused.iter().zip(changes) {
-                        let key = [b"q/".as_slice(), doc.as_bytes(), b"/", hash.as_ref()].concat();
-                        if let Err(e) = store.kv().put(&key, &raw) {
-                            tracing::error!(document = %doc, error = %e, "cannot quarantine a refused change");
-                        }
+                        crate::erasure::quarantine(&mut batch, &tenant, &doc, hash.as_ref(), raw);
                     }
-                    let _ = store.kv().flush();
+                    if let Err(e) = store.kv().apply(batch).and_then(|()| store.kv().flush()) {
+                        tracing::error!(document = %doc, error = %e, "cannot quarantine refused changes");
+                    }
+                    let _ = tx.blocking_send(ActorMsg::Quarantined { doc });
                 });
             }
             Event::StorageFailed { doc, message } => {

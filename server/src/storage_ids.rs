@@ -36,6 +36,19 @@ fn owner_value(p: &Principal) -> Vec<u8> {
     format!("{}/{}/{}", p.tenant, p.user, p.device).into_bytes()
 }
 
+/// Every key that binds a storage id to a device of `tenant` (a purge deletes them).
+pub fn tenant_keys(kv: &dyn KvStore, tenant: &str) -> Result<Vec<Vec<u8>>, StorageError> {
+    let by_device = format!("a/sidd/{tenant}/").into_bytes();
+    let mut keys = kv.scan_keys(&by_device)?;
+    let owner = format!("{tenant}/").into_bytes();
+    for (k, v) in kv.scan_prefix(b"a/sid/")? {
+        if v.starts_with(&owner) {
+            keys.push(k);
+        }
+    }
+    Ok(keys)
+}
+
 /// Binds `storage_id` to the principal's device if it is new, or checks it is already its own.
 pub fn claim(kv: &dyn KvStore, p: &Principal, storage_id: &str) -> Result<(), StorageIdError> {
     let key = owner_key(storage_id);

@@ -44,7 +44,7 @@ impl Answer {
 /// A relay's state over a temporary sled store: the system tenant, `pharma-a` (an admin, an MSL, a
 /// manager, a medical-information user, one submitted interaction) and `pharma-b` (an admin).
 struct Fixture {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     app: Router,
     relay: relay::RelayHandle,
     system: String,
@@ -63,7 +63,8 @@ impl Fixture {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
-        let (store, auth) = open_data(&config).unwrap();
+        let data = open_data(&config).unwrap();
+        let (store, auth) = (data.store.clone(), data.auth.clone());
         let now = now_ms();
         let (_, system) = auth.bootstrap_admin("console", now).unwrap();
         for (tenant, team) in [("pharma-a", "onc-east"), ("pharma-b", "onc-west")] {
@@ -103,11 +104,19 @@ impl Fixture {
         );
 
         let metrics = Arc::new(Metrics::default());
-        let relay =
-            relay::spawn(store.clone(), auth.clone(), metrics.clone(), relay::RelaySettings::from_config(&config));
+        let relay = relay::spawn(
+            store.clone(),
+            auth.clone(),
+            data.ledger.clone(),
+            metrics.clone(),
+            relay::RelaySettings::from_config(&config),
+        );
         let state = AppState {
             store,
             auth: auth.clone(),
+            data,
+            backup_root: config.backup_root(),
+            export_root: config.export_root(),
             relay: relay.clone(),
             metrics,
             limits: config.limits.clone(),
@@ -124,7 +133,7 @@ impl Fixture {
             msl_a,
             msl_token_id: msl_record.id,
             doc,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -147,7 +156,6 @@ impl Fixture {
 
     /// Every admin route (the `/admin/v1/...` list in `app()`), with what a system admin sends.
     fn routes(&self) -> Vec<AdminRoute> {
-        let absolute = |name: &str| self.dir.path().join(name).to_str().unwrap().to_owned();
         let missing_doc = DocumentId::from_bytes([0x5a; 16]);
         let (doc, token_id) = (self.doc, &self.msl_token_id);
         let route = |method, path: String, missing: Option<String>, body: Option<Value>, scope| AdminRoute {
@@ -172,7 +180,7 @@ impl Fixture {
                 "POST",
                 "/admin/v1/tenants/pharma-a/export".into(),
                 Some("/admin/v1/tenants/pharma-z/export".into()),
-                Some(json!({ "path": absolute("export") })),
+                None,
                 Tenant,
             ),
             route(
@@ -226,7 +234,7 @@ impl Fixture {
                 Tenant,
             ),
             route("GET", "/admin/v1/stats".into(), None, None, System),
-            route("POST", "/admin/v1/backup".into(), None, Some(json!({ "path": absolute("backup") })), System),
+            route("POST", "/admin/v1/backup".into(), None, None, System),
         ]
     }
 }

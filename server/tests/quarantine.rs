@@ -19,8 +19,8 @@ use liaison_core::sync::engine::Event;
 use liaison_core::sync::store_tasks::execute;
 use liaison_core::sync::wire::Message;
 use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, Output, Policy, Side};
+use liaison_server::erasure::{self, quarantine_key};
 use liaison_server::policy::{Owner, PendingOwners, RelayPolicy, encode_tombstone, tombstone_key};
-use liaison_server::relay::erase_stored;
 
 /// The relay's engine over `relay`'s store and principals; storage tasks run at once.
 struct Driver {
@@ -73,20 +73,22 @@ impl Driver {
     }
 }
 
-fn quarantine_key(doc: &DocumentId, hash: &ChangeHash) -> Vec<u8> {
-    [b"q/".as_slice(), doc.as_bytes(), b"/", hash.as_ref()].concat()
-}
-
 fn quarantine_prefix(doc: &DocumentId) -> Vec<u8> {
     [b"q/".as_slice(), doc.as_bytes()].concat()
 }
 
-/// What the actor's `on_event` does with a `Refused` event.
-fn quarantine(relay: &Relay, event: &Event) {
+/// What the actor's `on_event` does with a `Refused` event from a device of `tenant`.
+fn quarantine(relay: &Relay, tenant: &str, event: &Event) {
     let Event::Refused { doc, refused, changes, .. } = event else { return };
+    let mut batch = liaison_core::storage::Batch::new();
     for ((hash, _), raw) in refused.iter().zip(changes) {
-        relay.store.kv().put(&quarantine_key(doc, hash), raw).unwrap();
+        erasure::quarantine(&mut batch, tenant, doc, hash.as_ref(), raw.clone());
     }
+    relay.store.kv().apply(batch).unwrap();
+}
+
+fn erase_stored(store: &liaison_core::DocStore, doc: &DocumentId) -> Result<(), String> {
+    erasure::erase_stored(store, doc, 0)
 }
 
 #[test]
@@ -124,14 +126,14 @@ fn refused_changes_are_quarantined_under_their_hashes_and_erased_with_their_docu
     }
     driver.sync(&relay, sato.conn, &sato.peer_id.0, doc, &all, &refused.iter().collect::<Vec<_>>());
     let event = driver.events.iter().find(|e| matches!(e, Event::Refused { .. })).expect("the changes were refused");
-    quarantine(&relay, event);
+    quarantine(&relay, "pharma-a", event);
 
     // Each refused change is kept whole, under its own hash.
     let kept = relay.store.kv().scan_prefix(&quarantine_prefix(&doc)).unwrap();
     let mut kept_hashes = Vec::new();
     for (key, bytes) in &kept {
         let hash = Change::from_bytes(bytes.clone()).unwrap().hash();
-        assert_eq!(*key, quarantine_key(&doc, &hash), "the bytes under a key are the change it names");
+        assert_eq!(*key, quarantine_key(&doc, hash.as_ref()), "the bytes under a key are the change it names");
         kept_hashes.push(hash);
     }
     let mut want: Vec<ChangeHash> = refused.iter().map(Change::hash).collect();
@@ -141,10 +143,14 @@ fn refused_changes_are_quarantined_under_their_hashes_and_erased_with_their_docu
 
     // Another document's quarantine stays when this one is erased.
     let other = DocumentId::from_bytes([5; 16]);
-    relay.store.kv().put(&quarantine_key(&other, &refused[0].hash()), refused[0].raw_bytes()).unwrap();
+    let mut batch = liaison_core::storage::Batch::new();
+    erasure::quarantine(&mut batch, "pharma-a", &other, refused[0].hash().as_ref(), refused[0].raw_bytes().to_vec());
+    relay.store.kv().apply(batch).unwrap();
+    assert_eq!(relay.store.kv().scan_keys(b"qt/pharma-a/").unwrap().len(), 4, "indexed by the sender's tenant");
 
     erase_stored(&relay.store, &doc).unwrap();
     assert!(relay.store.kv().scan_keys(&quarantine_prefix(&doc)).unwrap().is_empty(), "the quarantine is erased");
+    assert_eq!(relay.store.kv().scan_keys(b"qt/pharma-a/").unwrap().len(), 1, "with its index entries");
     assert_eq!(relay.store.kv().scan_keys(&quarantine_prefix(&other)).unwrap().len(), 1, "not another document's");
     assert!(relay.store.load(&doc).is_err(), "the document is gone");
     let tombstone = relay.store.kv().get(&tombstone_key(&doc)).unwrap().expect("a tombstone");

@@ -168,11 +168,20 @@ fn connections_beyond_max_http_connections_are_closed_at_once() {
     // Once one closes, a new connection is served (the relay notices the close a moment later).
     drop(open.pop());
     let deadline = Instant::now() + WAIT;
-    while tls(&relay).and_then(|mut stream| healthz(&mut stream)).is_err() {
+    let mut served = loop {
+        if let Ok(mut stream) = tls(&relay)
+            && healthz(&mut stream).is_ok()
+        {
+            break stream;
+        }
         assert!(Instant::now() < deadline, "no connection was served after one closed");
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let metrics = relay.get_text("/metrics");
+    };
+    // On the connection just served: a new one could still find every slot taken (the relay
+    // notices the loop's closed attempts a moment later).
+    served.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    let _ = served.read_to_string(&mut metrics);
     assert!(
         metrics.contains("liaison_connections_closed_total{reason=\"too many http connections\"}"),
         "refusals are counted:\n{metrics}"

@@ -185,7 +185,7 @@ async fn a_relay_killed_during_a_storm_of_edits_keeps_every_acknowledged_change(
     assert!(acked.len() >= 4, "devices saw acknowledgements before the kill ({})", acked.len());
     {
         let config = liaison_server::config::Config { data_dir: data.path().to_owned(), ..Default::default() };
-        let (store, _) = liaison_server::open_data(&config).unwrap();
+        let store = liaison_server::open_data(&config).unwrap().store;
         for (doc, heads) in &acked {
             let stored = store.load(doc).unwrap();
             for h in heads {
@@ -233,7 +233,7 @@ async fn a_relay_killed_during_a_storm_of_edits_keeps_every_acknowledged_change(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_taken_while_serving_restores_into_a_working_relay() {
+async fn a_backup_taken_while_serving_restores_into_a_working_relay_without_undoing_revocations_or_erasures() {
     let (data, sato_t, suzuki_t, _) = team_relay();
     let relay = Relay::start(data.path(), &[]).unwrap();
     let sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
@@ -247,21 +247,65 @@ async fn a_backup_taken_while_serving_restores_into_a_working_relay() {
     for (i, d) in docs.iter().enumerate() {
         append(&sato, *d, &format!(" during {i}."));
     }
-    let backup_dir = tempfile::tempdir().unwrap();
-    let dest = backup_dir.path().join("snapshot");
-    let (status, body) = {
-        let token = relay.bootstrap_token();
-        let body = serde_json::json!({ "path": dest.to_str().unwrap() });
-        relay.admin_api("POST", "/admin/v1/backup", &token, Some(body))
+    let token = relay.bootstrap_token();
+    let token_id = |device: &str| {
+        let (_, list) = relay.admin_api("GET", "/admin/v1/tokens?tenant=pharma-a", &token, None);
+        let t = list["tokens"].as_array().unwrap().iter().find(|t| t["device"] == device).unwrap().clone();
+        t["id"].as_str().unwrap().to_owned()
     };
+    // A revocation before the backup: the ledger the backup records is not empty.
+    let (status, _) =
+        relay.admin_api("DELETE", &format!("/admin/v1/tokens/{}", token_id("tanaka-tablet")), &token, None);
+    assert_eq!(status, 200);
+    // Where it goes is the relay's choice: a path in the request changes nothing.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let body = serde_json::json!({ "path": elsewhere.path().join("x").to_str().unwrap() });
+    let (status, body) = relay.admin_api("POST", "/admin/v1/backup", &token, Some(body));
     assert_eq!(status, 200, "{body}");
     assert!(body["entries"].as_u64().unwrap() > 10);
+    let name = body["backup"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("backup-") && !name.contains('/'), "{name}");
+    let dest = data.path().join("backups").join(&name);
+    assert!(dest.join("backup.json").exists() && !elsewhere.path().join("x").exists());
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(dest.join("backup.json")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
     sato.synced().await;
 
-    // Restore into a new data directory and serve it.
+    // After the backup: sato's phone is lost (its token revoked) and a plan is erased.
+    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{}", token_id("sato-phone")), &token, None);
+    assert_eq!(status, 200);
+    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/documents/{}", docs[2]), &token, None);
+    assert_eq!(status, 200);
+
+    // Restoring without the security ledger is refused, and so is a ledger of another relay.
     let restored = tempfile::tempdir().unwrap();
-    let out = admin(restored.path(), &["restore", "--from", dest.to_str().unwrap()]).unwrap();
-    assert!(out.contains("restored"), "{out}");
+    let err = admin(restored.path(), &["restore", "--from", dest.to_str().unwrap()]).unwrap_err();
+    assert!(err.to_string().contains("security ledger"), "{err}");
+    let foreign = restored.path().join("other-ledger.jsonl");
+    std::fs::write(&foreign, "{\"at_ms\":1,\"event\":\"token_revoked\",\"token\":\"tok_x\"}\n").unwrap();
+    let err =
+        admin(restored.path(), &["restore", "--from", dest.to_str().unwrap(), "--ledger", foreign.to_str().unwrap()])
+            .unwrap_err();
+    assert!(err.to_string().contains("does not continue"), "{err}");
+    // The relay's own ledger: the restore carries the revocation and the erasure out again.
+    let restored = tempfile::tempdir().unwrap();
+    let ledger = data.path().join("security-ledger.jsonl");
+    let out =
+        admin(restored.path(), &["restore", "--from", dest.to_str().unwrap(), "--ledger", ledger.to_str().unwrap()])
+            .unwrap();
+    assert!(out.contains("restored") && out.contains("3 ledger entries"), "{out}");
+    drop(relay);
+    // A new install: the restored relay never writes under the backed-up relay's actor.
+    let install = |dir: &std::path::Path| {
+        use liaison_core::storage::KvStore as _;
+        let config = liaison_server::config::Config { data_dir: dir.to_owned(), ..Default::default() };
+        liaison_server::open_data(&config).unwrap().kv.get(liaison_server::backup::INSTALL_KEY).unwrap()
+    };
+    assert_ne!(install(data.path()), install(restored.path()));
+
     let relay2 = Relay::start(restored.path(), &[]).unwrap();
     let suzuki = Device::new(&relay2, "pharma-a", "suzuki", "suzuki-phone", &suzuki_t, Role::Msl);
     for d in &docs {
@@ -269,18 +313,19 @@ async fn a_backup_taken_while_serving_restores_into_a_working_relay() {
     }
     suzuki
         .until_store("the backed-up plans arrive from the restored relay", |s| {
-            docs.iter()
+            docs[..2]
+                .iter()
                 .all(|d| s.get::<EngagementPlan>(d).is_ok_and(|p| p.notes.as_str().starts_with("before backup.")))
         })
         .await;
-    // A backup into a directory that already holds one is refused.
-    let (status, _) = relay.admin_api(
-        "POST",
-        "/admin/v1/backup",
-        &relay.bootstrap_token(),
-        Some(serde_json::json!({ "path": dest.to_str().unwrap() })),
-    );
-    assert_eq!(status, 400);
+    suzuki.synced().await;
+    assert!(suzuki.store.get::<EngagementPlan>(&docs[2]).is_err(), "the erased plan did not come back");
+    let lost_phone = Device::new(&relay2, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
+    lost_phone
+        .until("the revoked token stays revoked after the restore", |s| {
+            s.last_error.as_deref().is_some_and(|e| e.contains("401"))
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

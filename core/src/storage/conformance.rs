@@ -93,6 +93,31 @@ macro_rules! kv_conformance {
             }
 
             #[test]
+            fn scan_pages_walk_a_prefix_in_bounded_pages() {
+                let s = store();
+                let mut b = Batch::new();
+                for i in 0u32..300 {
+                    b.put([b"p/".as_slice(), &i.to_be_bytes()].concat(), vec![7; 100]);
+                }
+                b.put(b"o".to_vec(), vec![1]).put(b"q".to_vec(), vec![1]);
+                s.apply(b).unwrap();
+                let (mut seen, mut after, mut pages) = (Vec::new(), None::<Vec<u8>>, 0);
+                loop {
+                    let page = s.scan_page(b"p/", after.as_deref(), 1_000).unwrap();
+                    let Some((last, _)) = page.last() else { break };
+                    after = Some(last.clone());
+                    assert!(page.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() < 1_000 + 120);
+                    seen.extend(page.into_iter().map(|(k, _)| k));
+                    pages += 1;
+                }
+                assert_eq!(seen, s.scan_keys(b"p/").unwrap(), "every key once, in order");
+                assert!(pages >= 30, "pages are bounded in bytes, got {pages}");
+                // A page larger than the bound still returns one entry.
+                assert_eq!(s.scan_page(b"", None, 0).unwrap().len(), 1);
+                assert!(s.scan_page(b"q", Some(b"q"), 10).unwrap().is_empty());
+            }
+
+            #[test]
             fn many_keys() {
                 let s = store();
                 let mut b = Batch::new();

@@ -100,6 +100,25 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
     fn scan_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
         Ok(self.scan_prefix(prefix)?.into_iter().map(|(k, _)| k).collect())
     }
+    /// One page of a scan in key order: entries whose key starts with `prefix` and sorts after
+    /// `after` (from the first if `None`), stopping once the page holds `max_bytes` of keys and
+    /// values (at least one entry, if any is left). An empty page means the scan is done. For
+    /// walking a whole database (backups) in bounded memory.
+    fn scan_page(&self, prefix: &[u8], after: Option<&[u8]>, max_bytes: usize) -> Result<Vec<KeyValue>, StorageError> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for (k, v) in self.scan_prefix(prefix)? {
+            if after.is_some_and(|a| k.as_slice() <= a) {
+                continue;
+            }
+            if bytes >= max_bytes && !page.is_empty() {
+                break;
+            }
+            bytes += k.len() + v.len();
+            page.push((k, v));
+        }
+        Ok(page)
+    }
     /// Applies every write of `batch` atomically: after a crash either all are visible or none.
     fn apply(&self, batch: Batch) -> Result<(), StorageError>;
     /// Makes every write applied so far durable (survives a killed process and a power cut).

@@ -98,6 +98,25 @@ impl KvStore for SledKv {
         self.db.scan_prefix(prefix).keys().map(|r| r.map(|k| k.to_vec()).map_err(map_err)).collect()
     }
 
+    fn scan_page(&self, prefix: &[u8], after: Option<&[u8]>, max_bytes: usize) -> Result<Vec<KeyValue>, StorageError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for entry in self.db.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (k, v) = entry.map_err(map_err)?;
+            if !k.starts_with(prefix) || (bytes >= max_bytes && !page.is_empty()) {
+                break;
+            }
+            bytes += k.len() + v.len();
+            page.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(page)
+    }
+
     fn apply(&self, batch: Batch) -> Result<(), StorageError> {
         let mut b = sled::Batch::default();
         for op in batch.into_ops() {

@@ -631,10 +631,23 @@ impl DocStore {
 
     /// Deletes a document and its index entries (erasure).
     pub fn delete(&self, id: &DocumentId) -> Result<(), StoreError> {
+        if self.delete_with(id, Batch::new())? { Ok(()) } else { Err(StoreError::NotFound(*id)) }
+    }
+
+    /// Deletes a document, if stored, together with `extra` writes in one atomic batch (an
+    /// erasure's tombstone and quarantine entries go with the document or not at all). Returns
+    /// whether the document was stored; `extra` is applied either way.
+    pub fn delete_with(&self, id: &DocumentId, extra: Batch) -> Result<bool, StoreError> {
         let mut cache = lock(&self.cache);
-        let meta = self.read_meta(id)?.ok_or(StoreError::NotFound(*id))?;
+        let Some(meta) = self.read_meta(id)? else {
+            if !extra.is_empty() {
+                self.kv.apply(extra)?;
+                self.durable()?;
+            }
+            return Ok(false);
+        };
         cache.take(id);
-        let mut batch = Batch::new();
+        let mut batch = extra;
         for k in self.kv.scan_keys(&keys::chunk_prefix(id))? {
             batch.delete(k);
         }
@@ -654,7 +667,7 @@ impl DocStore {
         self.kv.apply(batch)?;
         self.durable()?;
         self.notify(DocChange { id: *id, kind: meta.kind(), origin: Origin::Local, heads: Vec::new(), deleted: true });
-        Ok(())
+        Ok(true)
     }
 
     /// Rewrites a document as a single chunk.
