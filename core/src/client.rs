@@ -96,6 +96,9 @@ pub enum ClientError {
     BadCertificate,
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The relay answered 410 Gone: the tenant's contract ended and its data was purged.
+    #[error("the relay retired this workspace (its tenant was purged); the local records were erased")]
+    Retired,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -312,6 +315,10 @@ impl Driver {
                     attempt = 0;
                     self.session(ws, &mut cmds).await
                 }
+                Err(ClientError::Retired) => {
+                    self.retire();
+                    return;
+                }
                 Err(e) => Ended::Lost(e.to_string()),
             };
             self.publish(|s| s.state = ConnState::Offline);
@@ -391,6 +398,25 @@ impl Driver {
         self.publish(|s| s.refused.retain(|r| r.doc != doc));
         self.followups.push(Input::Announce { doc });
         Some(Input::Erase { doc, notify: false })
+    }
+
+    /// The tenant was purged at its contract's end: every local record goes, as the relay's
+    /// copies went, and the client stops (its credentials no longer work anywhere).
+    fn retire(&mut self) {
+        let docs = self.store.all_documents().unwrap_or_default();
+        for doc in &docs {
+            match self.store.delete(doc) {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => tracing::error!(document = %doc, error = %e, "cannot erase a local record"),
+            }
+        }
+        tracing::warn!(documents = docs.len(), "the relay retired this workspace; local records erased");
+        self.pending().clear();
+        self.publish(|s| {
+            s.state = ConnState::Offline;
+            s.pending_documents = 0;
+            s.last_error = Some(ClientError::Retired.to_string());
+        });
     }
 
     fn local_input(&self, doc: DocumentId) -> Option<Input> {
@@ -569,6 +595,9 @@ async fn connect(url: String, token: String, tls: Arc<rustls::ClientConfig>) -> 
     let connecting = tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector));
     match tokio::time::timeout(Duration::from_secs(20), connecting).await {
         Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) if resp.status().as_u16() == 410 => {
+            Err(ClientError::Retired)
+        }
         // Errors name the failure (refused, TLS, HTTP status), never the request.
         Ok(Err(e)) => Err(ClientError::Connect(describe(&e))),
         Err(_) => Err(ClientError::Connect("timed out".into())),

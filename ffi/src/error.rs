@@ -87,7 +87,7 @@ impl From<ClientError> for LiaisonError {
         match e {
             ClientError::Store(s) => s.into(),
             ClientError::BadUrl | ClientError::BadCertificate => Self::InvalidInput(e.to_string()),
-            ClientError::Connect(_) => Self::Sync(e.to_string()),
+            ClientError::Connect(_) | ClientError::Retired => Self::Sync(e.to_string()),
         }
     }
 }

@@ -24,6 +24,9 @@ pub enum AuthError {
     Expired,
     #[error("credential revoked")]
     Revoked,
+    /// The credential's tenant was purged (contract end): devices erase their copies.
+    #[error("tenant purged")]
+    TenantPurged,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0} already exists")]
@@ -314,7 +317,7 @@ impl AuthStore {
         }
         let tenant = self.tenant(&rec.tenant)?.ok_or(AuthError::Invalid)?;
         if tenant.purged_at.is_some() {
-            return Err(AuthError::Revoked);
+            return Err(AuthError::TenantPurged);
         }
         let user = self.user(&rec.tenant, &rec.user)?.ok_or(AuthError::Revoked)?;
         Ok(Principal {

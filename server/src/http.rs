@@ -74,6 +74,8 @@ pub enum ApiError {
     NotFound(&'static str),
     BadRequest(String),
     Conflict(&'static str),
+    /// 410: the tenant was purged; devices erase their local copies.
+    Gone,
     Internal(String),
 }
 
@@ -85,6 +87,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found")),
             ApiError::BadRequest(r) => (StatusCode::BAD_REQUEST, r),
             ApiError::Conflict(what) => (StatusCode::CONFLICT, format!("{what} already exists")),
+            ApiError::Gone => (StatusCode::GONE, "tenant purged".to_owned()),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned())
@@ -98,6 +101,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Missing | AuthError::Invalid | AuthError::Expired | AuthError::Revoked => ApiError::Unauthorized,
+            AuthError::TenantPurged => ApiError::Gone,
             AuthError::NotFound(w) => ApiError::NotFound(w),
             AuthError::Exists(w) => ApiError::Conflict(w),
             AuthError::BadName { .. } => ApiError::BadRequest(e.to_string()),

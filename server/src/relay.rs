@@ -460,6 +460,7 @@ impl Actor {
                     let why = match e {
                         AuthError::Revoked => "credential revoked",
                         AuthError::Expired => "credential expired",
+                        AuthError::TenantPurged => "tenant purged",
                         _ => "credential no longer valid",
                     };
                     self.metrics.closed(why);

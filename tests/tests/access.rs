@@ -295,8 +295,12 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
     let (status, body) = relay.admin_api("DELETE", "/admin/v1/tenants/pharma-b", &relay.bootstrap_token(), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["erased_documents"], 2);
-    // Its credentials were revoked and its connections cut first, then its records erased.
-    last_error_contains(kim.client(), "HTTP 401").await;
+    // Its credentials were revoked and its connections cut first, then its records erased; the
+    // relay then answers its devices 410 Gone, and they erase their local copies.
+    last_error_contains(kim.client(), "retired this workspace").await;
+    for p in &b_plans {
+        kim.until_store("the purged tenant's local copies are erased", |s| s.get::<EngagementPlan>(p).is_err()).await;
+    }
     for p in &b_plans {
         let (status, _) =
             relay.admin_api("DELETE", &format!("/admin/v1/documents/{p}"), &relay.bootstrap_token(), None);
