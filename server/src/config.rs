@@ -63,6 +63,9 @@ pub struct Limits {
     pub max_http_connections: usize,
     /// Most WebSockets open at once with one token; beyond it the upgrade is refused (429).
     pub max_connections_per_token: usize,
+    /// Documents loaded from storage at once; further loads wait their turn (a device asking
+    /// for thousands of documents cannot make the relay read them all at the same time).
+    pub max_loading_documents: usize,
 }
 
 impl Default for Limits {
@@ -83,6 +86,7 @@ impl Default for Limits {
             // connections still in their TLS handshake.
             max_http_connections: 25_000,
             max_connections_per_token: 16,
+            max_loading_documents: 64,
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct Metrics {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub resident_documents: AtomicU64,
+    /// Documents being loaded from storage now, and the most at once since the start.
+    pub loading_documents: AtomicU64,
+    pub loading_documents_peak: AtomicU64,
     pub stored_documents: AtomicU64,
     pub storage_failures: AtomicU64,
     refusals: Mutex<BTreeMap<String, u64>>,
@@ -79,6 +82,20 @@ impl Metrics {
         g(&mut o, "liaison_bytes_in_total", "Frame bytes received.", "counter", l(&self.bytes_in));
         g(&mut o, "liaison_bytes_out_total", "Frame bytes sent.", "counter", l(&self.bytes_out));
         g(&mut o, "liaison_documents_resident", "Documents loaded in memory.", "gauge", l(&self.resident_documents));
+        g(
+            &mut o,
+            "liaison_documents_loading",
+            "Documents being loaded from storage.",
+            "gauge",
+            l(&self.loading_documents),
+        );
+        g(
+            &mut o,
+            "liaison_documents_loading_peak",
+            "Most documents loading at once since the start (bounded by max_loading_documents).",
+            "gauge",
+            l(&self.loading_documents_peak),
+        );
         g(&mut o, "liaison_documents_stored", "Documents stored.", "gauge", l(&self.stored_documents));
         g(
             &mut o,

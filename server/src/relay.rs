@@ -3,7 +3,7 @@
 //! connection's credential and grants.
 
 use crate::now_ms;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -131,6 +131,21 @@ impl RelayHandle {
     }
 }
 
+/// Loads from storage: at most `max` at once, the rest wait in order.
+#[derive(Debug)]
+struct Loads {
+    max: usize,
+    running: HashSet<liaison_core::sync::TaskId>,
+    waiting: VecDeque<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>,
+}
+
+impl Loads {
+    /// Whether `task` was a running load (its slot is free now).
+    fn done(&mut self, task: liaison_core::sync::TaskId) -> bool {
+        self.running.remove(&task)
+    }
+}
+
 /// An erasure or purge: it holds the storage tasks of the documents it erases (and only those),
 /// and starts once none of theirs is running. Backups and exports hold nothing (see `backup`).
 #[derive(Debug)]
@@ -156,6 +171,7 @@ pub struct RelaySettings {
     pub max_docs_per_conn: usize,
     pub handshake_timeout: Duration,
     pub max_inbound_queue_bytes: usize,
+    pub max_loading_documents: usize,
 }
 
 impl RelaySettings {
@@ -168,6 +184,7 @@ impl RelaySettings {
             max_docs_per_conn: config.limits.max_documents_per_connection,
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
             max_inbound_queue_bytes: config.limits.max_inbound_queue_bytes,
+            max_loading_documents: config.limits.max_loading_documents.max(1),
         }
     }
 }
@@ -238,6 +255,7 @@ pub fn spawn(
         pending: 0,
         running: HashMap::new(),
         busy_docs: HashMap::new(),
+        loads: Loads { max: settings.max_loading_documents.max(1), running: HashSet::new(), waiting: VecDeque::new() },
         shutdown: None,
         maintenance: None,
         held: Vec::new(),
@@ -308,6 +326,7 @@ struct Actor {
     running: HashMap<liaison_core::sync::TaskId, liaison_core::DocumentId>,
     /// Storage tasks and quarantine writes running per document; an erasure waits for its own.
     busy_docs: HashMap<liaison_core::DocumentId, usize>,
+    loads: Loads,
     shutdown: Option<oneshot::Sender<()>>,
     /// An erasure or purge waiting for its documents' running tasks, or running.
     maintenance: Option<Maintenance>,
@@ -370,6 +389,14 @@ impl Actor {
                 self.pending = self.pending.saturating_sub(1);
                 if let Some(doc) = self.running.remove(&task) {
                     self.not_busy(doc);
+                }
+                if self.loads.done(task) {
+                    self.metrics
+                        .loading_documents
+                        .store(self.loads.running.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    if let Some((task, op)) = self.loads.waiting.pop_front() {
+                        self.run_storage(task, op);
+                    }
                 }
                 self.input(Input::StorageDone { task, result });
                 self.maybe_start_maintenance();
@@ -607,6 +634,16 @@ impl Actor {
     }
 
     fn run_storage(&mut self, task: liaison_core::sync::TaskId, op: liaison_core::sync::StorageTask) {
+        if matches!(op, liaison_core::sync::StorageTask::Load { .. }) {
+            if self.loads.running.len() >= self.loads.max {
+                self.loads.waiting.push_back((task, op));
+                return;
+            }
+            self.loads.running.insert(task);
+            let now = self.loads.running.len() as u64;
+            self.metrics.loading_documents.store(now, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.loading_documents_peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        }
         self.pending += 1;
         let doc = *task_doc(&op);
         self.running.insert(task, doc);

@@ -234,3 +234,63 @@ async fn one_token_opens_at_most_max_connections_per_token_websockets() {
     .await
     .expect("a slot was released when a socket ended");
 }
+
+/// Stores `n` engagement plans of sato's team in the (stopped) relay's data directory.
+fn seed_plans(data: &std::path::Path, n: usize) -> Vec<liaison_core::DocumentId> {
+    use liaison_core::model::EngagementPlan;
+    use liaison_core::storage::MemoryKv;
+    use liaison_core::store::{StoreOptions, SystemClock};
+    use liaison_core::{DocStore, DocumentId, Identity, Role};
+    let config = liaison_server::config::Config { data_dir: data.to_owned(), ..Default::default() };
+    let relay = liaison_server::open_data(&config).unwrap();
+    let sato = Identity {
+        tenant: "pharma-a".into(),
+        user: "sato".into(),
+        device: "sato-phone".into(),
+        role: Role::Msl,
+        install: [1; 8],
+    };
+    let device =
+        DocStore::with_kv(Arc::new(MemoryKv::new()), sato, Arc::new(SystemClock), StoreOptions::default()).unwrap();
+    let kol = DocumentId::from_bytes([9; 16]);
+    (0..n)
+        .map(|i| {
+            let doc = device.create("onc-east", &EngagementPlan::new(&kol, format!("plan {i}"))).unwrap();
+            relay.store.merge_remote(&doc, &device.export(&doc).unwrap()).unwrap();
+            doc
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_asking_for_hundreds_of_documents_gets_them_all_while_few_load_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    setup_tenant(data.path(), "pharma-a", "onc-east", &[("sato", "msl")]);
+    let (_, sato) = issue(data.path(), "pharma-a", "sato", "sato-phone", &[]);
+    let docs = seed_plans(data.path(), 300);
+    let config = data.path().join("relay.toml");
+    std::fs::write(&config, "[limits]\nmax_loading_documents = 3\n").unwrap();
+    let relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
+
+    let mut peer = raw::RawPeer::join(&relay, &sato, "sato-phone").await;
+    for d in &docs {
+        peer.request(*d).await;
+    }
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < docs.len() {
+        let doc = peer
+            .until("a document's content", |m| match m {
+                liaison_core::sync::wire::Message::Sync { document_id, .. } => Some(*document_id),
+                _ => None,
+            })
+            .await;
+        answered.insert(doc);
+    }
+    let metrics = relay.get_text("/metrics");
+    let peak: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("liaison_documents_loading_peak "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no loading peak in:\n{metrics}"));
+    assert!((1..=3).contains(&peak), "at most max_loading_documents load at once, saw {peak}");
+}
