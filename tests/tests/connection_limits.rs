@@ -294,3 +294,98 @@ async fn a_device_asking_for_hundreds_of_documents_gets_them_all_while_few_load_
         .unwrap_or_else(|| panic!("no loading peak in:\n{metrics}"));
     assert!((1..=3).contains(&peak), "at most max_loading_documents load at once, saw {peak}");
 }
+
+/// Every limit of the sync socket, each hit once: its close code and reason, its count in
+/// /metrics, and that time limits take their time (a lower bound as well as an upper one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sync_limit_closes_with_its_reason_and_is_counted() {
+    let data = tempfile::tempdir().unwrap();
+    setup_tenant(data.path(), "pharma-a", "onc-east", &[("mallory", "msl")]);
+    let (_, token) = issue(data.path(), "pharma-a", "mallory", "m-laptop", &[]);
+    let config = data.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nidle_timeout_secs = 2\nhandshake_timeout_secs = 1\nmax_connections = 2\n\
+         max_documents_per_connection = 5\nmessages_per_second = 20\nmessage_burst = 50\n",
+    )
+    .unwrap();
+    let relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
+
+    // max_connections: the third WebSocket is refused before the upgrade.
+    let first = raw::RawPeer::join(&relay, &token, "m-laptop").await;
+    let second = raw::RawPeer::join(&relay, &token, "m-laptop").await;
+    match websocket(&relay, &token).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 503),
+        other => panic!("a third connection was not refused: {:?}", other.map(|_| ())),
+    }
+    drop((first, second));
+
+    // The handshake timeout: not before it, and not long after.
+    let started = Instant::now();
+    let mut silent = raw::RawPeer {
+        ws: retry_connect(&relay, &token).await,
+        peer_id: "m-laptop".into(),
+        relay_id: liaison_core::sync::wire::PeerId(String::new()),
+    };
+    assert_eq!(silent.closed().await, (1002, "handshake timeout".into()));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "closed after {took:?}");
+
+    // The idle timeout: a joined peer that sends nothing.
+    let started = Instant::now();
+    let mut idle = joined(&relay, &token).await;
+    assert_eq!(idle.closed().await, (4008, "idle timeout".into()));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(10), "closed after {took:?}");
+
+    // Documents per connection: the sixth distinct document closes it.
+    let mut greedy = joined(&relay, &token).await;
+    for i in 0..6u8 {
+        greedy.request(liaison_core::DocumentId::from_bytes([i + 1; 16])).await;
+    }
+    assert_eq!(greedy.closed().await, (4014, "too many documents on one connection".into()));
+
+    // The message rate.
+    let mut flood = joined(&relay, &token).await;
+    let noise = liaison_core::sync::wire::Message::Unknown { type_name: "noise".into() }.encode();
+    for _ in 0..200 {
+        flood.send_frame(noise.clone()).await;
+    }
+    assert_eq!(flood.closed().await, (4029, "message rate exceeded".into()));
+
+    let metrics = relay.get_text("/metrics");
+    for reason in ["handshake timeout", "idle timeout", "too many documents on one connection", "message rate exceeded"]
+    {
+        assert!(
+            metrics.contains(&format!("liaison_connections_closed_total{{reason=\"{reason}\"}} 1")),
+            "{reason} is not counted once in:\n{metrics}"
+        );
+    }
+}
+
+/// Connects once the relay has noticed earlier connections closed (max_connections is low).
+async fn retry_connect(relay: &Relay, token: &str) -> raw::Socket {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match websocket(relay, token).await {
+            Ok(ws) => return ws,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("cannot connect: {e}"),
+        }
+    }
+}
+
+/// A joined raw peer, connecting once there is room.
+async fn joined(relay: &Relay, token: &str) -> raw::RawPeer {
+    let mut p = raw::RawPeer {
+        ws: retry_connect(relay, token).await,
+        peer_id: "m-laptop".into(),
+        relay_id: liaison_core::sync::wire::PeerId(String::new()),
+    };
+    p.send_frame(raw::join_frame("m-laptop")).await;
+    match p.next().await {
+        raw::Heard::Frame(liaison_core::sync::wire::Message::Peer { sender_id, .. }) => p.relay_id = sender_id,
+        other => panic!("expected the relay's peer message, got {other:?}"),
+    }
+    p
+}
