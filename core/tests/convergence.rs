@@ -45,7 +45,7 @@ fn token_boundary(s: &str, frac: u8) -> usize {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::proptest_cases(48), ..ProptestConfig::default() })]
 
     #[test]
     fn offline_edits_converge(ops in prop::collection::vec(op(), 1..40)) {

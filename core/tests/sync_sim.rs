@@ -474,7 +474,7 @@ fn play(seed: u64, faults: Faults, acts: &[Act], devices: usize, resident_cap: u
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::proptest_cases(40), ..ProptestConfig::default() })]
 
     #[test]
     fn devices_converge_through_a_faulty_network_and_a_crashing_relay(

@@ -7,6 +7,8 @@
 //!   criterion benchmarks at full size.
 //! - `fuzz [SECONDS]`: every cargo-fuzz target for SECONDS (default 60) each; installs
 //!   cargo-fuzz if missing. Crashes land in `fuzz/artifacts/`: keep them in `fuzz/regressions/`.
+//! - `soak [CASES]`: the protocol simulator and the convergence properties at CASES cases each
+//!   (default 2,000; the everyday suite runs 40 and 48), in release.
 //! - `bindings [--release]`: builds liaison-ffi and generates Swift, Kotlin and Python into
 //!   mobile-bindings/generated/.
 //! - `kotlin-bench [KOLS]`: the Kotlin benchmark on the release library (default 2,000 KOLs).
@@ -31,13 +33,14 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("bench") => bench::bench(&args[1..]),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str).unwrap_or("60")),
+        Some("soak") => soak(args.get(1).map(String::as_str).unwrap_or("2000")),
         Some("bindings") => mobile::bindings(args.get(1).is_some_and(|a| a == "--release")),
         Some("prepare-binding-tests") => mobile::prepare_binding_tests(),
         Some("kotlin-bench") => mobile::kotlin_bench(args.get(1).map(String::as_str).unwrap_or("2000")),
         Some("mobile-release") => mobile::mobile_release(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|test|bench [liaison-bench args]|bench criterion [args]|fuzz [seconds]|\
+                "usage: cargo xtask <ci|test|bench [liaison-bench args]|bench criterion [args]|fuzz [seconds]|soak [cases]|\
                  bindings [--release]|prepare-binding-tests|kotlin-bench [kols]|mobile-release>"
             );
             std::process::exit(2);
@@ -161,6 +164,22 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
     let status = child.wait().context("waiting for cargo test")?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The simulator and the convergence properties at `cases` cases each (`PROPTEST_CASES`).
+fn soak(cases: &str) -> Result<()> {
+    let n: u32 = cases.parse().context("soak takes a number of cases")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let started = std::time::Instant::now();
+    let args = ["test", "--release", "-p", "liaison-core", "--test", "sync_sim", "--test", "convergence"];
+    eprintln!("$ PROPTEST_CASES={n} cargo {}", args.join(" "));
+    let status =
+        Command::new(&cargo).args(args).env("PROPTEST_CASES", n.to_string()).status().context("running cargo")?;
+    eprintln!("soak: {n} cases each, {:.0} s", started.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("the soak found a failing case (proptest printed it and saved it to the .proptest-regressions file)");
     }
     Ok(())
 }

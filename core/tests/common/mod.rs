@@ -29,3 +29,10 @@ pub fn sync(a: &DocStore, b: &DocStore) {
         }
     }
 }
+
+/// Proptest cases: `PROPTEST_CASES` when set (a soak: see docs/testing in ARCHITECTURE.md),
+/// else the suite's everyday count.
+#[allow(dead_code)]
+pub fn proptest_cases(everyday: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(everyday)
+}
