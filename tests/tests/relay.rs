@@ -331,10 +331,10 @@ async fn a_backup_taken_while_serving_restores_into_a_working_relay_without_undo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_reaches_every_device_and_the_document_cannot_come_back() {
     let (data, sato_t, suzuki_t, tanaka_t) = team_relay();
-    let relay = Relay::start(data.path(), &[]).unwrap();
+    let mut relay = Relay::start(data.path(), &[]).unwrap();
     let sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
-    let suzuki = Device::new(&relay, "pharma-a", "suzuki", "suzuki-phone", &suzuki_t, Role::Msl);
-    let mut tanaka = Device::new(&relay, "pharma-a", "tanaka", "tanaka-tablet", &tanaka_t, Role::Manager);
+    let mut suzuki = Device::new(&relay, "pharma-a", "suzuki", "suzuki-phone", &suzuki_t, Role::Msl);
+    let tanaka = Device::new(&relay, "pharma-a", "tanaka", "tanaka-tablet", &tanaka_t, Role::Manager);
     // An HCP who later opts out.
     let kol = sato.store.create("onc-east", &KolProfile::new("山田 太郎", "東京大学病院")).unwrap();
     sato.created(kol);
@@ -343,25 +343,28 @@ async fn erasure_reaches_every_device_and_the_document_cannot_come_back() {
         d.client().find(kol);
         d.until_store("the profile arrives", |s| s.get::<KolProfile>(&kol).is_ok()).await;
     }
-    tanaka.offline(); // keeps a copy while away
+    suzuki.offline(); // keeps a copy while away
 
     let (status, body) =
         relay.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &relay.bootstrap_token(), None);
     assert_eq!(status, 200, "{body}");
-    for d in [&sato, &suzuki] {
+    for d in [&sato, &tanaka] {
         d.until_store("the local copy is erased", |s| s.get::<KolProfile>(&kol).is_err()).await;
         assert!(d.store.list_kols().unwrap().is_empty(), "{}: nothing of the HCP is listed", d.name);
     }
 
-    // The device that was offline deletes its copy when it comes back, and cannot push it back.
-    tanaka.connect(&relay);
-    tanaka.until_store("the offline copy is erased on reconnect", |s| s.get::<KolProfile>(&kol).is_err()).await;
+    // The device that was offline, not knowing, edits its copy; when it comes back the copy is
+    // erased and the edit does not bring the document back.
+    suzuki.store.update(&kol, |p: &mut KolProfile| p.department = Some("腫瘍内科".into())).unwrap();
+    suzuki.connect(&relay);
+    suzuki.client().local_change(kol);
+    suzuki.until_store("the edited offline copy is erased on reconnect", |s| s.get::<KolProfile>(&kol).is_err()).await;
 
     // Nobody can fetch it again.
     let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &relay.bootstrap_token(), None);
     assert_eq!(status, 404, "already erased");
-    let mut events = suzuki.client().events();
-    suzuki.client().find(kol);
+    let mut events = sato.client().events();
+    sato.client().find(kol);
     tokio::time::timeout(WAIT, async {
         loop {
             match events.recv().await {
@@ -377,7 +380,17 @@ async fn erasure_reaches_every_device_and_the_document_cannot_come_back() {
     })
     .await
     .expect("asking for an erased document is answered: erased, unavailable");
-    assert!(suzuki.store.get::<KolProfile>(&kol).is_err());
+    assert!(sato.store.get::<KolProfile>(&kol).is_err());
+
+    // And the relay's disk holds nothing of it but the tombstone.
+    relay.stop();
+    let config = liaison_server::config::Config { data_dir: data.path().to_owned(), ..Default::default() };
+    let stored = liaison_server::open_data(&config).unwrap();
+    assert!(!stored.store.all_documents().unwrap().contains(&kol), "the document is not stored");
+    use liaison_core::storage::KvStore as _;
+    assert!(stored.kv.get(&liaison_server::policy::tombstone_key(&kol)).unwrap().is_some(), "the id is tombstoned");
+    let quarantined = stored.kv.scan_keys(&liaison_server::erasure::quarantine_key(&kol, b"")).unwrap();
+    assert!(quarantined.is_empty(), "the offline edit is not kept either");
 }
 
 /// Makes a certificate by starting (and stopping) a relay on a scratch data directory.
