@@ -217,12 +217,19 @@ async fn an_offline_edit_to_a_record_submitted_meanwhile_comes_back_as_a_refusal
         suzuki.store.get::<Interaction>(&id).unwrap().summary.as_str().starts_with("Offline: "),
         "kept on the device"
     );
-    // Everyone else still sees the submitted record unchanged.
-    sato.until_store("the submitted record is unchanged", |s| {
-        s.get::<Interaction>(&id)
-            .is_ok_and(|i| i.summary.as_str() == "Discussed dosing." && i.status == RecordStatus::Submitted)
-    })
-    .await;
+    // Everyone else still sees the submitted record unchanged: a third device, fetching it from
+    // the relay after the refusal, and the author.
+    let tanaka = device(&relay, "pharma-a", "tanaka", "tanaka-tablet", Role::Manager);
+    tanaka.client().find(id);
+    for d in [&tanaka, &sato] {
+        d.until_store("the submitted record, unchanged", |s| {
+            s.get::<Interaction>(&id)
+                .is_ok_and(|i| i.summary.as_str() == "Discussed dosing." && i.status == RecordStatus::Submitted)
+        })
+        .await;
+    }
+    tanaka.synced().await;
+    assert_eq!(tanaka.store.load(&id).unwrap().get_heads(), sato.store.load(&id).unwrap().get_heads());
 
     // The refused edit would fork suzuki's copy for good: every later edit builds on it. She
     // discards it and continues from the relay's state; after an admin's unlock her next edit
