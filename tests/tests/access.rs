@@ -166,9 +166,17 @@ async fn a_reader_cannot_write_and_another_tenant_sees_unavailable() {
     let s = tanaka.until("the refusal arrives", |s| !s.refused.is_empty()).await;
     assert_eq!(s.refused[0].code, "read-only");
     assert_eq!(s.refused[0].doc, visit);
-    sato.client().find(visit);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(sato.store.get::<Interaction>(&visit).unwrap().location, None, "the change did not spread");
+    // The relay has decided (the refusal came back): a device fetching the visit now gets the
+    // relay's state, and sato, up to date with the relay, has the same heads.
+    let suzuki = device(&relay, "pharma-a", "suzuki", "suzuki-phone", Role::Msl);
+    suzuki.client().find(visit);
+    suzuki.until_store("the visit arrives", |s| s.get::<Interaction>(&visit).is_ok()).await;
+    suzuki.synced().await;
+    sato.synced().await;
+    for d in [&suzuki, &sato] {
+        assert_eq!(d.store.get::<Interaction>(&visit).unwrap().location, None, "{}: the change did not spread", d.name);
+    }
+    assert_eq!(suzuki.store.load(&visit).unwrap().get_heads(), sato.store.load(&visit).unwrap().get_heads());
 
     // Another tenant's document id answers "unavailable", and nothing of it arrives.
     let mut events = kim.client().events();
