@@ -112,6 +112,30 @@ class Bindings(unittest.TestCase):
             await bob.stop_sync()
         asyncio.run(stop())
 
+    def test_splice_indexes_count_utf16_units_after_non_bmp_characters(self):
+        # Kotlin and Swift index text in UTF-16 units: an emoji outside the BMP is two of them.
+        store = open_store("carol", "carol-phone")
+        kol = store.create_kol(L.new_kol_profile("Dr. Ren", "Kobe"))
+        draft = L.new_engagement_plan(kol, "emoji")
+        draft.notes = "😀😀 ab"
+        plan = store.create_plan(draft)
+
+        def utf16(s):
+            return len(s.encode("utf-16-le")) // 2
+
+        self.assertEqual(utf16("😀😀 "), 5)
+        store.splice_plan_notes(plan, utf16("😀😀 "), 0, "X")
+        self.assertEqual(store.get_plan(plan).notes, "😀😀 Xab")
+        # Deleting one emoji deletes two units.
+        store.splice_plan_notes(plan, utf16("😀"), 2, "")
+        self.assertEqual(store.get_plan(plan).notes, "😀 Xab")
+        # An index inside a surrogate pair is refused, and nothing changes.
+        with self.assertRaises(L.LiaisonError.InvalidInput):
+            store.splice_plan_notes(plan, 1, 0, "!")
+        with self.assertRaises(L.LiaisonError.InvalidInput):
+            store.splice_plan_notes(plan, 0, 1, "")
+        self.assertEqual(store.get_plan(plan).notes, "😀 Xab")
+
 
 if __name__ == "__main__":
     result = unittest.main(exit=False, verbosity=2).result

@@ -212,6 +212,31 @@ fun main() {
         eventually("Alice sees Bob's edit made after the cancelled wait") { alice.getPlan(plan).notes.startsWith("» ") }
     }
 
+    test("an observer that calls back into the store and is slow stalls neither writes nor itself") {
+        val dave = open("alice", "dave-phone")
+        val seen = LinkedBlockingQueue<String>()
+        dave.setObserver(object : LiaisonObserver {
+            override fun documentsChanged(changes: List<DocumentChange>) {
+                com.sun.jna.Native.detach(false)
+                for (c in changes) {
+                    // Re-entrant: the callback reads the store it is called by...
+                    assertEq("Clinic", dave.getKol(c.id).institution, "the record read back inside the callback")
+                    seen.add(c.id)
+                }
+                // ...and is slow.
+                Thread.sleep(1_000)
+            }
+            override fun syncStatusChanged(status: SyncStatus) {}
+        })
+        val started = System.nanoTime()
+        val ids = (0 until 10).map { dave.createKol(newKolProfile("Dr. $it", "Clinic")) }
+        val ms = (System.nanoTime() - started) / 1_000_000
+        // Were writes to wait for the observer, ten of them would take ten seconds or more.
+        assertTrue(ms < 5_000, "10 writes beside a slow observer took $ms ms")
+        eventually("the observer read every new record back") { ids.all { it in seen } }
+        dave.close()
+    }
+
     test("the library's logs reach the app's logger, without credentials") {
         eventually("a log record arrives") { logs.records.any { it.message.contains("store opened") } }
         val all = logs.records.toList()
