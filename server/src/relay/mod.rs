@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use liaison_core::DocStore;
 use liaison_core::sync::engine::{CloseReason, Event};
-use liaison_core::sync::store_tasks::{execute, execute_group};
+use liaison_core::sync::store_tasks::execute;
 use liaison_core::sync::wire::StorageId;
 use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, Output, Side};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{AuthError, AuthStore, Principal};
-use crate::ledger::{Ledger, LedgerEvent};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::policy::{PendingOwners, Principals, RelayPolicy};
 
@@ -33,6 +33,11 @@ pub mod close {
 }
 
 pub use crate::outbox::{Outbox, Outgoing};
+
+mod maintenance;
+mod writer;
+
+use maintenance::{Erasing, Loads, Maintenance};
 
 #[derive(Debug)]
 pub enum ActorMsg {
@@ -131,38 +136,6 @@ impl RelayHandle {
     }
 }
 
-/// Loads from storage: at most `max` at once, the rest wait in order.
-#[derive(Debug)]
-struct Loads {
-    max: usize,
-    running: HashSet<liaison_core::sync::TaskId>,
-    waiting: VecDeque<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>,
-}
-
-impl Loads {
-    /// Whether `task` was a running load (its slot is free now).
-    fn done(&mut self, task: liaison_core::sync::TaskId) -> bool {
-        self.running.remove(&task)
-    }
-}
-
-/// An erasure or purge: it holds the storage tasks of the documents it erases (and only those),
-/// and starts once none of theirs is running. Backups and exports hold nothing (see `backup`).
-#[derive(Debug)]
-struct Maintenance {
-    what: Erasing,
-    /// The documents whose storage tasks are held; `None` while a purge is still listing them.
-    scope: Option<HashSet<liaison_core::DocumentId>>,
-    /// Taken when the work starts.
-    reply: Option<MaintenanceReply>,
-}
-
-#[derive(Debug, Clone)]
-enum Erasing {
-    Document(liaison_core::DocumentId),
-    Tenant(String),
-}
-
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     pub peer_id: String,
@@ -240,7 +213,7 @@ pub fn spawn(
     let pending_owners = PendingOwners::default();
     let policy = RelayPolicy::new(store.clone(), principals.clone(), pending_owners.clone());
     let engine = Engine::new(config, Box::new(policy), uuid::Uuid::new_v4().to_string());
-    let writer = spawn_writer(store.clone(), tx.clone(), metrics.clone());
+    let writer = writer::spawn_writer(store.clone(), tx.clone(), metrics.clone());
     let actor = Actor {
         engine,
         writer,
@@ -262,49 +235,6 @@ pub fn spawn(
     };
     tokio::spawn(actor.run(rx));
     handle
-}
-
-/// Most writes one group commit takes: bounds the batch and how long a flush holds acks back.
-const MAX_GROUP: usize = 1024;
-
-/// The writer thread: takes every write queued while the last commit was flushing and stores
-/// them as one batch with one flush (group commit), then reports each task done. Under load
-/// that turns one fsync per edit into one per batch; alone, a write goes at once.
-fn spawn_writer(
-    store: Arc<DocStore>,
-    tx: mpsc::Sender<ActorMsg>,
-    metrics: Arc<Metrics>,
-) -> std::sync::mpsc::Sender<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)> {
-    let (wtx, wrx) = std::sync::mpsc::channel::<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>();
-    let spawned = std::thread::Builder::new().name("liaison-writer".into()).spawn(move || {
-        // Ends when the actor (the only sender) is gone.
-        while let Ok(first) = wrx.recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match wrx.try_recv() {
-                    Ok(t) => group.push(t),
-                    Err(_) => break,
-                }
-            }
-            let (ids, tasks): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-            let started = Instant::now();
-            let results = execute_group(&store, &tasks);
-            metrics.observe_flush(started.elapsed().as_secs_f64());
-            for (task, result) in ids.into_iter().zip(results) {
-                if matches!(result, liaison_core::sync::StorageResult::Failed(_)) {
-                    Metrics::add(&metrics.storage_failures, 1);
-                }
-                if tx.blocking_send(ActorMsg::StorageDone { task, result }).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        // Without a writer nothing is ever acknowledged; the operator must know at once.
-        tracing::error!(error = %e, "cannot start the storage writer thread");
-    }
-    wtx
 }
 
 struct Actor {
@@ -408,24 +338,8 @@ impl Actor {
             ActorMsg::Erase { doc, reply } => {
                 self.begin(Erasing::Document(doc), Some(HashSet::from([doc])), reply);
             }
-            ActorMsg::PurgeTenant { tenant, reply } => {
-                self.begin(Erasing::Tenant(tenant.clone()), None, reply);
-                if self.maintenance.as_ref().is_some_and(|m| m.scope.is_none()) {
-                    self.list_purge(tenant);
-                }
-            }
-            ActorMsg::PurgeListed { docs } => {
-                // Its credentials are revoked: its connections go now, before anything is erased.
-                self.recheck();
-                if let Some(m) = self.maintenance.as_mut() {
-                    let mut scope: HashSet<_> = docs.into_iter().collect();
-                    if let Erasing::Tenant(t) = &m.what {
-                        scope.extend(self.pending_owners.of_tenant(t));
-                    }
-                    m.scope = Some(scope);
-                }
-                self.maybe_start_maintenance();
-            }
+            ActorMsg::PurgeTenant { tenant, reply } => self.purge_requested(tenant, reply),
+            ActorMsg::PurgeListed { docs } => self.purge_listed(docs),
             ActorMsg::MaintenanceDone { erased } => {
                 self.maintenance = None;
                 let mut held = std::mem::take(&mut self.held);
@@ -542,95 +456,6 @@ impl Actor {
                 Output::Event(e) => self.on_event(e),
             }
         }
-    }
-
-    fn begin(&mut self, what: Erasing, scope: Option<HashSet<liaison_core::DocumentId>>, reply: MaintenanceReply) {
-        if self.maintenance.is_some() {
-            let _ = reply.send(Err("another erasure or purge is running; try again".into()));
-            return;
-        }
-        self.maintenance = Some(Maintenance { what, scope, reply: Some(reply) });
-        self.maybe_start_maintenance();
-    }
-
-    /// A purge's first step, off the actor: the ledger entry, then the tenant marked purged (its
-    /// credentials stop working), then the list of its documents.
-    fn list_purge(&mut self, tenant: String) {
-        let (store, auth, ledger, tx) = (self.store.clone(), self.auth.clone(), self.ledger.clone(), self.tx.clone());
-        tokio::task::spawn_blocking(move || {
-            let listed = (|| {
-                let now = now_ms();
-                ledger.append(now, LedgerEvent::TenantPurged { tenant: tenant.clone() }).map_err(|e| e.to_string())?;
-                if auth.tenant(&tenant).map_err(|e| e.to_string())?.is_some_and(|t| t.purged_at.is_none()) {
-                    auth.mark_tenant_purged(&tenant, now).map_err(|e| e.to_string())?;
-                }
-                crate::erasure::tenant_documents(&store, &tenant)
-            })();
-            let docs = listed.unwrap_or_else(|e| {
-                tracing::error!(tenant = %tenant, error = %e, "cannot list the tenant's documents; the purge goes on");
-                Vec::new()
-            });
-            let _ = tx.blocking_send(ActorMsg::PurgeListed { docs });
-        });
-    }
-
-    fn not_busy(&mut self, doc: liaison_core::DocumentId) {
-        if let Some(n) = self.busy_docs.get_mut(&doc) {
-            *n -= 1;
-            if *n == 0 {
-                self.busy_docs.remove(&doc);
-            }
-        }
-    }
-
-    fn busy(&mut self, doc: liaison_core::DocumentId) {
-        *self.busy_docs.entry(doc).or_default() += 1;
-    }
-
-    /// Whether a storage task for `doc` must wait for the erasure or purge under way.
-    fn held_back(&self, doc: &liaison_core::DocumentId) -> bool {
-        self.maintenance.as_ref().is_some_and(|m| m.scope.as_ref().is_none_or(|s| s.contains(doc)))
-    }
-
-    /// Starts the waiting erasure or purge once none of its documents has a task running.
-    fn maybe_start_maintenance(&mut self) {
-        let Some(m) = self.maintenance.as_mut() else { return };
-        let Some(scope) = &m.scope else { return }; // a purge still listing
-        if scope.iter().any(|d| self.busy_docs.contains_key(d)) {
-            return;
-        }
-        let Some(reply) = m.reply.take() else { return }; // already running
-        let what = m.what.clone();
-        let scope = scope.clone();
-        let (store, auth, ledger, tx) = (self.store.clone(), self.auth.clone(), self.ledger.clone(), self.tx.clone());
-        tokio::task::spawn_blocking(move || {
-            let now = now_ms();
-            let (result, erased) = match &what {
-                Erasing::Document(doc) => {
-                    let done = ledger
-                        .append(now, LedgerEvent::DocumentErased { document: doc.to_string() })
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| crate::erasure::erase_stored(&store, doc, now));
-                    match done {
-                        Ok(()) => (Ok(1), vec![*doc]),
-                        Err(e) => (Err(e), Vec::new()),
-                    }
-                }
-                Erasing::Tenant(tenant) => match crate::erasure::purge_stored(&store, &auth, tenant, now) {
-                    Ok(docs) => {
-                        let n = docs.len() as u64;
-                        // New documents whose first write was held never reach the store.
-                        let mut gone: HashSet<_> = docs.into_iter().collect();
-                        gone.extend(scope);
-                        (Ok(n), gone.into_iter().collect())
-                    }
-                    Err(e) => (Err(e), Vec::new()),
-                },
-            };
-            // Reported only once it happened: the reply follows the stored result.
-            let _ = reply.send(result);
-            let _ = tx.blocking_send(ActorMsg::MaintenanceDone { erased });
-        });
     }
 
     fn run_storage(&mut self, task: liaison_core::sync::TaskId, op: liaison_core::sync::StorageTask) {
