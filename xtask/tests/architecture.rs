@@ -33,11 +33,12 @@ const NETWORK_CRATES: &[&str] = &[
 ];
 
 /// The packages in liaison-core's normal dependency graph (no dev or build dependencies) with
-/// `feature` on, for every target platform. Resolved for core alone: what ffi or server turn on
-/// for themselves does not count.
+/// `feature` on. Resolved for core alone: what ffi or server turn on for themselves does not
+/// count. For the host only: `--target all` would download other platforms' crates, which the
+/// build never fetched, and they differ by platform shims (winapi, r-efi), not by IO crates.
 fn core_graph(feature: Option<&str>) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec!["tree", "--package", "liaison-core", "--edges", "normal", "--target", "all"];
+    let mut args = vec!["tree", "--package", "liaison-core", "--edges", "normal"];
     args.extend(["--prefix", "none", "--format", "{p}"]);
     if let Some(feature) = feature {
         args.extend(["--features", feature]);
