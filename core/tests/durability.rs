@@ -8,11 +8,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use common::faulty_kv::{self, Fault, FaultyKv};
 use common::identity;
 use liaison_core::model::*;
 use liaison_core::storage::{KvStore, MemoryKv, StorageError};
 use liaison_core::store::{ManualClock, StoreError, StoreOptions};
-use liaison_core::{DocStore, DocumentId, Role};
+use liaison_core::{DocStore, DocumentId, Role, SyncWrite};
 
 const CHILD_ENV: &str = "LIAISON_CRASH_CHILD_DIR";
 const DOCS: usize = 4;
@@ -282,7 +283,6 @@ fn reopening_keeps_the_install_id_and_so_the_actor() {
 #[test]
 fn group_commits_append_without_loading_and_store_all_or_nothing() {
     use automerge::{Automerge, ChangeHash};
-    use liaison_core::SyncWrite;
 
     // A device makes the documents; the "relay" store receives them as sync writes.
     let device = memory_store(Arc::new(MemoryKv::new()), StoreOptions::default());
@@ -367,4 +367,173 @@ fn group_commits_append_without_loading_and_store_all_or_nothing() {
     assert!(relay.load_for_sync(&stranger).unwrap().is_none(), "nothing of the failed write");
     let (data, _) = relay.load_for_sync(&plans[1]).unwrap().unwrap();
     assert_eq!(Automerge::load(&data).unwrap().get_heads(), heads);
+}
+
+/// One step of `a_failed_write_or_flush_leaves_each_step_whole_or_undone`.
+type Step = (&'static str, Box<dyn Fn(&DocStore) -> Result<(), StoreError>>);
+
+fn fixed_id(n: u8) -> DocumentId {
+    DocumentId::from_bytes([n; 16])
+}
+
+/// Every kind of write the store makes, on fixed ids with a fixed clock and install, so two runs
+/// write the same bytes. Documents `x` and `y` come from another device, as sync would bring them.
+fn store_steps() -> (Vec<Step>, Vec<DocumentId>) {
+    use automerge::transaction::Transactable;
+
+    let (k1, k2, visit) = (fixed_id(1), fixed_id(2), fixed_id(3));
+    let other = common::device("ito", "tablet", Role::Msl);
+    let kx = other.create("t", &KolProfile::new("Endo", "Sendai")).unwrap();
+    let x = other.create("t", &EngagementPlan::new(&kx, "x")).unwrap();
+    let y = other.create("t", &EngagementPlan::new(&kx, "y")).unwrap();
+    let x_first = other.export(&x).unwrap();
+    let x_heads_first = other.load(&x).unwrap().get_heads();
+    other.update(&x, |p: &mut EngagementPlan| p.title = "x2".into()).unwrap();
+    let x_more = other.changes_since(&x, &x_heads_first).unwrap();
+    let x_heads = other.load(&x).unwrap().get_heads();
+    let y_first = other.export(&y).unwrap();
+    let y_heads = other.load(&y).unwrap().get_heads();
+    other.update(&y, |p: &mut EngagementPlan| p.notes.splice(0, 0, "from the tablet")).unwrap();
+    let y_later = other.export(&y).unwrap();
+
+    let new = || NewDocument { team: "t".into(), retention_class: "standard".into() };
+    let state = |peer: &str, n: u8| vec![(peer.to_owned(), vec![n; 4])];
+    let steps: Vec<Step> = vec![
+        ("create a KOL", Box::new(move |s| s.create_with(k1, &new(), &KolProfile::new("Aoki", "Osaka")))),
+        ("create another", Box::new(move |s| s.create_with(k2, &new(), &KolProfile::new("Baba", "Kobe")))),
+        ("create a visit", Box::new(move |s| s.create_with(visit, &new(), &Interaction::new(&k1, 0, Channel::Phone)))),
+        ("refile the visit", Box::new(move |s| s.update(&visit, |i: &mut Interaction| i.kol_id = k2.to_string()))),
+        ("edit the summary", Box::new(move |s| s.update(&k1, |p: &mut KolProfile| p.institution = "Kyoto".into()))),
+        ("edit again", Box::new(move |s| s.update(&k1, |p: &mut KolProfile| p.specialty = Some("Onc".into())))),
+        ("edit and compact", Box::new(move |s| s.update(&k1, |p: &mut KolProfile| p.name = "Aoki T.".into()))),
+        ("merge the KOLs", Box::new(move |s| s.merge_kols(&k1, &k2))),
+        ("receive a document", Box::new(move |s| s.apply_sync_changes(&x, &x_first, &state("peer-a", 1)))),
+        (
+            "group commit",
+            Box::new(move |s| {
+                let a = state("peer-b", 2);
+                let writes = [
+                    SyncWrite { doc: x, changes: &x_more, heads: &x_heads, sync_states: &a },
+                    SyncWrite { doc: y, changes: &y_first, heads: &y_heads, sync_states: &[] },
+                ];
+                let outcomes = s.append_sync_batch(&writes)?;
+                assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+                Ok(())
+            }),
+        ),
+        ("compact", Box::new(move |s| s.compact(&visit))),
+        ("save sync states", Box::new(move |s| s.save_sync_states(&x, &state("peer-c", 3)))),
+        ("merge a remote copy", Box::new(move |s| s.merge_remote(&y, &y_later).map(|_| ()))),
+        ("raw edit", Box::new(move |s| s.edit_raw(&y, |tx| tx.put(automerge::ROOT, "raw", "yes").map(|_| ())))),
+        (
+            "erase with a tombstone",
+            Box::new(move |s| {
+                let mut tombstone = liaison_core::storage::Batch::new();
+                tombstone.put([b"e/".as_slice(), k2.as_bytes()].concat(), b"gone".to_vec());
+                s.delete_with(&k2, tombstone).map(|_| ())
+            }),
+        ),
+        ("delete", Box::new(move |s| s.delete(&visit))),
+    ];
+    (steps, vec![k1, k2, visit, x, y])
+}
+
+/// What the store shows of `ids`: heads, sync states, listings and KOL references.
+fn store_view(store: &DocStore, ids: &[DocumentId]) -> Vec<String> {
+    let mut view = Vec::new();
+    for id in ids {
+        let heads = store.load(id).map(|d| d.get_heads()).map_err(|e| e.to_string());
+        let states = store.load_for_sync(id).map(|s| s.map(|(_, states)| states)).map_err(|e| e.to_string());
+        view.push(format!("{id}: {heads:?} {states:?} {:?}", store.kind_of(id).map_err(|e| e.to_string())));
+        for kind in Kind::ALL {
+            view.push(format!("{id} {kind:?} records: {:?}", store.records_for_kol(id, kind).unwrap()));
+        }
+    }
+    for kind in Kind::ALL {
+        view.push(format!("{kind:?}: {:?}", store.list(kind).unwrap()));
+    }
+    view.push(format!("KOLs: {:?}", store.list_kols().unwrap()));
+    view
+}
+
+/// Every chunk, index entry, summary and sync state belongs to a document whose meta is there,
+/// every such document loads, and it has as many chunks as its meta says.
+fn assert_whole(disk: &faulty_kv::Map, step: &str) {
+    let key = |k: &[u8], at: usize| DocumentId::from_bytes(k[at..at + 16].try_into().unwrap());
+    let metas: Vec<DocumentId> = disk.keys().filter(|k| k.starts_with(b"m/")).map(|k| key(k, 2)).collect();
+    let store = faulty_store(disk.clone());
+    for k in disk.keys() {
+        let owner = match &k[..2] {
+            b"c/" | b"s/" | b"y/" => key(k, 2),
+            b"k/" | b"r/" => key(k, k.len() - 16),
+            _ => continue,
+        };
+        assert!(metas.contains(&owner), "after {step}: {:?} belongs to no document", String::from_utf8_lossy(k));
+    }
+    for id in &metas {
+        store.load(id).unwrap_or_else(|e| panic!("after {step}: {e}"));
+        let chunks = disk.keys().filter(|k| k.starts_with(&[b"c/".as_slice(), id.as_bytes()].concat())).count();
+        assert_eq!(chunks as u64, store.chunk_count(id).unwrap(), "after {step}: chunks of {id}");
+    }
+}
+
+fn faulty_store(disk: faulty_kv::Map) -> DocStore {
+    let options = StoreOptions { compact_after_chunks: 3, ..StoreOptions::default() };
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    DocStore::with_kv(Arc::new(FaultyKv::new(disk)), identity("sato", "phone-a", Role::Msl), clock, options).unwrap()
+}
+
+/// Architecture Invariants "chunks and their indexes change together" and "memory never holds
+/// an edit the disk does not". Every kind of write runs once cleanly, keeping the disk after each
+/// step; then again once per write and once per flush of the clean run, with that one failing.
+/// After the failure the disk is, byte for byte, the disk before the step or after it (never
+/// half of it); the failing store shows exactly what a store reopened on that disk shows; and
+/// the step retried on the same store brings the run back to the clean one.
+#[test]
+fn a_failed_write_or_flush_leaves_each_step_whole_or_undone() {
+    let install: faulty_kv::Map = [(b"!install".to_vec(), vec![7; 8])].into();
+    let options = StoreOptions { compact_after_chunks: 3, ..StoreOptions::default() };
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let (steps, ids) = store_steps();
+
+    let kv = Arc::new(FaultyKv::new(install.clone()));
+    let store =
+        DocStore::with_kv(kv.clone(), identity("sato", "phone-a", Role::Msl), clock.clone(), options.clone()).unwrap();
+    let mut clean = vec![kv.disk()];
+    for (name, step) in &steps {
+        step(&store).unwrap_or_else(|e| panic!("{name}: {e}"));
+        clean.push(kv.disk());
+        assert_whole(clean.last().unwrap(), name);
+    }
+    let (writes, flushes) = kv.counts();
+    assert!(writes >= steps.len() as u64 && flushes >= steps.len() as u64, "{writes} writes, {flushes} flushes");
+    assert_eq!(store_view(&store, &ids), store_view(&faulty_store(kv.disk()), &ids));
+
+    let faults = (1..=writes).map(Fault::Write).chain((1..=flushes).map(Fault::Flush));
+    for fault in faults {
+        let kv = Arc::new(FaultyKv::new(install.clone()));
+        let store =
+            DocStore::with_kv(kv.clone(), identity("sato", "phone-a", Role::Msl), clock.clone(), options.clone())
+                .unwrap();
+        kv.fail(Some(fault));
+        for (n, (name, step)) in steps.iter().enumerate() {
+            let result = step(&store);
+            assert_eq!(result.is_err(), kv.tripped(), "{fault:?} in {name}: {result:?}");
+            if result.is_err() {
+                let disk = kv.disk();
+                assert!(disk == clean[n] || disk == clean[n + 1], "{fault:?} left {name} half done on disk");
+                assert!(kv.live() == disk, "{fault:?} in {name}: writes left behind for the next flush to store");
+                let reopened = faulty_store(disk);
+                assert_eq!(
+                    store_view(&store, &ids),
+                    store_view(&reopened, &ids),
+                    "{fault:?} in {name}: the store shows what its disk does not hold"
+                );
+                kv.fail(None);
+                step(&store).unwrap_or_else(|e| panic!("{name} retried after {fault:?}: {e}"));
+            }
+            assert!(kv.disk() == clean[n + 1], "{fault:?}: after {name} the disk differs from the clean run's");
+        }
+        assert_eq!(store_view(&store, &ids), store_view(&faulty_store(kv.disk()), &ids));
+    }
 }

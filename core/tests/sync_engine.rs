@@ -645,3 +645,53 @@ fn a_found_document_keeps_syncing_both_ways_after_a_reconnect() {
     assert!(a_notes.contains("b-offline"), "b's offline edit reached a: {a_notes}");
     assert_eq!(net.notes(b, plan), Some(a_notes), "b got a's edit made while it was away");
 }
+
+/// The durable-acknowledgement rule on a device's engine: changes the relay sent that the device
+/// could not store are not advertised back, not even when the connection comes back while the
+/// disk is still full, so the relay never takes them for delivered.
+#[test]
+fn a_device_with_a_full_disk_acknowledges_nothing_and_catches_up_when_space_returns() {
+    let mut net = Net::new();
+    let relay = net.add("relay", false, 10_000, Box::new(OpenPolicy));
+    let author = net.add("dev0", true, 10_000, Box::new(OpenPolicy));
+    let reader_kv = Arc::new(MemoryKv::new());
+    let reader = net.add_on("dev1", true, 10_000, Box::new(OpenPolicy), reader_kv.clone());
+    let doc = net.create_plan(author, "v1");
+    let (_, author_at_relay) = net.connect(author, relay);
+    let (reader_conn, _) = net.connect(reader, relay);
+    net.settle();
+    net.handle(reader, Input::Find { doc });
+    net.settle();
+    assert_eq!(net.notes(reader, doc).as_deref(), Some("v1"));
+
+    reader_kv.set_full(true);
+    net.nodes[relay].events.clear();
+    net.edit(author, doc, " v2");
+    net.settle();
+    let new_heads = net.nodes[author].store.load(&doc).unwrap().get_heads();
+    assert_eq!(net.notes(relay, doc).as_deref(), Some("v1 v2"));
+    assert!(
+        net.nodes[reader]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::StorageFailed { message, .. } if message == "storage is full"))
+    );
+    // The device's network drops and comes back; its disk is still full.
+    net.handle(reader, Input::Close { conn: reader_conn, reason: "network lost".into() });
+    net.settle();
+    net.connect(reader, relay);
+    net.settle();
+    let acked_by_reader = |net: &Net| {
+        net.nodes[relay].events.iter().any(
+            |e| matches!(e, Event::PeerHeads { conn, heads, .. } if *conn != author_at_relay && *heads == new_heads),
+        )
+    };
+    assert!(!acked_by_reader(&net), "the device must not acknowledge what it could not store");
+    assert_eq!(net.notes(reader, doc).as_deref(), Some("v1"), "its disk has only v1");
+
+    reader_kv.set_full(false);
+    net.handle(reader, Input::Tick);
+    net.settle();
+    assert_eq!(net.notes(reader, doc).as_deref(), Some("v1 v2"), "stored once space returned");
+    assert!(acked_by_reader(&net), "and acknowledged only then");
+}

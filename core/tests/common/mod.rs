@@ -1,5 +1,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod faulty_kv;
+
 use std::sync::Arc;
 
 use liaison_core::storage::MemoryKv;

@@ -1,0 +1,208 @@
+//! The app's code runs on library-owned threads only, never inside a store lock or on the
+//! caller's thread: an observer or a log sink that blocks, or that calls back into the library,
+//! stalls and deadlocks nothing. Each test blocks the app's callback until the library has shown
+//! it carries on (a positive signal with a deadline), then lets it call back in.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use liaison_ffi::{
+    DocumentChange, LiaisonObserver, LiaisonStore, LogLevel, LogRecord, LogSink, StoreConfig, SyncStatus,
+};
+
+/// How long the library gets to show it did not wait for the app. Generous: the machine may be
+/// busy; a stall or a deadlock never ends.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A gate the app's callbacks wait at until the test opens it (by dropping the sender).
+fn gate() -> (Sender<()>, Mutex<Receiver<()>>) {
+    let (open, wait) = channel();
+    (open, Mutex::new(wait))
+}
+
+fn wait_at(gate: &Mutex<Receiver<()>>) {
+    // Disconnected once the test opened the gate; a timeout means the test is already failing.
+    let _ = gate.lock().unwrap().recv_timeout(DEADLINE * 2);
+}
+
+fn on_thread(name: &str) -> bool {
+    std::thread::current().name() == Some(name)
+}
+
+/// Runs `work` on its own thread and waits for it to finish within the deadline.
+fn finishes_promptly(what: &str, work: impl FnOnce() + Send + 'static) {
+    let (done, finished) = channel();
+    std::thread::spawn(move || {
+        work();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(DEADLINE) {
+        Ok(()) => {}
+        Err(RecvTimeoutError::Timeout) => panic!("{what} stalled behind the app's blocked callback"),
+        Err(RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
+}
+
+struct SlowObserver {
+    entered: Sender<()>,
+    gate: Mutex<Receiver<()>>,
+    seen: Sender<(bool, Vec<DocumentChange>)>,
+    store: OnceLock<Weak<LiaisonStore>>,
+    me: OnceLock<Weak<SlowObserver>>,
+    wrote: Mutex<Option<String>>,
+}
+
+impl LiaisonObserver for SlowObserver {
+    fn documents_changed(&self, changes: Vec<DocumentChange>) {
+        let _ = self.entered.send(());
+        wait_at(&self.gate);
+        // Once let through, call back into the store: read, replace the observer (itself), and
+        // write, which brings another call here later.
+        let (Some(store), Some(me)) = (self.store.get().and_then(Weak::upgrade), self.me.get().and_then(Weak::upgrade))
+        else {
+            return; // the test is over
+        };
+        for c in &changes {
+            if !c.deleted {
+                store.get_kol(c.id.clone()).unwrap();
+            }
+        }
+        store.list_kols().unwrap();
+        store.set_observer(Some(me));
+        let mut wrote = self.wrote.lock().unwrap();
+        if wrote.is_none() {
+            let id = store.create_kol(liaison_ffi::new_kol_profile("From the observer".into(), "X".into())).unwrap();
+            *wrote = Some(id);
+        }
+        let _ = self.seen.send((on_thread("liaison-notify"), changes));
+    }
+
+    fn sync_status_changed(&self, _status: SyncStatus) {}
+}
+
+/// Architecture Invariant: foreign code is called from library-owned threads only, never from
+/// inside a store lock or the sync task, so a slow or re-entrant observer cannot stall sync or
+/// deadlock the store.
+#[test]
+fn a_blocked_observer_stalls_no_write_and_may_call_back_into_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LiaisonStore::open(StoreConfig {
+        path: dir.path().join("store").display().to_string(),
+        tenant: "pharma-a".into(),
+        user: "sato".into(),
+        device: "sato-phone".into(),
+        role: liaison_core::Role::Msl,
+        team: "onc-east".into(),
+    })
+    .unwrap();
+    let (entered_tx, entered) = channel();
+    let (open_gate, gate) = gate();
+    let (seen_tx, seen) = channel();
+    let observer = Arc::new(SlowObserver {
+        entered: entered_tx,
+        gate,
+        seen: seen_tx,
+        store: OnceLock::new(),
+        me: OnceLock::new(),
+        wrote: Mutex::new(None),
+    });
+    observer.store.set(Arc::downgrade(&store)).unwrap();
+    observer.me.set(Arc::downgrade(&observer)).unwrap();
+    store.set_observer(Some(observer.clone()));
+
+    let first = store.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
+    entered.recv_timeout(DEADLINE).expect("the observer was called");
+
+    // The observer is stuck inside its first call. Writes go on regardless, each flushed.
+    let writer = store.clone();
+    let (ids_tx, ids) = channel();
+    finishes_promptly("50 writes", move || {
+        for i in 0..25 {
+            let id = writer.create_kol(liaison_ffi::new_kol_profile(format!("Dr. {i}"), "Kobe".into())).unwrap();
+            let mut profile = writer.get_kol(id.clone()).unwrap();
+            profile.specialty = Some("Oncology".into());
+            writer.update_kol(id.clone(), profile).unwrap();
+            ids_tx.send(id).unwrap();
+        }
+    });
+    let mut expected: Vec<String> = ids.try_iter().collect();
+    assert_eq!(expected.len(), 25);
+    expected.push(first);
+
+    // Let it through: it reads, re-registers itself and writes from inside its callback, and
+    // hears of every change, its own write included, all on the notifier thread.
+    drop(open_gate);
+    let start = Instant::now();
+    let mut reported = Vec::new();
+    let mut own_write_seen = false;
+    while !(expected.iter().all(|id| reported.contains(id)) && own_write_seen) {
+        let left = DEADLINE.checked_sub(start.elapsed()).unwrap_or_default();
+        let (on_notifier, changes) = seen.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("the observer heard of {} of {} changes, its own write seen: {own_write_seen}", reported.len(), 27)
+        });
+        assert!(on_notifier, "the observer was called from a thread the library does not own");
+        reported.extend(changes.into_iter().map(|c| c.id));
+        let wrote = observer.wrote.lock().unwrap().clone();
+        own_write_seen = wrote.is_some_and(|w| reported.contains(&w));
+    }
+    store.set_observer(None);
+}
+
+struct SlowSink {
+    entered: Sender<()>,
+    gate: Mutex<Receiver<()>>,
+    records: Sender<(bool, LogRecord)>,
+}
+
+impl LogSink for SlowSink {
+    fn log(&self, record: LogRecord) {
+        let _ = self.entered.send(());
+        wait_at(&self.gate);
+        if record.message == "echo" {
+            // Logging from inside the sink goes back into the library's queue.
+            tracing::info!(target: "observers", "logged from inside the sink");
+        }
+        let _ = self.records.send((on_thread("liaison-log"), record));
+    }
+}
+
+/// The log half of the same invariant: a blocked sink drops records (and says so later), it
+/// never blocks the code that logs; a sink that logs does not deadlock the log thread.
+#[test]
+fn a_blocked_log_sink_stalls_no_logging_and_may_log_itself() {
+    let (entered_tx, entered) = channel();
+    let (open_gate, gate) = gate();
+    let (records_tx, records) = channel();
+    let sink = Arc::new(SlowSink { entered: entered_tx, gate, records: records_tx });
+    liaison_ffi::set_log_sink(sink, LogLevel::Info).unwrap();
+
+    tracing::info!(target: "observers", "first");
+    entered.recv_timeout(DEADLINE).expect("the sink was called");
+    // More records than the library's queue holds (4,096), while the sink does not return.
+    finishes_promptly("10,000 log records", || {
+        for i in 0..10_000 {
+            tracing::info!(target: "observers", n = i, "record");
+        }
+    });
+
+    // Let it through: it hears that records were dropped. Then it logs from inside its own
+    // call (asked by an "echo", sent again while the queue may still be full and drop it).
+    drop(open_gate);
+    let start = Instant::now();
+    let (mut dropped_told, mut own_log_seen) = (false, false);
+    while !(dropped_told && own_log_seen) {
+        if start.elapsed() > DEADLINE {
+            panic!("the sink heard: of dropped records {dropped_told}, of its own record {own_log_seen}");
+        }
+        if dropped_told {
+            tracing::info!(target: "observers", "echo");
+        }
+        while let Ok((on_log_thread, record)) = records.recv_timeout(Duration::from_millis(200)) {
+            assert!(on_log_thread, "the sink was called from a thread the library does not own");
+            dropped_told |= record.level == LogLevel::Warn && record.message.contains("log records dropped");
+            own_log_seen |= record.message == "logged from inside the sink";
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! ARCHITECTURE.md's invariants about the workspace's shape, checked where they live: in core's
+//! dependency graph (`cargo tree`), in the crates' lint settings and in the source. These are the
+//! promises no behavioural test can see break (a new dependency or one `std::fs` call changes no
+//! output), so they are read here instead. Each check is run on something that must trip it
+//! first, so none passes because it looked at nothing.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Crates that open sockets, run an async runtime or speak TLS.
+const NETWORK_CRATES: &[&str] = &[
+    "tokio",
+    "mio",
+    "socket2",
+    "async-std",
+    "async-io",
+    "smol",
+    "hyper",
+    "reqwest",
+    "ureq",
+    "rustls",
+    "tokio-rustls",
+    "rustls-native-certs",
+    "native-tls",
+    "openssl",
+    "tungstenite",
+    "tokio-tungstenite",
+];
+
+/// The packages in liaison-core's normal dependency graph (no dev or build dependencies) with
+/// `feature` on. Resolved for core alone: what ffi or server turn on for themselves does not
+/// count. For the host only: `--target all` would download other platforms' crates, which the
+/// build never fetched, and they differ by platform shims (winapi, r-efi), not by IO crates.
+fn core_graph(feature: Option<&str>) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["tree", "--package", "liaison-core", "--edges", "normal"];
+    args.extend(["--prefix", "none", "--format", "{p}"]);
+    if let Some(feature) = feature {
+        args.extend(["--features", feature]);
+    }
+    let out = Command::new(cargo).current_dir(root()).args(&args).output().unwrap();
+    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut names: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn network_crates_in(graph: &[String]) -> Vec<&String> {
+    graph.iter().filter(|p| NETWORK_CRATES.contains(&p.as_str())).collect()
+}
+
+/// Architecture Invariant: only `core::client` and `server` know about tokio, sockets or TLS;
+/// core's default build has none of them.
+#[test]
+fn core_default_build_has_no_runtime_socket_or_tls_crate() {
+    let default = core_graph(None);
+    assert!(default.iter().any(|p| p == "automerge"), "the graph was read: {default:?}");
+    assert_eq!(network_crates_in(&default), Vec::<&String>::new(), "in core's default dependency graph");
+
+    // The same query sees them when the client driver is built.
+    let client = core_graph(Some("client"));
+    for expected in ["tokio", "rustls", "tokio-tungstenite"] {
+        assert!(client.iter().any(|p| p == expected), "{expected} missing from the client graph: {client:?}");
+    }
+}
+
+/// Lines of code (comments and a trailing `#[cfg(test)] mod tests { .. }` left out).
+fn code_lines(file: &Path) -> Vec<(usize, String)> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .windows(2)
+        .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim().starts_with("mod tests {"))
+        .unwrap_or(lines.len());
+    lines[..end]
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
+        .map(|(n, l)| (n + 1, (*l).to_owned()))
+        .collect()
+}
+
+/// `needle` in `line`, as a path (contains `::`) or as a whole identifier.
+fn mentions(line: &str, needle: &str) -> bool {
+    if needle.contains("::") || needle.ends_with('(') {
+        return line.contains(needle);
+    }
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    line.match_indices(needle).any(|(at, _)| {
+        let before = line[..at].chars().next_back().is_none_or(|c| !ident(c));
+        let after = line[at + needle.len()..].chars().next().is_none_or(|c| !ident(c));
+        before && after
+    })
+}
+
+/// Every `.rs` file under `dir`, recursively, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `file:line: code` for every line of `files` that mentions one of `forbidden`.
+fn uses(files: &[PathBuf], forbidden: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in files {
+        for (n, line) in code_lines(file) {
+            if let Some(what) = forbidden.iter().find(|f| mentions(&line, f)) {
+                found.push(format!("{}:{n}: {what}: {}", file.display(), line.trim()));
+            }
+        }
+    }
+    found
+}
+
+/// Clocks, randomness, threads, files, sockets, processes, the environment and the store.
+const IO: &[&str] = &[
+    "std::fs",
+    "std::net",
+    "std::thread",
+    "std::env",
+    "std::process",
+    "std::time",
+    "SystemTime",
+    "Instant",
+    "sleep",
+    "File",
+    "TcpStream",
+    "UdpSocket",
+    "Uuid",
+    "uuid",
+    "rand",
+    "getrandom",
+    "::random(",
+    "tokio",
+    "sled",
+    "crate::store",
+    "crate::storage",
+    "DocStore",
+    "KvStore",
+];
+
+/// Architecture Invariants: `core::model` does no IO; `core::sync::engine` (and what it calls:
+/// the wire codec, the screen, the inflation and expansion meters) does no IO. Time, identity
+/// and session ids come in as arguments; storage is a task the driver runs (`store_tasks.rs`,
+/// left out here, is that driver side).
+#[test]
+fn model_and_engine_read_no_clock_randomness_disk_or_socket() {
+    let core = root().join("core/src");
+    let mut files = rust_files(&core.join("model"));
+    files.extend(
+        rust_files(&core.join("sync"))
+            .into_iter()
+            .filter(|f| !f.ends_with("store_tasks.rs") && !f.ends_with("wire/tests.rs")),
+    );
+    for must in ["model/document.rs", "model/guard.rs", "sync/engine.rs", "sync/screen.rs", "sync/wire.rs"] {
+        assert!(files.iter().any(|f| f.ends_with(must)), "{must} is scanned");
+    }
+    assert_eq!(uses(&files, IO), Vec::<String>::new(), "IO in core::model or core::sync");
+
+    // The scan sees IO where there is some: the store reads the clock and the disk.
+    let store = [core.join("store/mod.rs")];
+    assert!(uses(&store, IO).iter().any(|u| u.contains("SystemTime")), "{:?}", uses(&store, IO));
+}
+
+/// The source half of "only `core::client` knows about tokio, sockets or TLS" (the dependency
+/// half is `core_default_build_has_no_runtime_socket_or_tls_crate`).
+#[test]
+fn only_core_client_names_tokio_sockets_or_tls() {
+    let core = root().join("core/src");
+    let files: Vec<PathBuf> = rust_files(&core).into_iter().filter(|f| !f.ends_with("client.rs")).collect();
+    let network = ["tokio", "rustls", "tungstenite", "std::net", "TcpStream", "TcpListener", "UdpSocket"];
+    assert_eq!(uses(&files, &network), Vec::<String>::new(), "network code outside core::client");
+    assert!(!uses(&[core.join("client.rs")], &network).is_empty(), "the scan sees the client's");
+}
+
+/// Architecture Invariant: unsafe code is forbidden everywhere but `ffi`, and ffi's own source
+/// has none. The workspace forbids it; each member but ffi must take the workspace's lints.
+#[test]
+fn unsafe_code_is_forbidden_outside_ffi_and_ffi_writes_none() {
+    let root = root();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let lints = manifest.split("[workspace.lints.rust]").nth(1).unwrap().split("\n[").next().unwrap();
+    assert!(lints.lines().any(|l| l.replace(' ', "") == "unsafe_code=\"forbid\""), "{lints}");
+
+    let members = manifest.split("members = [").nth(1).unwrap().split(']').next().unwrap();
+    let members: Vec<&str> = members.split(',').map(|m| m.trim().trim_matches('"')).filter(|m| !m.is_empty()).collect();
+    assert!(members.contains(&"core") && members.contains(&"ffi"), "{members:?}");
+    for member in members.iter().filter(|m| **m != "ffi") {
+        let text = std::fs::read_to_string(root.join(member).join("Cargo.toml")).unwrap();
+        let takes_workspace_lints = text.split("\n[lints]").nth(1).is_some_and(|rest| {
+            rest.lines().take_while(|l| !l.starts_with('[')).any(|l| l.replace(' ', "") == "workspace=true")
+        });
+        assert!(takes_workspace_lints, "{member}/Cargo.toml must have `[lints] workspace = true`");
+    }
+
+    let ffi = rust_files(&root.join("ffi/src"));
+    assert!(ffi.iter().any(|f| f.ends_with("store.rs")));
+    assert_eq!(uses(&ffi, &["unsafe"]), Vec::<String>::new(), "unsafe in ffi's own source");
+}
