@@ -27,7 +27,7 @@ fn issue_live(relay: &Relay, tenant: &str, user: &str, name: &str) -> (String, S
     let (status, body) = relay.admin_api(
         "POST",
         &format!("/admin/v1/tenants/{tenant}/users/{user}/tokens"),
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "device": name })),
     );
     assert_eq!(status, 201, "{body}");
@@ -95,7 +95,7 @@ async fn wrong_expired_and_revoked_tokens_are_refused_before_the_upgrade() {
     let (status, body) = relay.admin_api(
         "POST",
         "/admin/v1/tenants/pharma-a/users/sato/tokens",
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "device": "old-phone", "ttl_secs": 0 })),
     );
     assert_eq!(status, 201);
@@ -104,7 +104,7 @@ async fn wrong_expired_and_revoked_tokens_are_refused_before_the_upgrade() {
     last_error_contains(&c, "HTTP 401").await;
 
     let (id, revoked) = issue_live(&relay, "pharma-a", "sato", "lost-phone");
-    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.bootstrap_token(), None);
+    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.admin_token(), None);
     assert_eq!(status, 200);
     let c = raw_client(&relay, &revoked, "lost-phone");
     last_error_contains(&c, "HTTP 401").await;
@@ -127,7 +127,7 @@ async fn a_token_revoked_while_connected_is_cut_off() {
     let (id, token) = issue_live(&relay, "pharma-a", "sato", "sato-phone");
     let sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &token, Role::Msl);
     sato.synced().await;
-    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.bootstrap_token(), None);
+    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.admin_token(), None);
     assert_eq!(status, 200);
     let started = std::time::Instant::now();
     sato.until("the connection is cut", |s| {
@@ -253,7 +253,7 @@ async fn an_offline_edit_to_a_record_submitted_meanwhile_comes_back_as_a_refusal
     let (status, body) = relay.admin_api(
         "POST",
         &format!("/admin/v1/documents/{id}/unlock"),
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "reason": "correction" })),
     );
     assert_eq!(status, 200, "{body}");
@@ -288,7 +288,7 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
     kim.synced().await;
 
     // Step 1: export pharma-b for the client.
-    let (status, body) = relay.admin_api("POST", "/admin/v1/tenants/pharma-b/export", &relay.bootstrap_token(), None);
+    let (status, body) = relay.admin_api("POST", "/admin/v1/tenants/pharma-b/export", &relay.admin_token(), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["documents"], 2);
     // Under the export root, in a directory the relay named.
@@ -307,7 +307,7 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
     }
 
     // Step 2: purge pharma-b.
-    let (status, body) = relay.admin_api("DELETE", "/admin/v1/tenants/pharma-b", &relay.bootstrap_token(), None);
+    let (status, body) = relay.admin_api("DELETE", "/admin/v1/tenants/pharma-b", &relay.admin_token(), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["erased_documents"], 2);
     // Its credentials were revoked and its connections cut first, then its records erased; the
@@ -318,10 +318,10 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
     }
     for p in &b_plans {
         let (status, _) =
-            relay.admin_api("DELETE", &format!("/admin/v1/documents/{p}"), &relay.bootstrap_token(), None);
+            relay.admin_api("DELETE", &format!("/admin/v1/documents/{p}"), &relay.admin_token(), None);
         assert_eq!(status, 404, "{p} is no longer on the relay");
     }
-    let (_, tenants) = relay.admin_api("GET", "/admin/v1/tenants", &relay.bootstrap_token(), None);
+    let (_, tenants) = relay.admin_api("GET", "/admin/v1/tenants", &relay.admin_token(), None);
     let b = tenants["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "pharma-b").unwrap().clone();
     assert!(b["purged_at"].is_number(), "the purge is recorded: {b}");
 
@@ -383,14 +383,14 @@ async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
     let (status, _) = relay.admin_api(
         "POST",
         "/admin/v1/tenants/pharma-a/teams",
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "team": "elsewhere" })),
     );
     assert_eq!(status, 201);
     let (status, _) = relay.admin_api(
         "PUT",
         "/admin/v1/tenants/pharma-a/users/suzuki",
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "role": "msl", "teams": ["elsewhere"] })),
     );
     assert_eq!(status, 200);
@@ -413,7 +413,7 @@ async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
     let (status, body) = relay.admin_api(
         "POST",
         &format!("/admin/v1/documents/{visit}/unlock"),
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "reason": "wrong date" })),
     );
     assert_eq!(status, 200, "{body}");
