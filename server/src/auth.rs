@@ -33,6 +33,8 @@ pub enum AuthError {
     Exists(&'static str),
     #[error("{what} is not a valid name: use 1 to 64 letters, digits, '.', '_' or '-'")]
     BadName { what: &'static str },
+    #[error("ttl_secs may be at most {max_secs} seconds")]
+    TtlTooLong { max_secs: u64 },
     #[error("stored identity data is unreadable")]
     Corrupt,
     #[error(transparent)]
@@ -125,6 +127,11 @@ fn check_name(what: &'static str, s: &str) -> Result<(), AuthError> {
     if ok { Ok(()) } else { Err(AuthError::BadName { what }) }
 }
 
+/// `ttl_secs` after `now` (milliseconds), saturating.
+fn expiry(now: i64, ttl_secs: u64) -> i64 {
+    now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX).saturating_mul(1000))
+}
+
 fn hash_token(secret: &str) -> String {
     Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -139,22 +146,51 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
+/// How long tokens live (`limits.default_token_ttl_secs`, `limits.max_token_ttl_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLifetimes {
+    /// For a token issued without a lifetime.
+    pub default_secs: u64,
+    /// The longest a token may be issued for.
+    pub max_secs: u64,
+}
+
+impl TokenLifetimes {
+    pub fn from_limits(limits: &crate::config::Limits) -> Self {
+        Self { default_secs: limits.default_token_ttl_secs, max_secs: limits.max_token_ttl_secs }
+    }
+}
+
+impl Default for TokenLifetimes {
+    fn default() -> Self {
+        Self::from_limits(&crate::config::Limits::default())
+    }
+}
+
 /// The identity store, on the relay's key-value store under `a/`.
 #[derive(Debug, Clone)]
 pub struct AuthStore {
     kv: Arc<dyn KvStore>,
     /// Revocations are written here before they take effect, so a restore re-applies them.
     ledger: Option<Arc<crate::ledger::Ledger>>,
+    lifetimes: TokenLifetimes,
 }
 
 impl AuthStore {
+    /// An identity store issuing tokens with the default lifetimes.
     pub fn new(kv: Arc<dyn KvStore>) -> Self {
-        Self { kv, ledger: None }
+        Self { kv, ledger: None, lifetimes: TokenLifetimes::default() }
     }
 
     /// An identity store whose revocations go into the security ledger first.
     pub fn with_ledger(kv: Arc<dyn KvStore>, ledger: Arc<crate::ledger::Ledger>) -> Self {
-        Self { kv, ledger: Some(ledger) }
+        Self { kv, ledger: Some(ledger), lifetimes: TokenLifetimes::default() }
+    }
+
+    /// The same store, issuing tokens with `lifetimes`.
+    pub fn with_lifetimes(mut self, lifetimes: TokenLifetimes) -> Self {
+        self.lifetimes = lifetimes;
+        self
     }
 
     fn get<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, AuthError> {
@@ -241,7 +277,8 @@ impl AuthStore {
         self.scan(format!("a/u/{tenant}/").as_bytes())
     }
 
-    /// Issues a token for one user on one device. The secret is returned once and never stored.
+    /// Issues a token for one user on one device, for `ttl_secs` (the default lifetime if
+    /// `None`; refused above the maximum). The secret is returned once and never stored.
     pub fn issue_token(
         &self,
         tenant: &str,
@@ -250,6 +287,10 @@ impl AuthStore {
         ttl_secs: Option<u64>,
         now: i64,
     ) -> Result<(TokenRecord, String), AuthError> {
+        let ttl_secs = ttl_secs.unwrap_or(self.lifetimes.default_secs);
+        if ttl_secs > self.lifetimes.max_secs {
+            return Err(AuthError::TtlTooLong { max_secs: self.lifetimes.max_secs });
+        }
         check_name("device", device)?;
         self.user(tenant, user)?.ok_or(AuthError::NotFound("user"))?;
         let secret = format!("lsn_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
@@ -260,7 +301,7 @@ impl AuthStore {
             user: user.into(),
             device: device.into(),
             issued_at: now,
-            expires_at: ttl_secs.map(|t| now + (t as i64) * 1000),
+            expires_at: Some(expiry(now, ttl_secs)),
             revoked_at: None,
         };
         let hash = hash_token(&secret);
@@ -397,6 +438,29 @@ mod tests {
         assert!(matches!(s.authenticate(&secret, 61_000), Err(AuthError::Expired)));
         let e = s.authenticate("lsn_secret-value", 0).unwrap_err();
         assert!(!e.to_string().contains("secret-value"));
+    }
+
+    #[test]
+    fn tokens_get_the_default_lifetime_and_none_beyond_the_maximum() {
+        let kv = Arc::new(MemoryKv::new());
+        let s = AuthStore::new(kv.clone()).with_lifetimes(TokenLifetimes { default_secs: 60, max_secs: 3600 });
+        s.add_tenant("pharma-a", 0).unwrap();
+        s.put_user("pharma-a", "sato", RoleName::Msl, &[]).unwrap();
+        let (rec, secret) = s.issue_token("pharma-a", "sato", "d", None, 1_000).unwrap();
+        assert_eq!(rec.expires_at, Some(61_000));
+        assert!(matches!(s.authenticate(&secret, 61_000), Err(AuthError::Expired)));
+        let (rec, _) = s.issue_token("pharma-a", "sato", "d", Some(3600), 0).unwrap();
+        assert_eq!(rec.expires_at, Some(3_600_000));
+        let e = s.issue_token("pharma-a", "sato", "d", Some(3601), 0).unwrap_err();
+        assert_eq!(e.to_string(), "ttl_secs may be at most 3600 seconds");
+        assert!(matches!(s.issue_token("pharma-a", "sato", "d", Some(u64::MAX), 0), Err(AuthError::TtlTooLong { .. })));
+
+        // A token stored before lifetimes were enforced has none, and keeps working.
+        let (mut old, old_secret) = s.issue_token("pharma-a", "sato", "old-phone", None, 0).unwrap();
+        old.expires_at = None;
+        let hash = hash_token(&old_secret);
+        kv.put(format!("a/k/{hash}").as_bytes(), &serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(s.authenticate(&old_secret, i64::MAX / 2).unwrap().device, "old-phone");
     }
 
     #[test]

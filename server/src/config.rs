@@ -66,7 +66,15 @@ pub struct Limits {
     /// Documents loaded from storage at once; further loads wait their turn (a device asking
     /// for thousands of documents cannot make the relay read them all at the same time).
     pub max_loading_documents: usize,
+    /// Lifetime of a token issued without one, in seconds.
+    pub default_token_ttl_secs: u64,
+    /// Longest lifetime a token may be issued with, in seconds; a longer one is refused.
+    pub max_token_ttl_secs: u64,
 }
+
+const DAY_SECS: u64 = 24 * 3600;
+/// Above any lifetime that means something; keeps expiry times far from overflowing.
+const MAX_TOKEN_TTL_SECS: u64 = 100 * 365 * DAY_SECS;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -87,6 +95,10 @@ impl Default for Limits {
             max_http_connections: 25_000,
             max_connections_per_token: 16,
             max_loading_documents: 64,
+            // A phone that is lost unnoticed stops syncing within a quarter; the MSL's app
+            // gets a new token from IT before then.
+            default_token_ttl_secs: 90 * DAY_SECS,
+            max_token_ttl_secs: 365 * DAY_SECS,
         }
     }
 }
@@ -221,6 +233,15 @@ impl Config {
                 .parse()
                 .map_err(|_| ConfigError::Env { name: "LIAISON_STORE_CACHE_MB", reason: "expected a number".into() })?;
         }
+        for (name, limit) in [
+            ("LIAISON_DEFAULT_TOKEN_TTL_SECS", &mut self.limits.default_token_ttl_secs),
+            ("LIAISON_MAX_TOKEN_TTL_SECS", &mut self.limits.max_token_ttl_secs),
+        ] {
+            if let Some(v) = env(name) {
+                *limit =
+                    v.parse().map_err(|_| ConfigError::Env { name, reason: "expected a number of seconds".into() })?;
+            }
+        }
         Ok(())
     }
 
@@ -255,6 +276,17 @@ impl Config {
                 "limits.max_http_connections ({}) must be at least limits.max_connections ({}): every \
                  WebSocket is an HTTP connection",
                 l.max_http_connections, l.max_connections
+            )));
+        }
+        if l.default_token_ttl_secs == 0 || l.default_token_ttl_secs > l.max_token_ttl_secs {
+            return Err(ConfigError::Invalid(format!(
+                "limits.default_token_ttl_secs ({}) must be at least 1 and at most limits.max_token_ttl_secs ({})",
+                l.default_token_ttl_secs, l.max_token_ttl_secs
+            )));
+        }
+        if l.max_token_ttl_secs > MAX_TOKEN_TTL_SECS {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_token_ttl_secs must be at most {MAX_TOKEN_TTL_SECS} (100 years)"
             )));
         }
         if self.store_cache_mb < 4 {
@@ -337,5 +369,27 @@ mod tests {
         let e = with(Limits { max_connections: 30_000, ..Limits::default() }).unwrap_err();
         assert!(e.to_string().contains("max_http_connections (25000) must be at least"), "{e}");
         with(Limits { max_connections: 30_000, max_http_connections: 40_000, ..Limits::default() }).unwrap();
+    }
+
+    #[test]
+    fn tokens_live_90_days_by_default_and_at_most_a_year() {
+        let c = Config::load(None, &no_env).unwrap();
+        assert_eq!((c.limits.default_token_ttl_secs, c.limits.max_token_ttl_secs), (90 * 86_400, 365 * 86_400));
+        let env = |k: &str| match k {
+            "LIAISON_DEFAULT_TOKEN_TTL_SECS" => Some("3600".to_owned()),
+            "LIAISON_MAX_TOKEN_TTL_SECS" => Some("86400".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(None, &env).unwrap();
+        assert_eq!((c.limits.default_token_ttl_secs, c.limits.max_token_ttl_secs), (3600, 86_400));
+        c.validate().unwrap();
+        let bad = |k: &str| (k == "LIAISON_MAX_TOKEN_TTL_SECS").then(|| "a year".to_owned());
+        let e = Config::load(None, &bad).unwrap_err();
+        assert_eq!(e.to_string(), "LIAISON_MAX_TOKEN_TTL_SECS is not valid: expected a number of seconds");
+        let with = |limits: Limits| Config { limits, ..Config::default() }.validate();
+        let e = with(Limits { default_token_ttl_secs: 400 * 86_400, ..Limits::default() }).unwrap_err();
+        assert!(e.to_string().contains("at most limits.max_token_ttl_secs"), "{e}");
+        assert!(with(Limits { default_token_ttl_secs: 0, ..Limits::default() }).is_err());
+        assert!(with(Limits { max_token_ttl_secs: u64::MAX, ..Limits::default() }).is_err());
     }
 }

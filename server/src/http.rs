@@ -104,7 +104,7 @@ impl From<AuthError> for ApiError {
             AuthError::TenantPurged => ApiError::Gone,
             AuthError::NotFound(w) => ApiError::NotFound(w),
             AuthError::Exists(w) => ApiError::Conflict(w),
-            AuthError::BadName { .. } => ApiError::BadRequest(e.to_string()),
+            AuthError::BadName { .. } | AuthError::TtlTooLong { .. } => ApiError::BadRequest(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -104,7 +104,8 @@ pub fn open_data(config: &Config) -> Result<Data> {
     // Files too: sled makes its own with the process's umask.
     backup::restrict(&config.data_dir.join("db"))
         .with_context(|| format!("cannot restrict {} to the relay's user", config.data_dir.display()))?;
-    let auth = AuthStore::with_ledger(kv.clone(), ledger.clone());
+    let lifetimes = auth::TokenLifetimes::from_limits(&config.limits);
+    let auth = AuthStore::with_ledger(kv.clone(), ledger.clone()).with_lifetimes(lifetimes);
     Ok(Data { store: Arc::new(store), auth, kv, ledger })
 }
 

@@ -317,8 +317,7 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
         kim.until_store("the purged tenant's local copies are erased", |s| s.get::<EngagementPlan>(p).is_err()).await;
     }
     for p in &b_plans {
-        let (status, _) =
-            relay.admin_api("DELETE", &format!("/admin/v1/documents/{p}"), &relay.admin_token(), None);
+        let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/documents/{p}"), &relay.admin_token(), None);
         assert_eq!(status, 404, "{p} is no longer on the relay");
     }
     let (_, tenants) = relay.admin_api("GET", "/admin/v1/tenants", &relay.admin_token(), None);

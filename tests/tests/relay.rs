@@ -359,8 +359,7 @@ async fn erasure_reaches_every_device_and_the_document_cannot_come_back() {
     }
     suzuki.offline(); // keeps a copy while away
 
-    let (status, body) =
-        relay.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &relay.admin_token(), None);
+    let (status, body) = relay.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &relay.admin_token(), None);
     assert_eq!(status, 200, "{body}");
     for d in [&sato, &tanaka] {
         d.until_store("the local copy is erased", |s| s.get::<KolProfile>(&kol).is_err()).await;
