@@ -27,6 +27,8 @@ pub enum AuthError {
     /// The credential's tenant was purged (contract end): devices erase their copies.
     #[error("tenant purged")]
     TenantPurged,
+    #[error("a single-use credential opens the admin API only")]
+    SingleUse,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0} already exists")]
@@ -101,6 +103,25 @@ pub struct TokenRecord {
     pub issued_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Good for one admin request, then revoked (the bootstrap credential); never for sync.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_use: bool,
+}
+
+/// A single-use credential spent on a request: it is revoked; [`AuthStore::release`] gives it
+/// back if the request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SingleUseClaim {
+    pub token_id: String,
+    token_hash: String,
+    at: i64,
+}
+
+impl SingleUseClaim {
+    /// Whether `secret` is the credential spent.
+    pub fn is_for(&self, secret: &str) -> bool {
+        hash_token(secret) == self.token_hash
+    }
 }
 
 /// Who is on the other end of a connection, as of the last check.
@@ -174,17 +195,20 @@ pub struct AuthStore {
     /// Revocations are written here before they take effect, so a restore re-applies them.
     ledger: Option<Arc<crate::ledger::Ledger>>,
     lifetimes: TokenLifetimes,
+    /// Held while a single-use credential is spent or given back: of requests racing with
+    /// one, exactly one gets it.
+    single_use: Arc<std::sync::Mutex<()>>,
 }
 
 impl AuthStore {
     /// An identity store issuing tokens with the default lifetimes.
     pub fn new(kv: Arc<dyn KvStore>) -> Self {
-        Self { kv, ledger: None, lifetimes: TokenLifetimes::default() }
+        Self { kv, ledger: None, lifetimes: TokenLifetimes::default(), single_use: Arc::default() }
     }
 
     /// An identity store whose revocations go into the security ledger first.
     pub fn with_ledger(kv: Arc<dyn KvStore>, ledger: Arc<crate::ledger::Ledger>) -> Self {
-        Self { kv, ledger: Some(ledger), lifetimes: TokenLifetimes::default() }
+        Self { kv, ledger: Some(ledger), lifetimes: TokenLifetimes::default(), single_use: Arc::default() }
     }
 
     /// The same store, issuing tokens with `lifetimes`.
@@ -291,6 +315,18 @@ impl AuthStore {
         if ttl_secs > self.lifetimes.max_secs {
             return Err(AuthError::TtlTooLong { max_secs: self.lifetimes.max_secs });
         }
+        self.issue(tenant, user, device, expiry(now, ttl_secs), false, now)
+    }
+
+    fn issue(
+        &self,
+        tenant: &str,
+        user: &str,
+        device: &str,
+        expires_at: i64,
+        single_use: bool,
+        now: i64,
+    ) -> Result<(TokenRecord, String), AuthError> {
         check_name("device", device)?;
         self.user(tenant, user)?.ok_or(AuthError::NotFound("user"))?;
         let secret = format!("lsn_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
@@ -301,8 +337,9 @@ impl AuthStore {
             user: user.into(),
             device: device.into(),
             issued_at: now,
-            expires_at: Some(expiry(now, ttl_secs)),
+            expires_at: Some(expires_at),
             revoked_at: None,
+            single_use,
         };
         let hash = hash_token(&secret);
         let mut batch = Batch::new();
@@ -339,7 +376,9 @@ impl AuthStore {
         Ok(rec)
     }
 
-    /// Checks a presented token and returns who it belongs to, with current grants.
+    /// Checks a presented token and returns who it belongs to, with current grants. A
+    /// single-use credential is refused here (it opens the admin API only, through
+    /// [`AuthStore::authenticate_admin`]).
     pub fn authenticate(&self, secret: &str, now: i64) -> Result<Principal, AuthError> {
         if secret.is_empty() {
             return Err(AuthError::Missing);
@@ -349,7 +388,56 @@ impl AuthStore {
 
     /// Re-checks a connection's token by its hash (revocation, expiry, changed grants).
     pub fn check_hash(&self, hash: &str, now: i64) -> Result<Principal, AuthError> {
-        let rec: TokenRecord = self.get(format!("a/k/{hash}").as_bytes())?.ok_or(AuthError::Invalid)?;
+        let rec = self.token_by_hash(hash)?;
+        if rec.single_use {
+            return Err(AuthError::SingleUse);
+        }
+        self.principal(hash, rec, now)
+    }
+
+    /// Checks a token presented to the admin API. A single-use credential is spent here,
+    /// atomically: the returned claim says so (give it back with [`AuthStore::release`] if the
+    /// request fails); a second request with it gets `Revoked`.
+    pub fn authenticate_admin(&self, secret: &str, now: i64) -> Result<(Principal, Option<SingleUseClaim>), AuthError> {
+        if secret.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let hash = hash_token(secret);
+        let rec = self.token_by_hash(&hash)?;
+        if !rec.single_use {
+            return Ok((self.principal(&hash, rec, now)?, None));
+        }
+        let _spending = self.single_use.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rec = self.token_by_hash(&hash)?;
+        let principal = self.principal(&hash, rec.clone(), now)?;
+        // Spent is revoked: in the ledger first, like every revocation, so a restore does not
+        // bring it back (given back after a failed request, a restore still revokes it: the
+        // relay then offers a new one).
+        if let Some(ledger) = &self.ledger {
+            ledger.append(now, crate::ledger::LedgerEvent::TokenRevoked { token: rec.id.clone() })?;
+        }
+        rec.revoked_at = Some(now);
+        self.put(format!("a/k/{hash}").as_bytes(), &rec)?;
+        Ok((principal, Some(SingleUseClaim { token_id: rec.id, token_hash: hash, at: now })))
+    }
+
+    /// Gives back a single-use credential spent on a request that failed, unless it was
+    /// revoked since.
+    pub fn release(&self, claim: &SingleUseClaim) -> Result<(), AuthError> {
+        let _spending = self.single_use.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rec = self.token_by_hash(&claim.token_hash)?;
+        if rec.revoked_at == Some(claim.at) {
+            rec.revoked_at = None;
+            self.put(format!("a/k/{}", claim.token_hash).as_bytes(), &rec)?;
+        }
+        Ok(())
+    }
+
+    fn token_by_hash(&self, hash: &str) -> Result<TokenRecord, AuthError> {
+        self.get(format!("a/k/{hash}").as_bytes())?.ok_or(AuthError::Invalid)
+    }
+
+    fn principal(&self, hash: &str, rec: TokenRecord, now: i64) -> Result<Principal, AuthError> {
         if rec.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
@@ -372,21 +460,31 @@ impl AuthStore {
         })
     }
 
-    /// Whether any administrator exists (the relay offers a bootstrap credential until one does).
-    pub fn has_admin(&self) -> Result<bool, AuthError> {
-        let users: Vec<UserRecord> = self.scan(b"a/u/")?;
-        Ok(users.iter().any(|u| u.role == RoleName::Admin))
+    /// Whether the relay should offer a bootstrap credential: no system admin holds a token
+    /// that works (a first start, or every one expired or was revoked).
+    pub fn needs_bootstrap(&self, now: i64) -> Result<bool, AuthError> {
+        let admins: Vec<String> =
+            self.users(SYSTEM_TENANT)?.into_iter().filter(|u| u.role == RoleName::Admin).map(|u| u.user).collect();
+        let working = self
+            .tokens(Some(SYSTEM_TENANT))?
+            .into_iter()
+            .any(|t| admins.contains(&t.user) && t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now));
+        Ok(!working)
     }
 
-    /// Creates the system tenant and its first admin, returning a token for them.
+    /// Creates the system tenant and its admin if missing, and a credential for them that works
+    /// for one admin request within [`BOOTSTRAP_TTL_SECS`] (and never for sync).
     pub fn bootstrap_admin(&self, device: &str, now: i64) -> Result<(TokenRecord, String), AuthError> {
         if self.tenant(SYSTEM_TENANT)?.is_none() {
             self.add_tenant(SYSTEM_TENANT, now)?;
         }
         self.put_user(SYSTEM_TENANT, "admin", RoleName::Admin, &[])?;
-        self.issue_token(SYSTEM_TENANT, "admin", device, None, now)
+        self.issue(SYSTEM_TENANT, "admin", device, expiry(now, BOOTSTRAP_TTL_SECS), true, now)
     }
 }
+
+/// How long the bootstrap credential works if unused: a day.
+pub const BOOTSTRAP_TTL_SECS: u64 = 24 * 3600;
 
 #[cfg(test)]
 mod tests {
@@ -475,11 +573,31 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_makes_a_system_admin() {
+    fn bootstrap_makes_a_system_admin_with_a_credential_for_one_admin_request() {
         let s = AuthStore::new(Arc::new(MemoryKv::new()));
-        assert!(!s.has_admin().unwrap());
-        let (_, secret) = s.bootstrap_admin("console", 0).unwrap();
-        assert!(s.has_admin().unwrap());
-        assert!(s.authenticate(&secret, 1).unwrap().is_system_admin());
+        assert!(s.needs_bootstrap(0).unwrap());
+        let (rec, secret) = s.bootstrap_admin("console", 0).unwrap();
+        assert_eq!(rec.expires_at, Some(86_400_000));
+        assert!(!s.needs_bootstrap(1).unwrap(), "an unspent bootstrap credential works");
+        assert!(matches!(s.authenticate(&secret, 1), Err(AuthError::SingleUse)), "never for sync");
+        let (p, claim) = s.authenticate_admin(&secret, 2).unwrap();
+        assert!(p.is_system_admin());
+        let claim = claim.expect("spent");
+        assert!(claim.is_for(&secret));
+        assert!(matches!(s.authenticate_admin(&secret, 3), Err(AuthError::Revoked)));
+        // Given back (its request failed), it works once more.
+        s.release(&claim).unwrap();
+        assert!(s.authenticate_admin(&secret, 4).unwrap().1.is_some());
+        assert!(matches!(s.authenticate_admin(&secret, 5), Err(AuthError::Revoked)));
+        // Spent, with no other system admin token: the next start offers a new one.
+        assert!(s.needs_bootstrap(6).unwrap());
+        let (_, again) = s.bootstrap_admin("console", 6).unwrap();
+        let (_, operator) = s.issue_token(SYSTEM_TENANT, "admin", "laptop", Some(60), 7).unwrap();
+        assert!(!s.needs_bootstrap(8).unwrap());
+        assert!(s.authenticate_admin(&operator, 9).unwrap().1.is_none(), "an ordinary token is not spent");
+        assert!(s.authenticate_admin(&operator, 10).is_ok());
+        // Unused for a day, it expires; so does the operator's token, and a new one is offered.
+        assert!(matches!(s.authenticate_admin(&again, 6 + 86_400_000), Err(AuthError::Expired)));
+        assert!(s.needs_bootstrap(6 + 86_400_000).unwrap());
     }
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -18,7 +19,7 @@ use liaison_core::{DocStore, DocumentId};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{AuthError, AuthStore, Principal, RoleName};
+use crate::auth::{AuthError, AuthStore, Principal, RoleName, SingleUseClaim};
 use crate::config::Limits;
 use crate::connections::PerToken;
 use crate::metrics::Metrics;
@@ -41,16 +42,34 @@ pub struct AppState {
     pub limits: Limits,
     /// WebSockets open per token (`limits.max_connections_per_token`).
     pub connections_per_token: PerToken,
+    pub admin: AdminOptions,
+}
+
+/// How the admin surface is guarded.
+#[derive(Clone, Debug, Default)]
+pub struct AdminOptions {
+    /// The bootstrap credential's file, deleted once the credential is spent.
+    pub bootstrap_file: Option<std::path::PathBuf>,
 }
 
 /// The relay's routes; tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
+    device_app(state.clone()).merge(admin_app(state))
+}
+
+/// What devices use: health, sync, the catalog.
+pub fn device_app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/v1/sync", get(sync_socket))
         .route("/v1/catalog", get(catalog))
+        .with_state(state)
+}
+
+/// What operators use: metrics and the admin API.
+pub fn admin_app(state: AppState) -> Router {
+    Router::new()
         .route("/admin/v1/tenants", post(add_tenant).get(list_tenants))
         .route("/admin/v1/tenants/{tenant}", delete(purge_tenant))
         .route("/admin/v1/tenants/{tenant}/export", post(export_tenant))
@@ -63,6 +82,8 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/documents/{id}", delete(erase))
         .route("/admin/v1/stats", get(stats))
         .route("/admin/v1/backup", post(backup))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), spend_single_use))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -100,7 +121,11 @@ impl IntoResponse for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Missing | AuthError::Invalid | AuthError::Expired | AuthError::Revoked => ApiError::Unauthorized,
+            AuthError::Missing
+            | AuthError::Invalid
+            | AuthError::Expired
+            | AuthError::Revoked
+            | AuthError::SingleUse => ApiError::Unauthorized,
             AuthError::TenantPurged => ApiError::Gone,
             AuthError::NotFound(w) => ApiError::NotFound(w),
             AuthError::Exists(w) => ApiError::Conflict(w),
@@ -142,11 +167,46 @@ struct TokenQuery {
 
 fn authenticate(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Result<Principal, ApiError> {
     let token = presented_token(headers, query).ok_or(ApiError::Unauthorized)?;
-    state.auth.authenticate(&token, now_ms()).map_err(|e| {
-        Metrics::add(&state.metrics.auth_failures, 1);
-        tracing::info!(reason = %e, "refused a credential");
-        ApiError::from(e)
-    })
+    state.auth.authenticate(&token, now_ms()).map_err(|e| refused(state, e))
+}
+
+fn refused(state: &AppState, e: AuthError) -> ApiError {
+    Metrics::add(&state.metrics.auth_failures, 1);
+    tracing::info!(reason = %e, "refused a credential");
+    ApiError::from(e)
+}
+
+/// Where the [`Admin`] extractor leaves a single-use credential it spent, for
+/// [`spend_single_use`] to settle once the response is known.
+#[derive(Clone, Debug, Default)]
+struct SpentCredential(Arc<std::sync::Mutex<Option<SingleUseClaim>>>);
+
+impl SpentCredential {
+    fn take(&self) -> Option<SingleUseClaim> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Around every admin route: a single-use credential (the bootstrap one) spent on a request
+/// that succeeds stays spent and its file is deleted; spent on one that fails (a typo, a
+/// missing user), it is given back, so a mistake does not lock the operator out.
+async fn spend_single_use(State(s): State<AppState>, mut request: Request, next: Next) -> Response {
+    let spent = SpentCredential::default();
+    request.extensions_mut().insert(spent.clone());
+    let response = next.run(request).await;
+    let Some(claim) = spent.take() else { return response };
+    if response.status().is_success() {
+        tracing::info!(token = %claim.token_id, "the single-use bootstrap credential was used; it no longer works");
+        if let Some(path) = &s.admin.bootstrap_file
+            && std::fs::read_to_string(path).is_ok_and(|written| claim.is_for(written.trim()))
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!(error = %e, path = %path.display(), "cannot delete the spent bootstrap credential's file");
+        }
+    } else if let Err(e) = s.auth.release(&claim) {
+        tracing::error!(error = %e, "cannot give back a single-use credential after a failed request");
+    }
+    response
 }
 
 /// An administrator: a tenant's admin, or a system admin (the `system` tenant's).
@@ -179,7 +239,15 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // Admin credentials come in headers only, never in a URL (which proxies log).
-        let principal = authenticate(state, &parts.headers, &TokenQuery::default())?;
+        let token = presented_token(&parts.headers, &TokenQuery::default()).ok_or(ApiError::Unauthorized)?;
+        let (principal, spent) = state.auth.authenticate_admin(&token, now_ms()).map_err(|e| refused(state, e))?;
+        // Spent: the request's outcome decides whether it stays spent (without the layer
+        // that settles it, it does).
+        if let Some(claim) = spent
+            && let Some(slot) = parts.extensions.get::<SpentCredential>()
+        {
+            *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(claim);
+        }
         if principal.role == RoleName::Admin { Ok(Admin(principal)) } else { Err(ApiError::Forbidden) }
     }
 }

@@ -115,13 +115,20 @@ pub fn now_ms() -> i64 {
     SystemClock.now_ms()
 }
 
-/// Writes a first admin credential to a file only the relay's user can read, if no admin exists.
+/// Where the bootstrap credential is written, in the data directory.
+pub fn bootstrap_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("bootstrap-admin-token")
+}
+
+/// Writes an admin credential to a file only the relay's user can read, if no system admin
+/// holds a working token (see [`AuthStore::bootstrap_admin`]: one admin request, one day).
 fn bootstrap(auth: &AuthStore, data_dir: &Path) -> Result<Option<std::path::PathBuf>> {
-    if auth.has_admin()? {
+    let now = now_ms();
+    if !auth.needs_bootstrap(now)? {
         return Ok(None);
     }
-    let (_, secret) = auth.bootstrap_admin("bootstrap", now_ms())?;
-    let path = data_dir.join("bootstrap-admin-token");
+    let (_, secret) = auth.bootstrap_admin("bootstrap", now)?;
+    let path = bootstrap_file(data_dir);
     tls::write_private(&path, format!("{secret}\n").as_bytes())?;
     Ok(Some(path))
 }
@@ -181,6 +188,7 @@ pub async fn start(config: Config) -> Result<Running> {
         metrics: metrics.clone(),
         limits: config.limits.clone(),
         connections_per_token: connections::PerToken::default(),
+        admin: http::AdminOptions { bootstrap_file: Some(bootstrap_file(&config.data_dir)) },
     };
     let app = http::app(state).into_make_service();
     let handle = axum_server::Handle::new();
@@ -259,8 +267,9 @@ pub async fn run(config: Config) -> Result<()> {
     println!("data directory: {}", config.data_dir.display());
     match &running.bootstrap_credential {
         Some(path) => println!(
-            "first admin credential: written to {} (readable by this user only); use it as a \
-             bearer token on /admin/v1, create your tenants' admins, then delete the file",
+            "first admin credential: written to {} (readable by this user only); it works for \
+             one admin API request within 24 hours: issue yourself an admin token with it \
+             (POST /admin/v1/tenants/system/users/admin/tokens), then the file is deleted",
             path.display()
         ),
         None => println!("administrators exist; issue credentials with the admin API or `liaison-relay admin`"),

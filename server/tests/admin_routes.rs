@@ -21,7 +21,7 @@ use liaison_core::{DocStore, DocumentId, Identity, Role};
 use liaison_server::auth::RoleName;
 use liaison_server::config::Config;
 use liaison_server::connections::PerToken;
-use liaison_server::http::{AppState, app};
+use liaison_server::http::{AdminOptions, AppState, app};
 use liaison_server::metrics::Metrics;
 use liaison_server::{now_ms, open_data, relay};
 use serde_json::{Value, json};
@@ -66,7 +66,8 @@ impl Fixture {
         let data = open_data(&config).unwrap();
         let (store, auth) = (data.store.clone(), data.auth.clone());
         let now = now_ms();
-        let (_, system) = auth.bootstrap_admin("console", now).unwrap();
+        auth.bootstrap_admin("bootstrap", now).unwrap();
+        let (_, system) = auth.issue_token("system", "admin", "console", None, now).unwrap();
         for (tenant, team) in [("pharma-a", "onc-east"), ("pharma-b", "onc-west")] {
             auth.add_tenant(tenant, now).unwrap();
             auth.add_team(tenant, team).unwrap();
@@ -121,6 +122,7 @@ impl Fixture {
             metrics,
             limits: config.limits.clone(),
             connections_per_token: PerToken::default(),
+            admin: AdminOptions::default(),
         };
         Self {
             app: app(state),

@@ -428,3 +428,28 @@ async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
     assert!(unlocked.unlocks[0].reason.contains("wrong date"));
     assert!(unlocked.status == RecordStatus::Draft && unlocked.summary.as_str().starts_with("corrected: "));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_credential_works_for_one_admin_request_and_never_syncs() {
+    let (_data, relay) = relay_with_two_tenants();
+    let bootstrap = relay.bootstrap_token();
+    // Not a device credential: the sync endpoint refuses it (the relay names its device "bootstrap").
+    let c = raw_client(&relay, &bootstrap, "bootstrap");
+    last_error_contains(&c, "HTTP 401").await;
+    drop(c);
+
+    // Its one request: the operator's own admin token.
+    let (status, body) = relay.admin_api(
+        "POST",
+        "/admin/v1/tenants/system/users/admin/tokens",
+        &bootstrap,
+        Some(serde_json::json!({ "device": "ops-laptop" })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let operator = body["token"].as_str().unwrap().to_owned();
+    assert!(!relay.data.join("bootstrap-admin-token").exists(), "the spent credential's file is deleted");
+    let (status, body) = relay.admin_api("GET", "/admin/v1/tenants", &bootstrap, None);
+    assert_eq!((status, body), (401, serde_json::json!({ "error": "unauthorized" })), "a second use");
+    let (status, _) = relay.admin_api("GET", "/admin/v1/tenants", &operator, None);
+    assert_eq!(status, 200);
+}
