@@ -11,6 +11,8 @@ use liaison_core::storage::{Batch, KvStore, StorageError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::support::SupportAccess;
+
 /// The tenant whose admins administer the relay itself (every tenant).
 pub const SYSTEM_TENANT: &str = "system";
 
@@ -37,6 +39,10 @@ pub enum AuthError {
     BadName { what: &'static str },
     #[error("ttl_secs may be at most {max_secs} seconds")]
     TtlTooLong { max_secs: u64 },
+    #[error("{0}")]
+    InvalidGrant(&'static str),
+    #[error("{0}")]
+    NotAllowed(&'static str),
     #[error("stored identity data is unreadable")]
     Corrupt,
     #[error(transparent)]
@@ -135,6 +141,8 @@ pub struct Principal {
     pub token_id: String,
     /// SHA-256 of the token, to re-check revocation while connected.
     pub token_hash: String,
+    /// For a system admin: the support grants in force (tenants it may read, see `support`).
+    pub support: Vec<SupportAccess>,
 }
 
 impl Principal {
@@ -191,7 +199,7 @@ impl Default for TokenLifetimes {
 /// The identity store, on the relay's key-value store under `a/`.
 #[derive(Debug, Clone)]
 pub struct AuthStore {
-    kv: Arc<dyn KvStore>,
+    pub(crate) kv: Arc<dyn KvStore>,
     /// Revocations are written here before they take effect, so a restore re-applies them.
     ledger: Option<Arc<crate::ledger::Ledger>>,
     lifetimes: TokenLifetimes,
@@ -217,7 +225,7 @@ impl AuthStore {
         self
     }
 
-    fn get<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, AuthError> {
+    pub(crate) fn get<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, AuthError> {
         match self.kv.get(key)? {
             Some(v) => serde_json::from_slice(&v).map(Some).map_err(|_| AuthError::Corrupt),
             None => Ok(None),
@@ -231,7 +239,7 @@ impl AuthStore {
         Ok(())
     }
 
-    fn scan<T: for<'de> Deserialize<'de>>(&self, prefix: &[u8]) -> Result<Vec<T>, AuthError> {
+    pub(crate) fn scan<T: for<'de> Deserialize<'de>>(&self, prefix: &[u8]) -> Result<Vec<T>, AuthError> {
         self.kv
             .scan_prefix(prefix)?
             .into_iter()
@@ -449,6 +457,11 @@ impl AuthStore {
             return Err(AuthError::TenantPurged);
         }
         let user = self.user(&rec.tenant, &rec.user)?.ok_or(AuthError::Revoked)?;
+        let support = if user.role == RoleName::Admin && rec.tenant == SYSTEM_TENANT {
+            self.active_support(&rec.user, now)?
+        } else {
+            Vec::new()
+        };
         Ok(Principal {
             tenant: rec.tenant,
             user: rec.user,
@@ -457,6 +470,7 @@ impl AuthStore {
             teams: user.teams,
             token_id: rec.id,
             token_hash: hash.to_owned(),
+            support,
         })
     }
 

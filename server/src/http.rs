@@ -76,6 +76,9 @@ pub fn admin_app(state: AppState) -> Router {
         .route("/admin/v1/tenants/{tenant}/teams", post(add_team))
         .route("/admin/v1/tenants/{tenant}/users/{user}", put(put_user))
         .route("/admin/v1/tenants/{tenant}/users/{user}/tokens", post(issue_token))
+        .route("/admin/v1/tenants/{tenant}/support-grants", post(add_support_grant).get(list_support_grants))
+        .route("/admin/v1/tenants/{tenant}/support-grants/{id}", delete(revoke_support_grant))
+        .route("/admin/v1/tenants/{tenant}/audit", get(audit_log))
         .route("/admin/v1/tokens", get(list_tokens))
         .route("/admin/v1/tokens/{id}", delete(revoke_token))
         .route("/admin/v1/documents/{id}/unlock", post(unlock))
@@ -129,7 +132,10 @@ impl From<AuthError> for ApiError {
             AuthError::TenantPurged => ApiError::Gone,
             AuthError::NotFound(w) => ApiError::NotFound(w),
             AuthError::Exists(w) => ApiError::Conflict(w),
-            AuthError::BadName { .. } | AuthError::TtlTooLong { .. } => ApiError::BadRequest(e.to_string()),
+            AuthError::BadName { .. } | AuthError::TtlTooLong { .. } | AuthError::InvalidGrant(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            AuthError::NotAllowed(_) => ApiError::Forbidden,
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -231,6 +237,15 @@ impl Admin {
     /// `Ok` if this admin administers `tenant`; otherwise what a tenant that does not exist gets.
     pub fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
         if self.administers(tenant) { Ok(()) } else { Err(ApiError::NotFound("tenant")) }
+    }
+
+    /// `Ok` for `tenant`'s own admins only: system admins get 403 (support grants and the audit
+    /// log are how a tenant oversees them), another tenant's admin what a missing tenant gets.
+    pub fn check_own_tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        if self.0.is_system_admin() {
+            return Err(ApiError::Forbidden);
+        }
+        self.check_tenant(tenant)
     }
 }
 
@@ -550,6 +565,57 @@ async fn issue_token(
     let (rec, secret) = s.auth.issue_token(&tenant, &user, &b.device, b.ttl_secs, now_ms())?;
     // The only time the secret leaves the relay.
     Ok((StatusCode::CREATED, Json(json!({ "id": rec.id, "token": secret, "device": rec.device }))).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewSupportGrant {
+    /// The system admin who may read.
+    user: String,
+    ttl_secs: u64,
+    reason: String,
+}
+
+/// A tenant's admin lets a system admin read the tenant's records over sync, read only, for
+/// `ttl_secs` (at most a week). Audited.
+async fn add_support_grant(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+    Json(b): Json<NewSupportGrant>,
+) -> Result<Response, ApiError> {
+    admin.check_own_tenant(&tenant)?;
+    let grant = s.auth.add_support_grant(&admin.0, &tenant, &b.user, b.ttl_secs, &b.reason, now_ms())?;
+    s.relay.send(ActorMsg::Recheck).await;
+    Ok((StatusCode::CREATED, Json(json!(grant))).into_response())
+}
+
+/// A tenant's support grants, for its admins and the system admins.
+async fn list_support_grants(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    admin.check_tenant(&tenant)?;
+    s.auth.tenant(&tenant)?.ok_or(ApiError::NotFound("tenant"))?;
+    Ok(Json(json!({ "grants": s.auth.support_grants(&tenant)? })).into_response())
+}
+
+/// Ends a support grant now, on live connections too. Audited.
+async fn revoke_support_grant(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    admin.check_own_tenant(&tenant)?;
+    let grant = s.auth.revoke_support_grant(&admin.0, &tenant, &id, now_ms())?;
+    s.relay.send(ActorMsg::Recheck).await;
+    Ok(Json(json!(grant)).into_response())
+}
+
+/// The tenant's audit log: support grants, revocations, documents opened under them.
+async fn audit_log(admin: Admin, State(s): State<AppState>, Path(tenant): Path<String>) -> Result<Response, ApiError> {
+    admin.check_own_tenant(&tenant)?;
+    Ok(Json(json!({ "entries": s.auth.audit_log(&tenant)? })).into_response())
 }
 
 #[derive(Deserialize)]

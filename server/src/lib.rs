@@ -3,6 +3,7 @@
 //! - [`config`]: TOML and environment configuration.
 //! - [`auth`]: tenants, teams, users, device tokens (hashed).
 //! - [`policy`]: who may read or write which document; what changes are refused.
+//! - [`support`]: support grants (a tenant lets a system admin read, audited).
 //! - [`relay`]: the actor that owns the sync engine.
 //! - [`http`]: health, metrics, the WebSocket endpoint, the catalog and the admin API.
 //! - [`connections`]: connection limits (open HTTP connections, time to start a request,
@@ -22,6 +23,7 @@ pub mod outbox;
 pub mod policy;
 pub mod relay;
 pub mod storage_ids;
+pub mod support;
 pub mod tls;
 
 use std::path::Path;

@@ -453,3 +453,122 @@ async fn the_bootstrap_credential_works_for_one_admin_request_and_never_syncs() 
     let (status, _) = relay.admin_api("GET", "/admin/v1/tenants", &operator, None);
     assert_eq!(status, 200);
 }
+
+/// Waits until `doc` is answered unavailable on `events`.
+async fn unavailable(events: &mut tokio::sync::broadcast::Receiver<Event>, doc: DocumentId, what: &str) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Event::DocUnavailable { doc: d }) = events.recv().await
+                && d == doc
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_admin_reads_a_tenant_only_under_its_admins_audited_grant_and_never_writes() {
+    let (_data, relay) = relay_with_two_tenants();
+    let (status, _) = relay.admin_api(
+        "PUT",
+        "/admin/v1/tenants/pharma-a/users/admin-a",
+        &relay.admin_token(),
+        Some(serde_json::json!({ "role": "admin" })),
+    );
+    assert_eq!(status, 200);
+    let (_, admin_a) = issue_live(&relay, "pharma-a", "admin-a", "admin-a-laptop");
+    let sato = device(&relay, "pharma-a", "sato", "sato-phone", Role::Msl);
+    let kol = sato.store.create("onc-east", &KolProfile::new("Dr. Lee", "Kyoto")).unwrap();
+    sato.created(kol);
+    sato.synced().await;
+    let (_, support_token) = issue_live(&relay, "system", "admin", "support-laptop");
+    let mut support = Device::new(&relay, "system", "admin", "support-laptop", &support_token, Role::Admin);
+    let grants = "/admin/v1/tenants/pharma-a/support-grants";
+    let ask = serde_json::json!({ "user": "admin", "ttl_secs": 3600, "reason": "ticket 4711: sync stuck" });
+
+    // Without a grant the system admin receives nothing.
+    let mut events = support.client().events();
+    support.client().find(kol);
+    unavailable(&mut events, kol, "the profile is unavailable without a grant").await;
+    assert!(!relay.catalog(&support_token).contains(&kol.to_string()));
+    // A system admin cannot grant itself access; another tenant's admin cannot either.
+    let (status, _) = relay.admin_api("POST", grants, &relay.admin_token(), Some(ask.clone()));
+    assert_eq!(status, 403);
+
+    // The tenant's admin grants it: the system admin reads, and its writes are refused.
+    let (status, grant) = relay.admin_api("POST", grants, &admin_a, Some(ask.clone()));
+    assert_eq!(status, 201, "{grant}");
+    let grant_id = grant["id"].as_str().unwrap().to_owned();
+    let (status, listed) = relay.admin_api("GET", grants, &admin_a, None);
+    assert_eq!(status, 200);
+    assert_eq!(listed["grants"][0]["id"], grant_id.as_str(), "{listed}");
+    // A new connection: liaison's client does not ask again a peer that answered unavailable.
+    support.connect(&relay);
+    support.client().find(kol);
+    support.until_store("the profile arrives under the grant", |s| s.get::<KolProfile>(&kol).is_ok()).await;
+    assert!(relay.catalog(&support_token).contains(&kol.to_string()));
+    support.store.update(&kol, |k: &mut KolProfile| k.institution = "support was here".into()).unwrap();
+    support.client().local_change(kol);
+    let status = support.until("the refusal arrives", |s| !s.refused.is_empty()).await;
+    assert_eq!(status.refused[0].code, "read-only");
+    support.client().discard_refused(kol);
+    support
+        .until_store("the refused edit is discarded", |s| {
+            s.get::<KolProfile>(&kol).is_ok_and(|k| k.institution == "Kyoto")
+        })
+        .await;
+
+    // Revoked: the live connection loses the document at once and receives nothing more.
+    let mut events = support.client().events();
+    let (status, _) = relay.admin_api("DELETE", &format!("{grants}/{grant_id}"), &admin_a, None);
+    assert_eq!(status, 200);
+    unavailable(&mut events, kol, "the revocation reaches the live connection").await;
+    sato.store.update(&kol, |k: &mut KolProfile| k.institution = "after revocation".into()).unwrap();
+    sato.client().local_change(kol);
+    sato.synced().await;
+    support.connect(&relay);
+    let mut events = support.client().events();
+    support.client().find(kol);
+    unavailable(&mut events, kol, "a new connection gets nothing after the revocation").await;
+    assert_ne!(support.store.get::<KolProfile>(&kol).unwrap().institution, "after revocation");
+
+    // A grant also ends on its own when it expires, on the live connection too.
+    let brief = serde_json::json!({ "user": "admin", "ttl_secs": 4, "reason": "ticket 4712" });
+    let (status, _) = relay.admin_api("POST", grants, &admin_a, Some(brief));
+    assert_eq!(status, 201);
+    support.connect(&relay);
+    let mut events = support.client().events();
+    support.client().find(kol);
+    support
+        .until_store("the profile arrives under the second grant", |s| {
+            s.get::<KolProfile>(&kol).is_ok_and(|k| k.institution == "after revocation")
+        })
+        .await;
+    unavailable(&mut events, kol, "the expired grant ends on the live connection").await;
+
+    // The tenant's admin sees every grant, revocation and document opened; no one else does.
+    let (status, audit) = relay.admin_api("GET", "/admin/v1/tenants/pharma-a/audit", &admin_a, None);
+    assert_eq!(status, 200, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "support-grant-created",
+            "document-opened",
+            "support-grant-revoked",
+            "support-grant-created",
+            "document-opened"
+        ],
+        "{audit}"
+    );
+    assert_eq!(entries[1]["document"], kol.to_string().as_str());
+    assert_eq!(entries[1]["grant"], grant_id.as_str());
+    assert_eq!(entries[1]["by_device"], "support-laptop");
+    assert_eq!(entries[0]["reason"], "ticket 4711: sync stuck");
+    let (status, _) = relay.admin_api("GET", "/admin/v1/tenants/pharma-a/audit", &relay.admin_token(), None);
+    assert_eq!(status, 403, "the audit is the tenant's");
+}
