@@ -133,7 +133,42 @@ pub struct Config {
     /// The security ledger: every revocation, erasure and purge, which a restore re-applies
     /// (default `DATA/security-ledger.jsonl`; keep it, or a copy, apart from the data).
     pub ledger_path: Option<PathBuf>,
+    /// A second listener for `/metrics` and the admin API, with the same TLS as `listen`. When
+    /// set, the main listener (devices) answers 404 for them.
+    pub admin_listen: Option<SocketAddr>,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<Secret>,
 }
+
+/// A secret from the configuration: `check-config` and `Debug` show it as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// The shortest `metrics_token` accepted.
+const MIN_METRICS_TOKEN_CHARS: usize = 16;
 
 impl Default for Config {
     fn default() -> Self {
@@ -149,6 +184,8 @@ impl Default for Config {
             backup_root: None,
             export_root: None,
             ledger_path: None,
+            admin_listen: None,
+            metrics_token: None,
         }
     }
 }
@@ -187,6 +224,15 @@ impl Config {
             self.listen = v
                 .parse()
                 .map_err(|_| ConfigError::Env { name: "LIAISON_LISTEN", reason: "expected ADDRESS:PORT".into() })?;
+        }
+        if let Some(v) = env("LIAISON_ADMIN_LISTEN") {
+            self.admin_listen = Some(v.parse().map_err(|_| ConfigError::Env {
+                name: "LIAISON_ADMIN_LISTEN",
+                reason: "expected ADDRESS:PORT".into(),
+            })?);
+        }
+        if let Some(v) = env("LIAISON_METRICS_TOKEN") {
+            self.metrics_token = Some(Secret(v));
         }
         if let Some(v) = env("LIAISON_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -251,6 +297,22 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "plain WebSocket (no TLS) is only allowed on a loopback address, not {}",
                 self.listen.ip()
+            )));
+        }
+        if let Some(admin) = self.admin_listen {
+            if self.tls == TlsMode::Plain && !admin.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "plain HTTP (no TLS) is only allowed on a loopback address, not admin_listen {}",
+                    admin.ip()
+                )));
+            }
+            if admin == self.listen && admin.port() != 0 {
+                return Err(ConfigError::Invalid("admin_listen must differ from listen".into()));
+            }
+        }
+        if self.metrics_token.as_ref().is_some_and(|t| t.expose().chars().count() < MIN_METRICS_TOKEN_CHARS) {
+            return Err(ConfigError::Invalid(format!(
+                "metrics_token must be at least {MIN_METRICS_TOKEN_CHARS} characters"
             )));
         }
         if let TlsMode::Files { cert, key } = &self.tls {
@@ -342,6 +404,39 @@ mod tests {
         c.listen = "0.0.0.0:8080".parse().unwrap();
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("only allowed on a loopback"), "{e}");
+    }
+
+    #[test]
+    fn an_admin_listener_follows_the_main_ones_tls_rule_and_the_metrics_token_stays_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, "admin_listen = \"127.0.0.1:9444\"\nmetrics_token = \"scrape-0123456789abcdef\"\n")
+            .unwrap();
+        let c = Config::load(Some(&path), &no_env).unwrap();
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9444".parse().unwrap()));
+        assert_eq!(c.metrics_token.as_ref().map(Secret::expose), Some("scrape-0123456789abcdef"));
+        c.validate().unwrap();
+        let shown = format!("{c:?}\n{}", toml::to_string_pretty(&c).unwrap());
+        assert!(!shown.contains("scrape-0123456789abcdef") && shown.contains("<redacted>"), "{shown}");
+        assert!(Config::load(None, &no_env).unwrap().metrics_token.is_none());
+        toml::to_string_pretty(&Config::default()).unwrap();
+
+        let env = |k: &str| match k {
+            "LIAISON_ADMIN_LISTEN" => Some("10.0.0.5:9444".to_owned()),
+            "LIAISON_METRICS_TOKEN" => Some("short".to_owned()),
+            _ => None,
+        };
+        let mut c = Config::load(None, &env).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("at least 16 characters"));
+        c.metrics_token = None;
+        c.validate().unwrap();
+        c.tls = TlsMode::Plain;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("only allowed on a loopback address, not admin_listen 10.0.0.5"), "{e}");
+        c.admin_listen = Some(c.listen);
+        assert_eq!(c.validate().unwrap_err().to_string(), "admin_listen must differ from listen");
+        let bad = |k: &str| (k == "LIAISON_ADMIN_LISTEN").then(|| "nowhere".to_owned());
+        assert!(Config::load(None, &bad).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{AuthError, AuthStore, Principal, RoleName, SingleUseClaim};
-use crate::config::Limits;
+use crate::config::{Limits, Secret};
 use crate::connections::PerToken;
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxReceiver, Outgoing, outbox};
@@ -50,6 +50,8 @@ pub struct AppState {
 pub struct AdminOptions {
     /// The bootstrap credential's file, deleted once the credential is spent.
     pub bootstrap_file: Option<std::path::PathBuf>,
+    /// `/metrics` requires `Authorization: Bearer <it>` when set.
+    pub metrics_token: Option<Secret>,
 }
 
 /// The relay's routes; tests can drive it without a socket.
@@ -292,8 +294,28 @@ async fn readyz(State(s): State<AppState>) -> Response {
 /// How long `/readyz` waits for the relay's actor.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn metrics(State(s): State<AppState>) -> Response {
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &s.admin.metrics_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !presented.is_some_and(|p| same_secret(p, expected.expose())) {
+            tracing::info!("refused a /metrics request without the metrics token");
+            return ApiError::Unauthorized.into_response();
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}
+
+/// Compares two secrets in time independent of where they differ: their SHA-256 digests are
+/// compared whole (and lengths do not show either).
+fn same_secret(presented: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(expected.as_bytes()));
+    let differing = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(differing) == 0
 }
 
 async fn sync_socket(

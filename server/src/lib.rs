@@ -141,6 +141,8 @@ pub struct Running {
     /// `wss://ADDR/v1/sync` (or `ws://` for plain).
     pub url: String,
     pub addr: std::net::SocketAddr,
+    /// Where `/metrics` and the admin API are served, when not on `addr` (`admin_listen`).
+    pub admin_addr: Option<std::net::SocketAddr>,
     /// The TLS certificate file and its SHA-256 fingerprint, when serving TLS.
     pub certificate: Option<(std::path::PathBuf, String)>,
     /// Where the first admin credential was written, on a first start.
@@ -148,6 +150,13 @@ pub struct Running {
     pub store: Arc<DocStore>,
     pub auth: AuthStore,
     relay: relay::RelayHandle,
+    /// The main listener, then the admin listener if any.
+    listeners: Vec<Listener>,
+}
+
+/// One bound listener's server task.
+#[derive(Debug)]
+struct Listener {
     handle: axum_server::Handle<std::net::SocketAddr>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -157,15 +166,22 @@ impl Running {
     pub async fn shutdown(self) -> Result<()> {
         tracing::info!("shutting down: closing connections and flushing");
         self.relay.shutdown().await;
-        self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
-        let _ = self.server.await;
+        for listener in &self.listeners {
+            listener.handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        }
+        for listener in self.listeners {
+            let _ = listener.server.await;
+        }
         self.store.flush()?;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// Starts serving and returns once the listener is bound.
+/// Most connections the admin listener holds open at once (operators and a metrics scraper).
+const ADMIN_HTTP_CONNECTIONS: usize = 1024;
+
+/// Starts serving and returns once the listeners are bound.
 pub async fn start(config: Config) -> Result<Running> {
     config.validate()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -190,10 +206,16 @@ pub async fn start(config: Config) -> Result<Running> {
         metrics: metrics.clone(),
         limits: config.limits.clone(),
         connections_per_token: connections::PerToken::default(),
-        admin: http::AdminOptions { bootstrap_file: Some(bootstrap_file(&config.data_dir)) },
+        admin: http::AdminOptions {
+            bootstrap_file: Some(bootstrap_file(&config.data_dir)),
+            metrics_token: config.metrics_token.clone(),
+        },
     };
-    let app = http::app(state).into_make_service();
-    let handle = axum_server::Handle::new();
+    // With an admin listener, the main one serves devices only.
+    let (main_app, admin_app) = match config.admin_listen {
+        Some(admin_addr) => (http::device_app(state.clone()), Some((admin_addr, http::admin_app(state)))),
+        None => (http::app(state), None),
+    };
 
     let (scheme, tls) = match &config.tls {
         TlsMode::Plain => ("ws", None),
@@ -203,66 +225,111 @@ pub async fn start(config: Config) -> Result<Running> {
         }
         TlsMode::Files { cert, key } => ("wss", Some((cert.clone(), key.clone()))),
     };
-    let server = {
-        let handle = handle.clone();
-        let addr = config.listen;
-        let limits = &config.limits;
-        // One budget for a new connection to finish TLS and start its request, and for each
-        // request head (see `connections`).
-        let header_read_timeout = Duration::from_secs(limits.header_read_timeout_secs);
-        match &tls {
-            Some((cert, key)) => {
-                let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .context("cannot load the TLS certificate and key")?;
-                spawn_reload_on_sighup(rustls_config.clone(), cert.clone(), key.clone());
-                // TCP_NODELAY: sync messages are small and answered at once; with Nagle's
-                // algorithm a reply waits for the peer's delayed ACK (p50 257 ms at light load).
-                let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
-                    .handshake_timeout(header_read_timeout)
-                    .acceptor(axum_server::accept::NoDelayAcceptor::new());
-                let acceptor =
-                    connections::LimitedAcceptor::new(tls, limits.max_http_connections, header_read_timeout, metrics);
-                let mut server = axum_server::bind(addr).acceptor(acceptor).handle(handle);
-                time_request_heads(server.http_builder(), header_read_timeout);
-                tokio::spawn(async move { server.serve(app).await })
-            }
-            None => {
-                let plain = axum_server::accept::NoDelayAcceptor::new();
-                let acceptor =
-                    connections::LimitedAcceptor::new(plain, limits.max_http_connections, header_read_timeout, metrics);
-                let mut server = axum_server::bind(addr).acceptor(acceptor).handle(handle);
-                time_request_heads(server.http_builder(), header_read_timeout);
-                tokio::spawn(async move { server.serve(app).await })
+    let rustls_config = match &tls {
+        Some((cert, key)) => {
+            let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .context("cannot load the TLS certificate and key")?;
+            // Both listeners share it: a reload renews both.
+            spawn_reload_on_sighup(rustls_config.clone(), cert.clone(), key.clone());
+            Some(rustls_config)
+        }
+        None => None,
+    };
+    // One budget for a new connection to finish TLS and start its request, and for each
+    // request head (see `connections`).
+    let header_read_timeout = Duration::from_secs(config.limits.header_read_timeout_secs);
+    let serving = |addr, app, max_connections| {
+        let (handle, server) =
+            serve(addr, app, rustls_config.clone(), max_connections, header_read_timeout, metrics.clone());
+        async move {
+            match handle.listening().await {
+                Some(bound) => Ok((bound, Listener { handle, server })),
+                None => {
+                    let err = server.await.context("the server task failed")?;
+                    Err(anyhow::anyhow!("cannot listen on {addr}: {:?}", err.err()))
+                }
             }
         }
     };
-    let Some(addr) = handle.listening().await else {
-        let err = server.await.context("the server task failed")?;
-        return Err(anyhow::anyhow!("cannot listen on {}: {:?}", config.listen, err.err()));
+    let (addr, main) = serving(config.listen, main_app, config.limits.max_http_connections).await?;
+    let mut listeners = vec![main];
+    let admin_addr = match admin_app {
+        Some((admin_addr, app)) => match serving(admin_addr, app, ADMIN_HTTP_CONNECTIONS).await {
+            Ok((bound, admin)) => {
+                listeners.push(admin);
+                Some(bound)
+            }
+            Err(e) => {
+                for listener in &listeners {
+                    listener.handle.shutdown();
+                }
+                relay.shutdown().await;
+                return Err(e);
+            }
+        },
+        None => None,
     };
     let certificate = match &tls {
         Some((cert, _)) => Some((cert.clone(), tls::fingerprint(cert)?)),
         None => None,
     };
-    tracing::info!(%addr, scheme, "relay started");
+    tracing::info!(%addr, ?admin_addr, scheme, "relay started");
     Ok(Running {
         url: format!("{scheme}://{addr}/v1/sync"),
         addr,
+        admin_addr,
         certificate,
         bootstrap_credential,
         store,
         auth,
         relay,
-        handle,
-        server,
+        listeners,
     })
+}
+
+/// Serves `app` on `addr` (TLS with `tls`, else plain), at most `max_connections` at once.
+fn serve(
+    addr: std::net::SocketAddr,
+    app: axum::Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> (axum_server::Handle<std::net::SocketAddr>, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let handle = axum_server::Handle::new();
+    let app = app.into_make_service();
+    // TCP_NODELAY: sync messages are small and answered at once; with Nagle's algorithm a reply
+    // waits for the peer's delayed ACK (p50 257 ms at light load).
+    let nodelay = axum_server::accept::NoDelayAcceptor::new();
+    let server = match tls {
+        Some(rustls_config) => {
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
+                .handshake_timeout(header_read_timeout)
+                .acceptor(nodelay);
+            let acceptor = connections::LimitedAcceptor::new(tls, max_connections, header_read_timeout, metrics);
+            let mut server = axum_server::bind(addr).acceptor(acceptor).handle(handle.clone());
+            time_request_heads(server.http_builder(), header_read_timeout);
+            tokio::spawn(async move { server.serve(app).await })
+        }
+        None => {
+            let acceptor = connections::LimitedAcceptor::new(nodelay, max_connections, header_read_timeout, metrics);
+            let mut server = axum_server::bind(addr).acceptor(acceptor).handle(handle.clone());
+            time_request_heads(server.http_builder(), header_read_timeout);
+            tokio::spawn(async move { server.serve(app).await })
+        }
+    };
+    (handle, server)
 }
 
 /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully. Prints where to connect.
 pub async fn run(config: Config) -> Result<()> {
     let running = start(config.clone()).await?;
     println!("liaison relay listening on {}", running.url);
+    if let Some(admin) = running.admin_addr {
+        let scheme = if running.certificate.is_some() { "https" } else { "http" };
+        println!("admin API and metrics on {scheme}://{admin}");
+    }
     if let Some((cert, fp)) = &running.certificate {
         println!("TLS certificate: {} (SHA-256 fingerprint {fp})", cert.display());
     }

@@ -19,7 +19,7 @@ use liaison_core::storage::MemoryKv;
 use liaison_core::store::{StoreOptions, SystemClock};
 use liaison_core::{DocStore, DocumentId, Identity, Role};
 use liaison_server::auth::RoleName;
-use liaison_server::config::Config;
+use liaison_server::config::{Config, Secret};
 use liaison_server::connections::PerToken;
 use liaison_server::http::{AdminOptions, AppState, app};
 use liaison_server::metrics::Metrics;
@@ -63,6 +63,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
+        Self::with(AdminOptions::default()).await
+    }
+
+    async fn with(admin: AdminOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
         let data = open_data(&config).unwrap();
@@ -127,7 +131,7 @@ impl Fixture {
             metrics,
             limits: config.limits.clone(),
             connections_per_token: PerToken::default(),
-            admin: AdminOptions::default(),
+            admin,
         };
         Self {
             app: app(state),
@@ -473,6 +477,21 @@ async fn system_admins_and_the_tenants_own_admin_succeed() {
         });
     }
     findings.assert_none();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_metrics_token_when_one_is_set() {
+    let open = Fixture::new().await;
+    assert_eq!(open.call("GET", "/metrics", None, None).await.status, StatusCode::OK);
+    let secret = "scrape-0123456789abcdef";
+    let f = Fixture::with(AdminOptions { metrics_token: Some(Secret::new(secret)), ..AdminOptions::default() }).await;
+    for token in [None, Some("scrape-0123456789abcdeF"), Some(&secret[..8]), Some(f.system.as_str())] {
+        let answer = f.call("GET", "/metrics", token, None).await;
+        assert_eq!((answer.status, answer.json()), (StatusCode::UNAUTHORIZED, json!({ "error": "unauthorized" })));
+    }
+    let answer = f.call("GET", "/metrics", Some(secret), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&answer.body).contains("liaison_connections_open"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -572,3 +572,41 @@ async fn a_system_admin_reads_a_tenant_only_under_its_admins_audited_grant_and_n
     let (status, _) = relay.admin_api("GET", "/admin/v1/tenants/pharma-a/audit", &relay.admin_token(), None);
     assert_eq!(status, 403, "the audit is the tenant's");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_the_admin_api_can_be_kept_off_the_device_listener() {
+    let data = tempfile::tempdir().unwrap();
+    setup_tenant(data.path(), "pharma-a", "onc-east", &[("sato", "msl")]);
+    let (_, sato_token) = issue(data.path(), "pharma-a", "sato", "sato-phone", &[]);
+    let metrics_token = "scrape-0123456789abcdef";
+    let config = data.path().join("relay.toml");
+    std::fs::write(&config, format!("admin_listen = \"127.0.0.1:0\"\nmetrics_token = \"{metrics_token}\"\n")).unwrap();
+    let relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
+    let admin_base = relay.admin_base.clone().expect("the relay names its admin listener");
+    let admin = relay.admin_token();
+
+    // The device-facing listener: health, sync and the catalog; no metrics, no admin API.
+    let main = relay.base.as_str();
+    assert_eq!(relay.get_from(main, "/healthz", None).0, 200);
+    assert_eq!(relay.get_from(main, "/readyz", None).0, 200);
+    assert_eq!(relay.get_from(main, "/metrics", Some(metrics_token)).0, 404);
+    assert_eq!(relay.api_on(main, "GET", "/admin/v1/tenants", &admin, None).0, 404);
+    assert_eq!(relay.api_on(main, "POST", "/admin/v1/tenants", &admin, Some(serde_json::json!({}))).0, 404);
+    assert_eq!(relay.get_from(main, "/v1/catalog", Some(&sato_token)).0, 200);
+    let sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_token, Role::Msl);
+    sato.synced().await;
+
+    // The admin listener: the admin API, and metrics only with the metrics token.
+    assert_eq!(relay.api_on(&admin_base, "GET", "/admin/v1/tenants", &admin, None).0, 200);
+    for bearer in [None, Some("scrape-wrong"), Some(admin.as_str()), Some(&metrics_token[..10])] {
+        let (status, body) = relay.get_from(&admin_base, "/metrics", bearer);
+        assert_eq!(status, 401, "with {bearer:?}");
+        assert!(!body.contains("liaison_"), "nothing of the metrics without the token");
+    }
+    let (status, body) = relay.get_from(&admin_base, "/metrics", Some(metrics_token));
+    assert_eq!(status, 200);
+    assert!(body.contains("liaison_connections_open 1"), "{body}");
+    for path in ["/v1/catalog", "/v1/sync", "/healthz"] {
+        assert_eq!(relay.get_from(&admin_base, path, Some(&sato_token)).0, 404, "{path} on the admin listener");
+    }
+}
