@@ -277,6 +277,7 @@ fn principal(index: usize) -> Principal {
         teams: teams.iter().map(|t| (*t).to_owned()).collect(),
         token_id: format!("tok-{user}"),
         token_hash: String::new(),
+        support: Vec::new(),
     }
 }
 

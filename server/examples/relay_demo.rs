@@ -95,7 +95,7 @@ async fn main() -> Result<()> {
     println!("  certificate {} with SHA-256 fingerprint {fp}", cert.display());
 
     // IT's part: a tenant, a team, two users, one token per device (shown once, stored hashed).
-    let now = 0;
+    let now = liaison_server::now_ms(); // tokens expire (default_token_ttl_secs) from now
     relay.auth.add_tenant("pharma-a", now)?;
     relay.auth.add_team("pharma-a", "oncology-kanto")?;
     relay.auth.put_user("pharma-a", "sato", RoleName::Msl, &["oncology-kanto".into()])?;

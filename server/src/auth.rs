@@ -11,6 +11,8 @@ use liaison_core::storage::{Batch, KvStore, StorageError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::support::SupportAccess;
+
 /// The tenant whose admins administer the relay itself (every tenant).
 pub const SYSTEM_TENANT: &str = "system";
 
@@ -27,12 +29,20 @@ pub enum AuthError {
     /// The credential's tenant was purged (contract end): devices erase their copies.
     #[error("tenant purged")]
     TenantPurged,
+    #[error("a single-use credential opens the admin API only")]
+    SingleUse,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0} already exists")]
     Exists(&'static str),
     #[error("{what} is not a valid name: use 1 to 64 letters, digits, '.', '_' or '-'")]
     BadName { what: &'static str },
+    #[error("ttl_secs may be at most {max_secs} seconds")]
+    TtlTooLong { max_secs: u64 },
+    #[error("{0}")]
+    InvalidGrant(&'static str),
+    #[error("{0}")]
+    NotAllowed(&'static str),
     #[error("stored identity data is unreadable")]
     Corrupt,
     #[error(transparent)]
@@ -99,6 +109,25 @@ pub struct TokenRecord {
     pub issued_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Good for one admin request, then revoked (the bootstrap credential); never for sync.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_use: bool,
+}
+
+/// A single-use credential spent on a request: it is revoked; [`AuthStore::release`] gives it
+/// back if the request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SingleUseClaim {
+    pub token_id: String,
+    token_hash: String,
+    at: i64,
+}
+
+impl SingleUseClaim {
+    /// Whether `secret` is the credential spent.
+    pub fn is_for(&self, secret: &str) -> bool {
+        hash_token(secret) == self.token_hash
+    }
 }
 
 /// Who is on the other end of a connection, as of the last check.
@@ -112,6 +141,8 @@ pub struct Principal {
     pub token_id: String,
     /// SHA-256 of the token, to re-check revocation while connected.
     pub token_hash: String,
+    /// For a system admin: the support grants in force (tenants it may read, see `support`).
+    pub support: Vec<SupportAccess>,
 }
 
 impl Principal {
@@ -123,6 +154,11 @@ impl Principal {
 fn check_name(what: &'static str, s: &str) -> Result<(), AuthError> {
     let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok { Ok(()) } else { Err(AuthError::BadName { what }) }
+}
+
+/// `ttl_secs` after `now` (milliseconds), saturating.
+fn expiry(now: i64, ttl_secs: u64) -> i64 {
+    now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX).saturating_mul(1000))
 }
 
 fn hash_token(secret: &str) -> String {
@@ -139,25 +175,57 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
+/// How long tokens live (`limits.default_token_ttl_secs`, `limits.max_token_ttl_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLifetimes {
+    /// For a token issued without a lifetime.
+    pub default_secs: u64,
+    /// The longest a token may be issued for.
+    pub max_secs: u64,
+}
+
+impl TokenLifetimes {
+    pub fn from_limits(limits: &crate::config::Limits) -> Self {
+        Self { default_secs: limits.default_token_ttl_secs, max_secs: limits.max_token_ttl_secs }
+    }
+}
+
+impl Default for TokenLifetimes {
+    fn default() -> Self {
+        Self::from_limits(&crate::config::Limits::default())
+    }
+}
+
 /// The identity store, on the relay's key-value store under `a/`.
 #[derive(Debug, Clone)]
 pub struct AuthStore {
-    kv: Arc<dyn KvStore>,
+    pub(crate) kv: Arc<dyn KvStore>,
     /// Revocations are written here before they take effect, so a restore re-applies them.
     ledger: Option<Arc<crate::ledger::Ledger>>,
+    lifetimes: TokenLifetimes,
+    /// Held while a single-use credential is spent or given back: of requests racing with
+    /// one, exactly one gets it.
+    single_use: Arc<std::sync::Mutex<()>>,
 }
 
 impl AuthStore {
+    /// An identity store issuing tokens with the default lifetimes.
     pub fn new(kv: Arc<dyn KvStore>) -> Self {
-        Self { kv, ledger: None }
+        Self { kv, ledger: None, lifetimes: TokenLifetimes::default(), single_use: Arc::default() }
     }
 
     /// An identity store whose revocations go into the security ledger first.
     pub fn with_ledger(kv: Arc<dyn KvStore>, ledger: Arc<crate::ledger::Ledger>) -> Self {
-        Self { kv, ledger: Some(ledger) }
+        Self { kv, ledger: Some(ledger), lifetimes: TokenLifetimes::default(), single_use: Arc::default() }
     }
 
-    fn get<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, AuthError> {
+    /// The same store, issuing tokens with `lifetimes`.
+    pub fn with_lifetimes(mut self, lifetimes: TokenLifetimes) -> Self {
+        self.lifetimes = lifetimes;
+        self
+    }
+
+    pub(crate) fn get<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, AuthError> {
         match self.kv.get(key)? {
             Some(v) => serde_json::from_slice(&v).map(Some).map_err(|_| AuthError::Corrupt),
             None => Ok(None),
@@ -171,7 +239,7 @@ impl AuthStore {
         Ok(())
     }
 
-    fn scan<T: for<'de> Deserialize<'de>>(&self, prefix: &[u8]) -> Result<Vec<T>, AuthError> {
+    pub(crate) fn scan<T: for<'de> Deserialize<'de>>(&self, prefix: &[u8]) -> Result<Vec<T>, AuthError> {
         self.kv
             .scan_prefix(prefix)?
             .into_iter()
@@ -241,13 +309,30 @@ impl AuthStore {
         self.scan(format!("a/u/{tenant}/").as_bytes())
     }
 
-    /// Issues a token for one user on one device. The secret is returned once and never stored.
+    /// Issues a token for one user on one device, for `ttl_secs` (the default lifetime if
+    /// `None`; refused above the maximum). The secret is returned once and never stored.
     pub fn issue_token(
         &self,
         tenant: &str,
         user: &str,
         device: &str,
         ttl_secs: Option<u64>,
+        now: i64,
+    ) -> Result<(TokenRecord, String), AuthError> {
+        let ttl_secs = ttl_secs.unwrap_or(self.lifetimes.default_secs);
+        if ttl_secs > self.lifetimes.max_secs {
+            return Err(AuthError::TtlTooLong { max_secs: self.lifetimes.max_secs });
+        }
+        self.issue(tenant, user, device, expiry(now, ttl_secs), false, now)
+    }
+
+    fn issue(
+        &self,
+        tenant: &str,
+        user: &str,
+        device: &str,
+        expires_at: i64,
+        single_use: bool,
         now: i64,
     ) -> Result<(TokenRecord, String), AuthError> {
         check_name("device", device)?;
@@ -260,8 +345,9 @@ impl AuthStore {
             user: user.into(),
             device: device.into(),
             issued_at: now,
-            expires_at: ttl_secs.map(|t| now + (t as i64) * 1000),
+            expires_at: Some(expires_at),
             revoked_at: None,
+            single_use,
         };
         let hash = hash_token(&secret);
         let mut batch = Batch::new();
@@ -298,7 +384,9 @@ impl AuthStore {
         Ok(rec)
     }
 
-    /// Checks a presented token and returns who it belongs to, with current grants.
+    /// Checks a presented token and returns who it belongs to, with current grants. A
+    /// single-use credential is refused here (it opens the admin API only, through
+    /// [`AuthStore::authenticate_admin`]).
     pub fn authenticate(&self, secret: &str, now: i64) -> Result<Principal, AuthError> {
         if secret.is_empty() {
             return Err(AuthError::Missing);
@@ -308,7 +396,56 @@ impl AuthStore {
 
     /// Re-checks a connection's token by its hash (revocation, expiry, changed grants).
     pub fn check_hash(&self, hash: &str, now: i64) -> Result<Principal, AuthError> {
-        let rec: TokenRecord = self.get(format!("a/k/{hash}").as_bytes())?.ok_or(AuthError::Invalid)?;
+        let rec = self.token_by_hash(hash)?;
+        if rec.single_use {
+            return Err(AuthError::SingleUse);
+        }
+        self.principal(hash, rec, now)
+    }
+
+    /// Checks a token presented to the admin API. A single-use credential is spent here,
+    /// atomically: the returned claim says so (give it back with [`AuthStore::release`] if the
+    /// request fails); a second request with it gets `Revoked`.
+    pub fn authenticate_admin(&self, secret: &str, now: i64) -> Result<(Principal, Option<SingleUseClaim>), AuthError> {
+        if secret.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let hash = hash_token(secret);
+        let rec = self.token_by_hash(&hash)?;
+        if !rec.single_use {
+            return Ok((self.principal(&hash, rec, now)?, None));
+        }
+        let _spending = self.single_use.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rec = self.token_by_hash(&hash)?;
+        let principal = self.principal(&hash, rec.clone(), now)?;
+        // Spent is revoked: in the ledger first, like every revocation, so a restore does not
+        // bring it back (given back after a failed request, a restore still revokes it: the
+        // relay then offers a new one).
+        if let Some(ledger) = &self.ledger {
+            ledger.append(now, crate::ledger::LedgerEvent::TokenRevoked { token: rec.id.clone() })?;
+        }
+        rec.revoked_at = Some(now);
+        self.put(format!("a/k/{hash}").as_bytes(), &rec)?;
+        Ok((principal, Some(SingleUseClaim { token_id: rec.id, token_hash: hash, at: now })))
+    }
+
+    /// Gives back a single-use credential spent on a request that failed, unless it was
+    /// revoked since.
+    pub fn release(&self, claim: &SingleUseClaim) -> Result<(), AuthError> {
+        let _spending = self.single_use.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rec = self.token_by_hash(&claim.token_hash)?;
+        if rec.revoked_at == Some(claim.at) {
+            rec.revoked_at = None;
+            self.put(format!("a/k/{}", claim.token_hash).as_bytes(), &rec)?;
+        }
+        Ok(())
+    }
+
+    fn token_by_hash(&self, hash: &str) -> Result<TokenRecord, AuthError> {
+        self.get(format!("a/k/{hash}").as_bytes())?.ok_or(AuthError::Invalid)
+    }
+
+    fn principal(&self, hash: &str, rec: TokenRecord, now: i64) -> Result<Principal, AuthError> {
         if rec.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
@@ -320,6 +457,11 @@ impl AuthStore {
             return Err(AuthError::TenantPurged);
         }
         let user = self.user(&rec.tenant, &rec.user)?.ok_or(AuthError::Revoked)?;
+        let support = if user.role == RoleName::Admin && rec.tenant == SYSTEM_TENANT {
+            self.active_support(&rec.user, now)?
+        } else {
+            Vec::new()
+        };
         Ok(Principal {
             tenant: rec.tenant,
             user: rec.user,
@@ -328,24 +470,35 @@ impl AuthStore {
             teams: user.teams,
             token_id: rec.id,
             token_hash: hash.to_owned(),
+            support,
         })
     }
 
-    /// Whether any administrator exists (the relay offers a bootstrap credential until one does).
-    pub fn has_admin(&self) -> Result<bool, AuthError> {
-        let users: Vec<UserRecord> = self.scan(b"a/u/")?;
-        Ok(users.iter().any(|u| u.role == RoleName::Admin))
+    /// Whether the relay should offer a bootstrap credential: no system admin holds a token
+    /// that works (a first start, or every one expired or was revoked).
+    pub fn needs_bootstrap(&self, now: i64) -> Result<bool, AuthError> {
+        let admins: Vec<String> =
+            self.users(SYSTEM_TENANT)?.into_iter().filter(|u| u.role == RoleName::Admin).map(|u| u.user).collect();
+        let working = self
+            .tokens(Some(SYSTEM_TENANT))?
+            .into_iter()
+            .any(|t| admins.contains(&t.user) && t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now));
+        Ok(!working)
     }
 
-    /// Creates the system tenant and its first admin, returning a token for them.
+    /// Creates the system tenant and its admin if missing, and a credential for them that works
+    /// for one admin request within [`BOOTSTRAP_TTL_SECS`] (and never for sync).
     pub fn bootstrap_admin(&self, device: &str, now: i64) -> Result<(TokenRecord, String), AuthError> {
         if self.tenant(SYSTEM_TENANT)?.is_none() {
             self.add_tenant(SYSTEM_TENANT, now)?;
         }
         self.put_user(SYSTEM_TENANT, "admin", RoleName::Admin, &[])?;
-        self.issue_token(SYSTEM_TENANT, "admin", device, None, now)
+        self.issue(SYSTEM_TENANT, "admin", device, expiry(now, BOOTSTRAP_TTL_SECS), true, now)
     }
 }
+
+/// How long the bootstrap credential works if unused: a day.
+pub const BOOTSTRAP_TTL_SECS: u64 = 24 * 3600;
 
 #[cfg(test)]
 mod tests {
@@ -400,6 +553,29 @@ mod tests {
     }
 
     #[test]
+    fn tokens_get_the_default_lifetime_and_none_beyond_the_maximum() {
+        let kv = Arc::new(MemoryKv::new());
+        let s = AuthStore::new(kv.clone()).with_lifetimes(TokenLifetimes { default_secs: 60, max_secs: 3600 });
+        s.add_tenant("pharma-a", 0).unwrap();
+        s.put_user("pharma-a", "sato", RoleName::Msl, &[]).unwrap();
+        let (rec, secret) = s.issue_token("pharma-a", "sato", "d", None, 1_000).unwrap();
+        assert_eq!(rec.expires_at, Some(61_000));
+        assert!(matches!(s.authenticate(&secret, 61_000), Err(AuthError::Expired)));
+        let (rec, _) = s.issue_token("pharma-a", "sato", "d", Some(3600), 0).unwrap();
+        assert_eq!(rec.expires_at, Some(3_600_000));
+        let e = s.issue_token("pharma-a", "sato", "d", Some(3601), 0).unwrap_err();
+        assert_eq!(e.to_string(), "ttl_secs may be at most 3600 seconds");
+        assert!(matches!(s.issue_token("pharma-a", "sato", "d", Some(u64::MAX), 0), Err(AuthError::TtlTooLong { .. })));
+
+        // A token stored before lifetimes were enforced has none, and keeps working.
+        let (mut old, old_secret) = s.issue_token("pharma-a", "sato", "old-phone", None, 0).unwrap();
+        old.expires_at = None;
+        let hash = hash_token(&old_secret);
+        kv.put(format!("a/k/{hash}").as_bytes(), &serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(s.authenticate(&old_secret, i64::MAX / 2).unwrap().device, "old-phone");
+    }
+
+    #[test]
     fn names_are_checked_and_grants_name_known_teams() {
         let s = store();
         assert!(matches!(s.add_tenant("a/b", 0), Err(AuthError::BadName { what: "tenant" })));
@@ -411,11 +587,31 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_makes_a_system_admin() {
+    fn bootstrap_makes_a_system_admin_with_a_credential_for_one_admin_request() {
         let s = AuthStore::new(Arc::new(MemoryKv::new()));
-        assert!(!s.has_admin().unwrap());
-        let (_, secret) = s.bootstrap_admin("console", 0).unwrap();
-        assert!(s.has_admin().unwrap());
-        assert!(s.authenticate(&secret, 1).unwrap().is_system_admin());
+        assert!(s.needs_bootstrap(0).unwrap());
+        let (rec, secret) = s.bootstrap_admin("console", 0).unwrap();
+        assert_eq!(rec.expires_at, Some(86_400_000));
+        assert!(!s.needs_bootstrap(1).unwrap(), "an unspent bootstrap credential works");
+        assert!(matches!(s.authenticate(&secret, 1), Err(AuthError::SingleUse)), "never for sync");
+        let (p, claim) = s.authenticate_admin(&secret, 2).unwrap();
+        assert!(p.is_system_admin());
+        let claim = claim.expect("spent");
+        assert!(claim.is_for(&secret));
+        assert!(matches!(s.authenticate_admin(&secret, 3), Err(AuthError::Revoked)));
+        // Given back (its request failed), it works once more.
+        s.release(&claim).unwrap();
+        assert!(s.authenticate_admin(&secret, 4).unwrap().1.is_some());
+        assert!(matches!(s.authenticate_admin(&secret, 5), Err(AuthError::Revoked)));
+        // Spent, with no other system admin token: the next start offers a new one.
+        assert!(s.needs_bootstrap(6).unwrap());
+        let (_, again) = s.bootstrap_admin("console", 6).unwrap();
+        let (_, operator) = s.issue_token(SYSTEM_TENANT, "admin", "laptop", Some(60), 7).unwrap();
+        assert!(!s.needs_bootstrap(8).unwrap());
+        assert!(s.authenticate_admin(&operator, 9).unwrap().1.is_none(), "an ordinary token is not spent");
+        assert!(s.authenticate_admin(&operator, 10).is_ok());
+        // Unused for a day, it expires; so does the operator's token, and a new one is offered.
+        assert!(matches!(s.authenticate_admin(&again, 6 + 86_400_000), Err(AuthError::Expired)));
+        assert!(s.needs_bootstrap(6 + 86_400_000).unwrap());
     }
 }

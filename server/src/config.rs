@@ -66,7 +66,15 @@ pub struct Limits {
     /// Documents loaded from storage at once; further loads wait their turn (a device asking
     /// for thousands of documents cannot make the relay read them all at the same time).
     pub max_loading_documents: usize,
+    /// Lifetime of a token issued without one, in seconds.
+    pub default_token_ttl_secs: u64,
+    /// Longest lifetime a token may be issued with, in seconds; a longer one is refused.
+    pub max_token_ttl_secs: u64,
 }
+
+const DAY_SECS: u64 = 24 * 3600;
+/// Above any lifetime that means something; keeps expiry times far from overflowing.
+const MAX_TOKEN_TTL_SECS: u64 = 100 * 365 * DAY_SECS;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -87,6 +95,10 @@ impl Default for Limits {
             max_http_connections: 25_000,
             max_connections_per_token: 16,
             max_loading_documents: 64,
+            // A phone that is lost unnoticed stops syncing within a quarter; the MSL's app
+            // gets a new token from IT before then.
+            default_token_ttl_secs: 90 * DAY_SECS,
+            max_token_ttl_secs: 365 * DAY_SECS,
         }
     }
 }
@@ -121,7 +133,42 @@ pub struct Config {
     /// The security ledger: every revocation, erasure and purge, which a restore re-applies
     /// (default `DATA/security-ledger.jsonl`; keep it, or a copy, apart from the data).
     pub ledger_path: Option<PathBuf>,
+    /// A second listener for `/metrics` and the admin API, with the same TLS as `listen`. When
+    /// set, the main listener (devices) answers 404 for them.
+    pub admin_listen: Option<SocketAddr>,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<Secret>,
 }
+
+/// A secret from the configuration: `check-config` and `Debug` show it as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// The shortest `metrics_token` accepted.
+const MIN_METRICS_TOKEN_CHARS: usize = 16;
 
 impl Default for Config {
     fn default() -> Self {
@@ -137,6 +184,8 @@ impl Default for Config {
             backup_root: None,
             export_root: None,
             ledger_path: None,
+            admin_listen: None,
+            metrics_token: None,
         }
     }
 }
@@ -175,6 +224,15 @@ impl Config {
             self.listen = v
                 .parse()
                 .map_err(|_| ConfigError::Env { name: "LIAISON_LISTEN", reason: "expected ADDRESS:PORT".into() })?;
+        }
+        if let Some(v) = env("LIAISON_ADMIN_LISTEN") {
+            self.admin_listen = Some(v.parse().map_err(|_| ConfigError::Env {
+                name: "LIAISON_ADMIN_LISTEN",
+                reason: "expected ADDRESS:PORT".into(),
+            })?);
+        }
+        if let Some(v) = env("LIAISON_METRICS_TOKEN") {
+            self.metrics_token = Some(Secret(v));
         }
         if let Some(v) = env("LIAISON_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -221,6 +279,15 @@ impl Config {
                 .parse()
                 .map_err(|_| ConfigError::Env { name: "LIAISON_STORE_CACHE_MB", reason: "expected a number".into() })?;
         }
+        for (name, limit) in [
+            ("LIAISON_DEFAULT_TOKEN_TTL_SECS", &mut self.limits.default_token_ttl_secs),
+            ("LIAISON_MAX_TOKEN_TTL_SECS", &mut self.limits.max_token_ttl_secs),
+        ] {
+            if let Some(v) = env(name) {
+                *limit =
+                    v.parse().map_err(|_| ConfigError::Env { name, reason: "expected a number of seconds".into() })?;
+            }
+        }
         Ok(())
     }
 
@@ -230,6 +297,22 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "plain WebSocket (no TLS) is only allowed on a loopback address, not {}",
                 self.listen.ip()
+            )));
+        }
+        if let Some(admin) = self.admin_listen {
+            if self.tls == TlsMode::Plain && !admin.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "plain HTTP (no TLS) is only allowed on a loopback address, not admin_listen {}",
+                    admin.ip()
+                )));
+            }
+            if admin == self.listen && admin.port() != 0 {
+                return Err(ConfigError::Invalid("admin_listen must differ from listen".into()));
+            }
+        }
+        if self.metrics_token.as_ref().is_some_and(|t| t.expose().chars().count() < MIN_METRICS_TOKEN_CHARS) {
+            return Err(ConfigError::Invalid(format!(
+                "metrics_token must be at least {MIN_METRICS_TOKEN_CHARS} characters"
             )));
         }
         if let TlsMode::Files { cert, key } = &self.tls {
@@ -255,6 +338,17 @@ impl Config {
                 "limits.max_http_connections ({}) must be at least limits.max_connections ({}): every \
                  WebSocket is an HTTP connection",
                 l.max_http_connections, l.max_connections
+            )));
+        }
+        if l.default_token_ttl_secs == 0 || l.default_token_ttl_secs > l.max_token_ttl_secs {
+            return Err(ConfigError::Invalid(format!(
+                "limits.default_token_ttl_secs ({}) must be at least 1 and at most limits.max_token_ttl_secs ({})",
+                l.default_token_ttl_secs, l.max_token_ttl_secs
+            )));
+        }
+        if l.max_token_ttl_secs > MAX_TOKEN_TTL_SECS {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_token_ttl_secs must be at most {MAX_TOKEN_TTL_SECS} (100 years)"
             )));
         }
         if self.store_cache_mb < 4 {
@@ -313,6 +407,39 @@ mod tests {
     }
 
     #[test]
+    fn an_admin_listener_follows_the_main_ones_tls_rule_and_the_metrics_token_stays_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, "admin_listen = \"127.0.0.1:9444\"\nmetrics_token = \"scrape-0123456789abcdef\"\n")
+            .unwrap();
+        let c = Config::load(Some(&path), &no_env).unwrap();
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9444".parse().unwrap()));
+        assert_eq!(c.metrics_token.as_ref().map(Secret::expose), Some("scrape-0123456789abcdef"));
+        c.validate().unwrap();
+        let shown = format!("{c:?}\n{}", toml::to_string_pretty(&c).unwrap());
+        assert!(!shown.contains("scrape-0123456789abcdef") && shown.contains("<redacted>"), "{shown}");
+        assert!(Config::load(None, &no_env).unwrap().metrics_token.is_none());
+        toml::to_string_pretty(&Config::default()).unwrap();
+
+        let env = |k: &str| match k {
+            "LIAISON_ADMIN_LISTEN" => Some("10.0.0.5:9444".to_owned()),
+            "LIAISON_METRICS_TOKEN" => Some("short".to_owned()),
+            _ => None,
+        };
+        let mut c = Config::load(None, &env).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("at least 16 characters"));
+        c.metrics_token = None;
+        c.validate().unwrap();
+        c.tls = TlsMode::Plain;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("only allowed on a loopback address, not admin_listen 10.0.0.5"), "{e}");
+        c.admin_listen = Some(c.listen);
+        assert_eq!(c.validate().unwrap_err().to_string(), "admin_listen must differ from listen");
+        let bad = |k: &str| (k == "LIAISON_ADMIN_LISTEN").then(|| "nowhere".to_owned());
+        assert!(Config::load(None, &bad).is_err());
+    }
+
+    #[test]
     fn clear_errors_for_bad_files_and_variables() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relay.toml");
@@ -337,5 +464,27 @@ mod tests {
         let e = with(Limits { max_connections: 30_000, ..Limits::default() }).unwrap_err();
         assert!(e.to_string().contains("max_http_connections (25000) must be at least"), "{e}");
         with(Limits { max_connections: 30_000, max_http_connections: 40_000, ..Limits::default() }).unwrap();
+    }
+
+    #[test]
+    fn tokens_live_90_days_by_default_and_at_most_a_year() {
+        let c = Config::load(None, &no_env).unwrap();
+        assert_eq!((c.limits.default_token_ttl_secs, c.limits.max_token_ttl_secs), (90 * 86_400, 365 * 86_400));
+        let env = |k: &str| match k {
+            "LIAISON_DEFAULT_TOKEN_TTL_SECS" => Some("3600".to_owned()),
+            "LIAISON_MAX_TOKEN_TTL_SECS" => Some("86400".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(None, &env).unwrap();
+        assert_eq!((c.limits.default_token_ttl_secs, c.limits.max_token_ttl_secs), (3600, 86_400));
+        c.validate().unwrap();
+        let bad = |k: &str| (k == "LIAISON_MAX_TOKEN_TTL_SECS").then(|| "a year".to_owned());
+        let e = Config::load(None, &bad).unwrap_err();
+        assert_eq!(e.to_string(), "LIAISON_MAX_TOKEN_TTL_SECS is not valid: expected a number of seconds");
+        let with = |limits: Limits| Config { limits, ..Config::default() }.validate();
+        let e = with(Limits { default_token_ttl_secs: 400 * 86_400, ..Limits::default() }).unwrap_err();
+        assert!(e.to_string().contains("at most limits.max_token_ttl_secs"), "{e}");
+        assert!(with(Limits { default_token_ttl_secs: 0, ..Limits::default() }).is_err());
+        assert!(with(Limits { max_token_ttl_secs: u64::MAX, ..Limits::default() }).is_err());
     }
 }

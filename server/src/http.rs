@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -18,8 +19,8 @@ use liaison_core::{DocStore, DocumentId};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{AuthError, AuthStore, Principal, RoleName};
-use crate::config::Limits;
+use crate::auth::{AuthError, AuthStore, Principal, RoleName, SingleUseClaim};
+use crate::config::{Limits, Secret};
 use crate::connections::PerToken;
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxReceiver, Outgoing, outbox};
@@ -41,28 +42,53 @@ pub struct AppState {
     pub limits: Limits,
     /// WebSockets open per token (`limits.max_connections_per_token`).
     pub connections_per_token: PerToken,
+    pub admin: AdminOptions,
+}
+
+/// How the admin surface is guarded.
+#[derive(Clone, Debug, Default)]
+pub struct AdminOptions {
+    /// The bootstrap credential's file, deleted once the credential is spent.
+    pub bootstrap_file: Option<std::path::PathBuf>,
+    /// `/metrics` requires `Authorization: Bearer <it>` when set.
+    pub metrics_token: Option<Secret>,
 }
 
 /// The relay's routes; tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
+    device_app(state.clone()).merge(admin_app(state))
+}
+
+/// What devices use: health, sync, the catalog.
+pub fn device_app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/v1/sync", get(sync_socket))
         .route("/v1/catalog", get(catalog))
+        .with_state(state)
+}
+
+/// What operators use: metrics and the admin API.
+pub fn admin_app(state: AppState) -> Router {
+    Router::new()
         .route("/admin/v1/tenants", post(add_tenant).get(list_tenants))
         .route("/admin/v1/tenants/{tenant}", delete(purge_tenant))
         .route("/admin/v1/tenants/{tenant}/export", post(export_tenant))
         .route("/admin/v1/tenants/{tenant}/teams", post(add_team))
         .route("/admin/v1/tenants/{tenant}/users/{user}", put(put_user))
         .route("/admin/v1/tenants/{tenant}/users/{user}/tokens", post(issue_token))
+        .route("/admin/v1/tenants/{tenant}/support-grants", post(add_support_grant).get(list_support_grants))
+        .route("/admin/v1/tenants/{tenant}/support-grants/{id}", delete(revoke_support_grant))
+        .route("/admin/v1/tenants/{tenant}/audit", get(audit_log))
         .route("/admin/v1/tokens", get(list_tokens))
         .route("/admin/v1/tokens/{id}", delete(revoke_token))
         .route("/admin/v1/documents/{id}/unlock", post(unlock))
         .route("/admin/v1/documents/{id}", delete(erase))
         .route("/admin/v1/stats", get(stats))
         .route("/admin/v1/backup", post(backup))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), spend_single_use))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -100,11 +126,18 @@ impl IntoResponse for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Missing | AuthError::Invalid | AuthError::Expired | AuthError::Revoked => ApiError::Unauthorized,
+            AuthError::Missing
+            | AuthError::Invalid
+            | AuthError::Expired
+            | AuthError::Revoked
+            | AuthError::SingleUse => ApiError::Unauthorized,
             AuthError::TenantPurged => ApiError::Gone,
             AuthError::NotFound(w) => ApiError::NotFound(w),
             AuthError::Exists(w) => ApiError::Conflict(w),
-            AuthError::BadName { .. } => ApiError::BadRequest(e.to_string()),
+            AuthError::BadName { .. } | AuthError::TtlTooLong { .. } | AuthError::InvalidGrant(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            AuthError::NotAllowed(_) => ApiError::Forbidden,
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -142,11 +175,46 @@ struct TokenQuery {
 
 fn authenticate(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Result<Principal, ApiError> {
     let token = presented_token(headers, query).ok_or(ApiError::Unauthorized)?;
-    state.auth.authenticate(&token, now_ms()).map_err(|e| {
-        Metrics::add(&state.metrics.auth_failures, 1);
-        tracing::info!(reason = %e, "refused a credential");
-        ApiError::from(e)
-    })
+    state.auth.authenticate(&token, now_ms()).map_err(|e| refused(state, e))
+}
+
+fn refused(state: &AppState, e: AuthError) -> ApiError {
+    Metrics::add(&state.metrics.auth_failures, 1);
+    tracing::info!(reason = %e, "refused a credential");
+    ApiError::from(e)
+}
+
+/// Where the [`Admin`] extractor leaves a single-use credential it spent, for
+/// [`spend_single_use`] to settle once the response is known.
+#[derive(Clone, Debug, Default)]
+struct SpentCredential(Arc<std::sync::Mutex<Option<SingleUseClaim>>>);
+
+impl SpentCredential {
+    fn take(&self) -> Option<SingleUseClaim> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Around every admin route: a single-use credential (the bootstrap one) spent on a request
+/// that succeeds stays spent and its file is deleted; spent on one that fails (a typo, a
+/// missing user), it is given back, so a mistake does not lock the operator out.
+async fn spend_single_use(State(s): State<AppState>, mut request: Request, next: Next) -> Response {
+    let spent = SpentCredential::default();
+    request.extensions_mut().insert(spent.clone());
+    let response = next.run(request).await;
+    let Some(claim) = spent.take() else { return response };
+    if response.status().is_success() {
+        tracing::info!(token = %claim.token_id, "the single-use bootstrap credential was used; it no longer works");
+        if let Some(path) = &s.admin.bootstrap_file
+            && std::fs::read_to_string(path).is_ok_and(|written| claim.is_for(written.trim()))
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!(error = %e, path = %path.display(), "cannot delete the spent bootstrap credential's file");
+        }
+    } else if let Err(e) = s.auth.release(&claim) {
+        tracing::error!(error = %e, "cannot give back a single-use credential after a failed request");
+    }
+    response
 }
 
 /// An administrator: a tenant's admin, or a system admin (the `system` tenant's).
@@ -172,6 +240,15 @@ impl Admin {
     pub fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
         if self.administers(tenant) { Ok(()) } else { Err(ApiError::NotFound("tenant")) }
     }
+
+    /// `Ok` for `tenant`'s own admins only: system admins get 403 (support grants and the audit
+    /// log are how a tenant oversees them), another tenant's admin what a missing tenant gets.
+    pub fn check_own_tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        if self.0.is_system_admin() {
+            return Err(ApiError::Forbidden);
+        }
+        self.check_tenant(tenant)
+    }
 }
 
 impl FromRequestParts<AppState> for Admin {
@@ -179,7 +256,15 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // Admin credentials come in headers only, never in a URL (which proxies log).
-        let principal = authenticate(state, &parts.headers, &TokenQuery::default())?;
+        let token = presented_token(&parts.headers, &TokenQuery::default()).ok_or(ApiError::Unauthorized)?;
+        let (principal, spent) = state.auth.authenticate_admin(&token, now_ms()).map_err(|e| refused(state, e))?;
+        // Spent: the request's outcome decides whether it stays spent (without the layer
+        // that settles it, it does).
+        if let Some(claim) = spent
+            && let Some(slot) = parts.extensions.get::<SpentCredential>()
+        {
+            *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(claim);
+        }
         if principal.role == RoleName::Admin { Ok(Admin(principal)) } else { Err(ApiError::Forbidden) }
     }
 }
@@ -209,8 +294,28 @@ async fn readyz(State(s): State<AppState>) -> Response {
 /// How long `/readyz` waits for the relay's actor.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn metrics(State(s): State<AppState>) -> Response {
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &s.admin.metrics_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !presented.is_some_and(|p| same_secret(p, expected.expose())) {
+            tracing::info!("refused a /metrics request without the metrics token");
+            return ApiError::Unauthorized.into_response();
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}
+
+/// Compares two secrets in time independent of where they differ: their SHA-256 digests are
+/// compared whole (and lengths do not show either).
+fn same_secret(presented: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(expected.as_bytes()));
+    let differing = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(differing) == 0
 }
 
 async fn sync_socket(
@@ -482,6 +587,57 @@ async fn issue_token(
     let (rec, secret) = s.auth.issue_token(&tenant, &user, &b.device, b.ttl_secs, now_ms())?;
     // The only time the secret leaves the relay.
     Ok((StatusCode::CREATED, Json(json!({ "id": rec.id, "token": secret, "device": rec.device }))).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewSupportGrant {
+    /// The system admin who may read.
+    user: String,
+    ttl_secs: u64,
+    reason: String,
+}
+
+/// A tenant's admin lets a system admin read the tenant's records over sync, read only, for
+/// `ttl_secs` (at most a week). Audited.
+async fn add_support_grant(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+    Json(b): Json<NewSupportGrant>,
+) -> Result<Response, ApiError> {
+    admin.check_own_tenant(&tenant)?;
+    let grant = s.auth.add_support_grant(&admin.0, &tenant, &b.user, b.ttl_secs, &b.reason, now_ms())?;
+    s.relay.send(ActorMsg::Recheck).await;
+    Ok((StatusCode::CREATED, Json(json!(grant))).into_response())
+}
+
+/// A tenant's support grants, for its admins and the system admins.
+async fn list_support_grants(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    admin.check_tenant(&tenant)?;
+    s.auth.tenant(&tenant)?.ok_or(ApiError::NotFound("tenant"))?;
+    Ok(Json(json!({ "grants": s.auth.support_grants(&tenant)? })).into_response())
+}
+
+/// Ends a support grant now, on live connections too. Audited.
+async fn revoke_support_grant(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    admin.check_own_tenant(&tenant)?;
+    let grant = s.auth.revoke_support_grant(&admin.0, &tenant, &id, now_ms())?;
+    s.relay.send(ActorMsg::Recheck).await;
+    Ok(Json(json!(grant)).into_response())
+}
+
+/// The tenant's audit log: support grants, revocations, documents opened under them.
+async fn audit_log(admin: Admin, State(s): State<AppState>, Path(tenant): Path<String>) -> Result<Response, ApiError> {
+    admin.check_own_tenant(&tenant)?;
+    Ok(Json(json!({ "entries": s.auth.audit_log(&tenant)? })).into_response())
 }
 
 #[derive(Deserialize)]

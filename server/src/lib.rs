@@ -3,6 +3,7 @@
 //! - [`config`]: TOML and environment configuration.
 //! - [`auth`]: tenants, teams, users, device tokens (hashed).
 //! - [`policy`]: who may read or write which document; what changes are refused.
+//! - [`support`]: support grants (a tenant lets a system admin read, audited).
 //! - [`relay`]: the actor that owns the sync engine.
 //! - [`http`]: health, metrics, the WebSocket endpoint, the catalog and the admin API.
 //! - [`connections`]: connection limits (open HTTP connections, time to start a request,
@@ -22,6 +23,7 @@ pub mod outbox;
 pub mod policy;
 pub mod relay;
 pub mod storage_ids;
+pub mod support;
 pub mod tls;
 
 use std::path::Path;
@@ -104,7 +106,8 @@ pub fn open_data(config: &Config) -> Result<Data> {
     // Files too: sled makes its own with the process's umask.
     backup::restrict(&config.data_dir.join("db"))
         .with_context(|| format!("cannot restrict {} to the relay's user", config.data_dir.display()))?;
-    let auth = AuthStore::with_ledger(kv.clone(), ledger.clone());
+    let lifetimes = auth::TokenLifetimes::from_limits(&config.limits);
+    let auth = AuthStore::with_ledger(kv.clone(), ledger.clone()).with_lifetimes(lifetimes);
     Ok(Data { store: Arc::new(store), auth, kv, ledger })
 }
 
@@ -114,13 +117,20 @@ pub fn now_ms() -> i64 {
     SystemClock.now_ms()
 }
 
-/// Writes a first admin credential to a file only the relay's user can read, if no admin exists.
+/// Where the bootstrap credential is written, in the data directory.
+pub fn bootstrap_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("bootstrap-admin-token")
+}
+
+/// Writes an admin credential to a file only the relay's user can read, if no system admin
+/// holds a working token (see [`AuthStore::bootstrap_admin`]: one admin request, one day).
 fn bootstrap(auth: &AuthStore, data_dir: &Path) -> Result<Option<std::path::PathBuf>> {
-    if auth.has_admin()? {
+    let now = now_ms();
+    if !auth.needs_bootstrap(now)? {
         return Ok(None);
     }
-    let (_, secret) = auth.bootstrap_admin("bootstrap", now_ms())?;
-    let path = data_dir.join("bootstrap-admin-token");
+    let (_, secret) = auth.bootstrap_admin("bootstrap", now)?;
+    let path = bootstrap_file(data_dir);
     tls::write_private(&path, format!("{secret}\n").as_bytes())?;
     Ok(Some(path))
 }
@@ -131,6 +141,8 @@ pub struct Running {
     /// `wss://ADDR/v1/sync` (or `ws://` for plain).
     pub url: String,
     pub addr: std::net::SocketAddr,
+    /// Where `/metrics` and the admin API are served, when not on `addr` (`admin_listen`).
+    pub admin_addr: Option<std::net::SocketAddr>,
     /// The TLS certificate file and its SHA-256 fingerprint, when serving TLS.
     pub certificate: Option<(std::path::PathBuf, String)>,
     /// Where the first admin credential was written, on a first start.
@@ -138,6 +150,13 @@ pub struct Running {
     pub store: Arc<DocStore>,
     pub auth: AuthStore,
     relay: relay::RelayHandle,
+    /// The main listener, then the admin listener if any.
+    listeners: Vec<Listener>,
+}
+
+/// One bound listener's server task.
+#[derive(Debug)]
+struct Listener {
     handle: axum_server::Handle<std::net::SocketAddr>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -147,15 +166,22 @@ impl Running {
     pub async fn shutdown(self) -> Result<()> {
         tracing::info!("shutting down: closing connections and flushing");
         self.relay.shutdown().await;
-        self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
-        let _ = self.server.await;
+        for listener in &self.listeners {
+            listener.handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        }
+        for listener in self.listeners {
+            let _ = listener.server.await;
+        }
         self.store.flush()?;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// Starts serving and returns once the listener is bound.
+/// Most connections the admin listener holds open at once (operators and a metrics scraper).
+const ADMIN_HTTP_CONNECTIONS: usize = 1024;
+
+/// Starts serving and returns once the listeners are bound.
 pub async fn start(config: Config) -> Result<Running> {
     config.validate()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -180,9 +206,16 @@ pub async fn start(config: Config) -> Result<Running> {
         metrics: metrics.clone(),
         limits: config.limits.clone(),
         connections_per_token: connections::PerToken::default(),
+        admin: http::AdminOptions {
+            bootstrap_file: Some(bootstrap_file(&config.data_dir)),
+            metrics_token: config.metrics_token.clone(),
+        },
     };
-    let app = http::app(state).into_make_service();
-    let handle = axum_server::Handle::new();
+    // With an admin listener, the main one serves devices only.
+    let (main_app, admin_app) = match config.admin_listen {
+        Some(admin_addr) => (http::device_app(state.clone()), Some((admin_addr, http::admin_app(state)))),
+        None => (http::app(state), None),
+    };
 
     let (scheme, tls) = match &config.tls {
         TlsMode::Plain => ("ws", None),
@@ -192,74 +225,120 @@ pub async fn start(config: Config) -> Result<Running> {
         }
         TlsMode::Files { cert, key } => ("wss", Some((cert.clone(), key.clone()))),
     };
-    let server = {
-        let handle = handle.clone();
-        let addr = config.listen;
-        let limits = &config.limits;
-        // One budget for a new connection to finish TLS and start its request, and for each
-        // request head (see `connections`).
-        let header_read_timeout = Duration::from_secs(limits.header_read_timeout_secs);
-        match &tls {
-            Some((cert, key)) => {
-                let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .context("cannot load the TLS certificate and key")?;
-                spawn_reload_on_sighup(rustls_config.clone(), cert.clone(), key.clone());
-                // TCP_NODELAY: sync messages are small and answered at once; with Nagle's
-                // algorithm a reply waits for the peer's delayed ACK (p50 257 ms at light load).
-                let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
-                    .handshake_timeout(header_read_timeout)
-                    .acceptor(axum_server::accept::NoDelayAcceptor::new());
-                let acceptor =
-                    connections::LimitedAcceptor::new(tls, limits.max_http_connections, header_read_timeout, metrics);
-                let mut server = axum_server::bind(addr).acceptor(acceptor).handle(handle);
-                time_request_heads(server.http_builder(), header_read_timeout);
-                tokio::spawn(async move { server.serve(app).await })
-            }
-            None => {
-                let plain = axum_server::accept::NoDelayAcceptor::new();
-                let acceptor =
-                    connections::LimitedAcceptor::new(plain, limits.max_http_connections, header_read_timeout, metrics);
-                let mut server = axum_server::bind(addr).acceptor(acceptor).handle(handle);
-                time_request_heads(server.http_builder(), header_read_timeout);
-                tokio::spawn(async move { server.serve(app).await })
+    let rustls_config = match &tls {
+        Some((cert, key)) => {
+            let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .context("cannot load the TLS certificate and key")?;
+            // Both listeners share it: a reload renews both.
+            spawn_reload_on_sighup(rustls_config.clone(), cert.clone(), key.clone());
+            Some(rustls_config)
+        }
+        None => None,
+    };
+    // One budget for a new connection to finish TLS and start its request, and for each
+    // request head (see `connections`).
+    let header_read_timeout = Duration::from_secs(config.limits.header_read_timeout_secs);
+    let serving = |addr, app, max_connections| {
+        let (handle, server) =
+            serve(addr, app, rustls_config.clone(), max_connections, header_read_timeout, metrics.clone());
+        async move {
+            match handle.listening().await {
+                Some(bound) => Ok((bound, Listener { handle, server })),
+                None => {
+                    let err = server.await.context("the server task failed")?;
+                    Err(anyhow::anyhow!("cannot listen on {addr}: {:?}", err.err()))
+                }
             }
         }
     };
-    let Some(addr) = handle.listening().await else {
-        let err = server.await.context("the server task failed")?;
-        return Err(anyhow::anyhow!("cannot listen on {}: {:?}", config.listen, err.err()));
+    let (addr, main) = serving(config.listen, main_app, config.limits.max_http_connections).await?;
+    let mut listeners = vec![main];
+    let admin_addr = match admin_app {
+        Some((admin_addr, app)) => match serving(admin_addr, app, ADMIN_HTTP_CONNECTIONS).await {
+            Ok((bound, admin)) => {
+                listeners.push(admin);
+                Some(bound)
+            }
+            Err(e) => {
+                for listener in &listeners {
+                    listener.handle.shutdown();
+                }
+                relay.shutdown().await;
+                return Err(e);
+            }
+        },
+        None => None,
     };
     let certificate = match &tls {
         Some((cert, _)) => Some((cert.clone(), tls::fingerprint(cert)?)),
         None => None,
     };
-    tracing::info!(%addr, scheme, "relay started");
+    tracing::info!(%addr, ?admin_addr, scheme, "relay started");
     Ok(Running {
         url: format!("{scheme}://{addr}/v1/sync"),
         addr,
+        admin_addr,
         certificate,
         bootstrap_credential,
         store,
         auth,
         relay,
-        handle,
-        server,
+        listeners,
     })
+}
+
+/// Serves `app` on `addr` (TLS with `tls`, else plain), at most `max_connections` at once.
+fn serve(
+    addr: std::net::SocketAddr,
+    app: axum::Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> (axum_server::Handle<std::net::SocketAddr>, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let handle = axum_server::Handle::new();
+    let app = app.into_make_service();
+    // TCP_NODELAY: sync messages are small and answered at once; with Nagle's algorithm a reply
+    // waits for the peer's delayed ACK (p50 257 ms at light load).
+    let nodelay = axum_server::accept::NoDelayAcceptor::new();
+    let server = match tls {
+        Some(rustls_config) => {
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
+                .handshake_timeout(header_read_timeout)
+                .acceptor(nodelay);
+            let acceptor = connections::LimitedAcceptor::new(tls, max_connections, header_read_timeout, metrics);
+            let mut server = axum_server::bind(addr).acceptor(acceptor).handle(handle.clone());
+            time_request_heads(server.http_builder(), header_read_timeout);
+            tokio::spawn(async move { server.serve(app).await })
+        }
+        None => {
+            let acceptor = connections::LimitedAcceptor::new(nodelay, max_connections, header_read_timeout, metrics);
+            let mut server = axum_server::bind(addr).acceptor(acceptor).handle(handle.clone());
+            time_request_heads(server.http_builder(), header_read_timeout);
+            tokio::spawn(async move { server.serve(app).await })
+        }
+    };
+    (handle, server)
 }
 
 /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully. Prints where to connect.
 pub async fn run(config: Config) -> Result<()> {
     let running = start(config.clone()).await?;
     println!("liaison relay listening on {}", running.url);
+    if let Some(admin) = running.admin_addr {
+        let scheme = if running.certificate.is_some() { "https" } else { "http" };
+        println!("admin API and metrics on {scheme}://{admin}");
+    }
     if let Some((cert, fp)) = &running.certificate {
         println!("TLS certificate: {} (SHA-256 fingerprint {fp})", cert.display());
     }
     println!("data directory: {}", config.data_dir.display());
     match &running.bootstrap_credential {
         Some(path) => println!(
-            "first admin credential: written to {} (readable by this user only); use it as a \
-             bearer token on /admin/v1, create your tenants' admins, then delete the file",
+            "first admin credential: written to {} (readable by this user only); it works for \
+             one admin API request within 24 hours: issue yourself an admin token with it \
+             (POST /admin/v1/tenants/system/users/admin/tokens), then the file is deleted",
             path.display()
         ),
         None => println!("administrators exist; issue credentials with the admin API or `liaison-relay admin`"),

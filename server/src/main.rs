@@ -75,6 +75,8 @@ enum Admin {
         user: String,
         #[arg(long)]
         device: String,
+        /// Lifetime in seconds (default: limits.default_token_ttl_secs; at most
+        /// limits.max_token_ttl_secs).
         #[arg(long)]
         ttl_secs: Option<u64>,
     },

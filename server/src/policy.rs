@@ -9,7 +9,7 @@
 //!   and one of the writer's teams; no change may move a document to another tenant or team;
 //!   a submitted record refuses every change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use automerge::{Automerge, Change, ChangeHash};
@@ -18,6 +18,7 @@ use liaison_core::sync::{Access, ConnId, PeerInfo, Policy, Refusal, refuse_chang
 use liaison_core::{DocStore, DocumentId};
 
 use crate::auth::{Principal, RoleName};
+use crate::support::{self, SupportAccess};
 
 /// Connections' principals, shared between the relay's actor and the engine's policy.
 #[derive(Debug, Default, Clone)]
@@ -83,10 +84,13 @@ impl PendingOwners {
 
 /// What one principal may do with a document owned by (`tenant`, `team`) of `kind`.
 ///
-/// System admins administer the relay; they read no tenant's records over sync (that would
-/// need an explicit, audited grant, which does not exist yet).
+/// System admins administer the relay; they read a tenant's records only while that tenant's
+/// admins grant them support access (`support`), and never write them.
 pub fn access_for(p: &Principal, tenant: &str, team: &str, kind: Option<Kind>) -> Access {
-    if p.tenant != tenant || p.is_system_admin() {
+    if p.is_system_admin() {
+        return if support_grant_for(p, tenant).is_some() { Access::Read } else { Access::None };
+    }
+    if p.tenant != tenant {
         return Access::None;
     }
     let in_team = p.teams.iter().any(|t| t == team);
@@ -103,6 +107,11 @@ pub fn access_for(p: &Principal, tenant: &str, team: &str, kind: Option<Kind>) -
         RoleName::MedicalInformation if kind == Some(Kind::MedicalInformationRequest) => Access::ReadWrite,
         _ => Access::None,
     }
+}
+
+/// The support grant under which a system admin may read `tenant`'s records, if any.
+pub fn support_grant_for<'a>(p: &'a Principal, tenant: &str) -> Option<&'a SupportAccess> {
+    p.support.iter().find(|s| s.tenant == tenant)
 }
 
 /// Key of an erased document's tombstone: its id is never served or accepted again.
@@ -136,11 +145,40 @@ pub struct RelayPolicy {
     store: Arc<DocStore>,
     principals: Principals,
     pending: PendingOwners,
+    /// Per connection of a system admin: the (grant, document) pairs already in the audit log.
+    audited: HashMap<ConnId, HashSet<(String, DocumentId)>>,
 }
 
 impl RelayPolicy {
     pub fn new(store: Arc<DocStore>, principals: Principals, pending: PendingOwners) -> Self {
-        Self { store, principals, pending }
+        Self { store, principals, pending, audited: HashMap::new() }
+    }
+
+    /// Records in the tenant's audit log that system admin `p` opens `doc` under its support
+    /// grant (once per connection, grant and document). `false` if it cannot be recorded:
+    /// access is then refused, never given unaudited.
+    fn audit_opened(&mut self, conn: ConnId, p: &Principal, tenant: &str, doc: &DocumentId) -> bool {
+        let Some(grant) = support_grant_for(p, tenant) else { return false };
+        let key = (grant.grant.clone(), *doc);
+        if self.audited.get(&conn).is_some_and(|opened| opened.contains(&key)) {
+            return true;
+        }
+        if !self.audited.contains_key(&conn) {
+            // A new connection: forget those that closed.
+            let principals = &self.principals;
+            self.audited.retain(|c, _| principals.get(*c).is_some());
+        }
+        let kv = self.store.kv().as_ref();
+        match support::record_document_opened(kv, p, grant, &doc.to_string(), crate::now_ms()) {
+            Ok(()) => {
+                self.audited.entry(conn).or_default().insert(key);
+                true
+            }
+            Err(e) => {
+                tracing::error!(document = %doc, error = %e, "cannot audit a support read; refusing access");
+                false
+            }
+        }
     }
 
     /// The document's owner: the store's meta once committed, else a creation accepted and not
@@ -232,7 +270,12 @@ impl Policy for RelayPolicy {
     fn access(&mut self, peer: &PeerInfo, doc: &DocumentId) -> Access {
         let Some(p) = self.principals.get(peer.conn) else { return Access::None };
         match self.owner(doc) {
-            Ok(Some(o)) => access_for(&p, &o.tenant, &o.team, o.kind),
+            Ok(Some(o)) => match access_for(&p, &o.tenant, &o.team, o.kind) {
+                Access::None => Access::None,
+                // A system admin under a support grant: audited before anything is served.
+                _ if p.is_system_admin() && !self.audit_opened(peer.conn, &p, &o.tenant, doc) => Access::None,
+                access => access,
+            },
             // Not stored: a writer may create it, and validate() checks what arrives. Access
             // here lets the engine take the creating message; reading is moot (nothing exists).
             Ok(None) if p.is_system_admin() => Access::None,
@@ -294,6 +337,7 @@ mod tests {
             teams: teams.iter().map(|t| (*t).to_owned()).collect(),
             token_id: "tok".into(),
             token_hash: "h".into(),
+            support: Vec::new(),
         }
     }
 
@@ -312,7 +356,15 @@ mod tests {
         let admin = principal(RoleName::Admin, "a", &[]);
         assert_eq!(access_for(&admin, "a", "any", None), Access::ReadWrite);
         assert_eq!(access_for(&admin, "b", "any", None), Access::None, "a tenant admin stays in its tenant");
-        let system = principal(RoleName::Admin, crate::auth::SYSTEM_TENANT, &[]);
+        let mut system = principal(RoleName::Admin, crate::auth::SYSTEM_TENANT, &[]);
         assert_eq!(access_for(&system, "a", "east", Some(Kind::KolProfile)), Access::None, "system admins administer");
+        system.support = vec![SupportAccess { tenant: "a".into(), grant: "sg_1".into() }];
+        assert_eq!(access_for(&system, "a", "east", Some(Kind::KolProfile)), Access::Read, "under a grant, read only");
+        assert_eq!(access_for(&system, "a", "east", Some(Kind::EngagementPlan)), Access::Read);
+        assert_eq!(access_for(&system, "b", "east", Some(Kind::KolProfile)), Access::None, "the grant's tenant only");
+        assert_eq!(access_for(&system, crate::auth::SYSTEM_TENANT, "", None), Access::None);
+        let mut msl_with_a_grant = principal(RoleName::Msl, "b", &["east"]);
+        msl_with_a_grant.support = system.support.clone();
+        assert_eq!(access_for(&msl_with_a_grant, "a", "east", None), Access::None, "grants open to system admins only");
     }
 }

@@ -86,6 +86,7 @@ mod tests {
             teams: vec!["onc-east".into()],
             token_id: "t".into(),
             token_hash: "h".into(),
+            support: Vec::new(),
         }
     }
 

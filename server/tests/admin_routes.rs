@@ -19,9 +19,9 @@ use liaison_core::storage::MemoryKv;
 use liaison_core::store::{StoreOptions, SystemClock};
 use liaison_core::{DocStore, DocumentId, Identity, Role};
 use liaison_server::auth::RoleName;
-use liaison_server::config::Config;
+use liaison_server::config::{Config, Secret};
 use liaison_server::connections::PerToken;
-use liaison_server::http::{AppState, app};
+use liaison_server::http::{AdminOptions, AppState, app};
 use liaison_server::metrics::Metrics;
 use liaison_server::{now_ms, open_data, relay};
 use serde_json::{Value, json};
@@ -57,16 +57,23 @@ struct Fixture {
     msl_token_id: String,
     /// pharma-a's submitted interaction.
     doc: DocumentId,
+    /// pharma-a's support grant to the system admin.
+    grant_id: String,
 }
 
 impl Fixture {
     async fn new() -> Self {
+        Self::with(AdminOptions::default()).await
+    }
+
+    async fn with(admin: AdminOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
         let data = open_data(&config).unwrap();
         let (store, auth) = (data.store.clone(), data.auth.clone());
         let now = now_ms();
-        let (_, system) = auth.bootstrap_admin("console", now).unwrap();
+        auth.bootstrap_admin("bootstrap", now).unwrap();
+        let (_, system) = auth.issue_token("system", "admin", "console", None, now).unwrap();
         for (tenant, team) in [("pharma-a", "onc-east"), ("pharma-b", "onc-west")] {
             auth.add_tenant(tenant, now).unwrap();
             auth.add_team(tenant, team).unwrap();
@@ -103,6 +110,9 @@ impl Fixture {
             Some(("pharma-a".into(), "onc-east".into(), Some(Kind::Interaction)))
         );
 
+        let admin_a_principal = auth.authenticate(&token("pharma-a", "admin-a").1, now).unwrap();
+        let grant = auth.add_support_grant(&admin_a_principal, "pharma-a", "admin", 3600, "ticket 1", now).unwrap();
+
         let metrics = Arc::new(Metrics::default());
         let relay = relay::spawn(
             store.clone(),
@@ -121,6 +131,7 @@ impl Fixture {
             metrics,
             limits: config.limits.clone(),
             connections_per_token: PerToken::default(),
+            admin,
         };
         Self {
             app: app(state),
@@ -133,6 +144,7 @@ impl Fixture {
             msl_a,
             msl_token_id: msl_record.id,
             doc,
+            grant_id: grant.id,
             _dir: dir,
         }
     }
@@ -157,7 +169,7 @@ impl Fixture {
     /// Every admin route (the `/admin/v1/...` list in `app()`), with what a system admin sends.
     fn routes(&self) -> Vec<AdminRoute> {
         let missing_doc = DocumentId::from_bytes([0x5a; 16]);
-        let (doc, token_id) = (self.doc, &self.msl_token_id);
+        let (doc, token_id, grant_id) = (self.doc, &self.msl_token_id, &self.grant_id);
         let route = |method, path: String, missing: Option<String>, body: Option<Value>, scope| AdminRoute {
             method,
             path,
@@ -204,6 +216,34 @@ impl Fixture {
                 Some(json!({ "device": "tablet" })),
                 Tenant,
             ),
+            route(
+                "POST",
+                "/admin/v1/tenants/pharma-a/support-grants".into(),
+                Some("/admin/v1/tenants/pharma-z/support-grants".into()),
+                Some(json!({ "user": "admin", "ttl_secs": 3600, "reason": "ticket 2" })),
+                Own,
+            ),
+            route(
+                "GET",
+                "/admin/v1/tenants/pharma-a/support-grants".into(),
+                Some("/admin/v1/tenants/pharma-z/support-grants".into()),
+                None,
+                Tenant,
+            ),
+            route(
+                "DELETE",
+                format!("/admin/v1/tenants/pharma-a/support-grants/{grant_id}"),
+                Some(format!("/admin/v1/tenants/pharma-z/support-grants/{grant_id}")),
+                None,
+                Own,
+            ),
+            route(
+                "GET",
+                "/admin/v1/tenants/pharma-a/audit".into(),
+                Some("/admin/v1/tenants/pharma-z/audit".into()),
+                None,
+                Own,
+            ),
             route("GET", "/admin/v1/tokens".into(), None, None, EveryAdmin),
             route(
                 "GET",
@@ -249,6 +289,9 @@ enum Scope {
     Tenant,
     /// Any admin (the answer is limited to the admin's tenant).
     EveryAdmin,
+    /// The tenant's own admins only (support grants, the audit log: how a tenant oversees the
+    /// system admins): system admins get 403, another tenant's admin what a missing tenant gets.
+    Own,
 }
 
 #[derive(Debug, Clone)]
@@ -328,7 +371,7 @@ async fn another_tenants_admin_is_refused_and_learns_nothing_about_ids() {
             Scope::System => findings.check(answer.status == 403, || {
                 format!("{label} as pharma-b's admin: {} {} (want 403)", answer.status, answer.json())
             }),
-            Scope::Tenant => {
+            Scope::Tenant | Scope::Own => {
                 let missing = route.missing.as_deref().expect("tenant routes name something");
                 let for_missing = f.call(route.method, missing, Some(&f.admin_b), body).await;
                 findings.check(answer.status == 404 && answer == for_missing, || {
@@ -394,8 +437,12 @@ async fn system_admins_and_the_tenants_own_admin_succeed() {
     let mut findings = Findings::default();
     let count = Fixture::new().await.routes().len();
     for index in 0..count {
-        let mut callers = vec!["a system admin"];
-        if Fixture::new().await.routes()[index].scope != Scope::System {
+        let scope = Fixture::new().await.routes()[index].scope;
+        let mut callers = Vec::new();
+        if scope != Scope::Own {
+            callers.push("a system admin");
+        }
+        if scope != Scope::System {
             callers.push("pharma-a's admin");
         }
         for who in callers {
@@ -408,6 +455,14 @@ async fn system_admins_and_the_tenants_own_admin_succeed() {
                 format!("{} as {who}: {} {}", route.label(), answer.status, answer.json())
             });
         }
+    }
+    // Routes for the tenant's own admins refuse system admins.
+    let f = Fixture::new().await;
+    for route in f.routes().into_iter().filter(|r| r.scope == Scope::Own) {
+        let answer = f.call(route.method, &route.path, Some(&f.system), route.body.as_ref()).await;
+        findings.check(answer.status == 403, || {
+            format!("{} as a system admin: {} {} (want 403)", route.label(), answer.status, answer.json())
+        });
     }
     // A missing token or document is 404 for a system admin too.
     let f = Fixture::new().await;
@@ -422,6 +477,21 @@ async fn system_admins_and_the_tenants_own_admin_succeed() {
         });
     }
     findings.assert_none();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_metrics_token_when_one_is_set() {
+    let open = Fixture::new().await;
+    assert_eq!(open.call("GET", "/metrics", None, None).await.status, StatusCode::OK);
+    let secret = "scrape-0123456789abcdef";
+    let f = Fixture::with(AdminOptions { metrics_token: Some(Secret::new(secret)), ..AdminOptions::default() }).await;
+    for token in [None, Some("scrape-0123456789abcdeF"), Some(&secret[..8]), Some(f.system.as_str())] {
+        let answer = f.call("GET", "/metrics", token, None).await;
+        assert_eq!((answer.status, answer.json()), (StatusCode::UNAUTHORIZED, json!({ "error": "unauthorized" })));
+    }
+    let answer = f.call("GET", "/metrics", Some(secret), None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&answer.body).contains("liaison_connections_open"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

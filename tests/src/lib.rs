@@ -90,6 +90,10 @@ pub struct Relay {
     pub base: String,
     pub fingerprint: [u8; 32],
     pub cert_pem: Vec<u8>,
+    /// `https://ADDR` of the admin listener (`admin_listen`), when the relay has one.
+    pub admin_base: Option<String>,
+    /// A system admin's token, exchanged once for the single-use bootstrap credential.
+    admin_secret: std::sync::OnceLock<String>,
     extra: Vec<String>,
 }
 
@@ -108,11 +112,15 @@ impl Relay {
         let stdout = child.stdout.take().context("relay stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let mut url = None;
+        let mut admin_base = None;
         let mut fingerprint = None;
         for line in lines.by_ref() {
             let line = line?;
             if let Some(rest) = line.strip_prefix("liaison relay listening on ") {
                 url = Some(rest.trim().to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("admin API and metrics on ") {
+                admin_base = Some(rest.trim().to_owned());
             }
             if let Some(i) = line.find("SHA-256 fingerprint ") {
                 let fp = line[i + "SHA-256 fingerprint ".len()..].trim_end_matches(')');
@@ -134,6 +142,8 @@ impl Relay {
             base,
             fingerprint: fingerprint.unwrap_or([0; 32]),
             cert_pem,
+            admin_base,
+            admin_secret: std::sync::OnceLock::new(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         })
     }
@@ -179,12 +189,34 @@ impl Relay {
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let admin_secret = self.admin_secret.take();
         *self = Relay::start(&self.data.clone(), &extra)?;
+        if let Some(secret) = admin_secret {
+            let _ = self.admin_secret.set(secret);
+        }
         Ok(())
     }
 
+    /// The first admin credential the relay wrote on its first start (single use).
     pub fn bootstrap_token(&self) -> String {
         std::fs::read_to_string(self.data.join("bootstrap-admin-token")).unwrap().trim().to_owned()
+    }
+
+    /// A system admin's token (device `e2e-admin`): on first use, the bootstrap credential is
+    /// spent on issuing it, as an operator does.
+    pub fn admin_token(&self) -> String {
+        self.admin_secret
+            .get_or_init(|| {
+                let (status, body) = self.admin_api(
+                    "POST",
+                    "/admin/v1/tenants/system/users/admin/tokens",
+                    &self.bootstrap_token(),
+                    Some(serde_json::json!({ "device": "e2e-admin" })),
+                );
+                assert_eq!(status, 201, "exchanging the bootstrap credential for an admin token: {body}");
+                body["token"].as_str().unwrap().to_owned()
+            })
+            .clone()
     }
 
     fn http(&self) -> ureq::Agent {
@@ -199,7 +231,20 @@ impl Relay {
         self.http().get(&url).call().unwrap().body_mut().read_to_string().unwrap()
     }
 
-    /// Calls the admin API (blocking); returns (status, body).
+    /// GETs `path` from `base` (`relay.base`, or the admin listener's), with a bearer token if
+    /// given; returns (status, body).
+    pub fn get_from(&self, base: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+        let url = format!("{}{}", base.replace("127.0.0.1", "localhost"), path);
+        let mut request = self.http().get(&url);
+        if let Some(token) = bearer {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut resp = request.call().unwrap();
+        (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    /// Calls the admin API (blocking) on the admin listener if the relay has one, else on the
+    /// main one; returns (status, body).
     pub fn admin_api(
         &self,
         method: &str,
@@ -207,7 +252,20 @@ impl Relay {
         token: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let url = format!("{}{}", self.base.replace("127.0.0.1", "localhost"), path);
+        let base = self.admin_base.as_deref().unwrap_or(&self.base);
+        self.api_on(base, method, path, token, body)
+    }
+
+    /// Calls an API route on `base` (blocking); returns (status, body).
+    pub fn api_on(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{}", base.replace("127.0.0.1", "localhost"), path);
         let agent = self.http();
         let auth = format!("Bearer {token}");
         let mut resp = match (method, body) {

@@ -27,7 +27,7 @@ fn issue_live(relay: &Relay, tenant: &str, user: &str, name: &str) -> (String, S
     let (status, body) = relay.admin_api(
         "POST",
         &format!("/admin/v1/tenants/{tenant}/users/{user}/tokens"),
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "device": name })),
     );
     assert_eq!(status, 201, "{body}");
@@ -95,7 +95,7 @@ async fn wrong_expired_and_revoked_tokens_are_refused_before_the_upgrade() {
     let (status, body) = relay.admin_api(
         "POST",
         "/admin/v1/tenants/pharma-a/users/sato/tokens",
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "device": "old-phone", "ttl_secs": 0 })),
     );
     assert_eq!(status, 201);
@@ -104,7 +104,7 @@ async fn wrong_expired_and_revoked_tokens_are_refused_before_the_upgrade() {
     last_error_contains(&c, "HTTP 401").await;
 
     let (id, revoked) = issue_live(&relay, "pharma-a", "sato", "lost-phone");
-    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.bootstrap_token(), None);
+    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.admin_token(), None);
     assert_eq!(status, 200);
     let c = raw_client(&relay, &revoked, "lost-phone");
     last_error_contains(&c, "HTTP 401").await;
@@ -127,7 +127,7 @@ async fn a_token_revoked_while_connected_is_cut_off() {
     let (id, token) = issue_live(&relay, "pharma-a", "sato", "sato-phone");
     let sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &token, Role::Msl);
     sato.synced().await;
-    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.bootstrap_token(), None);
+    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.admin_token(), None);
     assert_eq!(status, 200);
     let started = std::time::Instant::now();
     sato.until("the connection is cut", |s| {
@@ -253,7 +253,7 @@ async fn an_offline_edit_to_a_record_submitted_meanwhile_comes_back_as_a_refusal
     let (status, body) = relay.admin_api(
         "POST",
         &format!("/admin/v1/documents/{id}/unlock"),
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "reason": "correction" })),
     );
     assert_eq!(status, 200, "{body}");
@@ -288,7 +288,7 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
     kim.synced().await;
 
     // Step 1: export pharma-b for the client.
-    let (status, body) = relay.admin_api("POST", "/admin/v1/tenants/pharma-b/export", &relay.bootstrap_token(), None);
+    let (status, body) = relay.admin_api("POST", "/admin/v1/tenants/pharma-b/export", &relay.admin_token(), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["documents"], 2);
     // Under the export root, in a directory the relay named.
@@ -307,7 +307,7 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
     }
 
     // Step 2: purge pharma-b.
-    let (status, body) = relay.admin_api("DELETE", "/admin/v1/tenants/pharma-b", &relay.bootstrap_token(), None);
+    let (status, body) = relay.admin_api("DELETE", "/admin/v1/tenants/pharma-b", &relay.admin_token(), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["erased_documents"], 2);
     // Its credentials were revoked and its connections cut first, then its records erased; the
@@ -317,11 +317,10 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
         kim.until_store("the purged tenant's local copies are erased", |s| s.get::<EngagementPlan>(p).is_err()).await;
     }
     for p in &b_plans {
-        let (status, _) =
-            relay.admin_api("DELETE", &format!("/admin/v1/documents/{p}"), &relay.bootstrap_token(), None);
+        let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/documents/{p}"), &relay.admin_token(), None);
         assert_eq!(status, 404, "{p} is no longer on the relay");
     }
-    let (_, tenants) = relay.admin_api("GET", "/admin/v1/tenants", &relay.bootstrap_token(), None);
+    let (_, tenants) = relay.admin_api("GET", "/admin/v1/tenants", &relay.admin_token(), None);
     let b = tenants["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "pharma-b").unwrap().clone();
     assert!(b["purged_at"].is_number(), "the purge is recorded: {b}");
 
@@ -383,14 +382,14 @@ async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
     let (status, _) = relay.admin_api(
         "POST",
         "/admin/v1/tenants/pharma-a/teams",
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "team": "elsewhere" })),
     );
     assert_eq!(status, 201);
     let (status, _) = relay.admin_api(
         "PUT",
         "/admin/v1/tenants/pharma-a/users/suzuki",
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "role": "msl", "teams": ["elsewhere"] })),
     );
     assert_eq!(status, 200);
@@ -413,7 +412,7 @@ async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
     let (status, body) = relay.admin_api(
         "POST",
         &format!("/admin/v1/documents/{visit}/unlock"),
-        &relay.bootstrap_token(),
+        &relay.admin_token(),
         Some(serde_json::json!({ "reason": "wrong date" })),
     );
     assert_eq!(status, 200, "{body}");
@@ -428,4 +427,186 @@ async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
     assert_eq!(unlocked.unlocks.len(), 1);
     assert!(unlocked.unlocks[0].reason.contains("wrong date"));
     assert!(unlocked.status == RecordStatus::Draft && unlocked.summary.as_str().starts_with("corrected: "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_credential_works_for_one_admin_request_and_never_syncs() {
+    let (_data, relay) = relay_with_two_tenants();
+    let bootstrap = relay.bootstrap_token();
+    // Not a device credential: the sync endpoint refuses it (the relay names its device "bootstrap").
+    let c = raw_client(&relay, &bootstrap, "bootstrap");
+    last_error_contains(&c, "HTTP 401").await;
+    drop(c);
+
+    // Its one request: the operator's own admin token.
+    let (status, body) = relay.admin_api(
+        "POST",
+        "/admin/v1/tenants/system/users/admin/tokens",
+        &bootstrap,
+        Some(serde_json::json!({ "device": "ops-laptop" })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let operator = body["token"].as_str().unwrap().to_owned();
+    assert!(!relay.data.join("bootstrap-admin-token").exists(), "the spent credential's file is deleted");
+    let (status, body) = relay.admin_api("GET", "/admin/v1/tenants", &bootstrap, None);
+    assert_eq!((status, body), (401, serde_json::json!({ "error": "unauthorized" })), "a second use");
+    let (status, _) = relay.admin_api("GET", "/admin/v1/tenants", &operator, None);
+    assert_eq!(status, 200);
+}
+
+/// Waits until `doc` is answered unavailable on `events`.
+async fn unavailable(events: &mut tokio::sync::broadcast::Receiver<Event>, doc: DocumentId, what: &str) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Event::DocUnavailable { doc: d }) = events.recv().await
+                && d == doc
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_admin_reads_a_tenant_only_under_its_admins_audited_grant_and_never_writes() {
+    let (_data, relay) = relay_with_two_tenants();
+    let (status, _) = relay.admin_api(
+        "PUT",
+        "/admin/v1/tenants/pharma-a/users/admin-a",
+        &relay.admin_token(),
+        Some(serde_json::json!({ "role": "admin" })),
+    );
+    assert_eq!(status, 200);
+    let (_, admin_a) = issue_live(&relay, "pharma-a", "admin-a", "admin-a-laptop");
+    let sato = device(&relay, "pharma-a", "sato", "sato-phone", Role::Msl);
+    let kol = sato.store.create("onc-east", &KolProfile::new("Dr. Lee", "Kyoto")).unwrap();
+    sato.created(kol);
+    sato.synced().await;
+    let (_, support_token) = issue_live(&relay, "system", "admin", "support-laptop");
+    let mut support = Device::new(&relay, "system", "admin", "support-laptop", &support_token, Role::Admin);
+    let grants = "/admin/v1/tenants/pharma-a/support-grants";
+    let ask = serde_json::json!({ "user": "admin", "ttl_secs": 3600, "reason": "ticket 4711: sync stuck" });
+
+    // Without a grant the system admin receives nothing.
+    let mut events = support.client().events();
+    support.client().find(kol);
+    unavailable(&mut events, kol, "the profile is unavailable without a grant").await;
+    assert!(!relay.catalog(&support_token).contains(&kol.to_string()));
+    // A system admin cannot grant itself access; another tenant's admin cannot either.
+    let (status, _) = relay.admin_api("POST", grants, &relay.admin_token(), Some(ask.clone()));
+    assert_eq!(status, 403);
+
+    // The tenant's admin grants it: the system admin reads, and its writes are refused.
+    let (status, grant) = relay.admin_api("POST", grants, &admin_a, Some(ask.clone()));
+    assert_eq!(status, 201, "{grant}");
+    let grant_id = grant["id"].as_str().unwrap().to_owned();
+    let (status, listed) = relay.admin_api("GET", grants, &admin_a, None);
+    assert_eq!(status, 200);
+    assert_eq!(listed["grants"][0]["id"], grant_id.as_str(), "{listed}");
+    // A new connection: liaison's client does not ask again a peer that answered unavailable.
+    support.connect(&relay);
+    support.client().find(kol);
+    support.until_store("the profile arrives under the grant", |s| s.get::<KolProfile>(&kol).is_ok()).await;
+    assert!(relay.catalog(&support_token).contains(&kol.to_string()));
+    support.store.update(&kol, |k: &mut KolProfile| k.institution = "support was here".into()).unwrap();
+    support.client().local_change(kol);
+    let status = support.until("the refusal arrives", |s| !s.refused.is_empty()).await;
+    assert_eq!(status.refused[0].code, "read-only");
+    support.client().discard_refused(kol);
+    support
+        .until_store("the refused edit is discarded", |s| {
+            s.get::<KolProfile>(&kol).is_ok_and(|k| k.institution == "Kyoto")
+        })
+        .await;
+
+    // Revoked: the live connection loses the document at once and receives nothing more.
+    let mut events = support.client().events();
+    let (status, _) = relay.admin_api("DELETE", &format!("{grants}/{grant_id}"), &admin_a, None);
+    assert_eq!(status, 200);
+    unavailable(&mut events, kol, "the revocation reaches the live connection").await;
+    sato.store.update(&kol, |k: &mut KolProfile| k.institution = "after revocation".into()).unwrap();
+    sato.client().local_change(kol);
+    sato.synced().await;
+    support.connect(&relay);
+    let mut events = support.client().events();
+    support.client().find(kol);
+    unavailable(&mut events, kol, "a new connection gets nothing after the revocation").await;
+    assert_ne!(support.store.get::<KolProfile>(&kol).unwrap().institution, "after revocation");
+
+    // A grant also ends on its own when it expires, on the live connection too.
+    let brief = serde_json::json!({ "user": "admin", "ttl_secs": 4, "reason": "ticket 4712" });
+    let (status, _) = relay.admin_api("POST", grants, &admin_a, Some(brief));
+    assert_eq!(status, 201);
+    support.connect(&relay);
+    let mut events = support.client().events();
+    support.client().find(kol);
+    support
+        .until_store("the profile arrives under the second grant", |s| {
+            s.get::<KolProfile>(&kol).is_ok_and(|k| k.institution == "after revocation")
+        })
+        .await;
+    unavailable(&mut events, kol, "the expired grant ends on the live connection").await;
+
+    // The tenant's admin sees every grant, revocation and document opened; no one else does.
+    let (status, audit) = relay.admin_api("GET", "/admin/v1/tenants/pharma-a/audit", &admin_a, None);
+    assert_eq!(status, 200, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "support-grant-created",
+            "document-opened",
+            "support-grant-revoked",
+            "support-grant-created",
+            "document-opened"
+        ],
+        "{audit}"
+    );
+    assert_eq!(entries[1]["document"], kol.to_string().as_str());
+    assert_eq!(entries[1]["grant"], grant_id.as_str());
+    assert_eq!(entries[1]["by_device"], "support-laptop");
+    assert_eq!(entries[0]["reason"], "ticket 4711: sync stuck");
+    let (status, _) = relay.admin_api("GET", "/admin/v1/tenants/pharma-a/audit", &relay.admin_token(), None);
+    assert_eq!(status, 403, "the audit is the tenant's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_the_admin_api_can_be_kept_off_the_device_listener() {
+    let data = tempfile::tempdir().unwrap();
+    setup_tenant(data.path(), "pharma-a", "onc-east", &[("sato", "msl")]);
+    let (_, sato_token) = issue(data.path(), "pharma-a", "sato", "sato-phone", &[]);
+    let metrics_token = "scrape-0123456789abcdef";
+    let config = data.path().join("relay.toml");
+    std::fs::write(&config, format!("admin_listen = \"127.0.0.1:0\"\nmetrics_token = \"{metrics_token}\"\n")).unwrap();
+    let relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
+    let admin_base = relay.admin_base.clone().expect("the relay names its admin listener");
+    let admin = relay.admin_token();
+
+    // The device-facing listener: health, sync and the catalog; no metrics, no admin API.
+    let main = relay.base.as_str();
+    assert_eq!(relay.get_from(main, "/healthz", None).0, 200);
+    assert_eq!(relay.get_from(main, "/readyz", None).0, 200);
+    assert_eq!(relay.get_from(main, "/metrics", Some(metrics_token)).0, 404);
+    assert_eq!(relay.api_on(main, "GET", "/admin/v1/tenants", &admin, None).0, 404);
+    assert_eq!(relay.api_on(main, "POST", "/admin/v1/tenants", &admin, Some(serde_json::json!({}))).0, 404);
+    assert_eq!(relay.get_from(main, "/v1/catalog", Some(&sato_token)).0, 200);
+    let sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_token, Role::Msl);
+    sato.synced().await;
+
+    // The admin listener: the admin API, and metrics only with the metrics token.
+    assert_eq!(relay.api_on(&admin_base, "GET", "/admin/v1/tenants", &admin, None).0, 200);
+    for bearer in [None, Some("scrape-wrong"), Some(admin.as_str()), Some(&metrics_token[..10])] {
+        let (status, body) = relay.get_from(&admin_base, "/metrics", bearer);
+        assert_eq!(status, 401, "with {bearer:?}");
+        assert!(!body.contains("liaison_"), "nothing of the metrics without the token");
+    }
+    let (status, body) = relay.get_from(&admin_base, "/metrics", Some(metrics_token));
+    assert_eq!(status, 200);
+    assert!(body.contains("liaison_connections_open 1"), "{body}");
+    for path in ["/v1/catalog", "/v1/sync", "/healthz"] {
+        assert_eq!(relay.get_from(&admin_base, path, Some(&sato_token)).0, 404, "{path} on the admin listener");
+    }
 }

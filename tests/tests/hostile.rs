@@ -516,7 +516,7 @@ async fn a_teammate_cannot_silence_the_relays_notices_or_fake_them() {
 
     // The real erasure still reaches sato's device.
     let (status, body) =
-        w.relay.admin_api("DELETE", &format!("/admin/v1/documents/{id}"), &w.relay.bootstrap_token(), None);
+        w.relay.admin_api("DELETE", &format!("/admin/v1/documents/{id}"), &w.relay.admin_token(), None);
     assert_eq!(status, 200, "{body}");
     sato.until_store("the erasure arrives", |s| s.load(&id).is_err()).await;
     // And another tenant asking for the id hears nothing of an erasure.

@@ -261,7 +261,7 @@ async fn a_backup_taken_while_serving_restores_into_a_working_relay_without_undo
     for (i, d) in docs.iter().enumerate() {
         append(&sato, *d, &format!(" during {i}."));
     }
-    let token = relay.bootstrap_token();
+    let token = relay.admin_token();
     let token_id = |device: &str| {
         let (_, list) = relay.admin_api("GET", "/admin/v1/tokens?tenant=pharma-a", &token, None);
         let t = list["tokens"].as_array().unwrap().iter().find(|t| t["device"] == device).unwrap().clone();
@@ -310,7 +310,8 @@ async fn a_backup_taken_while_serving_restores_into_a_working_relay_without_undo
     let out =
         admin(restored.path(), &["restore", "--from", dest.to_str().unwrap(), "--ledger", ledger.to_str().unwrap()])
             .unwrap();
-    assert!(out.contains("restored") && out.contains("3 ledger entries"), "{out}");
+    // The bootstrap credential spent on the test's admin token, two revocations, an erasure.
+    assert!(out.contains("restored") && out.contains("4 ledger entries"), "{out}");
     drop(relay);
     // A new install: the restored relay never writes under the backed-up relay's actor.
     let install = |dir: &std::path::Path| {
@@ -359,8 +360,7 @@ async fn erasure_reaches_every_device_and_the_document_cannot_come_back() {
     }
     suzuki.offline(); // keeps a copy while away
 
-    let (status, body) =
-        relay.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &relay.bootstrap_token(), None);
+    let (status, body) = relay.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &relay.admin_token(), None);
     assert_eq!(status, 200, "{body}");
     for d in [&sato, &tanaka] {
         d.until_store("the local copy is erased", |s| s.get::<KolProfile>(&kol).is_err()).await;
@@ -375,7 +375,7 @@ async fn erasure_reaches_every_device_and_the_document_cannot_come_back() {
     suzuki.until_store("the edited offline copy is erased on reconnect", |s| s.get::<KolProfile>(&kol).is_err()).await;
 
     // Nobody can fetch it again.
-    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &relay.bootstrap_token(), None);
+    let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &relay.admin_token(), None);
     assert_eq!(status, 404, "already erased");
     let mut events = sato.client().events();
     sato.client().find(kol);

@@ -392,7 +392,7 @@ impl Actor {
         for (conn, p) in self.principals.all() {
             match self.auth.check_hash(&p.token_hash, now) {
                 Ok(fresh) => {
-                    if fresh.teams != p.teams || fresh.role != p.role {
+                    if fresh.teams != p.teams || fresh.role != p.role || fresh.support != p.support {
                         self.principals.set(conn, fresh);
                         changed = true;
                     }

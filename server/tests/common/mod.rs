@@ -57,6 +57,7 @@ impl Who {
             teams: self.teams.iter().map(|t| (*t).to_owned()).collect(),
             token_id: format!("{}-token", self.user),
             token_hash: format!("{}-hash", self.user),
+            support: Vec::new(),
         }
     }
 
