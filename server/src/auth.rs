@@ -201,7 +201,7 @@ impl Default for TokenLifetimes {
 pub struct AuthStore {
     pub(crate) kv: Arc<dyn KvStore>,
     /// Revocations are written here before they take effect, so a restore re-applies them.
-    ledger: Option<Arc<crate::ledger::Ledger>>,
+    pub(crate) ledger: Option<Arc<crate::ledger::Ledger>>,
     lifetimes: TokenLifetimes,
     /// Held while a single-use credential is spent or given back: of requests racing with
     /// one, exactly one gets it.

@@ -35,6 +35,7 @@ pub enum LedgerEvent {
     TokenRevoked { token: String },
     DocumentErased { document: String },
     TenantPurged { tenant: String },
+    SupportGrantRevoked { tenant: String, grant: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -170,6 +170,13 @@ impl AuthStore {
         if grant.revoked_at.is_some() {
             return Ok(grant);
         }
+        // Into the security ledger first: a restored backup must not bring the grant back.
+        if let Some(ledger) = &self.ledger {
+            ledger.append(
+                now,
+                crate::ledger::LedgerEvent::SupportGrantRevoked { tenant: tenant.to_owned(), grant: id.to_owned() },
+            )?;
+        }
         grant.revoked_at = Some(now);
         grant.revoked_by = Some(by.user.clone());
         let entry = AuditEntry::new(now, tenant, AuditAction::SupportGrantRevoked, id, by);
@@ -180,6 +187,19 @@ impl AuthStore {
         self.kv.flush()?;
         log(&entry, Some(&grant.user));
         Ok(grant)
+    }
+
+    /// A restore carrying a ledger's grant revocation out again (idempotent).
+    pub fn revoke_support_grant_again(&self, tenant: &str, id: &str, at: i64) -> Result<(), AuthError> {
+        let key = grant_key(tenant, id);
+        let Some(mut grant): Option<SupportGrant> = self.get(key.as_bytes())? else { return Ok(()) };
+        if grant.revoked_at.is_none() {
+            grant.revoked_at = Some(at);
+            grant.revoked_by = Some("(restore)".into());
+            self.kv.put(key.as_bytes(), &to_json(&grant)?)?;
+            self.kv.flush()?;
+        }
+        Ok(())
     }
 
     /// The grants in force for system admin `user` at `now`.

@@ -194,24 +194,33 @@ fn a_restore_carries_the_ledger_out_again_on_the_restored_data() {
     data.auth.add_tenant("pharma-a", 0).unwrap();
     data.auth.put_user("pharma-a", "sato", liaison_server::auth::RoleName::Msl, &[]).unwrap();
     let (tok, secret) = data.auth.issue_token("pharma-a", "sato", "phone", None, 0).unwrap();
+    data.auth.put_user("pharma-a", "admin-a", liaison_server::auth::RoleName::Admin, &[]).unwrap();
+    let (_, admin_secret) = data.auth.issue_token("pharma-a", "admin-a", "laptop", None, 0).unwrap();
+    let admin = data.auth.authenticate(&admin_secret, 0).unwrap();
+    data.auth.bootstrap_admin("console", 0).unwrap(); // the system tenant and its admin
+    let grant = data.auth.add_support_grant(&admin, "pharma-a", "admin", 3_600, "ticket 42", 0).unwrap();
     let doc = plan_of(&data.store, "pharma-a", "east");
     let dest = dir.path().join("backup");
     std::fs::create_dir(&dest).unwrap();
     backup::backup_live(&data.kv, &data.ledger, &dest, 0, &mut || {}).unwrap();
-    // After the backup: both go through the ledger first.
+    // After the backup: all go through the ledger first.
+    data.auth.revoke_support_grant(&admin, "pharma-a", &grant.id, 1).unwrap();
     data.auth.revoke_token(&tok.id, 1).unwrap();
     data.ledger.append(2, LedgerEvent::DocumentErased { document: doc.to_string() }).unwrap();
     erasure::erase_stored(&data.store, &doc, 2).unwrap();
 
     let target = dir.path().join("restored");
     let entries = backup::restore_database(&dest, &target, &config.ledger_path()).unwrap();
-    assert_eq!(entries.len(), 2);
+    assert_eq!(entries.len(), 3);
     let restored = open_data(&Config { data_dir: target.clone(), ..Config::default() }).unwrap();
     assert!(restored.auth.authenticate(&secret, 3).is_ok(), "the backup alone would bring the token back");
     assert!(restored.store.load(&doc).is_ok(), "and the erased record");
+    let active = |a: &liaison_server::auth::AuthStore| a.support_grants("pharma-a").unwrap()[0].revoked_at.is_none();
+    assert!(active(&restored.auth), "and the revoked support grant");
     let plain = liaison_server::auth::AuthStore::new(restored.kv.clone());
     backup::reapply(&restored.store, &plain, &entries).unwrap();
     assert!(restored.auth.authenticate(&secret, 3).is_err(), "revoked again");
     assert!(restored.store.load(&doc).is_err(), "erased again");
+    assert!(!active(&restored.auth), "the grant revoked again");
     assert!(restored.kv.get(&liaison_server::policy::tombstone_key(&doc)).unwrap().is_some());
 }

@@ -254,6 +254,10 @@ pub fn reapply(
                 let doc = document.parse().map_err(|_| BackupError::Apply(format!("not a document id: {document}")))?;
                 crate::erasure::erase_stored(store, &doc, e.at_ms).map_err(BackupError::Apply)?;
             }
+            LedgerEvent::SupportGrantRevoked { tenant, grant } => {
+                auth.revoke_support_grant_again(tenant, grant, e.at_ms)
+                    .map_err(|err| BackupError::Apply(err.to_string()))?;
+            }
             LedgerEvent::TenantPurged { tenant } => {
                 crate::erasure::purge_stored(store, auth, tenant, e.at_ms).map_err(BackupError::Apply)?;
             }
