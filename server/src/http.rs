@@ -45,6 +45,32 @@ pub struct AppState {
     pub admin: AdminOptions,
 }
 
+impl AppState {
+    /// Starts the relay's actor over `data` and gathers what handlers need.
+    pub fn start(data: crate::Data, config: &crate::config::Config, admin: AdminOptions) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let relay = crate::relay::spawn(
+            data.store.clone(),
+            data.auth.clone(),
+            data.ledger.clone(),
+            metrics.clone(),
+            crate::relay::RelaySettings::from_config(config),
+        );
+        Self {
+            store: data.store.clone(),
+            auth: data.auth.clone(),
+            data,
+            backup_root: config.backup_root(),
+            export_root: config.export_root(),
+            relay,
+            metrics,
+            limits: config.limits.clone(),
+            connections_per_token: PerToken::default(),
+            admin,
+        }
+    }
+}
+
 /// How the admin surface is guarded.
 #[derive(Clone, Debug, Default)]
 pub struct AdminOptions {

@@ -188,29 +188,12 @@ pub async fn start(config: Config) -> Result<Running> {
     let data = open_data(&config)?;
     let (store, auth) = (data.store.clone(), data.auth.clone());
     let bootstrap_credential = bootstrap(&auth, &config.data_dir)?;
-    let metrics = Arc::new(Metrics::default());
-    let relay = relay::spawn(
-        store.clone(),
-        auth.clone(),
-        data.ledger.clone(),
-        metrics.clone(),
-        relay::RelaySettings::from_config(&config),
-    );
-    let state = http::AppState {
-        store: store.clone(),
-        auth: auth.clone(),
-        data: data.clone(),
-        backup_root: config.backup_root(),
-        export_root: config.export_root(),
-        relay: relay.clone(),
-        metrics: metrics.clone(),
-        limits: config.limits.clone(),
-        connections_per_token: connections::PerToken::default(),
-        admin: http::AdminOptions {
-            bootstrap_file: Some(bootstrap_file(&config.data_dir)),
-            metrics_token: config.metrics_token.clone(),
-        },
+    let admin = http::AdminOptions {
+        bootstrap_file: Some(bootstrap_file(&config.data_dir)),
+        metrics_token: config.metrics_token.clone(),
     };
+    let state = http::AppState::start(data, &config, admin);
+    let (relay, metrics) = (state.relay.clone(), state.metrics.clone());
     // With an admin listener, the main one serves devices only.
     let (main_app, admin_app) = match config.admin_listen {
         Some(admin_addr) => (http::device_app(state.clone()), Some((admin_addr, http::admin_app(state)))),

@@ -20,9 +20,7 @@ use liaison_core::store::{StoreOptions, SystemClock};
 use liaison_core::{DocStore, DocumentId, Identity, Role};
 use liaison_server::auth::RoleName;
 use liaison_server::config::{Config, Secret};
-use liaison_server::connections::PerToken;
 use liaison_server::http::{AdminOptions, AppState, app};
-use liaison_server::metrics::Metrics;
 use liaison_server::{now_ms, open_data, relay};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -113,26 +111,8 @@ impl Fixture {
         let admin_a_principal = auth.authenticate(&token("pharma-a", "admin-a").1, now).unwrap();
         let grant = auth.add_support_grant(&admin_a_principal, "pharma-a", "admin", 3600, "ticket 1", now).unwrap();
 
-        let metrics = Arc::new(Metrics::default());
-        let relay = relay::spawn(
-            store.clone(),
-            auth.clone(),
-            data.ledger.clone(),
-            metrics.clone(),
-            relay::RelaySettings::from_config(&config),
-        );
-        let state = AppState {
-            store,
-            auth: auth.clone(),
-            data,
-            backup_root: config.backup_root(),
-            export_root: config.export_root(),
-            relay: relay.clone(),
-            metrics,
-            limits: config.limits.clone(),
-            connections_per_token: PerToken::default(),
-            admin,
-        };
+        let state = AppState::start(data, &config, admin);
+        let relay = state.relay.clone();
         Self {
             app: app(state),
             relay,

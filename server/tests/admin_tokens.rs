@@ -2,18 +2,14 @@
 //! (`app(state).oneshot(request)` over a real store and relay actor).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use liaison_server::auth::RoleName;
 use liaison_server::config::Config;
-use liaison_server::connections::PerToken;
 use liaison_server::http::{AdminOptions, AppState, app};
-use liaison_server::metrics::Metrics;
-use liaison_server::{now_ms, open_data, relay};
+use liaison_server::{now_ms, open_data};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -32,7 +28,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
         let data = open_data(&config).unwrap();
-        let (store, auth) = (data.store.clone(), data.auth.clone());
+        let auth = data.auth.clone();
         let now = now_ms();
         let (_, bootstrap) = auth.bootstrap_admin("console", now).unwrap();
         auth.add_tenant("pharma-a", now).unwrap();
@@ -40,26 +36,7 @@ impl Fixture {
         auth.put_user("pharma-a", "admin-a", RoleName::Admin, &[]).unwrap();
         auth.put_user("pharma-a", "sato", RoleName::Msl, &["onc-east".to_owned()]).unwrap();
         let (_, admin_a) = auth.issue_token("pharma-a", "admin-a", "laptop", None, now).unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let relay = relay::spawn(
-            store.clone(),
-            auth.clone(),
-            data.ledger.clone(),
-            metrics.clone(),
-            relay::RelaySettings::from_config(&config),
-        );
-        let state = AppState {
-            store,
-            auth,
-            data,
-            backup_root: config.backup_root(),
-            export_root: config.export_root(),
-            relay,
-            metrics,
-            limits: config.limits.clone(),
-            connections_per_token: PerToken::default(),
-            admin: AdminOptions::default(),
-        };
+        let state = AppState::start(data, &config, AdminOptions::default());
         Self { _dir: dir, app: app(state), bootstrap, admin_a }
     }
 
