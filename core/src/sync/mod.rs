@@ -3,6 +3,7 @@
 pub mod engine;
 mod expansion;
 pub mod inflation;
+pub mod notice;
 mod screen;
 pub mod store_tasks;
 pub mod wire;

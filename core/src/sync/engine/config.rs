@@ -1,0 +1,48 @@
+//! The engine's configuration.
+
+use crate::sync::wire::{self, PeerId, StorageId};
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub peer_id: PeerId,
+    /// Our storage id, advertised so peers keep sync state for us across connections.
+    pub storage_id: Option<StorageId>,
+    pub is_ephemeral: bool,
+    pub max_frame: usize,
+    /// Loaded documents kept at most; the least recently used idle ones are evicted past it.
+    pub resident_cap: usize,
+    /// A document unused for this long is evicted on the next tick.
+    pub idle_evict_ms: i64,
+    /// A connection that has not completed the handshake by then is closed.
+    pub handshake_timeout_ms: i64,
+    /// Sync every document we are told about with every peer (a device). A relay leaves this off
+    /// and answers what peers ask.
+    pub announce: bool,
+    /// Distinct documents one connection may touch; past it the connection is closed.
+    pub max_docs_per_conn: usize,
+    /// Bytes the changes of one sync message may inflate to (and a quarter as many column
+    /// items they may decode to, see [`super::inflation::Bounds::for_max_bytes`]); past it the
+    /// connection is closed before anything is inflated or expanded.
+    pub max_inflated_bytes: u64,
+    /// Messages exchanged for one document with one peer without either side's heads moving,
+    /// after which the sync state is reset (guards a known automerge sync loop).
+    pub loop_guard: u32,
+}
+
+impl EngineConfig {
+    pub fn new(peer_id: impl Into<String>) -> Self {
+        Self {
+            peer_id: PeerId(peer_id.into()),
+            storage_id: None,
+            is_ephemeral: false,
+            max_frame: wire::DEFAULT_MAX_FRAME,
+            resident_cap: 10_000,
+            idle_evict_ms: 10 * 60 * 1000,
+            handshake_timeout_ms: 10_000,
+            announce: false,
+            max_docs_per_conn: usize::MAX,
+            max_inflated_bytes: 4 * wire::DEFAULT_MAX_FRAME as u64,
+            loop_guard: 16,
+        }
+    }
+}

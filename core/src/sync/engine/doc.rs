@@ -1,0 +1,270 @@
+//! Documents: loading, local changes, storage results and durable writes.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use automerge::{Automerge, ChangeHash};
+
+use super::{
+    Conn, ConnId, ConnPhase, Engine, Event, Output, PeerDoc, Refusal, StorageResult, StorageTask, TaskId,
+    persistent_storage,
+};
+use crate::DocumentId;
+use crate::sync::wire::{Message, StorageId};
+
+#[derive(Debug)]
+pub(super) enum DocPhase {
+    Loading {
+        task: TaskId,
+        queued: VecDeque<(ConnId, Message)>,
+    },
+    /// Storage does not have it. We may be asking peers for it.
+    Missing,
+    Ready,
+}
+
+#[derive(Debug)]
+pub(super) struct DocEntry {
+    pub(super) phase: DocPhase,
+    pub(super) am: Automerge,
+    /// Heads that are on disk; never advertise beyond them.
+    pub(super) durable: Vec<ChangeHash>,
+    pub(super) write_in_flight: Option<(TaskId, Vec<ChangeHash>)>,
+    pub(super) peers: HashMap<ConnId, PeerDoc>,
+    /// Sync states loaded from storage for storage ids not connected now.
+    pub(super) stored_states: HashMap<StorageId, Vec<u8>>,
+    pub(super) refused: HashMap<ChangeHash, Refusal>,
+    pub(super) last_used: i64,
+    /// We want this document from peers (Find).
+    pub(super) wanted: bool,
+    /// A device's document: sync it with every peer.
+    pub(super) announced: bool,
+    /// Peers that asked while we did not have it; they hear from us once it arrives.
+    pub(super) waiting: HashSet<ConnId>,
+}
+
+impl DocEntry {
+    pub(super) fn new(phase: DocPhase, now: i64) -> Self {
+        Self {
+            phase,
+            am: Automerge::new(),
+            durable: Vec::new(),
+            write_in_flight: None,
+            peers: HashMap::new(),
+            stored_states: HashMap::new(),
+            refused: HashMap::new(),
+            last_used: now,
+            wanted: false,
+            announced: false,
+            waiting: HashSet::new(),
+        }
+    }
+
+    pub(super) fn dirty(&self) -> bool {
+        self.am.get_heads() != self.durable
+    }
+}
+
+impl Engine {
+    pub(super) fn task(&mut self, doc: DocumentId, op: StorageTask) -> TaskId {
+        let task = TaskId(self.next_task);
+        self.next_task += 1;
+        self.tasks.insert(task, doc);
+        self.out.push(Output::Storage { task, op });
+        task
+    }
+
+    pub(super) fn start_load(&mut self, doc: DocumentId) {
+        if self.docs.contains_key(&doc) {
+            return;
+        }
+        let task = self.task(doc, StorageTask::Load { doc });
+        self.docs.insert(doc, DocEntry::new(DocPhase::Loading { task, queued: VecDeque::new() }, self.now));
+        self.evict_over_cap();
+    }
+
+    pub(super) fn on_announce(&mut self, doc: DocumentId) {
+        self.announced.insert(doc);
+        let conns: Vec<ConnId> = self.ready_conns();
+        match self.docs.get_mut(&doc) {
+            Some(d) => {
+                d.announced = true;
+                if matches!(d.phase, DocPhase::Ready) {
+                    for c in conns {
+                        self.start_sync_with(doc, c);
+                    }
+                }
+            }
+            None if !conns.is_empty() => self.start_load(doc),
+            None => {}
+        }
+    }
+
+    pub(super) fn on_find(&mut self, doc: DocumentId) {
+        match self.docs.get_mut(&doc) {
+            Some(d) => {
+                d.wanted = true;
+                if matches!(d.phase, DocPhase::Missing) {
+                    for c in self.ready_conns() {
+                        self.start_sync_with(doc, c);
+                    }
+                }
+            }
+            None => {
+                self.start_load(doc);
+                if let Some(d) = self.docs.get_mut(&doc) {
+                    d.wanted = true;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_local_changes(&mut self, doc: DocumentId, changes: &[u8]) {
+        tracing::debug!(document = %doc, bytes = changes.len(), resident = self.docs.contains_key(&doc), "local changes");
+        let Some(d) = self.docs.get_mut(&doc) else {
+            // Not resident: the next load reads the stored changes. Make sure peers hear of it.
+            if self.announced.contains(&doc) && !self.ready_conns().is_empty() {
+                self.start_load(doc);
+            }
+            return;
+        };
+        if !matches!(d.phase, DocPhase::Ready | DocPhase::Missing) {
+            return;
+        }
+        let was_durable = !d.dirty();
+        if d.am.load_incremental(changes).is_err() {
+            self.out.push(Output::Event(Event::StorageFailed { doc, message: "local changes do not load".into() }));
+            return;
+        }
+        d.phase = DocPhase::Ready;
+        d.last_used = self.now;
+        // They are already stored by the caller: durable as they are.
+        if was_durable {
+            d.durable = d.am.get_heads();
+        }
+        self.after_change(doc);
+    }
+
+    pub(super) fn on_storage(&mut self, task: TaskId, result: StorageResult) {
+        let Some(doc) = self.tasks.remove(&task) else { return };
+        let Some(d) = self.docs.get_mut(&doc) else { return };
+        match (&mut d.phase, result) {
+            (DocPhase::Loading { task: t, queued }, StorageResult::Loaded { data, sync_states }) if *t == task => {
+                let queued = std::mem::take(queued);
+                match data {
+                    Some(bytes) => match Automerge::load(&bytes) {
+                        Ok(am) => {
+                            d.am = am;
+                            d.durable = d.am.get_heads();
+                            d.phase = DocPhase::Ready;
+                        }
+                        Err(_) => {
+                            d.phase = DocPhase::Missing;
+                            self.out.push(Output::Event(Event::StorageFailed {
+                                doc,
+                                message: "stored document does not load".into(),
+                            }));
+                        }
+                    },
+                    None => d.phase = DocPhase::Missing,
+                }
+                d.stored_states = sync_states.into_iter().collect();
+                d.announced = self.announced.contains(&doc);
+                let announce = d.announced && matches!(d.phase, DocPhase::Ready);
+                let want = d.wanted;
+                for (conn, msg) in queued {
+                    self.on_doc_message(conn, msg);
+                }
+                if announce || want {
+                    for c in self.ready_conns() {
+                        self.start_sync_with(doc, c);
+                    }
+                }
+                // Eviction drops per-peer state, not subscriptions: every live connection that
+                // has synced this document hears from it again, so none misses later changes.
+                if self.docs.get(&doc).is_some_and(|d| matches!(d.phase, DocPhase::Ready)) {
+                    let subscribed: Vec<ConnId> = self
+                        .ready_conns()
+                        .into_iter()
+                        .filter(|c| self.conns.get(c).is_some_and(|x| x.touched.contains(&doc)))
+                        .filter(|c| self.docs.get(&doc).is_some_and(|d| !d.peers.contains_key(c)))
+                        .collect();
+                    for c in subscribed {
+                        self.start_sync_with(doc, c);
+                    }
+                }
+                self.evict_over_cap();
+            }
+            (DocPhase::Loading { .. }, StorageResult::Failed(message)) => {
+                self.docs.remove(&doc);
+                self.out.push(Output::Event(Event::StorageFailed { doc, message }));
+            }
+            (_, StorageResult::Stored) => {
+                tracing::debug!(document = %doc, task = task.0, in_flight = ?d.write_in_flight.as_ref().map(|w| w.0.0), "stored");
+                if let Some((t, heads)) = d.write_in_flight.take_if(|(t, _)| *t == task) {
+                    let _ = t;
+                    d.durable = heads;
+                    let changed_heads = d.durable.clone();
+                    self.out.push(Output::Event(Event::DocChanged { doc, heads: changed_heads }));
+                    self.after_change(doc);
+                }
+            }
+            // Changes stay in memory but are never advertised; the next change or tick retries.
+            // The sender still has them: nothing is lost.
+            (_, StorageResult::Failed(message)) if d.write_in_flight.take_if(|(t, _)| *t == task).is_some() => {
+                self.out.push(Output::Event(Event::StorageFailed { doc, message }));
+            }
+            _ => {}
+        }
+    }
+
+    /// After the document changed or became durable: write what is not durable, else sync.
+    pub(super) fn after_change(&mut self, doc: DocumentId) {
+        let Some(d) = self.docs.get_mut(&doc) else { return };
+        if d.write_in_flight.is_some() {
+            return;
+        }
+        if d.dirty() {
+            let changes = d.am.save_after(&d.durable);
+            let heads = d.am.get_heads();
+            let sync_states = collect_sync_states(d, &self.conns);
+            let task = TaskId(self.next_task);
+            d.write_in_flight = Some((task, heads.clone()));
+            self.task(doc, StorageTask::Append { doc, changes, heads, sync_states });
+            return;
+        }
+        let conns: Vec<ConnId> = {
+            let mut v: Vec<ConnId> = d.peers.iter().filter(|(_, p)| p.active).map(|(c, _)| *c).collect();
+            v.sort();
+            v
+        };
+        for c in conns {
+            self.generate(doc, c);
+        }
+        self.persist_sync_states(doc);
+    }
+
+    pub(super) fn persist_sync_states(&mut self, doc: DocumentId) {
+        let Some(d) = self.docs.get_mut(&doc) else { return };
+        let states = collect_sync_states(d, &self.conns);
+        if !states.is_empty() && d.write_in_flight.is_none() {
+            self.task(doc, StorageTask::SaveSyncStates { doc, sync_states: states });
+        }
+    }
+}
+
+/// Sync states worth persisting: peers with a persistent storage id whose shared heads moved.
+pub(super) fn collect_sync_states(d: &mut DocEntry, conns: &HashMap<ConnId, Conn>) -> Vec<(StorageId, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (conn, pd) in d.peers.iter_mut() {
+        let Some(Conn { phase: ConnPhase::Ready(p), .. }) = conns.get(conn) else { continue };
+        let Some(s) = persistent_storage(&p.metadata) else { continue };
+        if pd.sync.shared_heads != pd.persisted_shared {
+            pd.persisted_shared = pd.sync.shared_heads.clone();
+            let encoded = pd.sync.encode();
+            d.stored_states.insert(s.clone(), encoded.clone());
+            out.push((s, encoded));
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,75 @@
+//! Time: handshake timeouts, idle eviction, write retries and the resident cap.
+
+use super::{CloseReason, ConnId, ConnPhase, DocEntry, DocPhase, Engine, persistent_storage};
+use crate::DocumentId;
+
+impl Engine {
+    pub(super) fn on_tick(&mut self) {
+        let now = self.now;
+        let late: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                !matches!(c.phase, ConnPhase::Ready(_)) && now - c.opened_at > self.config.handshake_timeout_ms
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in late {
+            self.protocol_error(conn, CloseReason::HandshakeTimeout, "handshake timed out");
+        }
+        let idle: Vec<DocumentId> = self
+            .docs
+            .iter()
+            .filter(|(_, d)| evictable(d) && now - d.last_used > self.config.idle_evict_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for doc in idle {
+            self.evict(doc);
+        }
+        // Writes that failed are retried.
+        let retry: Vec<DocumentId> = self
+            .docs
+            .iter()
+            .filter(|(_, d)| d.dirty() && d.write_in_flight.is_none() && matches!(d.phase, DocPhase::Ready))
+            .map(|(id, _)| *id)
+            .collect();
+        for doc in retry {
+            self.after_change(doc);
+        }
+        self.evict_over_cap();
+    }
+
+    pub(super) fn evict_over_cap(&mut self) {
+        if self.docs.len() <= self.config.resident_cap {
+            return;
+        }
+        let mut candidates: Vec<(i64, DocumentId)> =
+            self.docs.iter().filter(|(_, d)| evictable(d)).map(|(id, d)| (d.last_used, *id)).collect();
+        candidates.sort();
+        let excess = self.docs.len() - self.config.resident_cap;
+        for (_, doc) in candidates.into_iter().take(excess) {
+            self.evict(doc);
+        }
+    }
+
+    pub(super) fn evict(&mut self, doc: DocumentId) {
+        let Some(d) = self.docs.remove(&doc) else { return };
+        // Sync states of peers without a persistent storage id are parked, encoded, on their
+        // connection; the others are already in storage.
+        for (conn, pd) in d.peers {
+            let Some(c) = self.conns.get_mut(&conn) else { continue };
+            if let ConnPhase::Ready(p) = &c.phase
+                && persistent_storage(&p.metadata).is_none()
+            {
+                c.parked.insert(doc, pd.sync.encode());
+            }
+        }
+    }
+}
+
+pub(super) fn evictable(d: &DocEntry) -> bool {
+    match &d.phase {
+        DocPhase::Ready | DocPhase::Missing => !d.dirty() && d.write_in_flight.is_none() && !d.wanted,
+        DocPhase::Loading { .. } => false,
+    }
+}

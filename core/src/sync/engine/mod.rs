@@ -1,0 +1,132 @@
+//! The sans-IO sync engine: automerge-repo's protocol over many connections and documents.
+//!
+//! Inputs are [`Input`]s with the current time; outputs are [`Output`]s: frames to send,
+//! connections to close, storage tasks to run, and events for the application. The engine never
+//! touches a socket, a clock or a disk. A driver (the relay, the mobile client, a test
+//! simulator) runs the storage tasks and feeds their completion back.
+//!
+//! Rules the engine keeps:
+//! - **Durable acknowledgement.** No sync message for a document is generated while it holds
+//!   changes whose storage task has not completed, so the heads a peer sees from us are on disk.
+//! - **Unavailable means unavailable.** A document a peer may not see is answered exactly like a
+//!   document that does not exist.
+//! - **Refused changes are not applied**, are reported to the application (to quarantine them)
+//!   and to the sender (an ephemeral message its client understands), and are not re-announced.
+//! - **Bounded memory.** At most `resident_cap` documents stay loaded; idle ones are evicted and
+//!   reloaded on demand. A peer's sync state survives eviction (persisted, or kept encoded).
+
+mod api;
+mod config;
+mod conn;
+mod doc;
+mod ephemeral;
+mod eviction;
+mod peer;
+mod policy;
+mod receive;
+
+use std::collections::{BTreeSet, HashMap};
+
+use automerge::Automerge;
+
+pub use super::notice::{
+    ERASED_KIND, REFUSAL_KIND, decode_refusal, encode_erasure, encode_refusal, is_erasure, is_liaison_notice,
+};
+pub use api::{CloseReason, ConnId, Event, Input, Output, Side, StorageResult, StorageTask, TaskId};
+pub use config::EngineConfig;
+use conn::{Conn, ConnPhase, MAX_EPHEMERAL_SESSIONS};
+use doc::{DocEntry, DocPhase};
+use peer::{PeerDoc, initial_state, keep_ack_owed, persistent_storage};
+pub use policy::{Access, OpenPolicy, PeerInfo, Policy, Refusal, refuse_changes_to_locked};
+
+use crate::DocumentId;
+
+/// The engine. See the module docs.
+pub struct Engine {
+    config: EngineConfig,
+    policy: Box<dyn Policy>,
+    conns: HashMap<ConnId, Conn>,
+    docs: HashMap<DocumentId, DocEntry>,
+    tasks: HashMap<TaskId, DocumentId>,
+    next_task: u64,
+    now: i64,
+    out: Vec<Output>,
+    /// Documents a device announces to every peer, resident or not.
+    announced: BTreeSet<DocumentId>,
+    session_id: String,
+    ephemeral_count: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("peer_id", &self.config.peer_id)
+            .field("conns", &self.conns.len())
+            .field("resident", &self.docs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// `session_id` names this run for ephemeral messages; pass randomness in (a UUID string).
+    pub fn new(config: EngineConfig, policy: Box<dyn Policy>, session_id: String) -> Self {
+        Self {
+            config,
+            policy,
+            conns: HashMap::new(),
+            docs: HashMap::new(),
+            tasks: HashMap::new(),
+            next_task: 0,
+            now: 0,
+            out: Vec::new(),
+            announced: BTreeSet::new(),
+            session_id,
+            ephemeral_count: 0,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Documents loaded now.
+    pub fn resident(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Connections that completed the handshake.
+    pub fn ready_peers(&self) -> Vec<PeerInfo> {
+        self.conns
+            .values()
+            .filter_map(|c| match &c.phase {
+                ConnPhase::Ready(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The document as the engine holds it, if resident.
+    pub fn document(&self, doc: &DocumentId) -> Option<&Automerge> {
+        self.docs.get(doc).filter(|d| matches!(d.phase, DocPhase::Ready)).map(|d| &d.am)
+    }
+
+    /// Handles one input at time `now` (milliseconds) and returns what to do.
+    pub fn handle(&mut self, now: i64, input: Input) -> Vec<Output> {
+        self.now = self.now.max(now);
+        match input {
+            Input::Connected { conn, side } => self.on_connected(conn, side),
+            Input::Frame { conn, frame } => self.on_frame(conn, &frame),
+            Input::Disconnected { conn } => self.on_disconnected(conn),
+            Input::StorageDone { task, result } => self.on_storage(task, result),
+            Input::Tick => self.on_tick(),
+            Input::Announce { doc } => self.on_announce(doc),
+            Input::Find { doc } => self.on_find(doc),
+            Input::LocalChanges { doc, changes } => self.on_local_changes(doc, &changes),
+            Input::SendEphemeral { doc, data } => self.on_send_ephemeral(doc, data),
+            Input::AccessChanged { conn } => self.on_access_changed(conn),
+            Input::Close { conn, reason } => self.close(conn, CloseReason::ByApplication(reason)),
+            Input::Erase { doc, notify } => self.on_erase(doc, notify),
+        }
+        std::mem::take(&mut self.out)
+    }
+}

@@ -1,0 +1,110 @@
+//! What the relay decides: access, erasure and validation, asked synchronously.
+
+use automerge::{Automerge, Change, ChangeHash};
+
+use super::{ConnId, Engine};
+use crate::DocumentId;
+use crate::sync::wire::{PeerId, PeerMetadata};
+
+/// What a peer may do with a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    None,
+    Read,
+    ReadWrite,
+}
+
+/// A connected peer, as the policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub conn: ConnId,
+    pub peer_id: PeerId,
+    pub metadata: PeerMetadata,
+}
+
+/// Why a change was refused. Sent to the peer, so it must not carry personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// A stable machine-readable code, such as `locked` or `read-only`.
+    pub code: String,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: &str, message: &str) -> Self {
+        Self { code: code.to_owned(), message: message.to_owned() }
+    }
+}
+
+/// The relay's decisions, asked synchronously (implementations keep their grants in memory).
+pub trait Policy: Send {
+    /// Whether a peer that completed the handshake may stay; `Err` closes the connection.
+    fn accept_peer(&mut self, _peer: &PeerInfo) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// What `peer` may do with `doc`. May change over time: call [`Engine::access_changed`].
+    fn access(&mut self, _peer: &PeerInfo, _doc: &DocumentId) -> Access {
+        Access::ReadWrite
+    }
+
+    /// Whether a document was erased here: peers that still sync it are told to delete their copy.
+    fn erased(&mut self, _doc: &DocumentId) -> bool {
+        false
+    }
+
+    /// Whether `peer` may be told that `doc` was erased (it could read it). Others get
+    /// "unavailable", as for an id that never existed.
+    fn may_know_erased(&mut self, _peer: &PeerInfo, _doc: &DocumentId) -> bool {
+        true
+    }
+
+    /// Checks changes a peer sent before they are applied. `before` is the document without
+    /// them, `after` with all of them. Returns the refused changes; their descendants among
+    /// `new` are refused too.
+    fn validate(
+        &mut self,
+        _peer: &PeerInfo,
+        _doc: &DocumentId,
+        _before: &Automerge,
+        _after: &Automerge,
+        _new: &[Change],
+    ) -> Vec<(ChangeHash, Refusal)> {
+        Vec::new()
+    }
+}
+
+/// Grants everything: a device's engine, or tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenPolicy;
+
+impl Policy for OpenPolicy {}
+
+/// The validation every relay applies: a submitted record refuses all further changes until an
+/// admin unlocks it on the relay. Changes that submit a draft are accepted.
+pub fn refuse_changes_to_locked(before: &Automerge, new: &[Change]) -> Vec<(ChangeHash, Refusal)> {
+    if !crate::model::is_locked(before) {
+        return Vec::new();
+    }
+    new.iter()
+        .map(|c| (c.hash(), Refusal::new("locked", "the record is submitted and locked; an admin must unlock it")))
+        .collect()
+}
+
+impl Engine {
+    pub(super) fn on_access_changed(&mut self, only: Option<ConnId>) {
+        let mut pairs: Vec<(DocumentId, ConnId)> = self
+            .docs
+            .iter()
+            .flat_map(|(id, d)| d.peers.keys().map(move |c| (*id, *c)))
+            .filter(|(_, c)| only.is_none_or(|o| o == *c))
+            .collect();
+        pairs.sort();
+        for (doc, conn) in pairs {
+            let Some(peer) = self.peer_of(conn) else { continue };
+            if self.policy.access(&peer, &doc) == Access::None {
+                self.unavailable(conn, doc);
+            }
+        }
+    }
+}
