@@ -4,7 +4,9 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{Automerge, ChangeHash, ObjType, PatchAction, Prop, ReadDoc, ScalarValue, Value};
 use autosurgeon::{hydrate_prop, reconcile_prop};
 
-use super::{CreatedBy, Envelope, Kind, ModelError, Record, RecordStatus, SCHEMA_VERSION, Submission, Unlock};
+use super::{
+    CreatedBy, EditViolation, Envelope, Kind, ModelError, Record, RecordStatus, SCHEMA_VERSION, Submission, Unlock,
+};
 use crate::id::{Identity, Role};
 
 /// Retention and ownership chosen when a document is created.
@@ -384,6 +386,12 @@ fn field_path(p: &automerge::Patch) -> Option<String> {
         Some("envelope") => Some(parts.join("/")),
         _ => None,
     }
+}
+
+/// The lock rule: a submitted record refuses every further change from a device until an
+/// admin unlocks it on the relay. (Changes that submit a draft are judged on the draft.)
+pub fn check_unlocked(before: &Automerge) -> Result<(), EditViolation> {
+    if is_locked(before) { Err(EditViolation::Locked) } else { Ok(()) }
 }
 
 /// Whether a document holds a submitted (locked) record, read without knowing its type: the

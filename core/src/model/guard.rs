@@ -64,6 +64,8 @@ pub enum EditViolation {
     ForgedAuthor,
     #[error("submission and unlock entries change only through submit (by you) and an admin's unlock")]
     ForgedSubmission,
+    #[error("the record is submitted and locked; an admin must unlock it")]
+    Locked,
 }
 
 impl EditViolation {
@@ -78,6 +80,7 @@ impl EditViolation {
             Self::BadCreation => "bad-creation",
             Self::ForgedAuthor => "forged-author",
             Self::ForgedSubmission => "forged-submission",
+            Self::Locked => "locked",
         }
     }
 }

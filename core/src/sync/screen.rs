@@ -11,7 +11,7 @@
 //!    validated is what is applied (a set judged with a refused change still in it could hide an
 //!    owner change behind the refused one's undo).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::sync::{self, SyncDoc};
@@ -51,7 +51,7 @@ pub(crate) struct ScreenInput<'a> {
     pub sync_state: &'a sync::State,
     pub access: Access,
     /// Changes refused before, re-refused without asking the policy again.
-    pub remembered: &'a HashMap<ChangeHash, Refusal>,
+    pub remembered: &'a BTreeMap<ChangeHash, Refusal>,
 }
 
 /// Runs `f` on automerge, turning an error into `Malformed` and a panic into `Crashed`.
@@ -74,7 +74,7 @@ pub(crate) fn screen(input: ScreenInput<'_>, msg: sync::Message) -> Result<Scree
     // crafted changes that `receive_sync_message` accepted): guarded like the apply.
     let new: Vec<Change> = guarded(|| Ok(trial.get_changes(&before)))?;
     let queued = guarded(|| Ok(!trial.get_missing_deps(&[]).is_empty()))?;
-    let mut bad: HashMap<ChangeHash, Refusal> = HashMap::new();
+    let mut bad: BTreeMap<ChangeHash, Refusal> = BTreeMap::new();
     if !new.is_empty() && input.access < Access::ReadWrite {
         let refusal = Refusal::new("read-only", "you may read this document, not change it");
         bad.extend(new.iter().map(|c| (c.hash(), refusal.clone())));
@@ -139,7 +139,7 @@ pub(crate) fn screen(input: ScreenInput<'_>, msg: sync::Message) -> Result<Scree
 }
 
 /// Refuses every change that builds on a refused one ("depends-on-refused").
-fn spread_to_descendants(new: &[Change], bad: &mut HashMap<ChangeHash, Refusal>) {
+fn spread_to_descendants(new: &[Change], bad: &mut BTreeMap<ChangeHash, Refusal>) {
     loop {
         let mut grew = false;
         for c in new {

@@ -1,6 +1,6 @@
 //! Connections: the handshake, closing, and what each connection remembers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{CloseReason, ConnId, DocPhase, Engine, Event, Output, PeerInfo, Side, StorageTask, persistent_storage};
 use crate::DocumentId;
@@ -19,13 +19,13 @@ pub(super) struct Conn {
     pub(super) side: Side,
     pub(super) opened_at: i64,
     /// Ephemeral sync states of documents evicted while this connection syncs them.
-    pub(super) parked: HashMap<DocumentId, Vec<u8>>,
+    pub(super) parked: BTreeMap<DocumentId, Vec<u8>>,
     /// Documents this connection has asked about, for the per-connection limit.
-    pub(super) touched: HashSet<DocumentId>,
+    pub(super) touched: BTreeSet<DocumentId>,
     /// The last ephemeral count seen per (sender, session) on this connection: repeats are
     /// dropped. Kept per connection and bounded, so it goes with the socket and one sender can
     /// neither grow it for good nor silence another sender (the relay's notices included).
-    pub(super) seen_ephemeral: HashMap<(PeerId, String), u64>,
+    pub(super) seen_ephemeral: BTreeMap<(PeerId, String), u64>,
 }
 
 /// Most (sender, session) pairs one connection remembers; past it the memory starts afresh
@@ -44,9 +44,9 @@ impl Engine {
                 phase,
                 side,
                 opened_at: self.now,
-                parked: HashMap::new(),
-                touched: HashSet::new(),
-                seen_ephemeral: HashMap::new(),
+                parked: BTreeMap::new(),
+                touched: BTreeSet::new(),
+                seen_ephemeral: BTreeMap::new(),
             },
         );
         if side == Side::Initiator {
@@ -105,9 +105,9 @@ impl Engine {
             if let Some(pd) = d.peers.remove(&conn)
                 && let Some(s) = &storage
             {
-                let encoded = pd.sync.encode();
+                let (encoded, moved) = pd.leave();
                 d.stored_states.insert(s.clone(), encoded.clone());
-                if pd.sync.shared_heads != pd.persisted_shared {
+                if moved {
                     saves.push((*id, vec![(s.clone(), encoded)]));
                 }
             }
@@ -222,9 +222,6 @@ impl Engine {
     }
 
     pub(super) fn ready_conns(&self) -> Vec<ConnId> {
-        let mut v: Vec<ConnId> =
-            self.conns.iter().filter(|(_, c)| matches!(c.phase, ConnPhase::Ready(_))).map(|(id, _)| *id).collect();
-        v.sort();
-        v
+        self.conns.iter().filter(|(_, c)| matches!(c.phase, ConnPhase::Ready(_))).map(|(id, _)| *id).collect()
     }
 }

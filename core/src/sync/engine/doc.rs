@@ -1,12 +1,12 @@
 //! Documents: loading, local changes, storage results and durable writes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use automerge::{Automerge, ChangeHash};
 
 use super::{
-    Conn, ConnId, ConnPhase, Engine, Event, Output, PeerDoc, Refusal, StorageResult, StorageTask, TaskId,
-    persistent_storage,
+    Conn, ConnId, ConnPhase, Engine, Event, OnDisk, Output, PeerDoc, Refusal, StorageResult, StorageTask, TaskId,
+    Write, persistent_storage,
 };
 use crate::DocumentId;
 use crate::sync::wire::{Message, StorageId};
@@ -26,20 +26,19 @@ pub(super) enum DocPhase {
 pub(super) struct DocEntry {
     pub(super) phase: DocPhase,
     pub(super) am: Automerge,
-    /// Heads that are on disk; never advertise beyond them.
-    pub(super) durable: Vec<ChangeHash>,
-    pub(super) write_in_flight: Option<(TaskId, Vec<ChangeHash>)>,
-    pub(super) peers: HashMap<ConnId, PeerDoc>,
+    /// What is on disk and what is being written.
+    pub(super) disk: OnDisk,
+    pub(super) peers: BTreeMap<ConnId, PeerDoc>,
     /// Sync states loaded from storage for storage ids not connected now.
-    pub(super) stored_states: HashMap<StorageId, Vec<u8>>,
-    pub(super) refused: HashMap<ChangeHash, Refusal>,
+    pub(super) stored_states: BTreeMap<StorageId, Vec<u8>>,
+    pub(super) refused: BTreeMap<ChangeHash, Refusal>,
     pub(super) last_used: i64,
     /// We want this document from peers (Find).
     pub(super) wanted: bool,
     /// A device's document: sync it with every peer.
     pub(super) announced: bool,
     /// Peers that asked while we did not have it; they hear from us once it arrives.
-    pub(super) waiting: HashSet<ConnId>,
+    pub(super) waiting: BTreeSet<ConnId>,
 }
 
 impl DocEntry {
@@ -47,20 +46,15 @@ impl DocEntry {
         Self {
             phase,
             am: Automerge::new(),
-            durable: Vec::new(),
-            write_in_flight: None,
-            peers: HashMap::new(),
-            stored_states: HashMap::new(),
-            refused: HashMap::new(),
+            disk: OnDisk::default(),
+            peers: BTreeMap::new(),
+            stored_states: BTreeMap::new(),
+            refused: BTreeMap::new(),
             last_used: now,
             wanted: false,
             announced: false,
-            waiting: HashSet::new(),
+            waiting: BTreeSet::new(),
         }
-    }
-
-    pub(super) fn dirty(&self) -> bool {
-        self.am.get_heads() != self.durable
     }
 }
 
@@ -130,7 +124,7 @@ impl Engine {
         if !matches!(d.phase, DocPhase::Ready | DocPhase::Missing) {
             return;
         }
-        let was_durable = !d.dirty();
+        let was_durable = !d.disk.dirty(&d.am);
         if d.am.load_incremental(changes).is_err() {
             self.out.push(Output::Event(Event::StorageFailed { doc, message: "local changes do not load".into() }));
             return;
@@ -138,9 +132,7 @@ impl Engine {
         d.phase = DocPhase::Ready;
         d.last_used = self.now;
         // They are already stored by the caller: durable as they are.
-        if was_durable {
-            d.durable = d.am.get_heads();
-        }
+        d.disk.applied_stored(&d.am, was_durable);
         self.after_change(doc);
     }
 
@@ -153,8 +145,8 @@ impl Engine {
                 match data {
                     Some(bytes) => match Automerge::load(&bytes) {
                         Ok(am) => {
+                            d.disk = OnDisk::stored(&am);
                             d.am = am;
-                            d.durable = d.am.get_heads();
                             d.phase = DocPhase::Ready;
                         }
                         Err(_) => {
@@ -199,18 +191,15 @@ impl Engine {
                 self.out.push(Output::Event(Event::StorageFailed { doc, message }));
             }
             (_, StorageResult::Stored) => {
-                tracing::debug!(document = %doc, task = task.0, in_flight = ?d.write_in_flight.as_ref().map(|w| w.0.0), "stored");
-                if let Some((t, heads)) = d.write_in_flight.take_if(|(t, _)| *t == task) {
-                    let _ = t;
-                    d.durable = heads;
-                    let changed_heads = d.durable.clone();
-                    self.out.push(Output::Event(Event::DocChanged { doc, heads: changed_heads }));
+                tracing::debug!(document = %doc, task = task.0, in_flight = ?d.disk.in_flight_task(), "stored");
+                if let Some(heads) = d.disk.write_done(task) {
+                    self.out.push(Output::Event(Event::DocChanged { doc, heads: heads.to_vec() }));
                     self.after_change(doc);
                 }
             }
             // Changes stay in memory but are never advertised; the next change or tick retries.
             // The sender still has them: nothing is lost.
-            (_, StorageResult::Failed(message)) if d.write_in_flight.take_if(|(t, _)| *t == task).is_some() => {
+            (_, StorageResult::Failed(message)) if d.disk.write_failed(task) => {
                 self.out.push(Output::Event(Event::StorageFailed { doc, message }));
             }
             _ => {}
@@ -220,23 +209,15 @@ impl Engine {
     /// After the document changed or became durable: write what is not durable, else sync.
     pub(super) fn after_change(&mut self, doc: DocumentId) {
         let Some(d) = self.docs.get_mut(&doc) else { return };
-        if d.write_in_flight.is_some() {
+        if d.disk.writing() {
             return;
         }
-        if d.dirty() {
-            let changes = d.am.save_after(&d.durable);
-            let heads = d.am.get_heads();
+        if let Some(Write { changes, heads }) = d.disk.begin_write(&d.am, TaskId(self.next_task)) {
             let sync_states = collect_sync_states(d, &self.conns);
-            let task = TaskId(self.next_task);
-            d.write_in_flight = Some((task, heads.clone()));
             self.task(doc, StorageTask::Append { doc, changes, heads, sync_states });
             return;
         }
-        let conns: Vec<ConnId> = {
-            let mut v: Vec<ConnId> = d.peers.iter().filter(|(_, p)| p.active).map(|(c, _)| *c).collect();
-            v.sort();
-            v
-        };
+        let conns: Vec<ConnId> = d.peers.iter().filter(|(_, p)| p.active).map(|(c, _)| *c).collect();
         for c in conns {
             self.generate(doc, c);
         }
@@ -246,25 +227,22 @@ impl Engine {
     pub(super) fn persist_sync_states(&mut self, doc: DocumentId) {
         let Some(d) = self.docs.get_mut(&doc) else { return };
         let states = collect_sync_states(d, &self.conns);
-        if !states.is_empty() && d.write_in_flight.is_none() {
+        if !states.is_empty() && !d.disk.writing() {
             self.task(doc, StorageTask::SaveSyncStates { doc, sync_states: states });
         }
     }
 }
 
 /// Sync states worth persisting: peers with a persistent storage id whose shared heads moved.
-pub(super) fn collect_sync_states(d: &mut DocEntry, conns: &HashMap<ConnId, Conn>) -> Vec<(StorageId, Vec<u8>)> {
+pub(super) fn collect_sync_states(d: &mut DocEntry, conns: &BTreeMap<ConnId, Conn>) -> Vec<(StorageId, Vec<u8>)> {
     let mut out = Vec::new();
     for (conn, pd) in d.peers.iter_mut() {
         let Some(Conn { phase: ConnPhase::Ready(p), .. }) = conns.get(conn) else { continue };
         let Some(s) = persistent_storage(&p.metadata) else { continue };
-        if pd.sync.shared_heads != pd.persisted_shared {
-            pd.persisted_shared = pd.sync.shared_heads.clone();
-            let encoded = pd.sync.encode();
+        if let Some(encoded) = pd.persist_due() {
             d.stored_states.insert(s.clone(), encoded.clone());
             out.push((s, encoded));
         }
     }
-    out.sort();
     out
 }

@@ -49,9 +49,7 @@ impl Engine {
         self.out.push(Output::Event(Event::Ephemeral { conn, doc, sender: sender.clone(), data: data.clone() }));
         // Pass it on to the other peers syncing this document that may read it.
         let Some(d) = self.docs.get(&doc) else { return };
-        let mut targets: Vec<ConnId> =
-            d.peers.iter().filter(|(c, p)| **c != conn && p.active).map(|(c, _)| *c).collect();
-        targets.sort();
+        let targets: Vec<ConnId> = d.peers.iter().filter(|(c, p)| **c != conn && p.active).map(|(c, _)| *c).collect();
         for t in targets {
             let Some(p) = self.peer_of(t) else { continue };
             if self.policy.access(&p, &doc) == Access::None {
@@ -71,8 +69,7 @@ impl Engine {
 
     pub(super) fn on_send_ephemeral(&mut self, doc: DocumentId, data: Vec<u8>) {
         let Some(d) = self.docs.get(&doc) else { return };
-        let mut targets: Vec<ConnId> = d.peers.iter().filter(|(_, p)| p.active).map(|(c, _)| *c).collect();
-        targets.sort();
+        let targets: Vec<ConnId> = d.peers.iter().filter(|(_, p)| p.active).map(|(c, _)| *c).collect();
         for t in targets {
             let Some(p) = self.peer_of(t) else { continue };
             self.send_own_ephemeral(t, p.peer_id, doc, data.clone());
@@ -104,7 +101,7 @@ impl Engine {
         if !notify {
             return;
         }
-        let mut conns: Vec<ConnId> = self
+        let conns: Vec<ConnId> = self
             .ready_conns()
             .into_iter()
             .filter(|c| {
@@ -112,8 +109,6 @@ impl Engine {
                     || self.conns.get(c).is_some_and(|x| x.touched.contains(&doc))
             })
             .collect();
-        conns.sort();
-        conns.dedup();
         for c in conns {
             let Some(peer) = self.peer_of(c) else { continue };
             if self.policy.may_know_erased(&peer, &doc) {

@@ -30,7 +30,7 @@ impl Engine {
         let retry: Vec<DocumentId> = self
             .docs
             .iter()
-            .filter(|(_, d)| d.dirty() && d.write_in_flight.is_none() && matches!(d.phase, DocPhase::Ready))
+            .filter(|(_, d)| d.disk.dirty(&d.am) && !d.disk.writing() && matches!(d.phase, DocPhase::Ready))
             .map(|(id, _)| *id)
             .collect();
         for doc in retry {
@@ -69,7 +69,7 @@ impl Engine {
 
 pub(super) fn evictable(d: &DocEntry) -> bool {
     match &d.phase {
-        DocPhase::Ready | DocPhase::Missing => !d.dirty() && d.write_in_flight.is_none() && !d.wanted,
+        DocPhase::Ready | DocPhase::Missing => !d.disk.unstored(&d.am) && !d.wanted,
         DocPhase::Loading { .. } => false,
     }
 }

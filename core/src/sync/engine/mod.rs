@@ -18,14 +18,16 @@
 mod api;
 mod config;
 mod conn;
+mod disk;
 mod doc;
 mod ephemeral;
 mod eviction;
+mod generate;
 mod peer;
 mod policy;
 mod receive;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::Automerge;
 
@@ -35,8 +37,9 @@ pub use super::notice::{
 pub use api::{CloseReason, ConnId, Event, Input, Output, Side, StorageResult, StorageTask, TaskId};
 pub use config::EngineConfig;
 use conn::{Conn, ConnPhase, MAX_EPHEMERAL_SESSIONS};
+use disk::{OnDisk, Write};
 use doc::{DocEntry, DocPhase};
-use peer::{PeerDoc, initial_state, keep_ack_owed, persistent_storage};
+use peer::{PeerDoc, Progress, persistent_storage};
 pub use policy::{Access, OpenPolicy, PeerInfo, Policy, Refusal, refuse_changes_to_locked};
 
 use crate::DocumentId;
@@ -45,9 +48,9 @@ use crate::DocumentId;
 pub struct Engine {
     config: EngineConfig,
     policy: Box<dyn Policy>,
-    conns: HashMap<ConnId, Conn>,
-    docs: HashMap<DocumentId, DocEntry>,
-    tasks: HashMap<TaskId, DocumentId>,
+    conns: BTreeMap<ConnId, Conn>,
+    docs: BTreeMap<DocumentId, DocEntry>,
+    tasks: BTreeMap<TaskId, DocumentId>,
     next_task: u64,
     now: i64,
     out: Vec<Output>,
@@ -73,9 +76,9 @@ impl Engine {
         Self {
             config,
             policy,
-            conns: HashMap::new(),
-            docs: HashMap::new(),
-            tasks: HashMap::new(),
+            conns: BTreeMap::new(),
+            docs: BTreeMap::new(),
+            tasks: BTreeMap::new(),
             next_task: 0,
             now: 0,
             out: Vec::new(),

@@ -1,13 +1,13 @@
-//! Per-peer sync state of one document, and the messages generated from it.
+//! The sync state of one document with one peer, and the rules kept on it: the loop guard,
+//! the acknowledgement owed, resuming from a stored or parked state, and when to store it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::ChangeHash;
 use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, ChangeHash};
 
-use super::{Access, ConnId, DocPhase, Engine, PeerInfo};
-use crate::DocumentId;
-use crate::sync::wire::{Message, PeerMetadata, StorageId};
+use super::PeerInfo;
+use crate::sync::wire::{PeerMetadata, StorageId};
 
 #[derive(Debug)]
 pub(super) struct PeerDoc {
@@ -15,14 +15,26 @@ pub(super) struct PeerDoc {
     /// Whether we have ever answered this peer for this document.
     pub(super) active: bool,
     /// Messages sent without either side's heads moving.
-    pub(super) stalled: u32,
-    pub(super) last_heads: (Vec<ChangeHash>, Vec<ChangeHash>),
+    stalled: u32,
+    last_heads: (Vec<ChangeHash>, Vec<ChangeHash>),
     /// Shared heads last written to storage for this peer's storage id.
-    pub(super) persisted_shared: Vec<ChangeHash>,
+    persisted_shared: Vec<ChangeHash>,
     pub(super) said_unavailable: bool,
-    pub(super) refusals_notified: HashSet<ChangeHash>,
+    pub(super) refusals_notified: BTreeSet<ChangeHash>,
     /// Heads of the last message we actually sent this peer.
-    pub(super) advertised: Vec<ChangeHash>,
+    advertised: Vec<ChangeHash>,
+}
+
+/// What the loop guard makes of one more message for a (document, peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Progress {
+    /// Heads moved, or not for long: go on.
+    Moving,
+    /// `loop_guard` messages without progress: the sync state was reset (guards a known
+    /// automerge sync loop); go on from scratch.
+    Reset,
+    /// Twice as long without progress: send nothing until something changes.
+    Stalled,
 }
 
 impl PeerDoc {
@@ -34,93 +46,67 @@ impl PeerDoc {
             stalled: 0,
             last_heads: (Vec::new(), Vec::new()),
             said_unavailable: false,
-            refusals_notified: HashSet::new(),
+            refusals_notified: BTreeSet::new(),
             advertised: Vec::new(),
         }
     }
-}
 
-impl Engine {
-    /// Begins syncing `doc` with `conn` if the peer may read it.
-    pub(super) fn start_sync_with(&mut self, doc: DocumentId, conn: ConnId) {
-        let Some(peer) = self.peer_of(conn) else { return };
-        if self.policy.access(&peer, &doc) == Access::None {
-            return;
-        }
-        let parked = self.conns.get_mut(&conn).and_then(|c| c.parked.remove(&doc));
-        let Some(d) = self.docs.get_mut(&doc) else { return };
-        let pd = d.peers.entry(conn).or_insert_with(|| PeerDoc::new(initial_state(&d.stored_states, &peer, parked)));
-        pd.active = true;
-        self.generate(doc, conn);
+    /// The state to sync with `peer` from: the one parked on its connection when the document
+    /// was evicted, else the one stored for its storage id, else a fresh one.
+    pub(super) fn resume(stored: &BTreeMap<StorageId, Vec<u8>>, peer: &PeerInfo, parked: Option<Vec<u8>>) -> Self {
+        Self::new(initial_state(stored, peer, parked))
     }
 
-    /// Generates and sends the next sync message for (`doc`, `conn`), if any and if allowed.
-    pub(super) fn generate(&mut self, doc: DocumentId, conn: ConnId) {
-        let Some(peer) = self.peer_of(conn) else { return };
-        let loop_guard = self.config.loop_guard;
-        let Some(d) = self.docs.get_mut(&doc) else { return };
-        if d.dirty() || d.write_in_flight.is_some() {
-            tracing::debug!(document = %doc, "not generating: unstored changes");
-            return; // Durable acknowledgement: advertise only what is on disk.
-        }
-        let missing = matches!(d.phase, DocPhase::Missing);
-        let Some(pd) = d.peers.get_mut(&conn) else { return };
-        if pd.said_unavailable {
-            return;
-        }
-        let heads_now = (d.am.get_heads(), pd.sync.their_heads.clone().unwrap_or_default());
-        if heads_now == pd.last_heads {
-            pd.stalled += 1;
+    /// The loop guard: counts messages for which neither side's heads moved.
+    pub(super) fn progress(&mut self, ours: Vec<ChangeHash>, loop_guard: u32) -> Progress {
+        let heads_now = (ours, self.sync.their_heads.clone().unwrap_or_default());
+        if heads_now == self.last_heads {
+            self.stalled += 1;
         } else {
-            pd.stalled = 0;
-            pd.last_heads = heads_now;
+            self.stalled = 0;
+            self.last_heads = heads_now;
         }
-        if pd.stalled > loop_guard * 2 {
-            tracing::debug!(document = %doc, "not generating: stalled");
-            return; // Give up until something changes.
+        if self.stalled > loop_guard * 2 {
+            return Progress::Stalled;
         }
-        if pd.stalled == loop_guard {
-            tracing::warn!(document = %doc, "sync made no progress; resetting the sync state");
-            pd.sync = sync::State::new();
+        if self.stalled == loop_guard {
+            self.sync = sync::State::new();
+            return Progress::Reset;
         }
-        let Some(msg) = d.am.generate_sync_message(&mut pd.sync) else {
-            tracing::debug!(document = %doc, peer = %peer.peer_id, in_flight = pd.sync.in_flight, heads = ?d.am.get_heads(), last_sent = ?pd.sync.last_sent_heads, their = ?pd.sync.their_heads, "nothing to send");
-            return;
-        };
-        tracing::debug!(document = %doc, peer = %peer.peer_id, changes = msg.changes.len(), heads = ?msg.heads, "sending sync");
-        pd.advertised.clone_from(&msg.heads);
-        let data = msg.encode();
-        let m = if missing && d.wanted {
-            Message::Request { sender_id: self.config.peer_id.clone(), target_id: peer.peer_id, document_id: doc, data }
-        } else {
-            Message::Sync { sender_id: self.config.peer_id.clone(), target_id: peer.peer_id, document_id: doc, data }
-        };
-        self.send(conn, &m);
+        Progress::Moving
     }
 
-    pub(super) fn unavailable(&mut self, conn: ConnId, doc: DocumentId) {
-        let Some(peer) = self.peer_of(conn) else { return };
-        self.send(
-            conn,
-            &Message::DocUnavailable {
-                sender_id: self.config.peer_id.clone(),
-                target_id: peer.peer_id,
-                document_id: doc,
-            },
-        );
-        if let Some(d) = self.docs.get_mut(&doc) {
-            d.peers.remove(&conn);
+    /// The next sync message for this peer, remembering the heads it advertises.
+    pub(super) fn generate(&mut self, am: &Automerge) -> Option<sync::Message> {
+        let msg = am.generate_sync_message(&mut self.sync)?;
+        self.advertised.clone_from(&msg.heads);
+        Some(msg)
+    }
+
+    /// automerge's `receive_sync_message` records the peer's heads as "last sent" when they
+    /// equal ours and the message carries no changes: the peer already knows them. Under durable
+    /// acknowledgement our heads may include changes not yet stored, so the peer does *not* know
+    /// they are safe; without this, the acknowledgement owed after the write is never sent.
+    pub(super) fn keep_ack_owed(&mut self, unstored: bool) {
+        if unstored && self.sync.last_sent_heads != self.advertised {
+            self.sync.last_sent_heads.clone_from(&self.advertised);
         }
     }
-}
 
-/// automerge's `receive_sync_message` records the peer's heads as "last sent" when they equal
-/// ours and the message carries no changes: the peer already knows them. Under durable
-/// acknowledgement our heads may include changes not yet stored, so the peer does *not* know
-/// they are safe; without this, the acknowledgement owed after the write is never sent.
-pub(super) fn keep_ack_owed(unstored: bool, pd: &mut PeerDoc) {
-    if unstored && pd.sync.last_sent_heads != pd.advertised {
-        pd.sync.last_sent_heads.clone_from(&pd.advertised);
+    /// The encoded state, if the shared heads moved since it was last stored (then it counts as
+    /// stored from now on).
+    pub(super) fn persist_due(&mut self) -> Option<Vec<u8>> {
+        if self.sync.shared_heads == self.persisted_shared {
+            return None;
+        }
+        self.persisted_shared = self.sync.shared_heads.clone();
+        Some(self.sync.encode())
+    }
+
+    /// The state to keep when the connection goes, and whether it differs from the stored one.
+    /// Encoding drops the in-flight part, as automerge prescribes after a lost connection.
+    pub(super) fn leave(self) -> (Vec<u8>, bool) {
+        (self.sync.encode(), self.sync.shared_heads != self.persisted_shared)
     }
 }
 
@@ -131,11 +117,7 @@ pub(super) fn persistent_storage(m: &PeerMetadata) -> Option<StorageId> {
     if m.is_ephemeral { None } else { m.storage_id.clone().filter(|s| !s.0.is_empty() && s.0.len() <= MAX_STORAGE_ID) }
 }
 
-pub(super) fn initial_state(
-    stored: &HashMap<StorageId, Vec<u8>>,
-    peer: &PeerInfo,
-    parked: Option<Vec<u8>>,
-) -> sync::State {
+fn initial_state(stored: &BTreeMap<StorageId, Vec<u8>>, peer: &PeerInfo, parked: Option<Vec<u8>>) -> sync::State {
     let bytes = parked.or_else(|| persistent_storage(&peer.metadata).and_then(|s| stored.get(&s).cloned()));
     let Some(mut state) = bytes.and_then(|b| sync::State::decode(&b).ok()) else {
         return sync::State::new();
@@ -151,4 +133,131 @@ pub(super) fn initial_state(
         state.their_have = Some(vec![sync::Have { last_sync: shared, bloom: sync::BloomFilter::default() }]);
     }
     state
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ROOT};
+
+    use super::*;
+    use crate::sync::engine::ConnId;
+    use crate::sync::wire::PeerId;
+
+    fn peer(storage: Option<&str>, is_ephemeral: bool) -> PeerInfo {
+        PeerInfo {
+            conn: ConnId(1),
+            peer_id: PeerId("phone".into()),
+            metadata: PeerMetadata { storage_id: storage.map(|s| StorageId(s.into())), is_ephemeral },
+        }
+    }
+
+    fn doc(keys: &[&str]) -> Automerge {
+        let mut ac = AutoCommit::new();
+        for k in keys {
+            ac.put(ROOT, *k, 1).expect("put");
+        }
+        Automerge::load(&ac.save()).expect("loads")
+    }
+
+    /// Syncs `ours` (through `pd`) with a peer holding `theirs` until neither has more to say.
+    fn sync_with(pd: &mut PeerDoc, ours: &mut Automerge, theirs: &mut Automerge) {
+        let mut their_state = sync::State::new();
+        for _ in 0..10 {
+            let a = pd.generate(ours);
+            let b = theirs.generate_sync_message(&mut their_state);
+            if a.is_none() && b.is_none() {
+                return;
+            }
+            if let Some(m) = a {
+                theirs.receive_sync_message(&mut their_state, m).expect("applies");
+            }
+            if let Some(m) = b {
+                ours.receive_sync_message(&mut pd.sync, m).expect("applies");
+            }
+        }
+        panic!("sync did not settle");
+    }
+
+    #[test]
+    fn the_loop_guard_resets_after_loop_guard_messages_without_progress_then_goes_quiet() {
+        let am = doc(&["a"]);
+        let mut pd = PeerDoc::new(sync::State::new());
+        let guard = 3;
+        let seen: Vec<Progress> = (0..9).map(|_| pd.progress(am.get_heads(), guard)).collect();
+        use Progress::{Moving, Reset, Stalled};
+        assert_eq!(seen, [Moving, Moving, Moving, Reset, Moving, Moving, Moving, Stalled, Stalled]);
+        let moved = doc(&["a", "b"]);
+        assert_eq!(pd.progress(moved.get_heads(), guard), Moving, "new heads start the count again");
+        assert_eq!(pd.progress(moved.get_heads(), guard), Moving);
+    }
+
+    #[test]
+    fn the_reset_gives_a_fresh_sync_state() {
+        let (mut ours, mut theirs) = (doc(&["a"]), Automerge::new());
+        let mut pd = PeerDoc::new(sync::State::new());
+        sync_with(&mut pd, &mut ours, &mut theirs);
+        assert!(!pd.sync.shared_heads.is_empty());
+        while pd.progress(ours.get_heads(), 2) != Progress::Reset {}
+        assert!(pd.sync.shared_heads.is_empty() && pd.sync.their_heads.is_none());
+    }
+
+    #[test]
+    fn an_acknowledgement_owed_is_kept_while_our_heads_are_not_stored() {
+        let (mut ours, mut theirs) = (doc(&["a"]), Automerge::new());
+        let mut pd = PeerDoc::new(sync::State::new());
+        sync_with(&mut pd, &mut ours, &mut theirs);
+        let advertised = ours.get_heads();
+        // automerge took the peer's heads as known to it ("last sent"): under durable
+        // acknowledgement, changes not yet stored were not acknowledged.
+        let other = doc(&["b"]).get_heads();
+        pd.sync.last_sent_heads.clone_from(&other);
+        pd.keep_ack_owed(false);
+        assert_eq!(pd.sync.last_sent_heads, other, "stored: nothing owed");
+        pd.keep_ack_owed(true);
+        assert_eq!(pd.sync.last_sent_heads, advertised, "unstored: back to what we really sent");
+    }
+
+    #[test]
+    fn resume_prefers_the_parked_state_then_the_one_stored_for_the_storage_id() {
+        let (mut ours, mut theirs) = (doc(&["a"]), Automerge::new());
+        let mut pd = PeerDoc::new(sync::State::new());
+        sync_with(&mut pd, &mut ours, &mut theirs);
+        let shared = pd.sync.shared_heads.clone();
+        let stored: BTreeMap<StorageId, Vec<u8>> = [(StorageId("s1".into()), pd.sync.encode())].into();
+
+        let resumed = PeerDoc::resume(&stored, &peer(Some("s1"), false), None);
+        assert_eq!(resumed.sync.shared_heads, shared);
+        // Optimistic resume: our first message may carry what we made since, at once.
+        assert_eq!(resumed.sync.their_heads.as_ref(), Some(&shared));
+
+        let parked = PeerDoc::resume(&stored, &peer(Some("s1"), false), Some(sync::State::new().encode()));
+        assert!(parked.sync.shared_heads.is_empty(), "the parked state wins");
+        for other in [peer(Some("s2"), false), peer(Some("s1"), true), peer(None, false)] {
+            assert!(PeerDoc::resume(&stored, &other, None).sync.shared_heads.is_empty(), "{other:?}");
+        }
+        let garbage = PeerDoc::resume(&stored, &peer(None, false), Some(vec![0xff, 1, 2]));
+        assert!(garbage.sync.shared_heads.is_empty(), "bytes that do not decode start afresh");
+    }
+
+    #[test]
+    fn storage_ids_from_peers_are_kept_only_when_sane() {
+        assert_eq!(persistent_storage(&peer(Some("s1"), false).metadata), Some(StorageId("s1".into())));
+        assert_eq!(persistent_storage(&peer(Some(""), false).metadata), None);
+        assert_eq!(persistent_storage(&peer(Some(&"x".repeat(MAX_STORAGE_ID + 1)), false).metadata), None);
+        assert_eq!(persistent_storage(&peer(Some("s1"), true).metadata), None, "an ephemeral peer");
+    }
+
+    #[test]
+    fn a_state_is_due_for_storage_once_each_time_its_shared_heads_move() {
+        let (mut ours, mut theirs) = (doc(&["a"]), Automerge::new());
+        let mut pd = PeerDoc::new(sync::State::new());
+        assert_eq!(pd.persist_due(), None, "nothing shared yet");
+        sync_with(&mut pd, &mut ours, &mut theirs);
+        assert!(pd.persist_due().is_some());
+        assert_eq!(pd.persist_due(), None, "already stored");
+        let (encoded, moved) = pd.leave();
+        assert!(!moved);
+        assert_eq!(sync::State::decode(&encoded).expect("decodes").shared_heads, ours.get_heads());
+    }
 }

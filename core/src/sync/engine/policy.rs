@@ -80,26 +80,21 @@ pub struct OpenPolicy;
 
 impl Policy for OpenPolicy {}
 
-/// The validation every relay applies: a submitted record refuses all further changes until an
-/// admin unlocks it on the relay. Changes that submit a draft are accepted.
+/// The lock rule ([`crate::model::check_unlocked`]) as refusals: every change to a submitted
+/// record is refused until an admin unlocks it on the relay.
 pub fn refuse_changes_to_locked(before: &Automerge, new: &[Change]) -> Vec<(ChangeHash, Refusal)> {
-    if !crate::model::is_locked(before) {
-        return Vec::new();
-    }
-    new.iter()
-        .map(|c| (c.hash(), Refusal::new("locked", "the record is submitted and locked; an admin must unlock it")))
-        .collect()
+    let Err(v) = crate::model::check_unlocked(before) else { return Vec::new() };
+    new.iter().map(|c| (c.hash(), Refusal::new(v.code(), &v.to_string()))).collect()
 }
 
 impl Engine {
     pub(super) fn on_access_changed(&mut self, only: Option<ConnId>) {
-        let mut pairs: Vec<(DocumentId, ConnId)> = self
+        let pairs: Vec<(DocumentId, ConnId)> = self
             .docs
             .iter()
             .flat_map(|(id, d)| d.peers.keys().map(move |c| (*id, *c)))
             .filter(|(_, c)| only.is_none_or(|o| o == *c))
             .collect();
-        pairs.sort();
         for (doc, conn) in pairs {
             let Some(peer) = self.peer_of(conn) else { continue };
             if self.policy.access(&peer, &doc) == Access::None {

@@ -5,7 +5,6 @@ use automerge::sync::{self, SyncDoc};
 
 use super::{
     Access, CloseReason, ConnId, DocEntry, DocPhase, Engine, Event, Output, PeerDoc, PeerInfo, Refusal, encode_refusal,
-    initial_state, keep_ack_owed,
 };
 use crate::DocumentId;
 use crate::sync::inflation;
@@ -91,7 +90,7 @@ impl Engine {
                 return;
             }
         }
-        let pd = d.peers.entry(conn).or_insert_with(|| PeerDoc::new(initial_state(&d.stored_states, peer, parked)));
+        let pd = d.peers.entry(conn).or_insert_with(|| PeerDoc::resume(&d.stored_states, peer, parked));
         pd.active = true;
         pd.said_unavailable = false;
         let before = d.am.get_heads();
@@ -135,7 +134,7 @@ impl Engine {
             self.protocol_error(conn, CloseReason::Malformed("sync message does not apply".into()), "bad changes");
             return;
         }
-        keep_ack_owed(d.am.get_heads() != d.durable || d.write_in_flight.is_some(), pd);
+        pd.keep_ack_owed(d.disk.unstored(&d.am));
         let their = pd.sync.their_heads.clone().unwrap_or_default();
         self.out.push(Output::Event(Event::PeerHeads { conn, doc, heads: their }));
         if !refused.is_empty() {
@@ -146,7 +145,7 @@ impl Engine {
 
     pub(super) fn finish_receive(&mut self, conn: ConnId, doc: DocumentId, before: Vec<ChangeHash>) {
         let Some(d) = self.docs.get_mut(&doc) else { return };
-        tracing::debug!(document = %doc, before = ?before, after = ?d.am.get_heads(), durable = ?d.durable, in_flight = ?d.write_in_flight.as_ref().map(|w| w.0.0), "received");
+        tracing::debug!(document = %doc, before = ?before, after = ?d.am.get_heads(), durable = ?d.disk.durable(), in_flight = ?d.disk.in_flight_task(), "received");
         if d.am.get_heads() != before {
             d.phase = DocPhase::Ready;
             d.wanted = false;
@@ -156,7 +155,7 @@ impl Engine {
                 d.announced = true;
                 self.announced.insert(doc);
             }
-            let waiting: Vec<ConnId> = d.waiting.drain().filter(|c| *c != conn).collect();
+            let waiting: Vec<ConnId> = std::mem::take(&mut d.waiting).into_iter().filter(|c| *c != conn).collect();
             if before.is_empty() {
                 // The document exists from now on: peers that talked about the id before (their
                 // own creation was refused, say) were never asked about access to *this*
@@ -176,8 +175,7 @@ impl Engine {
     /// Removes the document's peers (other than `except`) that may not read it.
     pub(super) fn drop_peers_without_access(&mut self, doc: DocumentId, except: ConnId) {
         let Some(d) = self.docs.get(&doc) else { return };
-        let mut others: Vec<ConnId> = d.peers.keys().copied().filter(|c| *c != except).collect();
-        others.sort();
+        let others: Vec<ConnId> = d.peers.keys().copied().filter(|c| *c != except).collect();
         for c in others {
             let Some(peer) = self.peer_of(c) else { continue };
             if self.policy.access(&peer, &doc) == Access::None {
