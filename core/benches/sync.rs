@@ -16,7 +16,7 @@ use automerge::sync::SyncDoc;
 use liaison_core::model::*;
 use liaison_core::storage::MemoryKv;
 use liaison_core::store::{ManualClock, StoreOptions};
-use liaison_core::sync::store_tasks::execute;
+use liaison_core::sync::testing::{Driver, Storage};
 use liaison_core::sync::wire::{Message, StorageId};
 use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, OpenPolicy, Output, Side};
 use liaison_core::{DocStore, DocumentId, Identity, Role};
@@ -39,14 +39,9 @@ fn store(user: &str) -> DocStore {
     .unwrap()
 }
 
-struct Node {
-    engine: Engine,
-    store: DocStore,
-}
-
 /// A device and a relay on one lossless link, pumped in waves to count round trips.
 struct Pair {
-    nodes: [Node; 2],
+    nodes: [Driver; 2],
     conns: [ConnId; 2],
     queues: [VecDeque<Vec<u8>>; 2],
     now: i64,
@@ -69,8 +64,8 @@ impl Pair {
         rc.storage_id = device_storage.then(|| StorageId("relay-storage".into()));
         Self {
             nodes: [
-                Node { engine: Engine::new(dc, Box::new(OpenPolicy), "d".into()), store: store("dev") },
-                Node { engine: Engine::new(rc, Box::new(OpenPolicy), "r".into()), store: store("relay") },
+                Driver::new(Engine::new(dc, Box::new(OpenPolicy), "d".into()), store("dev"), Storage::Immediate),
+                Driver::new(Engine::new(rc, Box::new(OpenPolicy), "r".into()), store("relay"), Storage::Immediate),
             ],
             conns: [ConnId(1), ConnId(2)],
             queues: [VecDeque::new(), VecDeque::new()],
@@ -83,7 +78,7 @@ impl Pair {
 
     fn handle(&mut self, node: usize, input: Input) {
         self.now += 1;
-        let outs = self.nodes[node].engine.handle(self.now, input);
+        let outs = self.nodes[node].handle_at(self.now, input);
         for o in outs {
             match o {
                 Output::Send { frame, .. } => {
@@ -93,11 +88,7 @@ impl Pair {
                         self.queues[1 - node].push_back(frame);
                     }
                 }
-                Output::Storage { task, op } => {
-                    let result = execute(&self.nodes[node].store, &op);
-                    self.handle(node, Input::StorageDone { task, result });
-                }
-                Output::Close { .. } | Output::Event(_) => {}
+                Output::Storage { .. } | Output::Close { .. } | Output::Event(_) => {}
             }
         }
     }
@@ -210,28 +201,21 @@ fn relay_heap(n: usize, cap: usize) -> (u64, usize) {
     let mut config = EngineConfig::new("relay");
     config.resident_cap = cap;
     let before = dhat::HeapStats::get().curr_bytes as u64;
-    let mut e = Engine::new(config, Box::new(OpenPolicy), "s".into());
+    let mut e = Driver::new(Engine::new(config, Box::new(OpenPolicy), "s".into()), relay_store, Storage::Immediate);
     let conn = ConnId(1);
-    let _ = e.handle(0, Input::Connected { conn, side: Side::Receiver });
+    let _ = e.handle_at(0, Input::Connected { conn, side: Side::Receiver });
     let join =
         Message::Join { sender_id: "client".into(), supported_protocol_versions: vec!["1".into()], metadata: None };
-    let _ = e.handle(1, Input::Frame { conn, frame: join.encode() });
+    let _ = e.handle_at(1, Input::Frame { conn, frame: join.encode() });
     let empty = automerge::Automerge::new();
     for (i, id) in ids.iter().enumerate() {
         let data = empty.generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode();
         let req = Message::Request { sender_id: "client".into(), target_id: "relay".into(), document_id: *id, data };
-        let mut inputs = vec![Input::Frame { conn, frame: req.encode() }];
-        while let Some(input) = inputs.pop() {
-            for o in e.handle(2 + i as i64, input) {
-                if let Output::Storage { task, op } = o {
-                    inputs.push(Input::StorageDone { task, result: execute(&relay_store, &op) });
-                }
-            }
-        }
+        let _ = e.handle_at(2 + i as i64, Input::Frame { conn, frame: req.encode() });
     }
-    let _ = e.handle(3 + n as i64, Input::Tick);
+    let _ = e.handle_at(3 + n as i64, Input::Tick);
     let after = dhat::HeapStats::get().curr_bytes as u64;
-    let resident = e.resident();
+    let resident = e.engine.resident();
     drop(e);
     (after.saturating_sub(before), resident)
 }

@@ -17,7 +17,7 @@ use liaison_core::model::*;
 use liaison_core::storage::MemoryKv;
 use liaison_core::store::{ManualClock, StoreOptions};
 use liaison_core::sync::engine::{CloseReason, Event};
-use liaison_core::sync::store_tasks::execute;
+use liaison_core::sync::testing::{Driver, Storage};
 use liaison_core::sync::wire::StorageId;
 use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, OpenPolicy, Output, Side};
 use liaison_core::{DocStore, DocumentId, Role};
@@ -28,9 +28,7 @@ const CONN: ConnId = ConnId(1);
 
 /// Our engine and store, driven by frames from samod; every handled input bumps `version`.
 struct Ours {
-    engine: Engine,
-    store: DocStore,
-    now: i64,
+    d: Driver,
     to_samod: mpsc::UnboundedSender<Vec<u8>>,
     events: Vec<Event>,
     closed: Option<CloseReason>,
@@ -55,7 +53,8 @@ impl Shared {
             StoreOptions::default(),
         )
         .unwrap();
-        let ours = Ours { engine, store, now: 0, to_samod, events: Vec::new(), closed: None };
+        let ours =
+            Ours { d: Driver::new(engine, store, Storage::Immediate), to_samod, events: Vec::new(), closed: None };
         Self { ours: Arc::new(Mutex::new(ours)), version: Arc::new(watch::channel(0).0) }
     }
 
@@ -98,8 +97,7 @@ impl Shared {
 
 impl Ours {
     fn handle(&mut self, input: Input) {
-        self.now += 1;
-        for out in self.engine.handle(self.now, input) {
+        for out in self.d.handle(input) {
             match out {
                 Output::Send { frame, .. } => {
                     let _ = self.to_samod.unbounded_send(frame);
@@ -108,17 +106,14 @@ impl Ours {
                     self.closed = Some(reason);
                     self.to_samod.close_channel();
                 }
-                Output::Storage { task, op } => {
-                    let result = execute(&self.store, &op);
-                    self.handle(Input::StorageDone { task, result });
-                }
+                Output::Storage { .. } => unreachable!("the driver runs storage tasks"),
                 Output::Event(e) => self.events.push(e),
             }
         }
     }
 
     fn text(&self, id: &DocumentId, key: &str) -> Option<String> {
-        let doc = self.store.load(id).ok()?;
+        let doc = self.d.store.load(id).ok()?;
         scalar_str(&doc, key)
     }
 }
@@ -190,7 +185,7 @@ async fn samod_until(h: &samod::DocHandle, what: &str, cond: impl Fn(&Automerge)
 fn plan_on(ours: &Shared, notes: &str) -> DocumentId {
     let kol = DocumentId::from_bytes([1; 16]);
     let plan = EngagementPlan { notes: notes.into(), ..EngagementPlan::new(&kol, "interop plan") };
-    let id = ours.ours.lock().unwrap().store.create("team", &plan).unwrap();
+    let id = ours.ours.lock().unwrap().d.store.create("team", &plan).unwrap();
     ours.handle(Input::Announce { doc: id });
     id
 }
@@ -205,10 +200,10 @@ async fn exercise(ours: &Shared, repo: &samod::Repo) {
     ours.wait_until("the samod document arrives", |o| o.text(&id, "title").as_deref() == Some("from samod")).await;
 
     // ...our edit reaches samod...
-    ours.ours.lock().unwrap().store.edit_raw(&id, |tx| tx.put(automerge::ROOT, "reply", "from liaison")).unwrap();
+    ours.ours.lock().unwrap().d.store.edit_raw(&id, |tx| tx.put(automerge::ROOT, "reply", "from liaison")).unwrap();
     let changes = {
         let o = ours.ours.lock().unwrap();
-        o.store.export(&id).unwrap()
+        o.d.store.export(&id).unwrap()
     };
     ours.handle(Input::LocalChanges { doc: id, changes });
     samod_until(&h, "our reply", |d| scalar_str(d, "reply").as_deref() == Some("from liaison")).await;

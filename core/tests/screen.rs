@@ -3,7 +3,7 @@
 //! refuses, what it is asked again, and what the engine's document ends up holding.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use automerge::sync::{ChunkList, MessageVersion};
@@ -12,7 +12,7 @@ use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use liaison_core::storage::MemoryKv;
 use liaison_core::store::{ManualClock, StoreOptions};
 use liaison_core::sync::engine::{CloseReason, Event, decode_refusal};
-use liaison_core::sync::store_tasks::execute;
+use liaison_core::sync::testing::{Driver, Storage};
 use liaison_core::sync::wire::{self, Message};
 use liaison_core::sync::*;
 use liaison_core::{DocStore, DocumentId, Identity, Role};
@@ -79,12 +79,10 @@ type RefusedEvent = (Vec<(ChangeHash, Refusal)>, Vec<Vec<u8>>);
 
 /// A relay engine on a memory store, driven input by input; storage tasks run at once.
 struct Relay {
-    engine: Engine,
-    store: DocStore,
+    d: Driver,
     events: Vec<Event>,
     sent: Vec<(ConnId, Message)>,
     closed: Vec<(ConnId, CloseReason)>,
-    now: i64,
     next_conn: u64,
 }
 
@@ -100,22 +98,17 @@ impl Relay {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
         let store = DocStore::with_kv(Arc::new(MemoryKv::new()), identity, clock, StoreOptions::default()).unwrap();
         let engine = Engine::new(EngineConfig::new("relay"), Box::new(policy.clone()), "relay-session".into());
-        Self { engine, store, events: Vec::new(), sent: Vec::new(), closed: Vec::new(), now: 0, next_conn: 1 }
+        let d = Driver::new(engine, store, Storage::Immediate);
+        Self { d, events: Vec::new(), sent: Vec::new(), closed: Vec::new(), next_conn: 1 }
     }
 
     fn handle(&mut self, input: Input) {
-        let mut inputs = VecDeque::from([input]);
-        while let Some(input) = inputs.pop_front() {
-            self.now += 1;
-            for output in self.engine.handle(self.now, input) {
-                match output {
-                    Output::Send { conn, frame } => self.sent.push((conn, wire::decode(&frame, usize::MAX).unwrap())),
-                    Output::Close { conn, reason } => self.closed.push((conn, reason)),
-                    Output::Storage { task, op } => {
-                        inputs.push_back(Input::StorageDone { task, result: execute(&self.store, &op) })
-                    }
-                    Output::Event(e) => self.events.push(e),
-                }
+        for output in self.d.handle(input) {
+            match output {
+                Output::Send { conn, frame } => self.sent.push((conn, wire::decode(&frame, usize::MAX).unwrap())),
+                Output::Close { conn, reason } => self.closed.push((conn, reason)),
+                Output::Storage { .. } => unreachable!("the driver runs storage tasks"),
+                Output::Event(e) => self.events.push(e),
             }
         }
     }
@@ -149,13 +142,13 @@ impl Relay {
     }
 
     fn heads(&self, doc: DocumentId) -> Vec<ChangeHash> {
-        let mut heads = self.engine.document(&doc).expect("the document is loaded").get_heads();
+        let mut heads = self.d.engine.document(&doc).expect("the document is loaded").get_heads();
         heads.sort();
         heads
     }
 
     fn holds(&self, doc: DocumentId, change: &Change) -> bool {
-        self.engine.document(&doc).is_some_and(|d| d.get_change_by_hash(&change.hash()).is_some())
+        self.d.engine.document(&doc).is_some_and(|d| d.get_change_by_hash(&change.hash()).is_some())
     }
 
     /// The `Refused` events so far: (refused hashes with codes, raw bytes).
@@ -282,7 +275,7 @@ fn a_change_with_missing_dependencies_is_never_applied_even_once_they_arrive() {
     assert!(!relay.holds(doc, &m), "M did not ride along with its dependency");
     assert_eq!(relay.heads(doc), vec![b.hash()]);
     assert_eq!(policy.calls_with(&m), 0, "M was never judged, so it must never be applied");
-    let stored = relay.store.load(&doc).unwrap();
+    let stored = relay.d.store.load(&doc).unwrap();
     assert!(stored.get_change_by_hash(&m.hash()).is_none(), "nor stored");
 }
 

@@ -12,7 +12,7 @@ use liaison_core::model::*;
 use liaison_core::storage::MemoryKv;
 use liaison_core::store::{ManualClock, StoreOptions};
 use liaison_core::sync::engine::{CloseReason, Event, decode_refusal};
-use liaison_core::sync::store_tasks::execute;
+use liaison_core::sync::testing::{Driver, Storage};
 use liaison_core::sync::wire::{self, Message, PeerId, StorageId};
 use liaison_core::sync::*;
 use liaison_core::{DocStore, DocumentId, Role};
@@ -53,8 +53,7 @@ impl Policy for TestPolicy {
 }
 
 struct Node {
-    engine: Engine,
-    store: DocStore,
+    d: Driver,
     events: Vec<Event>,
     closed: Vec<(ConnId, CloseReason)>,
 }
@@ -103,7 +102,8 @@ impl Net {
         c.announce = announce;
         c.resident_cap = resident_cap;
         let engine = Engine::new(c, policy, format!("{name}-session"));
-        self.nodes.push(Node { engine, store: new_store_on(name, kv), events: Vec::new(), closed: Vec::new() });
+        let d = Driver::new(engine, new_store_on(name, kv), Storage::Immediate);
+        self.nodes.push(Node { d, events: Vec::new(), closed: Vec::new() });
         self.nodes.len() - 1
     }
 
@@ -113,7 +113,7 @@ impl Net {
 
     fn handle(&mut self, node: usize, input: Input) {
         self.now += 1;
-        let outs = self.nodes[node].engine.handle(self.now, input);
+        let outs = self.nodes[node].d.handle_at(self.now, input);
         let mut later = Vec::new();
         for o in outs {
             match o {
@@ -130,10 +130,7 @@ impl Net {
                         later.push((other, Input::Disconnected { conn: peer }));
                     }
                 }
-                Output::Storage { task, op } => {
-                    let result = execute(&self.nodes[node].store, &op);
-                    later.push((node, Input::StorageDone { task, result }));
-                }
+                Output::Storage { .. } => unreachable!("the driver runs storage tasks"),
                 Output::Event(e) => self.nodes[node].events.push(e),
             }
         }
@@ -174,13 +171,13 @@ impl Net {
     fn create_plan(&mut self, node: usize, notes: &str) -> DocumentId {
         let kol = DocumentId::from_bytes([1; 16]);
         let plan = EngagementPlan { notes: notes.into(), ..EngagementPlan::new(&kol, "p") };
-        let id = self.nodes[node].store.create("team", &plan).unwrap();
+        let id = self.nodes[node].d.store.create("team", &plan).unwrap();
         self.handle(node, Input::Announce { doc: id });
         id
     }
 
     fn edit(&mut self, node: usize, doc: DocumentId, text: &str) {
-        let s = &self.nodes[node].store;
+        let s = &self.nodes[node].d.store;
         let before = s.load(&doc).unwrap().get_heads();
         let t = text.to_owned();
         s.update(&doc, move |p: &mut EngagementPlan| {
@@ -193,7 +190,7 @@ impl Net {
     }
 
     fn notes(&self, node: usize, doc: DocumentId) -> Option<String> {
-        self.nodes[node].store.get::<EngagementPlan>(&doc).ok().map(|p| p.notes.as_str().to_owned())
+        self.nodes[node].d.store.get::<EngagementPlan>(&doc).ok().map(|p| p.notes.as_str().to_owned())
     }
 }
 
@@ -383,7 +380,7 @@ fn a_reader_cannot_write_and_keeps_its_change() {
     });
     let (hashes, code) = refused.expect("the device was told");
     assert_eq!(code, "read-only");
-    assert_eq!(hashes, net.nodes[devs[1]].store.load(&doc).unwrap().get_heads());
+    assert_eq!(hashes, net.nodes[devs[1]].d.store.load(&doc).unwrap().get_heads());
     // The relay reported it for quarantine, with the change bytes.
     assert!(net.nodes[relay].events.iter().any(|e| matches!(e, Event::Refused { changes, .. } if changes.len() == 1)));
 }
@@ -395,7 +392,7 @@ fn edits_to_a_submitted_record_are_refused_and_the_device_is_told() {
     let kol = DocumentId::from_bytes([1; 16]);
     let mut visit = Interaction::new(&kol, 1_700_000_000_000, Channel::InPerson);
     visit.summary = "Discussed dosing.".into();
-    let id = net.nodes[devs[0]].store.create("team", &visit).unwrap();
+    let id = net.nodes[devs[0]].d.store.create("team", &visit).unwrap();
     net.handle(devs[0], Input::Announce { doc: id });
     net.connect(devs[0], relay);
     net.connect(devs[1], relay);
@@ -404,25 +401,25 @@ fn edits_to_a_submitted_record_are_refused_and_the_device_is_told() {
     net.settle();
 
     // dev1 goes offline and edits; meanwhile dev0 submits and the relay stores the lock.
-    let s1 = &net.nodes[devs[1]].store;
+    let s1 = &net.nodes[devs[1]].d.store;
     let before1 = s1.load(&id).unwrap().get_heads();
     s1.update(&id, |i: &mut Interaction| i.summary.splice(0, 0, "Offline: ")).unwrap();
     let offline_changes = s1.changes_since(&id, &before1).unwrap();
-    let before0 = net.nodes[devs[0]].store.load(&id).unwrap().get_heads();
-    net.nodes[devs[0]].store.submit::<Interaction>(&id).unwrap();
-    let submit = net.nodes[devs[0]].store.changes_since(&id, &before0).unwrap();
+    let before0 = net.nodes[devs[0]].d.store.load(&id).unwrap().get_heads();
+    net.nodes[devs[0]].d.store.submit::<Interaction>(&id).unwrap();
+    let submit = net.nodes[devs[0]].d.store.changes_since(&id, &before0).unwrap();
     net.handle(devs[0], Input::LocalChanges { doc: id, changes: submit });
     net.settle();
-    assert!(is_locked(&net.nodes[relay].store.load(&id).unwrap()));
+    assert!(is_locked(&net.nodes[relay].d.store.load(&id).unwrap()));
 
     net.handle(devs[1], Input::LocalChanges { doc: id, changes: offline_changes });
     net.settle();
-    let relay_visit: Interaction = net.nodes[relay].store.get(&id).unwrap();
+    let relay_visit: Interaction = net.nodes[relay].d.store.get(&id).unwrap();
     assert_eq!(relay_visit.summary.as_str(), "Discussed dosing.", "the locked record did not change");
     let told =
         net.nodes[devs[1]].events.iter().any(|e| matches!(e, Event::RefusedByPeer { code, .. } if code == "locked"));
     assert!(told, "the device learned its edit was refused because the record is locked");
-    let local: Interaction = net.nodes[devs[1]].store.get(&id).unwrap();
+    let local: Interaction = net.nodes[devs[1]].d.store.get(&id).unwrap();
     assert!(local.summary.as_str().starts_with("Offline: "), "nothing is lost on the device");
     assert!(
         net.nodes[relay]
@@ -514,7 +511,7 @@ fn the_relay_keeps_at_most_its_resident_cap_and_reloads_on_demand() {
     net.connect(dev, relay);
     net.settle();
     net.handle(relay, Input::Tick);
-    assert!(net.nodes[relay].engine.resident() <= 3, "resident: {}", net.nodes[relay].engine.resident());
+    assert!(net.nodes[relay].d.engine.resident() <= 3, "resident: {}", net.nodes[relay].d.engine.resident());
     for (i, d) in docs.iter().enumerate() {
         assert_eq!(net.notes(relay, *d), Some(format!("doc {i}")));
     }
@@ -523,7 +520,7 @@ fn the_relay_keeps_at_most_its_resident_cap_and_reloads_on_demand() {
     net.settle();
     assert_eq!(net.notes(relay, docs[0]).as_deref(), Some("doc 0 again"));
     net.handle(relay, Input::Tick);
-    assert!(net.nodes[relay].engine.resident() <= 3);
+    assert!(net.nodes[relay].d.engine.resident() <= 3);
 }
 
 #[test]
@@ -581,7 +578,7 @@ fn a_relay_with_a_full_disk_acknowledges_nothing_and_catches_up_when_space_retur
             .iter()
             .any(|e| matches!(e, Event::StorageFailed { message, .. } if message == "storage is full"))
     );
-    let dev_heads = net.nodes[dev].store.load(&doc).unwrap().get_heads();
+    let dev_heads = net.nodes[dev].d.store.load(&doc).unwrap().get_heads();
     let acked =
         net.nodes[dev].events.iter().any(|e| matches!(e, Event::PeerHeads { heads, .. } if *heads == dev_heads));
     assert!(!acked, "the relay must not acknowledge what it could not store");
@@ -605,6 +602,7 @@ fn a_peer_that_asked_too_early_gets_the_document_when_it_arrives() {
     net.settle();
     // dev1 asks for an id the relay does not have yet.
     let doc = net.nodes[devs[0]]
+        .d
         .store
         .create("team", &EngagementPlan::new(&DocumentId::from_bytes([1; 16]), "later"))
         .unwrap();
@@ -614,7 +612,7 @@ fn a_peer_that_asked_too_early_gets_the_document_when_it_arrives() {
     // Then dev0 syncs it: dev1 hears about it without asking again.
     net.handle(devs[0], Input::Announce { doc });
     net.settle();
-    assert!(net.nodes[devs[1]].store.get::<EngagementPlan>(&doc).is_ok(), "the waiting peer got the document");
+    assert!(net.nodes[devs[1]].d.store.get::<EngagementPlan>(&doc).is_ok(), "the waiting peer got the document");
     net.edit(devs[0], doc, "more");
     net.settle();
     assert_eq!(net.notes(devs[1], doc).as_deref(), Some("more"));
@@ -668,7 +666,7 @@ fn a_device_with_a_full_disk_acknowledges_nothing_and_catches_up_when_space_retu
     net.nodes[relay].events.clear();
     net.edit(author, doc, " v2");
     net.settle();
-    let new_heads = net.nodes[author].store.load(&doc).unwrap().get_heads();
+    let new_heads = net.nodes[author].d.store.load(&doc).unwrap().get_heads();
     assert_eq!(net.notes(relay, doc).as_deref(), Some("v1 v2"));
     assert!(
         net.nodes[reader]

@@ -6,6 +6,8 @@ pub mod inflation;
 pub mod notice;
 mod screen;
 pub mod store_tasks;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wire;
 
 pub use engine::{
