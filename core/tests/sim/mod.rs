@@ -1,0 +1,455 @@
+//! A deterministic simulator: devices and a relay running the real engine and real stores,
+//! exchanging frames through a fake network that delays, duplicates, reorders, drops (a drop
+//! kills the connection; reconnecting makes a new one) and partitions. Storage answers late, in
+//! any order, and fails on command (a key-value store whose writes and flushes fail); any node
+//! crashes, losing its storage tasks in flight and every write not flushed, and restarts on
+//! what its key-value store kept, with a new engine and a new store object (no cache survives).
+//!
+//! Checked on every step, both ways: a device never learns relay heads whose changes the relay
+//! has not stored, and the relay never learns device heads the device has not stored (durable
+//! acknowledgement, for device engines too). Checked at the end, after the network heals: every
+//! node has every document with identical heads, and no edit is missing (see `records.rs`).
+#![allow(dead_code)]
+
+mod records;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use automerge::{ChangeHash, ReadDoc};
+use liaison_core::store::{ManualClock, StoreOptions};
+use liaison_core::sync::engine::Event;
+use liaison_core::sync::testing::{Driver, Storage};
+use liaison_core::sync::wire::StorageId;
+use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, OpenPolicy, Output, Side, StorageTask};
+use liaison_core::{DocStore, DocumentId, Role};
+
+use crate::common;
+use crate::common::faulty_kv::{Fault, FaultyKv};
+
+/// Small deterministic RNG so a failing seed replays exactly.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    pub fn chance(&mut self, per_mille: u32) -> bool {
+        (self.next() % 1000) < u64::from(per_mille)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Per mille of frames that are lost, killing their connection.
+    pub drop: u32,
+    pub duplicate: u32,
+    pub reorder: u32,
+}
+
+#[derive(Debug)]
+struct Node {
+    d: Driver,
+    kv: Arc<FaultyKv>,
+    config: EngineConfig,
+    user: String,
+    compact: u64,
+    restarts: u64,
+}
+
+#[derive(Debug)]
+struct Link {
+    dev: usize,
+    relay_conn: ConnId,
+    dev_conn: ConnId,
+    to_relay: VecDeque<Vec<u8>>,
+    to_dev: VecDeque<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct Sim {
+    nodes: Vec<Node>,
+    links: Vec<Link>,
+    pub rng: Rng,
+    now: i64,
+    next_conn: u64,
+    pub faults: Faults,
+    /// Document -> hashes of the changes devices made to it.
+    made: BTreeMap<DocumentId, BTreeSet<ChangeHash>>,
+    pub docs: Vec<DocumentId>,
+    pub records: records::Expected,
+    pub acks_checked: u64,
+    /// (device, document) -> the last relay heads the device was told.
+    last_acks: BTreeMap<(usize, DocumentId), Vec<ChangeHash>>,
+    pub frames: u64,
+    pub bytes: u64,
+    /// Every input and what came of it, when asked for (to compare two runs of one seed).
+    pub trace: Option<Vec<String>>,
+}
+
+pub const RELAY: usize = 0;
+
+fn open_store(kv: &Arc<FaultyKv>, user: &str, compact_after_chunks: u64) -> DocStore {
+    DocStore::with_kv(
+        kv.clone(),
+        common::identity(user, &format!("{user}-device"), Role::Msl),
+        Arc::new(ManualClock::new(1_700_000_000_000)),
+        StoreOptions { compact_after_chunks, ..StoreOptions::default() },
+    )
+    .expect("a store opens on what its key-value store kept")
+}
+
+/// The store's install id (the actor-id part a store makes at random on first open), made
+/// from the seed instead, under the store's key for it: a seed replays the same actors.
+fn install_id(seed: u64, node: usize) -> common::faulty_kv::Map {
+    let bytes = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(node as u64).to_le_bytes();
+    [(b"!install".to_vec(), bytes.to_vec())].into()
+}
+
+impl Sim {
+    pub fn new(devices: usize, seed: u64, resident_cap: usize) -> Self {
+        let mut nodes = Vec::new();
+        for i in 0..=devices {
+            let mut config = EngineConfig::new(if i == RELAY { "relay".to_owned() } else { format!("device-{i}") });
+            config.storage_id = Some(StorageId(format!("storage-{i}")));
+            config.announce = i != RELAY;
+            config.resident_cap = if i == RELAY { resident_cap } else { 100_000 };
+            let engine = Engine::new(config.clone(), Box::new(OpenPolicy), format!("session-{i}-0"));
+            // The relay compacts often, so group commits that compact are exercised.
+            let compact = if i == RELAY { 4 } else { 64 };
+            let user = format!("user{i}");
+            let kv = Arc::new(FaultyKv::new(install_id(seed, i)));
+            let d = Driver::new(engine, open_store(&kv, &user, compact), Storage::Deferred);
+            nodes.push(Node { d, kv, config, user, compact, restarts: 0 });
+        }
+        Self {
+            nodes,
+            links: Vec::new(),
+            rng: Rng(seed | 1),
+            now: 0,
+            next_conn: 1,
+            faults: Faults::default(),
+            made: BTreeMap::new(),
+            docs: Vec::new(),
+            records: records::Expected::default(),
+            acks_checked: 0,
+            last_acks: BTreeMap::new(),
+            frames: 0,
+            bytes: 0,
+            trace: None,
+        }
+    }
+
+    pub fn store(&self, node: usize) -> &DocStore {
+        &self.nodes[node].d.store
+    }
+
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn handle(&mut self, node: usize, input: Input) {
+        self.now += 1;
+        let label = self.trace.is_some().then(|| format!("{node} @{} {input:?}", self.now));
+        let outputs = self.nodes[node].d.handle_at(self.now, input);
+        self.route(node, label, outputs);
+    }
+
+    fn route(&mut self, node: usize, label: Option<String>, outputs: Vec<Output>) {
+        if let (Some(trace), Some(label)) = (self.trace.as_mut(), label) {
+            trace.push(format!("{label} => {outputs:?}"));
+        }
+        for o in outputs {
+            match o {
+                Output::Send { conn, frame } => {
+                    if let Some(l) = self.links.iter_mut().find(|l| Self::owns(l, node, conn)) {
+                        self.frames += 1;
+                        self.bytes += frame.len() as u64;
+                        if node == RELAY { l.to_dev.push_back(frame) } else { l.to_relay.push_back(frame) }
+                    }
+                }
+                Output::Close { conn, .. } => self.cut_conn(node, conn),
+                Output::Storage { .. } => unreachable!("deferred storage tasks wait in the driver"),
+                Output::Event(e) => self.on_event(node, e),
+            }
+        }
+    }
+
+    fn owns(l: &Link, node: usize, conn: ConnId) -> bool {
+        (node == RELAY && l.relay_conn == conn) || (node == l.dev && l.dev_conn == conn)
+    }
+
+    fn on_event(&mut self, node: usize, e: Event) {
+        let Event::PeerHeads { conn, doc, heads } = e else { return };
+        if heads.is_empty() {
+            return;
+        }
+        // The durable-acknowledgement rule, both ways: heads a peer advertises are stored there.
+        let peer = if node == RELAY {
+            match self.links.iter().find(|l| l.relay_conn == conn) {
+                Some(l) => l.dev,
+                None => return,
+            }
+        } else {
+            RELAY
+        };
+        let stored = self
+            .store(peer)
+            .load(&doc)
+            .unwrap_or_else(|e| panic!("node {node} saw heads for {doc} that node {peer} has not stored: {e}"));
+        for h in &heads {
+            assert!(
+                stored.get_change_by_hash(h).is_some(),
+                "node {node} saw head {h} for {doc} that node {peer} has not stored"
+            );
+        }
+        self.acks_checked += 1;
+        if node != RELAY {
+            let mut sorted = heads;
+            sorted.sort();
+            self.last_acks.insert((node, doc), sorted);
+        }
+    }
+
+    pub fn connect(&mut self, dev: usize) {
+        if self.links.iter().any(|l| l.dev == dev) {
+            return;
+        }
+        let relay_conn = ConnId(self.next_conn);
+        let dev_conn = ConnId(self.next_conn + 1);
+        self.next_conn += 2;
+        self.links.push(Link { dev, relay_conn, dev_conn, to_relay: VecDeque::new(), to_dev: VecDeque::new() });
+        self.handle(RELAY, Input::Connected { conn: relay_conn, side: Side::Receiver });
+        self.handle(dev, Input::Connected { conn: dev_conn, side: Side::Initiator });
+    }
+
+    pub fn disconnect(&mut self, dev: usize) {
+        if let Some(i) = self.links.iter().position(|l| l.dev == dev) {
+            let l = self.links.remove(i);
+            self.handle(RELAY, Input::Disconnected { conn: l.relay_conn });
+            self.handle(dev, Input::Disconnected { conn: l.dev_conn });
+        }
+    }
+
+    fn cut_conn(&mut self, node: usize, conn: ConnId) {
+        if let Some(l) = self.links.iter().find(|l| Self::owns(l, node, conn)) {
+            let dev = l.dev;
+            self.disconnect(dev);
+        }
+    }
+
+    /// The node's process dies: its connections drop (the peers notice), its storage tasks in
+    /// flight are lost, and so is every write its key-value store had not flushed. It restarts
+    /// on what is on disk, with a new store object and a new engine; a device announces its
+    /// documents again, as the client does at start.
+    pub fn crash(&mut self, node: usize) {
+        let gone: Vec<usize> = self.links.iter().filter(|l| node == RELAY || l.dev == node).map(|l| l.dev).collect();
+        for dev in gone {
+            if let Some(i) = self.links.iter().position(|l| l.dev == dev) {
+                let l = self.links.remove(i);
+                let (survivor, conn) = if node == RELAY { (dev, l.dev_conn) } else { (RELAY, l.relay_conn) };
+                self.handle(survivor, Input::Disconnected { conn });
+            }
+        }
+        let n = &mut self.nodes[node];
+        n.restarts += 1;
+        n.kv = Arc::new(FaultyKv::new(n.kv.disk()));
+        let engine = Engine::new(n.config.clone(), Box::new(OpenPolicy), format!("session-{node}-{}", n.restarts));
+        n.d = Driver::new(engine, open_store(&n.kv, &n.user, n.compact), Storage::Deferred);
+        if node != RELAY {
+            let docs = self.store(node).all_documents().expect("lists documents");
+            for doc in docs {
+                self.handle(node, Input::Announce { doc });
+            }
+        }
+    }
+
+    /// Arms a storage fault on a node's key-value store (none disarms).
+    pub fn fail_storage(&mut self, node: usize, fault: Option<Fault>) {
+        self.nodes[node].kv.fail(fault);
+    }
+
+    /// One random step. Returns false when nothing is left to do.
+    pub fn step(&mut self) -> bool {
+        let mut choices: Vec<(usize, bool)> = Vec::new(); // (link, towards relay)
+        for (i, l) in self.links.iter().enumerate() {
+            if !l.to_relay.is_empty() {
+                choices.push((i, true));
+            }
+            if !l.to_dev.is_empty() {
+                choices.push((i, false));
+            }
+        }
+        let task_nodes: Vec<usize> = (0..self.nodes.len()).filter(|n| !self.nodes[*n].d.pending.is_empty()).collect();
+        let total = choices.len() + task_nodes.len();
+        if total == 0 {
+            return false;
+        }
+        if self.now % 97 == 0 {
+            // Time passes: failed writes are retried.
+            for n in 0..self.nodes.len() {
+                self.handle(n, Input::Tick);
+            }
+        }
+        let pick = self.rng.below(total);
+        if pick < choices.len() {
+            let (li, to_relay) = choices[pick];
+            self.deliver(li, to_relay);
+            return true;
+        }
+        let node = task_nodes[pick - choices.len()];
+        let pending = &self.nodes[node].d.pending;
+        let i = self.rng.below(pending.len());
+        let label = self.trace.is_some().then(|| format!("{node} storage #{i}"));
+        let outputs = if node == RELAY && !matches!(pending[i].1, StorageTask::Load { .. }) {
+            // As the relay's writer thread does: writes in the order issued, the ones queued so
+            // far (some of them) committed as one group.
+            let writes = pending.iter().filter(|(_, op)| !matches!(op, StorageTask::Load { .. })).count();
+            let take = 1 + self.rng.below(writes);
+            self.nodes[node].d.complete_group(take)
+        } else {
+            self.nodes[node].d.complete(i, None).unwrap_or_default()
+        };
+        self.route(node, label, outputs);
+        true
+    }
+
+    fn deliver(&mut self, li: usize, to_relay: bool) {
+        let f = self.faults;
+        let reorder = self.rng.chance(f.reorder);
+        let l = &mut self.links[li];
+        let q = if to_relay { &mut l.to_relay } else { &mut l.to_dev };
+        let idx = if reorder && q.len() > 1 { 1 } else { 0 };
+        let Some(frame) = q.remove(idx) else { return };
+        let (dev, relay_conn, dev_conn) = (l.dev, l.relay_conn, l.dev_conn);
+        if self.rng.chance(f.drop) {
+            self.disconnect(dev);
+            return;
+        }
+        let (node, conn) = if to_relay { (RELAY, relay_conn) } else { (dev, dev_conn) };
+        let dup = self.rng.chance(f.duplicate);
+        self.handle(node, Input::Frame { conn, frame: frame.clone() });
+        if dup && self.links.iter().any(|l| l.dev == dev) {
+            self.handle(node, Input::Frame { conn, frame });
+        }
+    }
+
+    pub fn run(&mut self, max_steps: usize) -> usize {
+        let mut n = 0;
+        while n < max_steps && self.step() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Heals the network and the disks: no faults, every device connected and told about every
+    /// document, and the simulation run until nothing is left to do.
+    pub fn heal(&mut self) {
+        self.faults = Faults::default();
+        for n in 0..self.nodes.len() {
+            self.fail_storage(n, None);
+        }
+        let devices: Vec<usize> = (1..self.nodes.len()).collect();
+        for d in &devices {
+            self.disconnect(*d);
+        }
+        // Finish outstanding storage work first (failed writes retry on a tick).
+        for _ in 0..3 {
+            self.run(1_000_000);
+            for n in 0..self.nodes.len() {
+                self.handle(n, Input::Tick);
+            }
+        }
+        self.run(1_000_000);
+        for d in &devices {
+            self.connect(*d);
+        }
+        self.run(1_000_000);
+        let docs = self.docs.clone();
+        for d in devices {
+            for doc in &docs {
+                if self.store(d).load(doc).is_ok() {
+                    self.handle(d, Input::Announce { doc: *doc });
+                } else {
+                    self.handle(d, Input::Find { doc: *doc });
+                }
+            }
+        }
+        let steps = self.run(5_000_000);
+        assert!(steps < 5_000_000, "the simulation did not settle");
+        // Then, still connected, devices keep editing while exchanges are in flight, and the
+        // network settles without any reconnect: acknowledgements must still all arrive.
+        let plans = self.records.plans.clone();
+        if !plans.is_empty() {
+            for _ in 0..12 {
+                let dev = 1 + self.rng.below(self.nodes.len() - 1);
+                let doc = plans[self.rng.below(plans.len())];
+                self.edit(dev, doc);
+                let n = self.rng.below(12);
+                self.run(n);
+            }
+            let steps = self.run(5_000_000);
+            assert!(steps < 5_000_000, "the simulation did not settle");
+        }
+    }
+
+    /// Every node holds every document with the relay's heads, every device was told the relay
+    /// stored exactly that, and no change a device made is missing from the relay.
+    pub fn check_converged(&self) {
+        for doc in &self.docs {
+            let relay = self.store(RELAY).load(doc).unwrap_or_else(|e| panic!("relay lacks {doc}: {e}"));
+            let heads = relay.get_heads();
+            for i in 1..self.nodes.len() {
+                let d = self.store(i).load(doc).unwrap_or_else(|e| panic!("device {i} lacks {doc}: {e}"));
+                assert_eq!(d.get_heads(), heads, "device {i} differs from the relay on {doc}");
+                // Liveness of acknowledgements: once quiet, every device has been told the relay
+                // holds exactly what it holds (its "everything is stored" indicator depends on it).
+                let mut sorted = heads.clone();
+                sorted.sort();
+                assert_eq!(
+                    self.last_acks.get(&(i, *doc)),
+                    Some(&sorted),
+                    "device {i} was never told the relay stored {doc}"
+                );
+            }
+        }
+        for (doc, hashes) in &self.made {
+            let relay = self.store(RELAY).load(doc).expect("the relay has it");
+            for h in hashes {
+                assert!(relay.get_change_by_hash(h).is_some(), "change {h} made on a device is missing from {doc}");
+            }
+        }
+        // Nothing the relay acknowledged was only in memory: a crash now loses nothing.
+        let disk = Arc::new(FaultyKv::new(self.nodes[RELAY].kv.disk()));
+        let reopened = open_store(&disk, "relay-check", 4);
+        for doc in &self.docs {
+            let heads = self.store(RELAY).load(doc).expect("loads").get_heads();
+            assert_eq!(reopened.load(doc).map(|d| d.get_heads()).ok(), Some(heads), "{doc} is not on the relay's disk");
+        }
+        self.check_records();
+    }
+
+    /// Records the changes a device made (now stored in its store) and tells its engine.
+    fn made_locally(&mut self, dev: usize, doc: DocumentId, before: &[ChangeHash]) {
+        let s = self.store(dev);
+        let after = s.load(&doc).expect("just written").get_heads();
+        let changes = s.changes_since(&doc, before).expect("reads changes");
+        self.made.entry(doc).or_default().extend(after);
+        self.handle(dev, Input::LocalChanges { doc, changes });
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.nodes.len() - 1
+    }
+
+    pub fn relay_resident(&self) -> usize {
+        self.nodes[RELAY].d.engine.resident()
+    }
+}
