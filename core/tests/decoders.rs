@@ -10,6 +10,7 @@ use common::identity;
 use liaison_core::model::*;
 use liaison_core::storage::{KvStore, MemoryKv};
 use liaison_core::store::{ManualClock, StoreError, StoreOptions};
+use liaison_core::sync::testing::fuzz;
 use liaison_core::{DocStore, DocumentId, Role};
 use proptest::prelude::*;
 
@@ -98,41 +99,121 @@ fn a_foreign_document_is_stored_and_synced_but_not_indexed() {
     assert!(matches!(err, StoreError::Model(ModelError::NotLiaison(_))), "{err}");
 }
 
-/// Replays the fuzz corpora and every kept crasher through the frame decoder and a relay engine.
-#[test]
-fn fuzz_corpora_and_kept_crashers_replay_cleanly() {
-    use liaison_core::sync::wire::{DEFAULT_MAX_FRAME, Message, decode};
-    use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, OpenPolicy, Side};
+/// The fuzz targets' inputs in `fuzz/` replayed through exactly the targets' harnesses.
+fn replay(dirs: &[&str], harness: fn(&[u8])) -> usize {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut replayed = 0;
-    // `regressions/engine_changes/` holds typed programs, not frames: server/tests replays those.
-    let dirs = [
-        "seeds/wire_decode",
-        "seeds/engine_frames",
-        "regressions",
-        "regressions/wire_decode",
-        "regressions/engine_frames",
-    ];
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
         for entry in entries {
             let path = entry.unwrap().path();
-            if !path.is_file() {
-                continue;
+            if path.is_file() {
+                let bytes = std::fs::read(&path).unwrap();
+                let caught = std::panic::catch_unwind(|| harness(&bytes));
+                assert!(caught.is_ok(), "{} fails its fuzz target", path.display());
+                replayed += 1;
             }
-            let bytes = std::fs::read(&path).unwrap();
-            if let Ok(m) = decode(&bytes, DEFAULT_MAX_FRAME) {
-                assert_eq!(decode(&m.encode(), DEFAULT_MAX_FRAME).unwrap(), m, "{}", path.display());
-            }
-            let mut e = Engine::new(EngineConfig::new("relay"), Box::new(OpenPolicy), "s".into());
-            let conn = ConnId(1);
-            e.handle(0, Input::Connected { conn, side: Side::Receiver });
-            let join =
-                Message::Join { sender_id: "p".into(), supported_protocol_versions: vec!["1".into()], metadata: None };
-            e.handle(1, Input::Frame { conn, frame: join.encode() });
-            e.handle(2, Input::Frame { conn, frame: bytes });
-            replayed += 1;
         }
     }
-    assert!(replayed >= 10, "the seed corpora are there ({replayed} files)");
+    replayed
+}
+
+/// Replays the seeds and every kept crasher of the byte-level targets, as the fuzzer ran them.
+#[test]
+fn fuzz_corpora_and_kept_crashers_replay_cleanly() {
+    // `regressions/engine_changes/` holds typed programs: server/tests replays those.
+    let wire = replay(&["seeds/wire_decode", "regressions/wire_decode"], fuzz::wire_decode);
+    let frames = replay(&["seeds/engine_frames", "regressions/engine_frames"], |b| {
+        fuzz::engine_frames(b);
+    });
+    assert!(wire >= 5 && frames >= 4, "the seed corpora are there ({wire} and {frames} files)");
+}
+
+/// Seeds written from real messages: sync messages carrying real changes of real liaison
+/// records, a request for a document the relay lacks, ephemeral data and a leave, so the
+/// fuzzer starts from inputs that reach deep into the engine. Checked against the files in
+/// `fuzz/seeds/`; `LIAISON_WRITE_SEEDS=1` rewrites them.
+#[test]
+fn fuzz_seeds_are_real_messages() {
+    use automerge::sync::SyncDoc;
+    use liaison_core::sync::wire::{Message, PeerId};
+
+    // The store's install id (the random part of its actor ids, under its own key) is fixed,
+    // so the seeds are the same bytes on every run.
+    let kv = Arc::new(MemoryKv::new());
+    kv.put(b"!install", &[7; 8]).unwrap();
+    let store =
+        DocStore::with_kv(kv, identity("sato", "p", Role::Msl), Arc::new(ManualClock::new(0)), StoreOptions::default())
+            .unwrap();
+    let (kol, plan) = (DocumentId::from_bytes([1; 16]), DocumentId::from_bytes([2; 16]));
+    store.create_with(kol, &team(), &KolProfile::new("Dr A", "Univ")).unwrap();
+    store.create_with(plan, &team(), &EngagementPlan::new(&kol, "plan")).unwrap();
+    store.update(&plan, |p: &mut EngagementPlan| p.notes.splice(0, 0, "met at the congress")).unwrap();
+    let (me, relay) = (PeerId("p".into()), PeerId("relay".into()));
+    let sync = |id: DocumentId, request: bool| {
+        let doc = store.load(&id).unwrap();
+        let mut state = automerge::sync::State::new();
+        // First message (heads and a bloom filter), then the one carrying every change, as
+        // after the relay's reply naming nothing in common.
+        let first = doc.generate_sync_message(&mut state).unwrap();
+        let empty = automerge::Automerge::new();
+        let reply = empty.generate_sync_message(&mut automerge::sync::State::new()).unwrap();
+        let mut state2 = automerge::sync::State::new();
+        let _ = doc.generate_sync_message(&mut state2);
+        let mut d2 = doc.clone();
+        d2.receive_sync_message(&mut state2, reply).unwrap();
+        let with_changes = d2.generate_sync_message(&mut state2).unwrap();
+        assert!(!with_changes.changes.is_empty(), "a seed carries real changes");
+        [first, with_changes]
+            .into_iter()
+            .map(|m| {
+                let (sender_id, target_id, document_id, data) = (me.clone(), relay.clone(), id, m.encode());
+                if request {
+                    Message::Request { sender_id, target_id, document_id, data }.encode()
+                } else {
+                    Message::Sync { sender_id, target_id, document_id, data }.encode()
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let changes = sync(plan, false);
+    let ephemeral = Message::Ephemeral {
+        sender_id: me.clone(),
+        target_id: relay.clone(),
+        count: 1,
+        session_id: "s".into(),
+        document_id: plan,
+        data: vec![0xa1, 0x61, 0x78, 0x01],
+    }
+    .encode();
+    let leave = Message::Leave { sender_id: me.clone() }.encode();
+    let wire_seeds: Vec<(&str, Vec<u8>)> =
+        vec![("sync_with_changes", changes[1].clone()), ("ephemeral", ephemeral.clone())];
+    let mut two_docs = sync(kol, true);
+    two_docs.extend(sync(plan, false));
+    let frame_seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("create_a_plan", fuzz::join_frames(&changes)),
+        ("request_then_create_two_documents", fuzz::join_frames(&two_docs)),
+        ("create_then_ephemeral_then_leave", fuzz::join_frames(&[changes.clone(), vec![ephemeral, leave]].concat())),
+        ("same_changes_twice", fuzz::join_frames(&[changes.clone(), changes].concat())),
+    ];
+    // The seeds reach the store: the relay keeps the documents they create.
+    for (name, stored) in [(0, 1), (1, 2), (2, 1), (3, 1)] {
+        assert_eq!(fuzz::engine_frames(&frame_seeds[name].1), stored, "{}", frame_seeds[name].0);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+    let write = std::env::var_os("LIAISON_WRITE_SEEDS").is_some();
+    for (dir, seeds) in [("wire_decode", wire_seeds), ("engine_frames", frame_seeds)] {
+        for (name, bytes) in seeds {
+            let path = root.join(dir).join(name);
+            if write {
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            assert_eq!(std::fs::read(&path).ok(), Some(bytes), "{} is stale: LIAISON_WRITE_SEEDS=1", path.display());
+        }
+    }
+}
+
+fn team() -> NewDocument {
+    NewDocument { team: "team".into(), retention_class: "standard".into() }
 }

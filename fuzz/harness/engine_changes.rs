@@ -19,7 +19,7 @@
 //! `server/tests/engine_changes_replay.rs` (included there by path), so kept regressions run on
 //! every `cargo test` without cargo-fuzz.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, Once};
 
@@ -31,11 +31,9 @@ use liaison_core::id::{actor_belongs_to, actor_principal};
 use liaison_core::model::{self, EngagementPlan, Interaction, KolProfile, MedicalInsight, NewDocument};
 use liaison_core::storage::MemoryKv;
 use liaison_core::store::{ManualClock, StoreOptions};
-use liaison_core::sync::store_tasks::execute;
+use liaison_core::sync::testing::{Driver, Storage};
 use liaison_core::sync::wire::{self, Message, PeerId, StorageId};
-use liaison_core::sync::{
-    Access, ConnId, Engine, EngineConfig, Event, Input, Output, Side, StorageResult, StorageTask, TaskId,
-};
+use liaison_core::sync::{Access, ConnId, Engine, EngineConfig, Event, Input, Output, Side, StorageResult};
 use liaison_core::{DocStore, DocumentId, Identity, Role};
 use liaison_server::auth::{Principal, RoleName};
 use liaison_server::policy::{PendingOwners, Principals, RelayPolicy, access_for};
@@ -341,16 +339,13 @@ struct Accepted {
 }
 
 pub struct Harness {
-    engine: Engine,
-    store: Arc<DocStore>,
+    d: Driver,
     principals: Principals,
     pending: PendingOwners,
     conns: Vec<Option<Conn>>,
     next_conn: u64,
     copies: HashMap<(usize, usize), Copy>,
     accepted: HashMap<DocumentId, Accepted>,
-    deferred: VecDeque<(TaskId, StorageTask)>,
-    defer_storage: bool,
     now: i64,
 }
 
@@ -363,12 +358,12 @@ pub fn run(program: &Program) -> Result<(), String> {
         h.step(step).map_err(|e| format!("step {i} ({step:?}): {e}"))?;
         h.check().map_err(|e| format!("after step {i} ({step:?}): {e}"))?;
     }
-    h.defer_storage = false;
+    h.d.storage = Storage::Immediate;
     h.drain_storage(usize::MAX, false, false)?;
     h.check().map_err(|e| format!("at the end: {e}"))?;
     if std::env::var_os("LIAISON_FUZZ_DUMP").is_some() {
         let changes: Vec<usize> =
-            (0..SLOTS).map(|s| h.engine.document(&slot_id(s)).map_or(0, |d| d.get_changes(&[]).len())).collect();
+            (0..SLOTS).map(|s| h.d.engine.document(&slot_id(s)).map_or(0, |d| d.get_changes(&[]).len())).collect();
         eprintln!("{program:#?}\naccepted: {:?}\nchanges held per slot: {changes:?}", h.accepted);
     }
     Ok(())
@@ -401,31 +396,28 @@ impl Harness {
         // Small, so documents are evicted and loaded back from the store.
         config.resident_cap = 2;
         let engine = Engine::new(config, Box::new(policy), "session".into());
+        let storage = if defer_storage { Storage::Deferred } else { Storage::Immediate };
         Self {
-            engine,
-            store,
+            d: Driver::new(engine, store, storage),
             principals,
             pending,
             conns: (0..PRINCIPALS.len()).map(|_| None).collect(),
             next_conn: 1,
             copies: HashMap::new(),
             accepted: HashMap::new(),
-            deferred: VecDeque::new(),
-            defer_storage,
             now: 0,
         }
     }
 
     fn handle(&mut self, input: Input) -> Result<(), String> {
         let now = self.now;
-        let outs = catch_unwind(AssertUnwindSafe(|| self.engine.handle(now, input)))
-            .map_err(|_| format!("panic escaped Engine::handle: {}", take_panic()))?;
+        let outs = catch_unwind(AssertUnwindSafe(|| self.d.handle_at(now, input)))
+            .map_err(|_| format!("panic escaped Engine::handle or a storage task: {}", take_panic()))?;
         self.pump(outs)
     }
 
     fn pump(&mut self, outs: Vec<Output>) -> Result<(), String> {
-        let mut queue: VecDeque<Output> = outs.into();
-        while let Some(out) = queue.pop_front() {
+        for out in outs {
             match out {
                 Output::Send { conn, frame } => self.on_send(conn, &frame)?,
                 Output::Close { conn, .. } => {
@@ -436,19 +428,7 @@ impl Harness {
                     }
                     self.principals.remove(conn);
                 }
-                Output::Storage { task, op } => {
-                    if self.defer_storage {
-                        self.deferred.push_back((task, op));
-                    } else {
-                        let result = self.run_task(&op)?;
-                        let now = self.now;
-                        let more = catch_unwind(AssertUnwindSafe(|| {
-                            self.engine.handle(now, Input::StorageDone { task, result })
-                        }))
-                        .map_err(|_| format!("panic escaped Engine::handle(StorageDone): {}", take_panic()))?;
-                        queue.extend(more);
-                    }
-                }
+                Output::Storage { .. } => return Err("the driver runs storage tasks".into()),
                 Output::Event(Event::DocChanged { doc, .. }) => self.pending.forget(&doc),
                 Output::Event(_) => {}
             }
@@ -456,19 +436,16 @@ impl Harness {
         Ok(())
     }
 
-    fn run_task(&self, op: &StorageTask) -> Result<StorageResult, String> {
-        catch_unwind(AssertUnwindSafe(|| execute(&self.store, op)))
-            .map_err(|_| format!("panic in a storage task {op:?}: {}", take_panic()))
-    }
-
+    /// Completes up to `count` deferred storage tasks, oldest or newest first, or fails them.
     fn drain_storage(&mut self, count: usize, fail: bool, from_back: bool) -> Result<(), String> {
-        let mut done = 0;
-        while done < count {
-            let next = if from_back { self.deferred.pop_back() } else { self.deferred.pop_front() };
-            let Some((task, op)) = next else { break };
-            let result = if fail { StorageResult::Failed("disk full".into()) } else { self.run_task(&op)? };
-            self.handle(Input::StorageDone { task, result })?;
-            done += 1;
+        for _ in 0..count {
+            let Some(last) = self.d.pending.len().checked_sub(1) else { break };
+            let i = if from_back { last } else { 0 };
+            let answer = fail.then(|| StorageResult::Failed("disk full".into()));
+            self.d.now = self.now;
+            let outs = catch_unwind(AssertUnwindSafe(|| self.d.complete(i, answer)))
+                .map_err(|_| format!("panic in a storage task or in Engine::handle(StorageDone): {}", take_panic()))?;
+            self.pump(outs.unwrap_or_default())?;
         }
         Ok(())
     }
@@ -478,13 +455,13 @@ impl Harness {
         if let Some(a) = self.accepted.get(doc) {
             return Some(a.clone());
         }
-        if let Some(held) = self.engine.document(doc)
+        if let Some(held) = self.d.engine.document(doc)
             && !held.get_heads().is_empty()
             && let (Ok((tenant, team)), Ok(kind)) = (model::read_owner(held), model::document_kind(held))
         {
             return Some(Accepted { tenant, team, kind });
         }
-        match self.store.owner_of(doc) {
+        match self.d.store.owner_of(doc) {
             Ok(Some((tenant, team, Some(kind)))) => Some(Accepted { tenant, team, kind }),
             _ => None,
         }
@@ -540,7 +517,7 @@ impl Harness {
     fn check(&mut self) -> Result<(), String> {
         for slot in 0..SLOTS {
             let id = slot_id(slot);
-            let Some(held) = self.engine.document(&id) else { continue };
+            let Some(held) = self.d.engine.document(&id) else { continue };
             if held.get_heads().is_empty() {
                 continue;
             }
@@ -572,7 +549,7 @@ impl Harness {
                     ));
                 }
             }
-            if let Ok(Some((tenant, team, _))) = self.store.owner_of(&id)
+            if let Ok(Some((tenant, team, _))) = self.d.store.owner_of(&id)
                 && (tenant != now.tenant || team != now.team)
             {
                 return Err(format!("{id} is stored as ({tenant}, {team}) but was accepted as {now:?}"));
