@@ -107,6 +107,19 @@ impl Net {
         self.nodes.len() - 1
     }
 
+    /// The node's process restarts: a new engine, with nothing of the old one's memory, over the
+    /// same store; a device announces its documents again, as the client does at start.
+    fn restart(&mut self, node: usize, policy: Box<dyn Policy>) {
+        let config = self.nodes[node].d.engine.config().clone();
+        let session = format!("{}-restarted-{}", config.peer_id.0, self.now);
+        self.nodes[node].d.engine = Engine::new(config.clone(), policy, session);
+        if config.announce {
+            for doc in self.nodes[node].d.store.all_documents().unwrap() {
+                self.handle(node, Input::Announce { doc });
+            }
+        }
+    }
+
     fn node_of(&self, conn: ConnId) -> usize {
         self.wires.iter().find(|(_, (_, peer))| *peer == conn).map(|(_, (n, _))| *n).unwrap_or(usize::MAX)
     }
@@ -530,22 +543,33 @@ fn sync_state_is_resumed_per_storage_id_after_a_reconnect() {
     let docs: Vec<DocumentId> = (0..20).map(|i| net.create_plan(devs[0], &format!("{i}"))).collect();
     let (d, _) = net.connect(devs[0], relay);
     net.settle();
-    // Drop the connection and reconnect with nothing changed: the resumed states know the
-    // shared heads, so no document's content is sent again.
+    // Drop the connection and restart both processes: new engines over the same stores, so
+    // only what was stored per storage id survives. Offline, the device edits one plan.
     net.handle(devs[0], Input::Close { conn: d, reason: "network lost".into() });
     net.settle();
+    net.restart(relay, Box::new(policy.clone()));
+    net.restart(devs[0], Box::new(OpenPolicy));
+    net.edit(devs[0], docs[3], " and more");
     let before = net.sent.len();
     net.connect(devs[0], relay);
     net.settle();
-    let resent: usize = net.sent[before..]
+    let syncs: Vec<(usize, DocumentId, usize)> = net.sent[before..]
         .iter()
-        .filter_map(|(_, m)| match m {
-            Message::Sync { data, .. } => Some(automerge::sync::Message::decode(data).unwrap().changes.len()),
+        .filter_map(|(from, m)| match m {
+            Message::Sync { document_id, data, .. } => {
+                Some((*from, *document_id, automerge::sync::Message::decode(data).unwrap().changes.len()))
+            }
             _ => None,
         })
-        .sum();
-    assert_eq!(resent, 0, "no changes re-sent after a reconnect with nothing new");
-    assert_eq!(docs.len(), 20);
+        .collect();
+    // Resumed from the stored state, the device's very first message for the edited plan
+    // already carries the edit (no round trip for the relay's bloom filter first) ...
+    let first = syncs.iter().find(|(from, doc, _)| *from == devs[0] && *doc == docs[3]);
+    assert_eq!(first.map(|s| s.2), Some(1), "the first message carries the offline edit");
+    // ... and nothing else is sent again.
+    let resent: usize = syncs.iter().filter(|(_, doc, _)| *doc != docs[3]).map(|s| s.2).sum();
+    assert_eq!(resent, 0, "no other document's changes re-sent");
+    assert_eq!(net.notes(relay, docs[3]).as_deref(), Some("3 and more"));
 }
 
 #[test]
