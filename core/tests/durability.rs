@@ -8,11 +8,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::faulty_kv::{self, Fault, FaultyKv};
 use common::identity;
 use liaison_core::model::*;
 use liaison_core::storage::{KvStore, MemoryKv, StorageError};
 use liaison_core::store::{ManualClock, StoreError, StoreOptions};
+use liaison_core::sync::testing::faulty_kv::{self, Fault, FaultyKv};
 use liaison_core::{DocStore, DocumentId, Role, SyncWrite};
 
 const CHILD_ENV: &str = "LIAISON_CRASH_CHILD_DIR";

@@ -1,34 +1,13 @@
-//! The simulator's properties (see `sim/mod.rs` for what it simulates and checks): devices
+//! The simulator's properties (see `liaison_core::sync::testing::sim` for what it simulates
+//! and checks): devices
 //! converge, and nothing acknowledged is lost, through a faulty network, failing disks, and
 //! crashes of the relay and of devices; a seed replays the same trace.
 #![allow(clippy::unwrap_used)]
 
 mod common;
-mod sim;
 
-use common::faulty_kv::Fault;
+use liaison_core::sync::testing::sim::{Act, Faults, RELAY, Sim};
 use proptest::prelude::*;
-use sim::{Faults, RELAY, Sim};
-
-#[derive(Debug, Clone)]
-enum Act {
-    CreatePlan(usize),
-    CreateInteraction(usize),
-    CreateKol(usize),
-    Edit(usize, usize),
-    DeleteToken(usize, usize, usize),
-    RemoveActivity(usize, usize, usize),
-    MoveActivity(usize, usize, usize, usize),
-    Submit(usize, usize),
-    MergeKols(usize, usize, usize),
-    Connect(usize),
-    Disconnect(usize),
-    /// Node 0 is the relay.
-    Crash(usize),
-    /// The n-th write (or flush) of a node's key-value store fails.
-    FailStorage(usize, bool, u64),
-    Run(usize),
-}
 
 fn act(devices: usize) -> impl Strategy<Value = Act> {
     let d = 1..=devices;
@@ -45,68 +24,19 @@ fn act(devices: usize) -> impl Strategy<Value = Act> {
         1 => (d.clone(), i()).prop_map(|(d, x)| Act::Submit(d, x)),
         1 => (d.clone(), i(), i()).prop_map(|(d, a, b)| Act::MergeKols(d, a, b)),
         2 => d.clone().prop_map(Act::Connect),
-        1 => d.prop_map(Act::Disconnect),
+        1 => d.clone().prop_map(Act::Disconnect),
+        1 => d.prop_map(Act::Share),
         1 => node.clone().prop_map(Act::Crash),
         1 => (node, any::<bool>(), 1u64..6).prop_map(|(n, flush, k)| Act::FailStorage(n, flush, k)),
         4 => (1usize..60).prop_map(Act::Run),
     ]
 }
 
-fn plan(sim: &Sim, i: usize) -> Option<liaison_core::DocumentId> {
-    let plans = &sim.records.plans;
-    (!plans.is_empty()).then(|| plans[i % plans.len()])
-}
-
-fn act_on(sim: &mut Sim, a: &Act) {
-    match *a {
-        Act::CreatePlan(d) => {
-            sim.create_plan(d);
-        }
-        Act::CreateInteraction(d) => {
-            sim.create_interaction(d);
-        }
-        Act::CreateKol(d) => {
-            sim.create_kol(d);
-        }
-        Act::Edit(d, i) => {
-            if let Some(doc) = plan(sim, i) {
-                sim.edit(d, doc);
-            }
-        }
-        Act::DeleteToken(d, p, t) => {
-            if let Some(doc) = plan(sim, p) {
-                sim.delete_token(d, doc, t);
-            }
-        }
-        Act::RemoveActivity(d, p, a) => {
-            if let Some(doc) = plan(sim, p) {
-                sim.remove_or_move_activity(d, doc, a, None);
-            }
-        }
-        Act::MoveActivity(d, p, a, to) => {
-            if let Some(doc) = plan(sim, p) {
-                sim.remove_or_move_activity(d, doc, a, Some(to));
-            }
-        }
-        Act::Submit(d, i) => sim.submit(d, i),
-        Act::MergeKols(d, a, b) => sim.merge_kols(d, a, b),
-        Act::Connect(d) => sim.connect(d),
-        Act::Disconnect(d) => sim.disconnect(d),
-        Act::Crash(n) => sim.crash(n),
-        Act::FailStorage(n, flush, k) => {
-            sim.fail_storage(n, Some(if flush { Fault::Flush(k) } else { Fault::Write(k) }))
-        }
-        Act::Run(n) => {
-            sim.run(n);
-        }
-    }
-}
-
 fn play(seed: u64, faults: Faults, acts: &[Act], devices: usize, resident_cap: usize) -> Sim {
     let mut sim = Sim::new(devices, seed, resident_cap);
     sim.faults = faults;
     for a in acts {
-        act_on(&mut sim, a);
+        sim.act(a);
     }
     sim.heal();
     sim.check_converged();
@@ -168,7 +98,7 @@ fn one_seed_replays_the_same_trace() {
         sim.faults = Faults { drop: 10, duplicate: 50, reorder: 50 };
         sim.trace = Some(Vec::new());
         for a in &acts {
-            act_on(&mut sim, a);
+            sim.act(a);
         }
         sim.heal();
         sim.check_converged();

@@ -1,7 +1,5 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
-pub mod faulty_kv;
-
 use std::sync::Arc;
 
 use liaison_core::storage::MemoryKv;

@@ -5,7 +5,11 @@
 //! Behind the `testing` feature: the relay and the mobile client have their own drivers (a
 //! writer thread, group commits, sockets); this one is synchronous and deterministic.
 
+#![allow(clippy::unwrap_used, missing_docs)]
+
+pub mod faulty_kv;
 pub mod fuzz;
+pub mod sim;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use liaison_core::storage::{Batch, BatchOp, KeyValue, KvStore, StorageError};
+use crate::storage::{Batch, BatchOp, KeyValue, KvStore, StorageError};
 
 pub type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 

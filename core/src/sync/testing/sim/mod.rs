@@ -9,40 +9,46 @@
 //! has not stored, and the relay never learns device heads the device has not stored (durable
 //! acknowledgement, for device engines too). Checked at the end, after the network heals: every
 //! node has every document with identical heads, and no edit is missing (see `records.rs`).
-#![allow(dead_code)]
+//!
+//! The relay runs the open policy unless a [`Setup`] gives it another: `server/tests` runs the
+//! same simulation with the relay's real policy, whose refusals devices then discard, as an app
+//! does.
 
+mod acts;
 mod records;
+
+pub use acts::{Act, random_acts};
+pub use records::Expected;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use automerge::{ChangeHash, ReadDoc};
-use liaison_core::store::{ManualClock, StoreOptions};
-use liaison_core::sync::engine::Event;
-use liaison_core::sync::testing::{Driver, Storage};
-use liaison_core::sync::wire::StorageId;
-use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, OpenPolicy, Output, Side, StorageTask};
-use liaison_core::{DocStore, DocumentId, Role};
 
-use crate::common;
-use crate::common::faulty_kv::{Fault, FaultyKv};
+use super::faulty_kv::{Fault, FaultyKv, Map};
+use super::{Driver, Storage};
+use crate::DocumentId;
+use crate::id::{Identity, Role};
+use crate::store::{DocStore, ManualClock, StoreOptions};
+use crate::sync::engine::{ConnId, Engine, EngineConfig, Event, Input, OpenPolicy, Output, Policy, Side, StorageTask};
+use crate::sync::wire::StorageId;
 
 /// Small deterministic RNG so a failing seed replays exactly.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
     pub fn chance(&mut self, per_mille: u32) -> bool {
-        (self.next() % 1000) < u64::from(per_mille)
+        (self.next_u64() % 1000) < u64::from(per_mille)
     }
 }
 
@@ -59,7 +65,6 @@ struct Node {
     d: Driver,
     kv: Arc<FaultyKv>,
     config: EngineConfig,
-    user: String,
     compact: u64,
     restarts: u64,
 }
@@ -73,8 +78,46 @@ struct Link {
     to_dev: VecDeque<Vec<u8>>,
 }
 
+/// Makes the relay's policy over its store.
+pub type PolicyFactory = Box<dyn Fn(&Arc<DocStore>) -> Box<dyn Policy>>;
+
+/// Who the nodes are and how the relay decides.
+pub struct Setup {
+    /// The identity node `i` writes as (node 0 is the relay).
+    pub identity: Box<dyn Fn(usize) -> Identity>,
+    /// The relay's policy over its store; made again each time the relay restarts.
+    pub relay_policy: PolicyFactory,
+    /// Told of every connection the relay accepts from a device (to authenticate it).
+    pub on_connect: Box<dyn FnMut(usize, ConnId)>,
+    /// Told of every event of the relay's engine.
+    pub on_relay_event: Box<dyn FnMut(&Event)>,
+}
+
+impl Default for Setup {
+    /// MSLs of one tenant and an open relay.
+    fn default() -> Self {
+        Self {
+            identity: Box::new(|i| {
+                let user = format!("user{i}");
+                let device = format!("{user}-device");
+                Identity { tenant: "pharma-a".into(), user, device, role: Role::Msl, install: [0; 8] }
+            }),
+            relay_policy: Box::new(|_| Box::new(OpenPolicy)),
+            on_connect: Box::new(|_, _| {}),
+            on_relay_event: Box::new(|_| {}),
+        }
+    }
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup").finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug)]
 pub struct Sim {
+    setup: Setup,
     nodes: Vec<Node>,
     links: Vec<Link>,
     pub rng: Rng,
@@ -84,7 +127,7 @@ pub struct Sim {
     /// Document -> hashes of the changes devices made to it.
     made: BTreeMap<DocumentId, BTreeSet<ChangeHash>>,
     pub docs: Vec<DocumentId>,
-    pub records: records::Expected,
+    pub records: Expected,
     pub acks_checked: u64,
     /// (device, document) -> the last relay heads the device was told.
     last_acks: BTreeMap<(usize, DocumentId), Vec<ChangeHash>>,
@@ -92,44 +135,56 @@ pub struct Sim {
     pub bytes: u64,
     /// Every input and what came of it, when asked for (to compare two runs of one seed).
     pub trace: Option<Vec<String>>,
+    /// Changes the relay refused, which devices discarded.
+    pub refused: BTreeSet<ChangeHash>,
 }
 
 pub const RELAY: usize = 0;
 
-fn open_store(kv: &Arc<FaultyKv>, user: &str, compact_after_chunks: u64) -> DocStore {
-    DocStore::with_kv(
+fn open_store(kv: &Arc<FaultyKv>, identity: Identity, compact_after_chunks: u64) -> Arc<DocStore> {
+    let store = DocStore::with_kv(
         kv.clone(),
-        common::identity(user, &format!("{user}-device"), Role::Msl),
+        identity,
         Arc::new(ManualClock::new(1_700_000_000_000)),
         StoreOptions { compact_after_chunks, ..StoreOptions::default() },
     )
-    .expect("a store opens on what its key-value store kept")
+    .expect("a store opens on what its key-value store kept");
+    Arc::new(store)
 }
 
 /// The store's install id (the actor-id part a store makes at random on first open), made
 /// from the seed instead, under the store's key for it: a seed replays the same actors.
-fn install_id(seed: u64, node: usize) -> common::faulty_kv::Map {
+fn install_id(seed: u64, node: usize) -> Map {
     let bytes = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(node as u64).to_le_bytes();
     [(b"!install".to_vec(), bytes.to_vec())].into()
 }
 
 impl Sim {
+    /// Devices of one tenant and an open relay (see [`Setup::default`]).
     pub fn new(devices: usize, seed: u64, resident_cap: usize) -> Self {
+        Self::with_setup(devices, seed, resident_cap, Setup::default())
+    }
+
+    pub fn with_setup(devices: usize, seed: u64, resident_cap: usize, setup: Setup) -> Self {
         let mut nodes = Vec::new();
         for i in 0..=devices {
-            let mut config = EngineConfig::new(if i == RELAY { "relay".to_owned() } else { format!("device-{i}") });
+            // A device's peer id is its device id, as the relay's policy requires.
+            let identity = (setup.identity)(i);
+            let mut config = EngineConfig::new(if i == RELAY { "relay".to_owned() } else { identity.device.clone() });
             config.storage_id = Some(StorageId(format!("storage-{i}")));
             config.announce = i != RELAY;
             config.resident_cap = if i == RELAY { resident_cap } else { 100_000 };
-            let engine = Engine::new(config.clone(), Box::new(OpenPolicy), format!("session-{i}-0"));
             // The relay compacts often, so group commits that compact are exercised.
             let compact = if i == RELAY { 4 } else { 64 };
-            let user = format!("user{i}");
             let kv = Arc::new(FaultyKv::new(install_id(seed, i)));
-            let d = Driver::new(engine, open_store(&kv, &user, compact), Storage::Deferred);
-            nodes.push(Node { d, kv, config, user, compact, restarts: 0 });
+            let store = open_store(&kv, identity, compact);
+            let policy = if i == RELAY { (setup.relay_policy)(&store) } else { Box::new(OpenPolicy) };
+            let engine = Engine::new(config.clone(), policy, format!("session-{i}-0"));
+            let d = Driver::new(engine, store, Storage::Deferred);
+            nodes.push(Node { d, kv, config, compact, restarts: 0 });
         }
         Self {
+            setup,
             nodes,
             links: Vec::new(),
             rng: Rng(seed | 1),
@@ -138,12 +193,13 @@ impl Sim {
             faults: Faults::default(),
             made: BTreeMap::new(),
             docs: Vec::new(),
-            records: records::Expected::default(),
+            records: Expected::default(),
             acks_checked: 0,
             last_acks: BTreeMap::new(),
             frames: 0,
             bytes: 0,
             trace: None,
+            refused: BTreeSet::new(),
         }
     }
 
@@ -187,6 +243,20 @@ impl Sim {
     }
 
     fn on_event(&mut self, node: usize, e: Event) {
+        if node == RELAY {
+            (self.setup.on_relay_event)(&e);
+        }
+        if let Event::RefusedByPeer { doc, hashes, .. } = &e
+            && node != RELAY
+        {
+            // As an app does: the refused changes (and what builds on them) leave the local
+            // copy, and the engine syncs the copy as stored from now on.
+            self.refused.extend(hashes.iter().copied());
+            self.store(node).discard_changes(doc, hashes).expect("discards refused changes");
+            self.handle(node, Input::Erase { doc: *doc, notify: false });
+            self.handle(node, Input::Announce { doc: *doc });
+            return;
+        }
         let Event::PeerHeads { conn, doc, heads } = e else { return };
         if heads.is_empty() {
             return;
@@ -226,6 +296,7 @@ impl Sim {
         let dev_conn = ConnId(self.next_conn + 1);
         self.next_conn += 2;
         self.links.push(Link { dev, relay_conn, dev_conn, to_relay: VecDeque::new(), to_dev: VecDeque::new() });
+        (self.setup.on_connect)(dev, relay_conn);
         self.handle(RELAY, Input::Connected { conn: relay_conn, side: Side::Receiver });
         self.handle(dev, Input::Connected { conn: dev_conn, side: Side::Initiator });
     }
@@ -258,15 +329,28 @@ impl Sim {
                 self.handle(survivor, Input::Disconnected { conn });
             }
         }
+        let identity = (self.setup.identity)(node);
         let n = &mut self.nodes[node];
         n.restarts += 1;
         n.kv = Arc::new(FaultyKv::new(n.kv.disk()));
-        let engine = Engine::new(n.config.clone(), Box::new(OpenPolicy), format!("session-{node}-{}", n.restarts));
-        n.d = Driver::new(engine, open_store(&n.kv, &n.user, n.compact), Storage::Deferred);
+        let store = open_store(&n.kv, identity, n.compact);
+        let policy = if node == RELAY { (self.setup.relay_policy)(&store) } else { Box::new(OpenPolicy) };
+        let engine = Engine::new(n.config.clone(), policy, format!("session-{node}-{}", n.restarts));
+        n.d = Driver::new(engine, store, Storage::Deferred);
         if node != RELAY {
             let docs = self.store(node).all_documents().expect("lists documents");
             for doc in docs {
                 self.handle(node, Input::Announce { doc });
+            }
+        }
+    }
+
+    /// The device learns every document id there is (as from the relay's catalog) and asks for
+    /// those it lacks.
+    pub fn share(&mut self, dev: usize) {
+        for doc in self.docs.clone() {
+            if self.store(dev).load(&doc).is_err() {
+                self.handle(dev, Input::Find { doc });
             }
         }
     }
@@ -422,13 +506,13 @@ impl Sim {
         }
         for (doc, hashes) in &self.made {
             let relay = self.store(RELAY).load(doc).expect("the relay has it");
-            for h in hashes {
+            for h in hashes.iter().filter(|h| !self.refused.contains(h)) {
                 assert!(relay.get_change_by_hash(h).is_some(), "change {h} made on a device is missing from {doc}");
             }
         }
         // Nothing the relay acknowledged was only in memory: a crash now loses nothing.
         let disk = Arc::new(FaultyKv::new(self.nodes[RELAY].kv.disk()));
-        let reopened = open_store(&disk, "relay-check", 4);
+        let reopened = open_store(&disk, (self.setup.identity)(RELAY), 4);
         for doc in &self.docs {
             let heads = self.store(RELAY).load(doc).expect("loads").get_heads();
             assert_eq!(reopened.load(doc).map(|d| d.get_heads()).ok(), Some(heads), "{doc} is not on the relay's disk");

@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use liaison_core::model::*;
-use liaison_core::sync::Input;
-use liaison_core::{DocStore, DocumentId};
+use crate::DocumentId;
+use crate::model::*;
+use crate::store::DocStore;
+use crate::sync::engine::Input;
 
 use super::{RELAY, Sim};
 
@@ -35,7 +36,7 @@ fn team() -> NewDocument {
 impl Sim {
     /// A fresh document id from the simulation's own randomness: a seed replays the same ids.
     fn new_id(&mut self) -> DocumentId {
-        let (a, b) = (self.rng.next(), self.rng.next());
+        let (a, b) = (self.rng.next_u64(), self.rng.next_u64());
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&a.to_le_bytes());
         bytes[8..].copy_from_slice(&b.to_le_bytes());
