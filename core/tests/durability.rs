@@ -278,6 +278,43 @@ fn reopening_keeps_the_install_id_and_so_the_actor() {
     assert_ne!(fresh.identity().actor_id(), actor);
 }
 
+/// A memory store that counts reads of documents' chunks (scans of a chunk prefix).
+#[derive(Debug)]
+struct CountingKv {
+    inner: Arc<MemoryKv>,
+    chunk_scans: std::sync::atomic::AtomicU64,
+}
+
+impl CountingKv {
+    fn chunk_scans(&self) -> u64 {
+        self.chunk_scans.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl KvStore for CountingKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.inner.put(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.inner.delete(key)
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<liaison_core::storage::KeyValue>, StorageError> {
+        if prefix.starts_with(b"c/") {
+            self.chunk_scans.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.scan_prefix(prefix)
+    }
+    fn apply(&self, batch: liaison_core::storage::Batch) -> Result<(), StorageError> {
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        self.inner.flush()
+    }
+}
+
 /// The relay's group commit: many documents' appends in one batch, without loading them;
 /// compaction inside a batch; owner indexed at first sight; a full disk stores none of it.
 #[test]
@@ -290,8 +327,20 @@ fn group_commits_append_without_loading_and_store_all_or_nothing() {
     let plans: Vec<DocumentId> =
         (0..3).map(|i| device.create("east", &EngagementPlan::new(&k, format!("p{i}"))).unwrap()).collect();
     let kv = Arc::new(MemoryKv::new());
+    let counting = Arc::new(CountingKv { inner: kv.clone(), chunk_scans: Default::default() });
     let options = StoreOptions { compact_after_chunks: 4, ..StoreOptions::default() };
-    let relay = memory_store(kv.clone(), options.clone());
+    let relay = DocStore::with_kv(
+        counting.clone(),
+        identity("sato", "phone-a", Role::Msl),
+        Arc::new(ManualClock::new(0)),
+        options.clone(),
+    )
+    .unwrap();
+    // A document's chunks are read only when it is new here and when it is compacted (every
+    // fourth append after that); the other appends are written without reading anything.
+    let mut writes_per_doc = vec![0u64; plans.len()];
+    let mut expected_loads = 0u64;
+    let mut batch_scans = 0u64;
     let mut stored: Vec<Vec<ChangeHash>> = vec![Vec::new(); plans.len()];
     let bytes_of = |id: &DocumentId| {
         let (data, _) = device.load_for_sync(id).unwrap().unwrap();
@@ -322,8 +371,21 @@ fn group_commits_append_without_loading_and_store_all_or_nothing() {
             .iter()
             .map(|(doc, changes, heads, states)| SyncWrite { doc: *doc, changes, heads, sync_states: states })
             .collect();
+        for (doc, ..) in &owned {
+            let i = plans.iter().position(|p| p == doc).unwrap();
+            writes_per_doc[i] += 1;
+            expected_loads += u64::from(writes_per_doc[i] % 4 == 1);
+        }
+        let scans_before = counting.chunk_scans();
         let outcomes = relay.append_sync_batch(&writes).unwrap();
         assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+        // A load reads the chunks once and a compaction lists them once to delete them.
+        batch_scans += counting.chunk_scans() - scans_before;
+        assert!(
+            batch_scans <= 2 * expected_loads,
+            "round {r}: {batch_scans} chunk reads for {expected_loads} loads ({} writes so far)",
+            writes_per_doc.iter().sum::<u64>(),
+        );
         for (i, plan) in plans.iter().enumerate() {
             let chunks = relay.chunk_count(plan).unwrap();
             assert!(chunks <= 4, "compaction bounds chunks ({chunks})");
