@@ -36,6 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::ChangeHash;
 
+// The clock lives in `crate::clock`; `store::{Clock, SystemClock, ManualClock}` stay as paths.
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use error::StoreError;
 pub use index::{KolSummary, fold};
 pub use sync_writes::SyncWrite;
@@ -66,41 +68,6 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         Self { durability: Durability::Immediate, compact_after_chunks: 64, cache_docs: 32 }
-    }
-}
-
-/// Time comes in from outside so tests and simulations are deterministic.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Milliseconds since the Unix epoch.
-    fn now_ms(&self) -> i64;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-    }
-}
-
-/// A clock that moves only when told: for tests and simulations.
-#[derive(Debug, Default)]
-pub struct ManualClock(std::sync::atomic::AtomicI64);
-
-impl ManualClock {
-    pub fn new(start_ms: i64) -> Self {
-        Self(std::sync::atomic::AtomicI64::new(start_ms))
-    }
-
-    pub fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
