@@ -1,7 +1,7 @@
 //! The store's error type.
 
 use crate::id::DocumentId;
-use crate::model::ModelError;
+use crate::model::{Kind, ModelError};
 use crate::storage::StorageError;
 
 /// Errors of the document store. They name documents by id (random, not personal) and never
@@ -22,4 +22,8 @@ pub enum StoreError {
     BadMeta(&'static str),
     #[error("{0}")]
     Invalid(&'static str),
+    /// Submit or unlock asked of a record whose kind does not lock ([`Kind::locks_on_submit`]),
+    /// or of a document that is not a liaison record (`kind` is `None`).
+    #[error("records of this kind do not lock")]
+    NotLockable { id: DocumentId, kind: Option<Kind> },
 }
