@@ -12,6 +12,9 @@ use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
 use crate::id::DocumentId;
 use crate::storage::Batch;
 
+#[cfg(test)]
+mod tests;
+
 /// One document's share of [`DocStore::append_sync_batch`].
 #[derive(Debug, Clone)]
 pub struct SyncWrite<'a> {
