@@ -31,8 +31,19 @@ pub struct SyncWrite<'a> {
 struct GroupState {
     /// Metadata as the group leaves it.
     metas: HashMap<DocumentId, DocMeta>,
-    /// Chunks the group adds (bytes and sequence numbers), in case it compacts them too.
-    added: HashMap<DocumentId, (Vec<u8>, Vec<u64>)>,
+    /// Chunks the group adds, in case it compacts them too.
+    added: HashMap<DocumentId, Added>,
+}
+
+/// The chunks a group commit adds to one document.
+#[derive(Debug, Default)]
+struct Added {
+    /// What they hold, in order. Once the group has compacted the document, the first is the
+    /// compacted whole: the chunks on disk are then already deleted in the batch, and another
+    /// compaction in the group starts from these bytes alone.
+    bytes: Vec<u8>,
+    seqs: Vec<u64>,
+    compacted: bool,
 }
 
 impl DocStore {
@@ -149,10 +160,16 @@ impl DocStore {
             None => self.read_meta(&w.doc)?.unwrap_or_default(),
         };
         let must_load = meta.chunks == 0 || meta.kind.is_none();
+        let added = state.added.get(&w.doc);
         let (earlier, seqs): (&[u8], &[u64]) =
-            state.added.get(&w.doc).map(|(b, s)| (b.as_slice(), s.as_slice())).unwrap_or_default();
+            added.map(|a| (a.bytes.as_slice(), a.seqs.as_slice())).unwrap_or_default();
+        let on_disk = || match added {
+            // Not what the disk holds now: the group's own compaction is the whole document.
+            Some(a) if a.compacted => Ok(Vec::new()),
+            _ => self.stored_bytes(&w.doc),
+        };
         let loaded = if must_load || meta.chunks + 1 > self.options.compact_after_chunks {
-            let whole = self.stored_bytes(&w.doc).and_then(|mut data| {
+            let whole = on_disk().and_then(|mut data| {
                 data.extend_from_slice(earlier);
                 data.extend_from_slice(w.changes);
                 Automerge::load_with_options(&data, LoadOptions::new().on_partial_load(OnPartialLoad::Error))
@@ -180,16 +197,17 @@ impl DocStore {
                 for seq in seqs {
                     batch.delete(keys::chunk(&w.doc, *seq));
                 }
-                batch.put(keys::chunk(&w.doc, chunk), frame(&doc.save()));
+                let saved = doc.save();
+                batch.put(keys::chunk(&w.doc, chunk), frame(&saved));
                 let old = meta.clone();
                 reindex(&mut batch, &w.doc, &old, &mut meta, &index_data(&doc));
                 meta.chunks = 1;
-                true
+                Some(saved)
             }
             None => {
                 batch.put(keys::chunk(&w.doc, chunk), frame(w.changes));
                 meta.chunks += 1;
-                false
+                None
             }
         };
         meta.next_chunk += 1;
@@ -198,11 +216,12 @@ impl DocStore {
             DocChange { id: w.doc, kind: meta.kind(), origin: Origin::Remote, heads: w.heads.to_vec(), deleted: false };
         state.metas.insert(w.doc, meta);
         let added = state.added.entry(w.doc).or_default();
-        if compacted {
-            *added = (Vec::new(), vec![chunk]);
-        } else {
-            added.0.extend_from_slice(w.changes);
-            added.1.push(chunk);
+        match compacted {
+            Some(saved) => *added = Added { bytes: saved, seqs: vec![chunk], compacted: true },
+            None => {
+                added.bytes.extend_from_slice(w.changes);
+                added.seqs.push(chunk);
+            }
         }
         Ok((batch, Some(event)))
     }

@@ -1,6 +1,6 @@
 //! The group commit ([`DocStore::append_sync_batch`]) on its own: one batch and one flush for
 //! the group, one outcome per write, a write that cannot be read failing alone, several writes
-//! to one document stored in order.
+//! to one document stored in order, and compaction inside a group.
 
 #![allow(clippy::unwrap_used)]
 
@@ -251,4 +251,39 @@ fn a_write_with_only_sync_states_stores_them_and_tells_no_one() {
     assert_eq!(stored_states(&relay, &plan.doc)[0].1, vec![2; 4]);
     assert_eq!(relay.chunk_count(&plan.doc).unwrap(), 1);
     assert!(feed.try_recv().is_err(), "no change, no event");
+}
+
+/// Compaction inside a group: the group's own earlier chunks are replaced too, and a document
+/// compacted twice in one group keeps every change (the second compaction must start from the
+/// first one's result, not from what the disk held before the group).
+#[test]
+fn compacting_inside_a_group_keeps_every_change() {
+    for stored_before in [false, true] {
+        let device = device();
+        let kv = Arc::new(CountingKv::default());
+        let relay = relay_over(kv.clone(), 2);
+        let first = new_plan(&device, "v0");
+        if stored_before {
+            relay.append_sync_batch(&[first.write(&[])]).unwrap();
+        }
+        let edits: Vec<Received> = (1..=6).map(|n| retitle(&device, first.doc, &format!("v{n}"))).collect();
+        let mut writes: Vec<SyncWrite<'_>> = Vec::new();
+        if !stored_before {
+            writes.push(first.write(&[]));
+        }
+        writes.extend(edits.iter().map(|e| e.write(&[])));
+
+        let before = kv.counts();
+        let outcomes = relay.append_sync_batch(&writes).unwrap();
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert_eq!(kv.since(before), (1, 1, 0));
+        let last = edits.last().unwrap();
+        let case = if stored_before { "stored before the group" } else { "new in the group" };
+        assert_eq!(relay.load(&first.doc).unwrap().get_heads(), last.heads, "{case}");
+        assert!(relay.chunk_count(&first.doc).unwrap() <= 2, "{case}: compacted");
+        // And so it is on disk, for a store opened afresh on it.
+        let reopened = relay_over(kv.clone(), 2);
+        assert_eq!(reopened.get::<EngagementPlan>(&first.doc).unwrap().title, "v6", "{case}");
+        assert_eq!(reopened.list(Kind::EngagementPlan).unwrap(), vec![first.doc], "{case}: still indexed");
+    }
 }
