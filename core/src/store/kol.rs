@@ -122,3 +122,55 @@ impl Resolver {
         cur
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> DocumentId {
+        DocumentId::from_bytes([n; 16])
+    }
+
+    fn profile(n: u8, merged_into: Option<u8>) -> KolSummary {
+        KolSummary {
+            id: id(n),
+            name: format!("Dr. {n}"),
+            name_kana: None,
+            institution: "Univ".into(),
+            specialty: None,
+            merged_into: merged_into.map(id),
+        }
+    }
+
+    /// Each profile and what it is merged into.
+    type Links = &'static [(u8, Option<u8>)];
+    /// Where a profile resolves to.
+    type Expected = &'static [(u8, u8)];
+
+    /// Where each profile's `merged_into` links lead. Ids are `[n; 16]`, so a smaller `n` is a
+    /// smaller id: a cycle resolves to its smallest member on every device.
+    #[test]
+    fn merged_into_links_resolve_to_one_profile_on_every_device() {
+        #[rustfmt::skip]
+        let table: &[(&str, Links, Expected)] = &[
+            ("no links",                 &[(1, None), (2, None)],                   &[(1, 1), (2, 2)]),
+            ("one merge",                &[(1, Some(2)), (2, None)],                &[(1, 2), (2, 2)]),
+            ("a chain",                  &[(1, Some(2)), (2, Some(3)), (3, None)],  &[(1, 3), (2, 3), (3, 3)]),
+            ("a chain, listed backwards",&[(3, None), (2, Some(3)), (1, Some(2))],  &[(1, 3), (2, 3), (3, 3)]),
+            ("merged both ways offline", &[(1, Some(2)), (2, Some(1))],             &[(1, 1), (2, 1)]),
+            ("the same, the other way",  &[(2, Some(1)), (1, Some(2))],             &[(1, 1), (2, 1)]),
+            ("a cycle of three",         &[(3, Some(1)), (1, Some(2)), (2, Some(3))], &[(1, 1), (2, 1), (3, 1)]),
+            ("a chain into a cycle",     &[(4, Some(3)), (3, Some(2)), (2, Some(3))], &[(4, 2), (3, 2), (2, 2)]),
+            ("merged into itself",       &[(1, Some(1))],                           &[(1, 1)]),
+            ("merged into a missing one",&[(1, Some(9)), (2, Some(1))],             &[(1, 1), (2, 1)]),
+            ("an id not listed at all",  &[(1, Some(2)), (2, None)],                &[(8, 8)]),
+        ];
+        for (case, profiles, expected) in table {
+            let all: Vec<KolSummary> = profiles.iter().map(|(n, into)| profile(*n, *into)).collect();
+            let resolver = Resolver::new(&all);
+            for (from, to) in *expected {
+                assert_eq!(resolver.resolve(id(*from)), id(*to), "{case}: {from} resolves to {to}");
+            }
+        }
+    }
+}
