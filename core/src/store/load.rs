@@ -17,7 +17,6 @@ impl DocStore {
         }
     }
 
-    /// Loads a document from its chunks.
     /// A document's chunks, concatenated (empty if it has none).
     pub(super) fn stored_bytes(&self, id: &DocumentId) -> Result<Vec<u8>, StoreError> {
         let chunks = self.kv.scan_prefix(&keys::chunk_prefix(id))?;
@@ -28,6 +27,7 @@ impl DocStore {
         Ok(data)
     }
 
+    /// Loads a document from its chunks.
     pub(super) fn load_from_disk(&self, id: &DocumentId) -> Result<Automerge, StoreError> {
         let data = self.stored_bytes(id)?;
         if data.is_empty() {
