@@ -228,8 +228,8 @@ impl Drop for SyncClient {
 }
 
 fn now_ms() -> i64 {
-    use crate::store::Clock as _;
-    crate::store::SystemClock.now_ms()
+    use crate::clock::Clock as _;
+    crate::clock::SystemClock.now_ms()
 }
 
 /// Why a session ended.

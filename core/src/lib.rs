@@ -2,10 +2,12 @@
 //!
 //! - [`model`]: the typed records and how they map onto Automerge documents (no IO).
 //! - [`storage`]: the small key-value trait with a memory and a sled backend.
+//! - [`clock`]: where "now" comes from ([`clock::SystemClock`], or a [`clock::ManualClock`] in tests).
 //! - [`store`]: the document store on top: incremental saves, compaction, indexes, change feed.
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod clock;
 pub mod id;
 pub mod model;
 pub mod storage;

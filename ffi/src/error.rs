@@ -58,6 +58,7 @@ impl From<StoreError> for LiaisonError {
             StoreError::AlreadyExists(_) => Self::AlreadyExists(msg),
             StoreError::Corrupt { .. } | StoreError::BadMeta(_) => Self::Corrupt(msg),
             StoreError::Invalid(_) => Self::InvalidInput(msg),
+            StoreError::NotLockable { .. } => Self::WrongKind(msg),
             StoreError::Storage(StorageError::Full) => Self::StorageFull,
             StoreError::Storage(StorageError::InUse) => Self::StoreInUse,
             StoreError::Storage(StorageError::Corrupt) => Self::Corrupt(msg),

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use automerge::{ObjType, ReadDoc, Value};
 use liaison_core::client::{ClientOptions, SyncClient};
-use liaison_core::model::{
-    EngagementPlan, Interaction, Kind, KolProfile, MedicalInformationRequest, MedicalInsight, Record,
-};
+use liaison_core::model::{EngagementPlan, Interaction, KolProfile, MedicalInformationRequest, MedicalInsight, Record};
 use liaison_core::{DocStore, DocumentId, Identity, Role};
 
 use crate::error::{LiaisonError, bad_id};
@@ -243,12 +241,7 @@ impl LiaisonStore {
     /// admin unlocks it.
     pub fn submit(&self, id: String) -> Result<(), LiaisonError> {
         let doc = parse_id(&id)?;
-        match self.store.kind_of(&doc)? {
-            Some(Kind::Interaction) => self.store.submit::<Interaction>(&doc)?,
-            Some(Kind::MedicalInsight) => self.store.submit::<MedicalInsight>(&doc)?,
-            Some(Kind::MedicalInformationRequest) => self.store.submit::<MedicalInformationRequest>(&doc)?,
-            _ => return Err(LiaisonError::WrongKind("only interactions, insights and requests are submitted".into())),
-        }
+        self.store.submit_any(&doc)?;
         self.changed(doc);
         Ok(())
     }
@@ -256,12 +249,7 @@ impl LiaisonStore {
     /// Unlocks a submitted record (admins only); the reason is kept in the record.
     pub fn unlock(&self, id: String, reason: String) -> Result<(), LiaisonError> {
         let doc = parse_id(&id)?;
-        match self.store.kind_of(&doc)? {
-            Some(Kind::Interaction) => self.store.unlock::<Interaction>(&doc, &reason)?,
-            Some(Kind::MedicalInsight) => self.store.unlock::<MedicalInsight>(&doc, &reason)?,
-            Some(Kind::MedicalInformationRequest) => self.store.unlock::<MedicalInformationRequest>(&doc, &reason)?,
-            _ => return Err(LiaisonError::WrongKind("only interactions, insights and requests are unlocked".into())),
-        }
+        self.store.unlock_any(&doc, &reason)?;
         self.changed(doc);
         Ok(())
     }

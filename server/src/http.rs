@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use futures::{SinkExt, StreamExt};
-use liaison_core::model::{Interaction, Kind, MedicalInformationRequest, MedicalInsight};
+use liaison_core::model::Kind;
 use liaison_core::sync::Access;
 use liaison_core::{DocStore, DocumentId};
 use serde::Deserialize;
@@ -710,8 +710,7 @@ async fn unlock(
     Json(b): Json<UnlockBody>,
 ) -> Result<Response, ApiError> {
     let doc: DocumentId = id.parse().map_err(|_| ApiError::BadRequest("not a document id".into()))?;
-    let (_, _, kind) = s
-        .store
+    s.store
         .owner_of(&doc)
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .filter(|(tenant, _, _)| admin.administers(tenant))
@@ -720,13 +719,7 @@ async fn unlock(
     let reason = format!("{} (by {})", b.reason, admin.0.user);
     let changes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         let before = store.load(&doc).map_err(|e| e.to_string())?.get_heads();
-        match kind {
-            Some(Kind::Interaction) => store.unlock::<Interaction>(&doc, &reason),
-            Some(Kind::MedicalInsight) => store.unlock::<MedicalInsight>(&doc, &reason),
-            Some(Kind::MedicalInformationRequest) => store.unlock::<MedicalInformationRequest>(&doc, &reason),
-            _ => return Err("records of this kind do not lock".into()),
-        }
-        .map_err(|e| e.to_string())?;
+        store.unlock_any(&doc, &reason).map_err(|e| e.to_string())?;
         store.changes_since(&doc, &before).map_err(|e| e.to_string())
     })
     .await

@@ -9,7 +9,8 @@ use std::collections::HashSet;
 
 use automerge::{Automerge, Change, ChangeHash};
 
-use super::{DocChange, DocStore, Origin, StoreError, encode, index_data, keys, lock, reindex};
+use super::index::{encode, index_data, reindex};
+use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
 use crate::DocumentId;
 use crate::model::ModelError;
 

@@ -1,11 +1,17 @@
 //! Denormalised indexes kept beside the documents, in the same batch as each write, so that
-//! listing and searching KOLs never loads an Automerge document.
+//! listing and searching KOLs never loads an Automerge document: their on-disk forms, and how
+//! a document's index entries are derived from its content and moved when it changes.
 
+use automerge::Automerge;
 use minicbor::{Decode, Encode};
 use unicode_normalization::UnicodeNormalization;
 
+use super::keys;
 use crate::DocumentId;
-use crate::model::Kind;
+use crate::model::{
+    self, EngagementPlan, Interaction, Kind, KolProfile, MedicalInformationRequest, MedicalInsight, Record,
+};
+use crate::storage::Batch;
 
 /// What the KOL list shows, read from the index without loading the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +108,82 @@ impl KolSummary {
     /// Sort key: the reading when there is one (Japanese names sort by kana), else the name.
     pub fn sort_key(&self) -> String {
         fold(self.name_kana.as_deref().unwrap_or(&self.name))
+    }
+}
+
+/// What the indexes say about one document, derived from its content.
+#[derive(Debug, Default)]
+pub(super) struct IndexData {
+    pub(super) kind: Option<Kind>,
+    pub(super) summary: Option<StoredKolSummary>,
+    pub(super) refs: Vec<String>,
+    pub(super) owner: Option<(String, String)>,
+}
+
+pub(super) fn index_data(doc: &Automerge) -> IndexData {
+    let Ok(kind) = model::document_kind(doc) else {
+        return IndexData::default();
+    };
+    fn refs<R: Record>(doc: &Automerge) -> Vec<String> {
+        match model::read_record::<R>(doc) {
+            Ok(r) => r.kol_refs(),
+            Err(e) => {
+                tracing::warn!(kind = %R::KIND, error = %e, "record does not hydrate; not indexed by KOL");
+                Vec::new()
+            }
+        }
+    }
+    let owner = model::read_owner(doc).ok();
+    let mut data = IndexData { kind: Some(kind), owner, ..IndexData::default() };
+    match kind {
+        Kind::KolProfile => match model::read_record::<KolProfile>(doc) {
+            Ok(p) => {
+                data.summary = Some(StoredKolSummary {
+                    name: p.name,
+                    name_kana: p.name_kana,
+                    institution: p.institution,
+                    specialty: p.specialty,
+                    merged_into: p.merged_into,
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "KOL profile does not hydrate; not listed"),
+        },
+        Kind::Interaction => data.refs = refs::<Interaction>(doc),
+        Kind::MedicalInsight => data.refs = refs::<MedicalInsight>(doc),
+        Kind::MedicalInformationRequest => data.refs = refs::<MedicalInformationRequest>(doc),
+        Kind::EngagementPlan => data.refs = refs::<EngagementPlan>(doc),
+    }
+    data
+}
+
+/// Moves a document's index entries from what `old` says to what `idx` says; `meta` takes the
+/// new kind, references and owner.
+pub(super) fn reindex(batch: &mut Batch, id: &DocumentId, old: &DocMeta, meta: &mut DocMeta, idx: &IndexData) {
+    if let Some(old_kind) = old.kind() {
+        for r in &old.refs {
+            if let Ok(kol) = r.parse::<DocumentId>() {
+                batch.delete(keys::kol_ref(&kol, old_kind, id));
+            }
+        }
+    }
+    meta.kind = idx.kind.map(|k| k.as_str().to_owned());
+    meta.refs = idx.refs.clone();
+    // A document's owner, once known, never changes here: a later change that broke or moved
+    // the envelope (refused by the relay, but defence in depth) cannot take the document out
+    // of its tenant's catalog, export or purge.
+    if meta.tenant.is_none() || meta.team.is_none() {
+        (meta.tenant, meta.team) = idx.owner.clone().unzip();
+    }
+    if let Some(kind) = idx.kind {
+        batch.put(keys::kind(kind, id), Vec::new());
+        for r in &idx.refs {
+            if let Ok(kol) = r.parse::<DocumentId>() {
+                batch.put(keys::kol_ref(&kol, kind, id), Vec::new());
+            }
+        }
+    }
+    if let Some(s) = &idx.summary {
+        batch.put(keys::summary(id), encode(s));
     }
 }
 

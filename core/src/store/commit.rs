@@ -1,0 +1,126 @@
+//! Writing documents: every pending document of one operation in one atomic batch, flushed,
+//! then cached and announced on the change feed; compaction into one chunk.
+
+use automerge::{Automerge, ChangeHash};
+
+use super::cache::Cache;
+use super::chunk::frame;
+use super::index::{DocMeta, encode, index_data, reindex};
+use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
+use crate::id::DocumentId;
+use crate::storage::Batch;
+
+/// A document being written in this commit.
+pub(super) struct Pending {
+    pub(super) id: DocumentId,
+    pub(super) doc: Automerge,
+    pub(super) before: Vec<ChangeHash>,
+    pub(super) meta: DocMeta,
+    pub(super) origin: Origin,
+}
+
+impl DocStore {
+    pub(super) fn take_pending(
+        &self,
+        cache: &mut Cache,
+        id: &DocumentId,
+        origin: Origin,
+    ) -> Result<Pending, StoreError> {
+        let meta = self.read_meta(id)?.ok_or(StoreError::NotFound(*id))?;
+        let doc = match cache.take(id) {
+            Some(d) => d,
+            None => self.load_from_disk(id)?,
+        };
+        let before = doc.get_heads();
+        Ok(Pending { id: *id, doc, before, meta, origin })
+    }
+
+    /// The stored document for a remote write, or a new empty one if it is new here.
+    pub(super) fn take_or_new_remote(&self, cache: &mut Cache, id: &DocumentId) -> Result<Pending, StoreError> {
+        match self.take_pending(cache, id, Origin::Remote) {
+            Err(StoreError::NotFound(_)) => Ok(Pending {
+                id: *id,
+                doc: Automerge::new().with_actor(self.identity.actor_id()),
+                before: Vec::new(),
+                meta: DocMeta::default(),
+                origin: Origin::Remote,
+            }),
+            other => other,
+        }
+    }
+
+    /// Runs `f` on a document and commits whatever it changed.
+    pub(super) fn edit<T>(
+        &self,
+        id: &DocumentId,
+        f: impl FnOnce(&mut Automerge) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut cache = lock(&self.cache);
+        let mut p = self.take_pending(&mut cache, id, Origin::Local)?;
+        // On error the document is dropped, not cached: it is reloaded from disk next time.
+        let out = f(&mut p.doc)?;
+        self.commit(&mut cache, vec![p])?;
+        Ok(out)
+    }
+
+    pub(super) fn compaction_batch(&self, p: &Pending) -> Result<Batch, StoreError> {
+        let mut batch = Batch::new();
+        for k in self.kv.scan_keys(&keys::chunk_prefix(&p.id))? {
+            batch.delete(k);
+        }
+        batch.put(keys::chunk(&p.id, p.meta.next_chunk), frame(&p.doc.save()));
+        Ok(batch)
+    }
+
+    /// Writes every pending document in one atomic batch, flushes, caches, and notifies.
+    pub(super) fn commit(&self, cache: &mut Cache, pending: Vec<Pending>) -> Result<(), StoreError> {
+        self.commit_with(cache, pending, Batch::new())
+    }
+
+    /// Like `commit`, with `extra` writes in the same atomic batch (sync states).
+    pub(super) fn commit_with(&self, cache: &mut Cache, pending: Vec<Pending>, extra: Batch) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        let mut events = Vec::new();
+        let mut written = Vec::new();
+        for mut p in pending {
+            let heads = p.doc.get_heads();
+            if heads == p.before && p.meta.chunks > 0 {
+                cache.put(p.id, p.doc, self.options.cache_docs);
+                continue;
+            }
+            let old_meta = p.meta.clone();
+            if p.meta.chunks == 0 {
+                batch.put(keys::chunk(&p.id, p.meta.next_chunk), frame(&p.doc.save()));
+                p.meta.chunks = 1;
+            } else if p.meta.chunks + 1 > self.options.compact_after_chunks {
+                batch.extend(self.compaction_batch(&p)?);
+                p.meta.chunks = 1;
+            } else {
+                batch.put(keys::chunk(&p.id, p.meta.next_chunk), frame(&p.doc.save_after(&p.before)));
+                p.meta.chunks += 1;
+            }
+            p.meta.next_chunk += 1;
+
+            let idx = index_data(&p.doc);
+            reindex(&mut batch, &p.id, &old_meta, &mut p.meta, &idx);
+            batch.put(keys::meta(&p.id), encode(&p.meta));
+            events.push(DocChange { id: p.id, kind: idx.kind, origin: p.origin, heads, deleted: false });
+            written.push((p.id, p.doc));
+        }
+        batch.extend(extra);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // If the write fails, the edited documents are dropped (not cached): memory never holds
+        // an edit the disk does not.
+        self.kv.apply(batch)?;
+        self.durable()?;
+        for (id, doc) in written {
+            cache.put(id, doc, self.options.cache_docs);
+        }
+        for e in events {
+            self.notify(e);
+        }
+        Ok(())
+    }
+}

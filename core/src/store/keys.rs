@@ -1,0 +1,47 @@
+//! The key layout (see the table in the module doc of [`super`]).
+
+use crate::DocumentId;
+use crate::model::Kind;
+
+pub const INSTALL: &[u8] = b"!install";
+pub const META_PREFIX: &[u8] = b"m/";
+pub const SUMMARY_PREFIX: &[u8] = b"s/";
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+pub fn meta(id: &DocumentId) -> Vec<u8> {
+    join(&[META_PREFIX, id.as_bytes()])
+}
+pub fn chunk_prefix(id: &DocumentId) -> Vec<u8> {
+    join(&[b"c/", id.as_bytes(), b"/"])
+}
+pub fn chunk(id: &DocumentId, seq: u64) -> Vec<u8> {
+    join(&[&chunk_prefix(id), &seq.to_be_bytes()])
+}
+pub fn kind_prefix(kind: Kind) -> Vec<u8> {
+    join(&[b"k/", kind.as_str().as_bytes(), b"/"])
+}
+pub fn kind(kind: Kind, id: &DocumentId) -> Vec<u8> {
+    join(&[&kind_prefix(kind), id.as_bytes()])
+}
+pub fn summary(id: &DocumentId) -> Vec<u8> {
+    join(&[SUMMARY_PREFIX, id.as_bytes()])
+}
+pub fn kol_ref_prefix(kol: &DocumentId, kind: Kind) -> Vec<u8> {
+    join(&[b"r/", kol.as_bytes(), b"/", kind.as_str().as_bytes(), b"/"])
+}
+pub fn kol_ref(kol: &DocumentId, kind: Kind, id: &DocumentId) -> Vec<u8> {
+    join(&[&kol_ref_prefix(kol, kind), id.as_bytes()])
+}
+pub fn sync_prefix(id: &DocumentId) -> Vec<u8> {
+    join(&[b"y/", id.as_bytes(), b"/"])
+}
+pub fn sync_state(id: &DocumentId, storage_id: &str) -> Vec<u8> {
+    join(&[&sync_prefix(id), storage_id.as_bytes()])
+}
+/// The id at the end of an index key.
+pub fn trailing_id(key: &[u8]) -> Option<DocumentId> {
+    let tail: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
+    Some(DocumentId::from_bytes(tail))
+}

@@ -1,0 +1,176 @@
+//! KOL listing, search and merging, and how `merged_into` links resolve.
+
+use std::collections::{HashMap, HashSet};
+
+use super::index::{KolSummary, StoredKolSummary, fold};
+use super::{DocStore, Origin, StoreError, keys, lock};
+use crate::id::DocumentId;
+use crate::model::{self, Kind, KolProfile};
+
+impl DocStore {
+    /// Every KOL profile summary, merged losers included, unsorted.
+    fn all_summaries(&self) -> Result<Vec<KolSummary>, StoreError> {
+        let mut out = Vec::new();
+        for (k, v) in self.kv.scan_prefix(keys::SUMMARY_PREFIX)? {
+            // A damaged entry hides one KOL from the list, not the whole list; the document
+            // itself is still there and rewrites its summary on its next change.
+            let Some(id) = keys::trailing_id(&k) else {
+                tracing::warn!("skipping a malformed KOL summary key");
+                continue;
+            };
+            match minicbor::decode::<StoredKolSummary>(&v) {
+                Ok(stored) => out.push(stored.into_summary(id)),
+                Err(_) => tracing::warn!(document = %id, "skipping an unreadable KOL summary"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The KOLs to show: merged duplicates are left out when their winner is here. Sorted by
+    /// reading (kana) or name.
+    pub fn list_kols(&self) -> Result<Vec<KolSummary>, StoreError> {
+        let all = self.all_summaries()?;
+        let resolver = Resolver::new(&all);
+        let mut shown: Vec<KolSummary> = all.into_iter().filter(|s| resolver.resolve(s.id) == s.id).collect();
+        shown.sort_by_cached_key(|s| (s.sort_key(), s.id));
+        Ok(shown)
+    }
+
+    /// KOLs whose name, reading or institution contain every term of `query` (kana-, width- and
+    /// case-insensitive).
+    pub fn search_kols(&self, query: &str) -> Result<Vec<KolSummary>, StoreError> {
+        let terms: Vec<String> = query.split_whitespace().map(fold).collect();
+        Ok(self.list_kols()?.into_iter().filter(|s| s.matches(&terms)).collect())
+    }
+
+    /// The profile a KOL id stands for now: itself, or the profile it was merged into.
+    pub fn resolve_kol(&self, id: &DocumentId) -> Result<DocumentId, StoreError> {
+        let all = self.all_summaries()?;
+        Ok(Resolver::new(&all).resolve(*id))
+    }
+
+    /// Records of `kind` that belong to a KOL, including those filed under profiles merged into it.
+    pub fn records_for_kol(&self, kol: &DocumentId, kind: Kind) -> Result<Vec<DocumentId>, StoreError> {
+        let all = self.all_summaries()?;
+        let resolver = Resolver::new(&all);
+        let target = resolver.resolve(*kol);
+        let mut members: HashSet<DocumentId> =
+            all.iter().map(|s| s.id).filter(|id| resolver.resolve(*id) == target).collect();
+        members.insert(target);
+        members.insert(*kol);
+        let mut out = Vec::new();
+        for m in members {
+            for k in self.kv.scan_keys(&keys::kol_ref_prefix(&m, kind))? {
+                out.extend(keys::trailing_id(&k));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Merges duplicate KOL profiles: `winner` absorbs `loser`'s details, `loser` records
+    /// `merged_into`. Both changes are written in one batch. Records filed under the loser are
+    /// not touched (some are locked); lookups resolve them to the winner.
+    pub fn merge_kols(&self, winner: &DocumentId, loser: &DocumentId) -> Result<(), StoreError> {
+        let winner = self.resolve_kol(winner)?;
+        if winner == *loser || self.resolve_kol(loser)? == winner {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let who = &self.identity;
+        let mut cache = lock(&self.cache);
+        let mut l = self.take_pending(&mut cache, loser, Origin::Local)?;
+        let mut w = self.take_pending(&mut cache, &winner, Origin::Local)?;
+        let loser_profile: KolProfile = model::read_record(&l.doc)?;
+        if loser_profile.merged_into.is_some() {
+            return Err(StoreError::Invalid("that profile is already merged into another"));
+        }
+        let winner_str = winner.to_string();
+        model::update_record::<KolProfile, _>(&mut l.doc, who, now, |p| p.merged_into = Some(winner_str))?;
+        model::update_record::<KolProfile, _>(&mut w.doc, who, now, |p| {
+            model::absorb_profile(p, &loser_profile, &loser.to_string())
+        })?;
+        self.commit(&mut cache, vec![l, w])
+    }
+}
+
+/// Follows `merged_into` links. Two devices may merge a pair in opposite directions while
+/// offline; the resulting cycle resolves to its smallest id, the same answer on every device.
+struct Resolver {
+    next: HashMap<DocumentId, DocumentId>,
+}
+
+impl Resolver {
+    fn new(all: &[KolSummary]) -> Self {
+        let present: HashSet<DocumentId> = all.iter().map(|s| s.id).collect();
+        let next =
+            all.iter().filter_map(|s| s.merged_into.filter(|t| present.contains(t)).map(|t| (s.id, t))).collect();
+        Self { next }
+    }
+
+    fn resolve(&self, start: DocumentId) -> DocumentId {
+        let mut seen = vec![start];
+        let mut cur = start;
+        while let Some(&n) = self.next.get(&cur) {
+            if let Some(pos) = seen.iter().position(|s| *s == n) {
+                return seen[pos..].iter().copied().min().unwrap_or(n);
+            }
+            seen.push(n);
+            cur = n;
+        }
+        cur
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> DocumentId {
+        DocumentId::from_bytes([n; 16])
+    }
+
+    fn profile(n: u8, merged_into: Option<u8>) -> KolSummary {
+        KolSummary {
+            id: id(n),
+            name: format!("Dr. {n}"),
+            name_kana: None,
+            institution: "Univ".into(),
+            specialty: None,
+            merged_into: merged_into.map(id),
+        }
+    }
+
+    /// Each profile and what it is merged into.
+    type Links = &'static [(u8, Option<u8>)];
+    /// Where a profile resolves to.
+    type Expected = &'static [(u8, u8)];
+
+    /// Where each profile's `merged_into` links lead. Ids are `[n; 16]`, so a smaller `n` is a
+    /// smaller id: a cycle resolves to its smallest member on every device.
+    #[test]
+    fn merged_into_links_resolve_to_one_profile_on_every_device() {
+        #[rustfmt::skip]
+        let table: &[(&str, Links, Expected)] = &[
+            ("no links",                 &[(1, None), (2, None)],                   &[(1, 1), (2, 2)]),
+            ("one merge",                &[(1, Some(2)), (2, None)],                &[(1, 2), (2, 2)]),
+            ("a chain",                  &[(1, Some(2)), (2, Some(3)), (3, None)],  &[(1, 3), (2, 3), (3, 3)]),
+            ("a chain, listed backwards",&[(3, None), (2, Some(3)), (1, Some(2))],  &[(1, 3), (2, 3), (3, 3)]),
+            ("merged both ways offline", &[(1, Some(2)), (2, Some(1))],             &[(1, 1), (2, 1)]),
+            ("the same, the other way",  &[(2, Some(1)), (1, Some(2))],             &[(1, 1), (2, 1)]),
+            ("a cycle of three",         &[(3, Some(1)), (1, Some(2)), (2, Some(3))], &[(1, 1), (2, 1), (3, 1)]),
+            ("a chain into a cycle",     &[(4, Some(3)), (3, Some(2)), (2, Some(3))], &[(4, 2), (3, 2), (2, 2)]),
+            ("merged into itself",       &[(1, Some(1))],                           &[(1, 1)]),
+            ("merged into a missing one",&[(1, Some(9)), (2, Some(1))],             &[(1, 1), (2, 1)]),
+            ("an id not listed at all",  &[(1, Some(2)), (2, None)],                &[(8, 8)]),
+        ];
+        for (case, profiles, expected) in table {
+            let all: Vec<KolSummary> = profiles.iter().map(|(n, into)| profile(*n, *into)).collect();
+            let resolver = Resolver::new(&all);
+            for (from, to) in *expected {
+                assert_eq!(resolver.resolve(id(*from)), id(*to), "{case}: {from} resolves to {to}");
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Raw documents, for sync and export: loading, merging, editing any automerge document,
+//! deleting, compacting.
+
+use automerge::{Automerge, LoadOptions, OnPartialLoad};
+
+use super::index::{DocMeta, encode};
+use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
+use crate::id::DocumentId;
+use crate::model::{Kind, ModelError};
+use crate::storage::Batch;
+
+impl DocStore {
+    /// The document as automerge-repo would load it.
+    pub fn load(&self, id: &DocumentId) -> Result<Automerge, StoreError> {
+        self.load_cached(id)
+    }
+
+    /// The whole document as one `save()`.
+    pub fn export(&self, id: &DocumentId) -> Result<Vec<u8>, StoreError> {
+        Ok(self.load_cached(id)?.save())
+    }
+
+    /// Merges changes received from elsewhere (`save()` or `save_after()` output) into a
+    /// document, creating it if it is new here. Returns whether anything changed.
+    pub fn merge_remote(&self, id: &DocumentId, bytes: &[u8]) -> Result<bool, StoreError> {
+        let mut incoming =
+            Automerge::load_with_options(bytes, LoadOptions::new().on_partial_load(OnPartialLoad::Error))
+                .map_err(|_| StoreError::Invalid("received bytes are not an automerge document"))?;
+        let mut cache = lock(&self.cache);
+        let mut p = self.take_or_new_remote(&mut cache, id)?;
+        p.doc.merge(&mut incoming).map_err(ModelError::from)?;
+        let changed = p.doc.get_heads() != p.before;
+        self.commit(&mut cache, vec![p])?;
+        Ok(changed)
+    }
+
+    /// Edits any document, liaison record or not, in one automerge transaction (for documents
+    /// other automerge-repo clients created). Typed records should use [`DocStore::update`].
+    pub fn edit_raw<T>(
+        &self,
+        id: &DocumentId,
+        f: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<T, automerge::AutomergeError>,
+    ) -> Result<T, StoreError> {
+        let now = self.clock.now_ms();
+        let actor = self.identity.actor_id();
+        self.edit(id, move |doc| {
+            doc.set_actor(actor);
+            let mut tx = doc.transaction();
+            let out = f(&mut tx).map_err(ModelError::from)?;
+            tx.commit_with(automerge::transaction::CommitOptions::default().with_time(now));
+            Ok(out)
+        })
+    }
+
+    /// Deletes a document and its index entries (erasure).
+    pub fn delete(&self, id: &DocumentId) -> Result<(), StoreError> {
+        if self.delete_with(id, Batch::new())? { Ok(()) } else { Err(StoreError::NotFound(*id)) }
+    }
+
+    /// Deletes a document, if stored, together with `extra` writes in one atomic batch (an
+    /// erasure's tombstone and quarantine entries go with the document or not at all). Returns
+    /// whether the document was stored; `extra` is applied either way.
+    pub fn delete_with(&self, id: &DocumentId, extra: Batch) -> Result<bool, StoreError> {
+        let mut cache = lock(&self.cache);
+        let Some(meta) = self.read_meta(id)? else {
+            if !extra.is_empty() {
+                self.kv.apply(extra)?;
+                self.durable()?;
+            }
+            return Ok(false);
+        };
+        cache.take(id);
+        let mut batch = extra;
+        for k in self.kv.scan_keys(&keys::chunk_prefix(id))? {
+            batch.delete(k);
+        }
+        for k in self.kv.scan_keys(&keys::sync_prefix(id))? {
+            batch.delete(k);
+        }
+        batch.delete(keys::meta(id));
+        if let Some(kind) = meta.kind() {
+            batch.delete(keys::kind(kind, id));
+            batch.delete(keys::summary(id));
+            for r in &meta.refs {
+                if let Ok(kol) = r.parse::<DocumentId>() {
+                    batch.delete(keys::kol_ref(&kol, kind, id));
+                }
+            }
+        }
+        self.kv.apply(batch)?;
+        self.durable()?;
+        self.notify(DocChange { id: *id, kind: meta.kind(), origin: Origin::Local, heads: Vec::new(), deleted: true });
+        Ok(true)
+    }
+
+    /// Rewrites a document as a single chunk.
+    pub fn compact(&self, id: &DocumentId) -> Result<(), StoreError> {
+        let mut cache = lock(&self.cache);
+        let p = self.take_pending(&mut cache, id, Origin::Local)?;
+        let batch = self.compaction_batch(&p)?;
+        let meta = DocMeta { next_chunk: p.meta.next_chunk + 1, chunks: 1, ..p.meta.clone() };
+        let mut batch = batch;
+        batch.put(keys::meta(id), encode(&meta));
+        self.kv.apply(batch)?;
+        self.durable()?;
+        cache.put(*id, p.doc, self.options.cache_docs);
+        Ok(())
+    }
+
+    /// Tenant, team and kind of a stored liaison document (from its envelope), without loading it.
+    #[allow(clippy::type_complexity)]
+    pub fn owner_of(&self, id: &DocumentId) -> Result<Option<(String, String, Option<Kind>)>, StoreError> {
+        Ok(self.read_meta(id)?.and_then(|m| {
+            let kind = m.kind();
+            Some((m.tenant?, m.team?, kind))
+        }))
+    }
+
+    /// How many chunks a document is stored in.
+    pub fn chunk_count(&self, id: &DocumentId) -> Result<u64, StoreError> {
+        Ok(self.read_meta(id)?.ok_or(StoreError::NotFound(*id))?.chunks)
+    }
+}
