@@ -642,6 +642,33 @@ fn a_peer_that_asked_too_early_gets_the_document_when_it_arrives() {
     assert_eq!(net.notes(devs[1], doc).as_deref(), Some("more"));
 }
 
+/// Found by the simulator: the relay forgot who was waiting when it evicted the entry of an id
+/// it did not have, so the document arrived and the peer that asked never heard of it.
+#[test]
+fn a_peer_that_asked_too_early_gets_the_document_even_if_the_relay_evicted_the_id_meanwhile() {
+    let policy = TestPolicy::default();
+    let mut net = Net::new();
+    let relay = net.add("relay", false, 1, Box::new(policy.clone()));
+    let (a, b) =
+        (net.add("dev0", true, 10_000, Box::new(OpenPolicy)), net.add("dev1", true, 10_000, Box::new(OpenPolicy)));
+    net.connect(a, relay);
+    net.connect(b, relay);
+    net.settle();
+    let doc =
+        net.nodes[a].d.store.create("team", &EngagementPlan::new(&DocumentId::from_bytes([1; 16]), "later")).unwrap();
+    net.handle(b, Input::Find { doc });
+    net.settle();
+    assert!(net.nodes[b].events.iter().any(|e| matches!(e, Event::DocUnavailable { doc: d } if *d == doc)));
+    // b asks for other ids the relay lacks too: with room for one document, the first is evicted.
+    for i in 0..3 {
+        net.handle(b, Input::Find { doc: DocumentId::from_bytes([20 + i; 16]) });
+        net.settle();
+    }
+    net.handle(a, Input::Announce { doc });
+    net.settle();
+    assert!(net.nodes[b].d.store.get::<EngagementPlan>(&doc).is_ok(), "the waiting peer got the document");
+}
+
 #[test]
 fn a_found_document_keeps_syncing_both_ways_after_a_reconnect() {
     let policy = TestPolicy::default();

@@ -1,5 +1,7 @@
 //! Receiving: document messages from peers, screening and applying their changes.
 
+use std::collections::BTreeSet;
+
 use automerge::ChangeHash;
 use automerge::sync::{self, SyncDoc};
 
@@ -155,13 +157,21 @@ impl Engine {
                 d.announced = true;
                 self.announced.insert(doc);
             }
-            let waiting: Vec<ConnId> = std::mem::take(&mut d.waiting).into_iter().filter(|c| *c != conn).collect();
+            let mut waiting: BTreeSet<ConnId> = std::mem::take(&mut d.waiting);
             if before.is_empty() {
                 // The document exists from now on: peers that talked about the id before (their
                 // own creation was refused, say) were never asked about access to *this*
                 // document. Those who may not read it leave it, and hear "unavailable".
                 self.drop_peers_without_access(doc, conn);
+                // Every connection that asked about the id is waiting for it, even if the entry
+                // that remembered it was evicted while the document did not exist.
+                waiting.extend(
+                    self.ready_conns()
+                        .into_iter()
+                        .filter(|c| self.conns.get(c).is_some_and(|x| x.touched.contains(&doc))),
+                );
             }
+            waiting.remove(&conn);
             self.after_change(doc);
             // Peers that asked before it existed get it now, subject to access.
             for c in waiting {
