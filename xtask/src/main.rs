@@ -7,7 +7,8 @@
 //!   criterion benchmarks at full size.
 //! - `fuzz [SECONDS]`: every cargo-fuzz target for SECONDS (default 60) each; installs
 //!   cargo-fuzz if missing. Crashes land in `fuzz/artifacts/`: keep them in `fuzz/regressions/`.
-//! - `soak [CASES]`: the protocol simulator and the convergence properties at CASES cases each
+//! - `soak [CASES]`: the protocol simulator (open relay and real policy) and the convergence
+//!   properties at CASES cases each
 //!   (default 2,000; the everyday suite runs 40 and 48), in release.
 //! - `bindings [--release]`: builds liaison-ffi and generates Swift, Kotlin and Python into
 //!   mobile-bindings/generated/.
@@ -173,7 +174,22 @@ fn soak(cases: &str) -> Result<()> {
     let n: u32 = cases.parse().context("soak takes a number of cases")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let started = std::time::Instant::now();
-    let args = ["test", "--release", "-p", "liaison-core", "--test", "sync_sim", "--test", "convergence"];
+    // The simulator with the open relay and with the relay's real policy, and the convergence
+    // properties of offline edits.
+    let args = [
+        "test",
+        "--release",
+        "-p",
+        "liaison-core",
+        "-p",
+        "liaison-server",
+        "--test",
+        "sync_sim",
+        "--test",
+        "convergence",
+        "--test",
+        "sim_policy",
+    ];
     eprintln!("$ PROPTEST_CASES={n} cargo {}", args.join(" "));
     let status =
         Command::new(&cargo).args(args).env("PROPTEST_CASES", n.to_string()).status().context("running cargo")?;
