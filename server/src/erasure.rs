@@ -10,26 +10,23 @@ use liaison_core::storage::Batch;
 use liaison_core::{DocStore, DocumentId};
 
 use crate::auth::AuthStore;
+use crate::keys;
 use crate::policy::{Owner, encode_tombstone, tombstone_key};
 
 /// Where a refused change is kept.
 pub fn quarantine_key(doc: &DocumentId, hash: &[u8]) -> Vec<u8> {
-    [b"q/".as_slice(), doc.as_bytes(), b"/", hash].concat()
-}
-
-fn quarantine_prefix(doc: &DocumentId) -> Vec<u8> {
-    [b"q/".as_slice(), doc.as_bytes(), b"/"].concat()
+    keys::quarantine(doc, hash)
 }
 
 /// The index entry naming the tenant whose device sent a quarantined change (tenant names are
 /// checked names, without `/`).
 pub fn quarantine_index_key(tenant: &str, doc: &DocumentId, hash: &[u8]) -> Vec<u8> {
-    [format!("qt/{tenant}/").as_bytes(), doc.as_bytes(), b"/", hash].concat()
+    keys::quarantine_index(tenant, doc, hash)
 }
 
 /// Tenant, document and change hash of a quarantine index key.
 fn parse_index(key: &[u8]) -> Option<(&[u8], DocumentId, &[u8])> {
-    let rest = key.strip_prefix(b"qt/")?;
+    let rest = key.strip_prefix(keys::QUARANTINE_INDEX)?;
     let slash = rest.iter().position(|b| *b == b'/')?;
     let (tenant, rest) = (&rest[..slash], &rest[slash + 1..]);
     let doc: [u8; 16] = rest.get(..16)?.try_into().ok()?;
@@ -53,10 +50,10 @@ pub fn erase_stored(store: &DocStore, doc: &DocumentId, now_ms: i64) -> Result<(
         let owner = store.owner_of(doc).map_err(|e| err(&e))?.map(|(tenant, team, kind)| Owner { tenant, team, kind });
         batch.put(tombstone_key(doc), encode_tombstone(now_ms, owner.as_ref()));
     }
-    let quarantined = kv.scan_keys(&quarantine_prefix(doc)).map_err(|e| err(&e))?;
+    let quarantined = kv.scan_keys(&keys::quarantine_of(doc)).map_err(|e| err(&e))?;
     if !quarantined.is_empty() {
         // Their index entries, under whichever tenant sent them.
-        for key in kv.scan_keys(b"qt/").map_err(|e| err(&e))? {
+        for key in kv.scan_keys(keys::QUARANTINE_INDEX).map_err(|e| err(&e))? {
             if parse_index(&key).is_some_and(|(_, d, _)| d == *doc) {
                 batch.delete(key);
             }
@@ -97,7 +94,7 @@ pub fn purge_stored(store: &DocStore, auth: &AuthStore, tenant: &str, now_ms: i6
     }
     // Quarantine its devices left elsewhere (documents never stored, or not its own).
     let kv = store.kv();
-    let index = format!("qt/{tenant}/").into_bytes();
+    let index = keys::quarantine_index_of(tenant);
     let mut batch = Batch::new();
     for k in kv.scan_keys(&index).map_err(|e| e.to_string())? {
         if let Some((_, doc, hash)) = parse_index(&k) {

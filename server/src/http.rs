@@ -306,7 +306,7 @@ impl FromRequestParts<AppState> for SystemAdmin {
 
 /// Ready when storage answers and the relay's actor (which owns the sync engine) answers.
 async fn readyz(State(s): State<AppState>) -> Response {
-    if let Err(e) = s.store.kv().get(b"!install") {
+    if let Err(e) = s.store.kv().get(crate::keys::INSTALL) {
         tracing::error!(error = %e, "storage not ready");
         return (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n").into_response();
     }

@@ -9,6 +9,7 @@
 //! - [`connections`]: connection limits (open HTTP connections, time to start a request,
 //!   WebSockets per token).
 //! - [`tls`]: development certificate and PEM loading.
+//! - [`keys`]: every key the relay writes into the database it shares with core.
 
 pub mod auth;
 pub mod backup;
@@ -17,6 +18,7 @@ pub mod connections;
 pub mod contract;
 pub mod erasure;
 pub mod http;
+pub mod keys;
 pub mod ledger;
 pub mod metrics;
 pub mod outbox;

@@ -24,7 +24,7 @@ use crate::ledger::{self, LedgerEntry, LedgerEvent, LedgerMark};
 /// The manifest written beside a backup's database.
 pub const MANIFEST: &str = "backup.json";
 /// The key of the relay's install bytes, the random part of the actor it writes under.
-pub const INSTALL_KEY: &[u8] = b"r/install";
+pub const INSTALL_KEY: &[u8] = crate::keys::INSTALL;
 /// Bytes of keys and values copied per page (and per batch into the copy).
 const PAGE_BYTES: usize = 4 << 20;
 
