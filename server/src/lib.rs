@@ -17,6 +17,7 @@ pub mod config;
 pub mod connections;
 pub mod contract;
 pub mod erasure;
+pub mod error;
 pub mod http;
 pub mod keys;
 pub mod ledger;
