@@ -72,15 +72,20 @@ impl From<RoleName> for Role {
     }
 }
 
+/// A role name that is none of the four.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("role must be msl, manager, medical-information or admin")]
+pub struct UnknownRole;
+
 impl std::str::FromStr for RoleName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
         match s {
             "msl" => Ok(Self::Msl),
             "manager" => Ok(Self::Manager),
             "medical-information" => Ok(Self::MedicalInformation),
             "admin" => Ok(Self::Admin),
-            _ => Err("role must be msl, manager, medical-information or admin".into()),
+            _ => Err(UnknownRole),
         }
     }
 }

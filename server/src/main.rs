@@ -216,7 +216,7 @@ fn main() -> Result<()> {
                         now,
                         liaison_server::ledger::LedgerEvent::DocumentErased { document: doc.to_string() },
                     )?;
-                    liaison_server::erasure::erase_stored(&store, &doc, now).map_err(|e| anyhow::anyhow!(e))?;
+                    liaison_server::erasure::erase_stored(&store, &doc, now)?;
                     println!("document {id} erased; devices are told to delete their copy when they next sync it");
                 }
                 Admin::ExportTenant { tenant, dest } => {
@@ -224,16 +224,14 @@ fn main() -> Result<()> {
                         anyhow::bail!("{} already exists; choose a new directory", dest.display());
                     }
                     std::fs::create_dir_all(&dest).context("cannot create the export directory")?;
-                    let n = liaison_server::contract::export_tenant(&store, &tenant, &dest)
-                        .map_err(|e| anyhow::anyhow!(e))?;
+                    let n = liaison_server::contract::export_tenant(&store, &tenant, &dest)?;
                     println!("exported {n} documents of {tenant} into {}", dest.display());
                 }
                 Admin::PurgeTenant { tenant } => {
                     let now = now_ms();
                     auth.tenant(&tenant)?.context("no such tenant")?;
                     ledger.append(now, liaison_server::ledger::LedgerEvent::TenantPurged { tenant: tenant.clone() })?;
-                    let docs = liaison_server::erasure::purge_stored(&store, &auth, &tenant, now)
-                        .map_err(|e| anyhow::anyhow!(e))?;
+                    let docs = liaison_server::erasure::purge_stored(&store, &auth, &tenant, now)?;
                     println!("tenant {tenant} purged: {} documents erased, credentials revoked", docs.len());
                 }
                 Admin::ListTenants => {

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::caller::{Admin, SystemAdmin, spend_single_use};
 use super::{AppState, metrics};
 use crate::auth::RoleName;
-use crate::error::ApiError;
+use crate::error::{ActorGone, ApiError, MaintenanceError};
 use crate::now_ms;
 use crate::relay::ActorMsg;
 
@@ -198,21 +198,15 @@ async fn unlock(
     Json(b): Json<UnlockBody>,
 ) -> Result<Response, ApiError> {
     let doc: DocumentId = id.parse().map_err(|_| ApiError::BadRequest("not a document id".into()))?;
-    s.store
-        .owner_of(&doc)
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .filter(|(tenant, _, _)| admin.administers(tenant))
-        .ok_or(ApiError::NotFound("document"))?;
+    s.store.owner_of(&doc)?.filter(|(tenant, _, _)| admin.administers(tenant)).ok_or(ApiError::NotFound("document"))?;
     let store = s.store.clone();
     let reason = format!("{} (by {})", b.reason, admin.0.user);
-    let changes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-        let before = store.load(&doc).map_err(|e| e.to_string())?.get_heads();
-        store.unlock_any(&doc, &reason).map_err(|e| e.to_string())?;
-        store.changes_since(&doc, &before).map_err(|e| e.to_string())
+    let changes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+        let before = store.load(&doc)?.get_heads();
+        store.unlock_any(&doc, &reason)?;
+        Ok(store.changes_since(&doc, &before)?)
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(ApiError::BadRequest)?;
+    .await??;
     s.relay.send(ActorMsg::LocalChanges { doc, changes }).await;
     Ok(Json(json!({ "unlocked": id })).into_response())
 }
@@ -220,7 +214,7 @@ async fn unlock(
 async fn stats(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, ApiError> {
     let m = &s.metrics;
     let l = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let stored = s.store.all_documents().map(|d| d.len()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let stored = s.store.all_documents()?.len();
     Ok(Json(json!({
         "connections_open": l(&m.connections_open),
         "documents_stored": stored,
@@ -240,9 +234,7 @@ async fn backup(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, A
         let (name, dest) = crate::backup::fresh_dir(&root, "backup", now)?;
         crate::backup::backup_live(&data.kv, &data.ledger, &dest, now, &mut || {}).map(|m| (name, m))
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    .await??;
     tracing::info!(backup = %name, entries = manifest.entries, "backup made");
     Ok(Json(json!({ "backup": name, "entries": manifest.entries, "made_at_ms": manifest.made_at_ms })).into_response())
 }
@@ -251,7 +243,7 @@ async fn backup(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, A
 /// can come back, and every device syncing it, now or later, is told to delete its copy.
 async fn erase(admin: Admin, State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let doc: DocumentId = id.parse().map_err(|_| ApiError::BadRequest("not a document id".into()))?;
-    let allowed = match s.store.owner_of(&doc).map_err(|e| ApiError::Internal(e.to_string()))? {
+    let allowed = match s.store.owner_of(&doc)? {
         Some((tenant, _, _)) => admin.administers(&tenant),
         // Not a liaison record (no envelope), or already erased: system admins only, if it is stored.
         None => admin.0.is_system_admin() && s.store.kind_of(&doc).is_ok(),
@@ -261,7 +253,7 @@ async fn erase(admin: Admin, State(s): State<AppState>, Path(id): Path<String>) 
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     s.relay.send(ActorMsg::Erase { doc, reply: tx }).await;
-    rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::Internal)?;
+    rx.await.map_err(|_| ActorGone)??;
     tracing::info!(document = %doc, by = %admin.0.user, "erasure requested");
     Ok(Json(json!({ "erased": id })).into_response())
 }
@@ -279,14 +271,11 @@ async fn export_tenant(
 ) -> Result<Response, ApiError> {
     admin.check_tenant(&tenant)?;
     let (root, store, who) = (s.export_root.clone(), s.store.clone(), tenant.clone());
-    let (name, n) = tokio::task::spawn_blocking(move || {
-        let (name, dest) =
-            crate::backup::fresh_dir(&root, &format!("export-{who}"), now_ms()).map_err(|e| e.to_string())?;
-        crate::contract::export_tenant(&store, &who, &dest).map(|n| (name, n))
+    let (name, n) = tokio::task::spawn_blocking(move || -> Result<_, MaintenanceError> {
+        let (name, dest) = crate::backup::fresh_dir(&root, &format!("export-{who}"), now_ms())?;
+        Ok((name, crate::contract::export_tenant(&store, &who, &dest)?))
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(ApiError::Internal)?;
+    .await??;
     tracing::info!(tenant = %tenant, export = %name, documents = n, by = %admin.0.user, "tenant exported");
     Ok(Json(json!({ "tenant": tenant, "export": name, "documents": n })).into_response())
 }
@@ -307,7 +296,7 @@ async fn purge_tenant(
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     s.relay.send(ActorMsg::PurgeTenant { tenant: tenant.clone(), reply: tx }).await;
-    let n = rx.await.map_err(|e| ApiError::Internal(e.to_string()))?.map_err(ApiError::Internal)?;
+    let n = rx.await.map_err(|_| ActorGone)??;
     tracing::info!(tenant = %tenant, documents = n, by = %p.user, "tenant purged");
     Ok(Json(json!({ "tenant": tenant, "erased_documents": n, "purged": true })).into_response())
 }

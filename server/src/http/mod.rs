@@ -224,10 +224,10 @@ async fn catalog(
 ) -> Result<Response, ApiError> {
     let p = authenticate(&s, &headers, &q)?;
     let store = s.store.clone();
-    let docs = tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, String> {
+    let docs = tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, ApiError> {
         let mut out = Vec::new();
-        for id in store.all_documents().map_err(|e| e.to_string())? {
-            if let Some((tenant, team, kind)) = store.owner_of(&id).map_err(|e| e.to_string())?
+        for id in store.all_documents()? {
+            if let Some((tenant, team, kind)) = store.owner_of(&id)?
                 && access_for(&p, &tenant, &team, kind) != Access::None
             {
                 out.push(json!({ "id": id.to_string(), "kind": kind.map(Kind::as_str), "team": team }));
@@ -235,8 +235,6 @@ async fn catalog(
         }
         Ok(out)
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(ApiError::Internal)?;
+    .await??;
     Ok(Json(json!({ "documents": docs })).into_response())
 }

@@ -94,7 +94,7 @@ pub enum ActorMsg {
 }
 
 /// Where an erasure's or purge's outcome goes: the number of documents erased, or why it failed.
-pub type MaintenanceReply = oneshot::Sender<Result<u64, String>>;
+pub type MaintenanceReply = oneshot::Sender<Result<u64, crate::error::MaintenanceError>>;
 
 #[derive(Debug, Clone)]
 pub struct RelayHandle {
