@@ -12,7 +12,7 @@ use serde_json::json;
 use super::caller::{Admin, SystemAdmin, spend_single_use};
 use super::{AppState, metrics};
 use crate::auth::RoleName;
-use crate::error::{ActorGone, ApiError, MaintenanceError};
+use crate::error::{ApiError, MaintenanceError};
 use crate::now_ms;
 use crate::relay::ActorMsg;
 
@@ -251,9 +251,7 @@ async fn erase(admin: Admin, State(s): State<AppState>, Path(id): Path<String>) 
     if !allowed {
         return Err(ApiError::NotFound("document"));
     }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    s.relay.send(ActorMsg::Erase { doc, reply: tx }).await;
-    rx.await.map_err(|_| ActorGone)??;
+    s.relay.ask(|reply| ActorMsg::Erase { doc, reply }).await??;
     tracing::info!(document = %doc, by = %admin.0.user, "erasure requested");
     Ok(Json(json!({ "erased": id })).into_response())
 }
@@ -294,9 +292,7 @@ async fn purge_tenant(
     if s.auth.tenant(&tenant)?.is_none() {
         return Err(ApiError::NotFound("tenant"));
     }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    s.relay.send(ActorMsg::PurgeTenant { tenant: tenant.clone(), reply: tx }).await;
-    let n = rx.await.map_err(|_| ActorGone)??;
+    let n = s.relay.ask(|reply| ActorMsg::PurgeTenant { tenant: tenant.clone(), reply }).await??;
     tracing::info!(tenant = %tenant, documents = n, by = %p.user, "tenant purged");
     Ok(Json(json!({ "tenant": tenant, "erased_documents": n, "purged": true })).into_response())
 }

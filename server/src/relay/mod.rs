@@ -15,6 +15,7 @@ use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, Output, Side};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{AuthError, AuthStore, Principal};
+use crate::error::{ActorGone, MaintenanceError};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::policy::{PendingOwners, Principals, RelayPolicy};
@@ -94,7 +95,7 @@ pub enum ActorMsg {
 }
 
 /// Where an erasure's or purge's outcome goes: the number of documents erased, or why it failed.
-pub type MaintenanceReply = oneshot::Sender<Result<u64, crate::error::MaintenanceError>>;
+pub type MaintenanceReply = oneshot::Sender<Result<u64, MaintenanceError>>;
 
 #[derive(Debug, Clone)]
 pub struct RelayHandle {
@@ -120,19 +121,22 @@ impl RelayHandle {
         let _ = self.tx.send(msg).await;
     }
 
+    /// A round trip: sends the message `request` makes around a reply channel, and waits for
+    /// the actor's answer.
+    pub async fn ask<T>(&self, request: impl FnOnce(oneshot::Sender<T>) -> ActorMsg) -> Result<T, ActorGone> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(request(reply)).await.map_err(|_| ActorGone)?;
+        answer.await.map_err(|_| ActorGone)
+    }
+
     /// Whether the actor answers within `timeout` (it is alive and not stuck).
     pub async fn alive(&self, timeout: Duration) -> bool {
-        let (tx, rx) = oneshot::channel();
-        let asked = tokio::time::timeout(timeout, self.tx.send(ActorMsg::Ping(tx))).await;
-        matches!(asked, Ok(Ok(()))) && matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
+        matches!(tokio::time::timeout(timeout, self.ask(ActorMsg::Ping)).await, Ok(Ok(())))
     }
 
     /// Closes every connection with "going away" and waits until storage work is done.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(ActorMsg::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        let _ = self.ask(ActorMsg::Shutdown).await;
     }
 }
 
