@@ -87,7 +87,7 @@ pub(super) async fn serve_socket(
                     Ok(Some(Ok(_))) => None, // ping and pong
                 };
                 if let Some((code, reason)) = reply {
-                    metrics.closed(reason);
+                    count_close(&out_rx, &metrics, reason);
                     let _ = tokio::time::timeout(write_deadline, sink.send(close_frame(code, reason))).await;
                     break;
                 }
@@ -103,7 +103,7 @@ pub(super) async fn serve_socket(
                     Ok(Ok(true)) => {}
                     Ok(Ok(false) | Err(())) => break,
                     Err(_) => {
-                        metrics.closed("write timeout");
+                        count_close(&out_rx, &metrics, "write timeout");
                         tracing::info!(conn = conn.0, "a client did not read within the write deadline; cut");
                         break;
                     }
@@ -116,6 +116,14 @@ pub(super) async fn serve_socket(
 
 /// Frames queued for one connection and written before one flush.
 const OUTBOX_FRAMES: usize = 4096;
+
+/// Counts the task's reason for ending the connection, unless the actor ended it first (and
+/// counted its own): each connection is counted once.
+fn count_close(out_rx: &OutboxReceiver, metrics: &Metrics, reason: &str) {
+    if out_rx.first_to_end() {
+        metrics.closed(reason);
+    }
+}
 
 fn close_frame(code: u16, reason: &str) -> WsMessage {
     WsMessage::Close(Some(CloseFrame { code, reason: reason.to_owned().into() }))

@@ -36,6 +36,10 @@ pub mod close {
 pub use crate::outbox::{Outbox, Outgoing};
 
 mod maintenance;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use maintenance::{Erasing, Loads, Maintenance};
@@ -92,6 +96,15 @@ pub enum ActorMsg {
     /// Liveness: the actor answers (for `/readyz`).
     Ping(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// How the actor ends a connection (see `Actor::end`).
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// A close frame with this code and reason, after what is queued.
+    Close(u16, &'static str),
+    /// At once, dropping what is queued (the task may be blocked on the socket).
+    Cut(&'static str),
 }
 
 /// Where an erasure's or purge's outcome goes: the number of documents erased, or why it failed.
@@ -318,7 +331,7 @@ impl Actor {
                 self.input(Input::Frame { conn, frame });
                 drop(permit);
             }
-            ActorMsg::Closed { conn } => self.forget(conn, true),
+            ActorMsg::Closed { conn } => self.forget(conn),
             ActorMsg::StorageDone { task, result } => {
                 self.pending = self.pending.saturating_sub(1);
                 if let Some(doc) = self.running.remove(&task) {
@@ -366,24 +379,46 @@ impl Actor {
             }
             ActorMsg::LocalChanges { doc, changes } => self.input(Input::LocalChanges { doc, changes }),
             ActorMsg::Shutdown(done) => {
-                for (_, out) in self.outboxes.drain() {
-                    out.close(close::GOING_AWAY, "relay shutting down");
-                }
-                let conns: Vec<ConnId> = self.principals.all().into_iter().map(|(c, _)| c).collect();
-                for c in conns {
-                    self.forget(c, true);
+                let conns: Vec<ConnId> = self.outboxes.keys().copied().collect();
+                for conn in conns {
+                    if self.end(conn, Ending::Close(close::GOING_AWAY, "relay shutting down")) {
+                        self.input(Input::Disconnected { conn });
+                    }
                 }
                 self.shutdown = Some(done);
             }
         }
     }
 
-    fn forget(&mut self, conn: ConnId, tell_engine: bool) {
-        if self.outboxes.remove(&conn).is_some() || self.principals.get(conn).is_some() {
-            self.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    /// The one way the actor ends a connection: counted once under its reason (by whichever
+    /// ends it first, the actor or the connection's task), told to the connection's task, and
+    /// forgotten. `false` if it had ended already. The engine is not told: a caller whose
+    /// engine still holds the connection says `Input::Disconnected`.
+    fn end(&mut self, conn: ConnId, ending: Ending) -> bool {
+        let Some(outbox) = self.outboxes.remove(&conn) else { return false };
+        let reason = match ending {
+            Ending::Close(code, reason) => {
+                outbox.close(code, reason);
+                reason
+            }
+            Ending::Cut(reason) => {
+                outbox.cut();
+                reason
+            }
+        };
+        if outbox.first_to_end() {
+            self.metrics.closed(reason);
         }
         self.principals.remove(conn);
-        if tell_engine {
+        self.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
+    /// The connection's task ended (and counted its reason, if it had one).
+    fn forget(&mut self, conn: ConnId) {
+        if self.outboxes.remove(&conn).is_some() {
+            self.principals.remove(conn);
+            self.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.input(Input::Disconnected { conn });
         }
     }
@@ -408,12 +443,9 @@ impl Actor {
                         AuthError::TenantPurged => "tenant purged",
                         _ => "credential no longer valid",
                     };
-                    self.metrics.closed(why);
-                    if let Some(out) = self.outboxes.get(&conn) {
-                        out.close(close::AUTH, why);
+                    if self.end(conn, Ending::Close(close::AUTH, why)) {
+                        self.input(Input::Disconnected { conn });
                     }
-                    self.input(Input::Close { conn, reason: why.into() });
-                    self.forget(conn, false);
                 }
             }
         }
@@ -430,25 +462,19 @@ impl Actor {
                     let Some(out) = self.outboxes.get(&conn) else { continue };
                     Metrics::add(&self.metrics.frames_out, 1);
                     Metrics::add(&self.metrics.bytes_out, frame.len() as u64);
-                    if !out.frame(frame) {
-                        // The client does not read fast enough (its outbox is full, in bytes
-                        // or frames); dropping frames would break sync, so the connection goes
-                        // at once (the device reconnects and resumes), its task with it.
-                        out.cut();
-                        self.metrics.closed("client too slow");
-                        self.outboxes.remove(&conn);
-                        self.input(Input::Close { conn, reason: "client too slow".into() });
-                        self.forget(conn, false);
+                    // The client does not read fast enough (its outbox is full, in bytes or
+                    // frames); dropping frames would break sync, so the connection goes at once
+                    // (the device reconnects and resumes), its task with it.
+                    if !out.frame(frame) && self.end(conn, Ending::Cut("client too slow")) {
+                        self.input(Input::Disconnected { conn });
                     }
                 }
                 Output::Close { conn, reason } => {
+                    // The engine has let the connection go already.
                     let (code, text) = close_reason(&reason);
-                    self.metrics.closed(text);
-                    tracing::info!(conn = conn.0, reason = text, "closing connection");
-                    if let Some(out) = self.outboxes.get(&conn) {
-                        out.close(code, text);
+                    if self.end(conn, Ending::Close(code, text)) {
+                        tracing::info!(conn = conn.0, reason = text, "closing connection");
                     }
-                    self.forget(conn, false);
                 }
                 Output::Storage { task, op } => {
                     if self.held_back(task_doc(&op)) {
