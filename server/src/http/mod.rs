@@ -211,7 +211,8 @@ async fn sync_socket(
         .on_upgrade(move |socket| async move {
             // The token's slot is held while the socket is served (and freed if the upgrade fails).
             let _slot = slot;
-            serve_socket(socket, principal, state.relay, limits, state.metrics).await
+            let (sink, stream) = futures::StreamExt::split(socket);
+            serve_socket(sink, stream, principal, state.relay, limits, state.metrics).await
         })
         .into_response())
 }

@@ -4,15 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
-use futures::{SinkExt, StreamExt};
+use axum::extract::ws::{CloseFrame, Message as WsMessage};
+use futures::{Sink, SinkExt, Stream, StreamExt};
 
 use crate::auth::Principal;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxReceiver, Outgoing, outbox};
 use crate::relay::{ActorMsg, RelayHandle, close};
-
 
 /// A token bucket: `rate` per second sustained, `burst` at once.
 struct Bucket {
@@ -39,18 +38,23 @@ impl Bucket {
 /// Most frames one flush to a device carries.
 const MAX_COALESCED: usize = 64;
 
-pub(super) async fn serve_socket(
-    socket: WebSocket,
+/// Serves one WebSocket until it ends: `sink` and `stream` are its halves (a split
+/// `axum::extract::ws::WebSocket`, or channels in tests).
+pub(super) async fn serve_socket<W, R>(
+    mut sink: W,
+    mut stream: R,
     principal: Principal,
     relay: RelayHandle,
     limits: Limits,
     metrics: Arc<Metrics>,
-) {
+) where
+    W: Sink<WsMessage> + Unpin,
+    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+{
     let conn = relay.next_conn();
     let (outbox, mut out_rx) = outbox(OUTBOX_FRAMES, limits.max_outbox_bytes);
     tracing::debug!(conn = conn.0, tenant = %principal.tenant, "connection opened");
     relay.send(ActorMsg::Open { conn, principal, outbox }).await;
-    let (mut sink, mut stream) = socket.split();
     let mut bucket = Bucket {
         tokens: f64::from(limits.message_burst),
         rate: f64::from(limits.messages_per_second),
@@ -148,7 +152,7 @@ fn is_too_large(e: &axum::Error) -> bool {
 /// when the connection ends here (a close was sent), `Err` when the socket failed.
 async fn write_queued<S>(sink: &mut S, first: Outgoing, out_rx: &mut OutboxReceiver) -> Result<bool, ()>
 where
-    S: futures::Sink<WsMessage> + Unpin,
+    S: Sink<WsMessage> + Unpin,
 {
     let mut next = Some(first);
     let mut fed = 0;
@@ -168,4 +172,104 @@ where
     }
     sink.flush().await.map_err(|_| ())?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::Ordering;
+
+    use futures::channel::mpsc;
+
+    use super::*;
+    use crate::relay::testing::{self, TestRelay};
+
+    /// The device's end of a socket served over channels: what it sends, what it is sent.
+    struct Device {
+        sends: mpsc::UnboundedSender<Result<WsMessage, axum::Error>>,
+        receives: mpsc::UnboundedReceiver<WsMessage>,
+    }
+
+    impl Device {
+        /// The close frame the relay sent, after whatever came before it.
+        async fn closed(&mut self) -> (u16, String) {
+            while let Some(message) = self.receives.next().await {
+                if let WsMessage::Close(Some(frame)) = message {
+                    return (frame.code, frame.reason.as_str().to_owned());
+                }
+            }
+            panic!("the socket ended without a close frame");
+        }
+    }
+
+    /// Serves a socket over channels until the task ends (within ten seconds).
+    async fn serve(relay: &TestRelay, script: impl FnOnce(&Device)) -> Device {
+        let (sink, receives) = mpsc::unbounded();
+        let (sends, stream) = mpsc::unbounded();
+        let device = Device { sends, receives };
+        script(&device);
+        let task = serve_socket(
+            sink,
+            stream,
+            relay.principal.clone(),
+            relay.relay.clone(),
+            relay.config.limits.clone(),
+            relay.metrics.clone(),
+        );
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("the socket task ends");
+        relay.settled().await;
+        device
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_closes_with_1009_counted_once() {
+        let relay = testing::start();
+        let mut device = serve(&relay, |device| {
+            use tungstenite::error::{CapacityError, Error as WsError};
+            let too_long = WsError::Capacity(CapacityError::MessageTooLong { size: 2 << 20, max_size: 1 << 20 });
+            device.sends.unbounded_send(Err(axum::Error::new(too_long))).unwrap();
+        })
+        .await;
+        assert_eq!(device.closed().await, (close::TOO_BIG, "frame too large".to_owned()));
+        assert_eq!(relay.closed("frame too large"), 1);
+        assert_eq!(relay.closed_total(), 1);
+        assert_eq!(relay.metrics.connections_open.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn another_read_error_ends_the_socket_without_a_close_or_a_count() {
+        let relay = testing::start();
+        let mut device = serve(&relay, |device| {
+            let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+            device.sends.unbounded_send(Err(axum::Error::new(reset))).unwrap();
+        })
+        .await;
+        assert!(device.receives.next().await.is_none(), "nothing sent");
+        assert_eq!(relay.closed_total(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_binary_message_goes_to_the_engine_and_its_close_comes_back_counted_once() {
+        let relay = testing::start();
+        let mut device = serve(&relay, |device| {
+            device.sends.unbounded_send(Ok(WsMessage::Binary(vec![0xff, 0x00, 0x13].into()))).unwrap();
+        })
+        .await;
+        assert_eq!(relay.metrics.frames_in.load(Ordering::Relaxed), 1, "forwarded to the actor");
+        assert_eq!(device.closed().await, (close::PROTOCOL, "malformed frame".to_owned()));
+        assert_eq!(relay.closed("malformed frame"), 1);
+        assert_eq!(relay.closed_total(), 1);
+    }
+
+    #[tokio::test]
+    async fn text_messages_are_refused() {
+        let relay = testing::start();
+        let mut device = serve(&relay, |device| {
+            device.sends.unbounded_send(Ok(WsMessage::Text("hello".into()))).unwrap();
+        })
+        .await;
+        assert_eq!(device.closed().await, (close::PROTOCOL, "binary frames only".to_owned()));
+        assert_eq!(relay.metrics.frames_in.load(Ordering::Relaxed), 0);
+        assert_eq!(relay.closed_total(), 1);
+    }
 }
