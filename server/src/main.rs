@@ -35,7 +35,14 @@ struct Common {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the relay.
-    Serve(Common),
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Once listening, write where the relay serves (URLs, certificate fingerprint) to this
+        /// file as JSON, atomically.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Check the configuration and exit.
     CheckConfig(Common),
     /// Administer a data directory while the relay is stopped (use the admin API while it runs).
@@ -142,12 +149,12 @@ fn init_logs(format: LogFormat) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(common) => {
+        Command::Serve { common, ready_file } => {
             let config = load(&common)?;
             init_logs(config.log_format);
             let rt =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
-            rt.block_on(liaison_server::run(config))
+            rt.block_on(liaison_server::run(config, ready_file.as_deref()))
         }
         Command::CheckConfig(common) => {
             let config = load(&common)?;
