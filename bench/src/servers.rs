@@ -87,7 +87,7 @@ impl Server {
     pub fn start(kind: Kind, programs: &Programs, tls: bool, devices: usize, docs: &[SeedDoc]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix(&format!("liaison-bench-{}-", kind.name())).tempdir()?;
         let data = dir.path().join("data");
-        let (mut cmd, tokens) = match kind {
+        let (child, url, certificate, tokens) = match kind {
             Kind::Liaison => {
                 let tokens = seed::prepare_liaison(&data, devices, docs)?;
                 let mut cmd = Command::new(programs.bin_dir.join("liaison-relay"));
@@ -96,7 +96,10 @@ impl Server {
                     cmd.arg("--plain");
                 }
                 cmd.env("RUST_LOG", std::env::var("LIAISON_RELAY_LOG").unwrap_or_else(|_| "warn".into()));
-                (cmd, Some(Arc::new(tokens)))
+                cmd.stderr(Stdio::inherit());
+                let (child, ready) = liaison_server::process::start(cmd, &dir.path().join("ready.json"), START_TIMEOUT)
+                    .context("the liaison relay did not start")?;
+                (child, ready.url, ready.certificate, Some(Arc::new(tokens)))
             }
             Kind::Node | Kind::Samod => {
                 seed::write_nodefs(&data, docs)?;
@@ -115,51 +118,23 @@ impl Server {
                     c
                 };
                 cmd.arg("--data").arg(&data);
+                let mut certificate = None;
                 if tls {
                     let (cert, key) = liaison_server::tls::dev_certificate(dir.path())?;
-                    cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+                    cmd.arg("--cert").arg(&cert).arg("--key").arg(key);
+                    certificate = Some(cert);
                 }
-                (cmd, None)
+                let (child, url) = start_announcing(cmd, kind)?;
+                (child, url, certificate, None)
             }
         };
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting the {} relay", kind.name()))?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut url = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if url.is_none()
-                    && let Some(i) = line.find(" listening on ")
-                {
-                    url = Some(line[i + " listening on ".len()..].trim().to_owned());
-                    let _ = tx.send(url.clone());
-                }
-                // Keep draining so the relay never blocks on a full pipe.
+        let trust = match certificate {
+            Some(cert) => {
+                let fp = liaison_server::tls::fingerprint(&cert)?;
+                let sha256 = parse_fingerprint(&fp).context("fingerprint")?;
+                Some(Arc::new(tls_config(&Trust::Pinned { sha256 }).map_err(|e| anyhow::anyhow!("{e}"))?))
             }
-            let _ = tx.send(None);
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Some(url)) => url,
-            _ => {
-                let _ = child.kill();
-                bail!("the {} relay did not start", kind.name());
-            }
-        };
-        let trust = if tls {
-            let cert = match kind {
-                Kind::Liaison => data.join("dev-cert.pem"),
-                _ => dir.path().join("dev-cert.pem"),
-            };
-            let fp = liaison_server::tls::fingerprint(&cert)?;
-            let sha256 = parse_fingerprint(&fp).context("fingerprint")?;
-            Some(Arc::new(tls_config(&Trust::Pinned { sha256 }).map_err(|e| anyhow::anyhow!("{e}"))?))
-        } else {
-            None
+            None => None,
         };
         tracing::info!(server = kind.name(), %url, "started");
         Ok(Self { kind, child, target: Target { url, tls: trust, tokens }, _dir: dir })
@@ -191,4 +166,41 @@ impl Drop for Server {
 /// Device tokens of a target, if it needs them.
 pub fn tokens_of(target: &Target) -> Option<&HashMap<String, String>> {
     target.tokens.as_deref()
+}
+
+/// How long a relay may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts a peer relay (the JavaScript or samod one) and reads the URL it announces on stdout
+/// (`... listening on URL`); stdout is drained after, so it never blocks.
+fn start_announcing(mut cmd: Command, kind: Kind) -> Result<(Child, String)> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting the {} relay", kind.name()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut url = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if url.is_none()
+                && let Some(i) = line.find(" listening on ")
+            {
+                url = Some(line[i + " listening on ".len()..].trim().to_owned());
+                let _ = tx.send(url.clone());
+            }
+            // Keep draining so the relay never blocks on a full pipe.
+        }
+        let _ = tx.send(None);
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Some(url)) => Ok((child, url)),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the {} relay did not start", kind.name());
+        }
+    }
 }

@@ -11,6 +11,7 @@ use liaison_core::storage::{Batch, KvStore, StorageError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::keys;
 use crate::support::SupportAccess;
 
 /// The tenant whose admins administer the relay itself (every tenant).
@@ -71,15 +72,20 @@ impl From<RoleName> for Role {
     }
 }
 
+/// A role name that is none of the four.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("role must be msl, manager, medical-information or admin")]
+pub struct UnknownRole;
+
 impl std::str::FromStr for RoleName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
         match s {
             "msl" => Ok(Self::Msl),
             "manager" => Ok(Self::Manager),
             "medical-information" => Ok(Self::MedicalInformation),
             "admin" => Ok(Self::Admin),
-            _ => Err("role must be msl, manager, medical-information or admin".into()),
+            _ => Err(UnknownRole),
         }
     }
 }
@@ -249,37 +255,37 @@ impl AuthStore {
 
     pub fn add_tenant(&self, tenant: &str, now: i64) -> Result<TenantRecord, AuthError> {
         check_name("tenant", tenant)?;
-        let key = format!("a/t/{tenant}");
-        if self.get::<TenantRecord>(key.as_bytes())?.is_some() {
+        let key = keys::tenant(tenant);
+        if self.get::<TenantRecord>(&key)?.is_some() {
             return Err(AuthError::Exists("tenant"));
         }
         let rec = TenantRecord { tenant: tenant.into(), created_at: now, purged_at: None };
-        self.put(key.as_bytes(), &rec)?;
+        self.put(&key, &rec)?;
         Ok(rec)
     }
 
     pub fn tenant(&self, tenant: &str) -> Result<Option<TenantRecord>, AuthError> {
-        self.get(format!("a/t/{tenant}").as_bytes())
+        self.get(&keys::tenant(tenant))
     }
 
     pub fn tenants(&self) -> Result<Vec<TenantRecord>, AuthError> {
-        self.scan(b"a/t/")
+        self.scan(keys::TENANTS)
     }
 
     pub fn mark_tenant_purged(&self, tenant: &str, now: i64) -> Result<(), AuthError> {
         let mut rec = self.tenant(tenant)?.ok_or(AuthError::NotFound("tenant"))?;
         rec.purged_at = Some(now);
-        self.put(format!("a/t/{tenant}").as_bytes(), &rec)
+        self.put(&keys::tenant(tenant), &rec)
     }
 
     pub fn add_team(&self, tenant: &str, team: &str) -> Result<(), AuthError> {
         check_name("team", team)?;
         self.tenant(tenant)?.ok_or(AuthError::NotFound("tenant"))?;
-        self.put(format!("a/m/{tenant}/{team}").as_bytes(), &team)
+        self.put(&keys::team(tenant, team), &team)
     }
 
     pub fn teams(&self, tenant: &str) -> Result<Vec<String>, AuthError> {
-        self.scan(format!("a/m/{tenant}/").as_bytes())
+        self.scan(&keys::teams_of(tenant))
     }
 
     /// Adds or replaces a user (role and teams are the user's grants).
@@ -297,16 +303,16 @@ impl AuthStore {
             return Err(AuthError::NotFound("team"));
         }
         let rec = UserRecord { tenant: tenant.into(), user: user.into(), role, teams: teams.to_vec() };
-        self.put(format!("a/u/{tenant}/{user}").as_bytes(), &rec)?;
+        self.put(&keys::user(tenant, user), &rec)?;
         Ok(rec)
     }
 
     pub fn user(&self, tenant: &str, user: &str) -> Result<Option<UserRecord>, AuthError> {
-        self.get(format!("a/u/{tenant}/{user}").as_bytes())
+        self.get(&keys::user(tenant, user))
     }
 
     pub fn users(&self, tenant: &str) -> Result<Vec<UserRecord>, AuthError> {
-        self.scan(format!("a/u/{tenant}/").as_bytes())
+        self.scan(&keys::users_of(tenant))
     }
 
     /// Issues a token for one user on one device, for `ttl_secs` (the default lifetime if
@@ -351,35 +357,35 @@ impl AuthStore {
         };
         let hash = hash_token(&secret);
         let mut batch = Batch::new();
-        batch.put(format!("a/k/{hash}").into_bytes(), serde_json::to_vec(&rec).map_err(|_| AuthError::Corrupt)?);
-        batch.put(format!("a/i/{id}").into_bytes(), hash.into_bytes());
+        batch.put(keys::token(&hash), serde_json::to_vec(&rec).map_err(|_| AuthError::Corrupt)?);
+        batch.put(keys::token_id(&id), hash.into_bytes());
         self.kv.apply(batch)?;
         self.kv.flush()?;
         Ok((rec, secret))
     }
 
     pub fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRecord>, AuthError> {
-        let all: Vec<TokenRecord> = self.scan(b"a/k/")?;
+        let all: Vec<TokenRecord> = self.scan(keys::TOKENS)?;
         Ok(all.into_iter().filter(|t| tenant.is_none_or(|x| t.tenant == x)).collect())
     }
 
     pub fn token(&self, id: &str) -> Result<TokenRecord, AuthError> {
-        let hash = self.kv.get(format!("a/i/{id}").as_bytes())?.ok_or(AuthError::NotFound("token"))?;
+        let hash = self.kv.get(&keys::token_id(id))?.ok_or(AuthError::NotFound("token"))?;
         let hash = String::from_utf8(hash).map_err(|_| AuthError::Corrupt)?;
-        self.get(format!("a/k/{hash}").as_bytes())?.ok_or(AuthError::NotFound("token"))
+        self.get(&keys::token(&hash))?.ok_or(AuthError::NotFound("token"))
     }
 
     pub fn revoke_token(&self, id: &str, now: i64) -> Result<TokenRecord, AuthError> {
-        let hash = self.kv.get(format!("a/i/{id}").as_bytes())?.ok_or(AuthError::NotFound("token"))?;
+        let hash = self.kv.get(&keys::token_id(id))?.ok_or(AuthError::NotFound("token"))?;
         let hash = String::from_utf8(hash).map_err(|_| AuthError::Corrupt)?;
-        let key = format!("a/k/{hash}");
-        let mut rec: TokenRecord = self.get(key.as_bytes())?.ok_or(AuthError::NotFound("token"))?;
+        let key = keys::token(&hash);
+        let mut rec: TokenRecord = self.get(&key)?.ok_or(AuthError::NotFound("token"))?;
         if rec.revoked_at.is_none() {
             if let Some(ledger) = &self.ledger {
                 ledger.append(now, crate::ledger::LedgerEvent::TokenRevoked { token: id.to_owned() })?;
             }
             rec.revoked_at = Some(now);
-            self.put(key.as_bytes(), &rec)?;
+            self.put(&key, &rec)?;
         }
         Ok(rec)
     }
@@ -425,7 +431,7 @@ impl AuthStore {
             ledger.append(now, crate::ledger::LedgerEvent::TokenRevoked { token: rec.id.clone() })?;
         }
         rec.revoked_at = Some(now);
-        self.put(format!("a/k/{hash}").as_bytes(), &rec)?;
+        self.put(&keys::token(&hash), &rec)?;
         Ok((principal, Some(SingleUseClaim { token_id: rec.id, token_hash: hash, at: now })))
     }
 
@@ -436,13 +442,13 @@ impl AuthStore {
         let mut rec = self.token_by_hash(&claim.token_hash)?;
         if rec.revoked_at == Some(claim.at) {
             rec.revoked_at = None;
-            self.put(format!("a/k/{}", claim.token_hash).as_bytes(), &rec)?;
+            self.put(&keys::token(&claim.token_hash), &rec)?;
         }
         Ok(())
     }
 
     fn token_by_hash(&self, hash: &str) -> Result<TokenRecord, AuthError> {
-        self.get(format!("a/k/{hash}").as_bytes())?.ok_or(AuthError::Invalid)
+        self.get(&keys::token(hash))?.ok_or(AuthError::Invalid)
     }
 
     fn principal(&self, hash: &str, rec: TokenRecord, now: i64) -> Result<Principal, AuthError> {
@@ -571,7 +577,7 @@ mod tests {
         let (mut old, old_secret) = s.issue_token("pharma-a", "sato", "old-phone", None, 0).unwrap();
         old.expires_at = None;
         let hash = hash_token(&old_secret);
-        kv.put(format!("a/k/{hash}").as_bytes(), &serde_json::to_vec(&old).unwrap()).unwrap();
+        kv.put(&keys::token(&hash), &serde_json::to_vec(&old).unwrap()).unwrap();
         assert_eq!(s.authenticate(&old_secret, i64::MAX / 2).unwrap().device, "old-phone");
     }
 

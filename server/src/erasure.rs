@@ -10,26 +10,24 @@ use liaison_core::storage::Batch;
 use liaison_core::{DocStore, DocumentId};
 
 use crate::auth::AuthStore;
+use crate::error::MaintenanceError;
+use crate::keys;
 use crate::policy::{Owner, encode_tombstone, tombstone_key};
 
 /// Where a refused change is kept.
 pub fn quarantine_key(doc: &DocumentId, hash: &[u8]) -> Vec<u8> {
-    [b"q/".as_slice(), doc.as_bytes(), b"/", hash].concat()
-}
-
-fn quarantine_prefix(doc: &DocumentId) -> Vec<u8> {
-    [b"q/".as_slice(), doc.as_bytes(), b"/"].concat()
+    keys::quarantine(doc, hash)
 }
 
 /// The index entry naming the tenant whose device sent a quarantined change (tenant names are
 /// checked names, without `/`).
 pub fn quarantine_index_key(tenant: &str, doc: &DocumentId, hash: &[u8]) -> Vec<u8> {
-    [format!("qt/{tenant}/").as_bytes(), doc.as_bytes(), b"/", hash].concat()
+    keys::quarantine_index(tenant, doc, hash)
 }
 
 /// Tenant, document and change hash of a quarantine index key.
 fn parse_index(key: &[u8]) -> Option<(&[u8], DocumentId, &[u8])> {
-    let rest = key.strip_prefix(b"qt/")?;
+    let rest = key.strip_prefix(keys::QUARANTINE_INDEX)?;
     let slash = rest.iter().position(|b| *b == b'/')?;
     let (tenant, rest) = (&rest[..slash], &rest[slash + 1..]);
     let doc: [u8; 16] = rest.get(..16)?.try_into().ok()?;
@@ -44,19 +42,18 @@ pub fn quarantine(batch: &mut Batch, tenant: &str, doc: &DocumentId, hash: &[u8]
 }
 
 /// Erases a document: tombstone (keeping whose it was), document and quarantine, atomically.
-pub fn erase_stored(store: &DocStore, doc: &DocumentId, now_ms: i64) -> Result<(), String> {
+pub fn erase_stored(store: &DocStore, doc: &DocumentId, now_ms: i64) -> Result<(), MaintenanceError> {
     let kv = store.kv();
-    let err = |e: &dyn std::fmt::Display| e.to_string();
     let mut batch = Batch::new();
     // An existing tombstone keeps its owner; otherwise the owner comes from the stored meta.
-    if kv.get(&tombstone_key(doc)).map_err(|e| err(&e))?.is_none() {
-        let owner = store.owner_of(doc).map_err(|e| err(&e))?.map(|(tenant, team, kind)| Owner { tenant, team, kind });
+    if kv.get(&tombstone_key(doc))?.is_none() {
+        let owner = store.owner_of(doc)?.map(|(tenant, team, kind)| Owner { tenant, team, kind });
         batch.put(tombstone_key(doc), encode_tombstone(now_ms, owner.as_ref()));
     }
-    let quarantined = kv.scan_keys(&quarantine_prefix(doc)).map_err(|e| err(&e))?;
+    let quarantined = kv.scan_keys(&keys::quarantine_of(doc))?;
     if !quarantined.is_empty() {
         // Their index entries, under whichever tenant sent them.
-        for key in kv.scan_keys(b"qt/").map_err(|e| err(&e))? {
+        for key in kv.scan_keys(keys::QUARANTINE_INDEX)? {
             if parse_index(&key).is_some_and(|(_, d, _)| d == *doc) {
                 batch.delete(key);
             }
@@ -65,15 +62,15 @@ pub fn erase_stored(store: &DocStore, doc: &DocumentId, now_ms: i64) -> Result<(
     for k in quarantined {
         batch.delete(k);
     }
-    store.delete_with(doc, batch).map_err(|e| err(&e))?;
-    kv.flush().map_err(|e| err(&e))
+    store.delete_with(doc, batch)?;
+    Ok(kv.flush()?)
 }
 
 /// Every document whose stored envelope names `tenant`.
-pub fn tenant_documents(store: &DocStore, tenant: &str) -> Result<Vec<DocumentId>, String> {
+pub fn tenant_documents(store: &DocStore, tenant: &str) -> Result<Vec<DocumentId>, MaintenanceError> {
     let mut out = Vec::new();
-    for id in store.all_documents().map_err(|e| e.to_string())? {
-        if let Some((t, _, _)) = store.owner_of(&id).map_err(|e| e.to_string())?
+    for id in store.all_documents()? {
+        if let Some((t, _, _)) = store.owner_of(&id)?
             && t == tenant
         {
             out.push(id);
@@ -86,10 +83,15 @@ pub fn tenant_documents(store: &DocStore, tenant: &str) -> Result<Vec<DocumentId
 /// anything is erased), erases every document it owns, one atomic batch each, and deletes every
 /// quarantine entry and storage-id claim its devices left. Idempotent. Returns the documents
 /// erased. The caller cuts the tenant's connections (the relay's actor re-checks credentials).
-pub fn purge_stored(store: &DocStore, auth: &AuthStore, tenant: &str, now_ms: i64) -> Result<Vec<DocumentId>, String> {
-    let record = auth.tenant(tenant).map_err(|e| e.to_string())?.ok_or_else(|| "no such tenant".to_owned())?;
+pub fn purge_stored(
+    store: &DocStore,
+    auth: &AuthStore,
+    tenant: &str,
+    now_ms: i64,
+) -> Result<Vec<DocumentId>, MaintenanceError> {
+    let record = auth.tenant(tenant)?.ok_or(MaintenanceError::NoSuchTenant)?;
     if record.purged_at.is_none() {
-        auth.mark_tenant_purged(tenant, now_ms).map_err(|e| e.to_string())?;
+        auth.mark_tenant_purged(tenant, now_ms)?;
     }
     let docs = tenant_documents(store, tenant)?;
     for id in &docs {
@@ -97,18 +99,18 @@ pub fn purge_stored(store: &DocStore, auth: &AuthStore, tenant: &str, now_ms: i6
     }
     // Quarantine its devices left elsewhere (documents never stored, or not its own).
     let kv = store.kv();
-    let index = format!("qt/{tenant}/").into_bytes();
+    let index = keys::quarantine_index_of(tenant);
     let mut batch = Batch::new();
-    for k in kv.scan_keys(&index).map_err(|e| e.to_string())? {
+    for k in kv.scan_keys(&index)? {
         if let Some((_, doc, hash)) = parse_index(&k) {
             batch.delete(quarantine_key(&doc, hash));
         }
         batch.delete(k);
     }
-    for k in crate::storage_ids::tenant_keys(kv.as_ref(), tenant).map_err(|e| e.to_string())? {
+    for k in crate::storage_ids::tenant_keys(kv.as_ref(), tenant)? {
         batch.delete(k);
     }
-    kv.apply(batch).map_err(|e| e.to_string())?;
-    kv.flush().map_err(|e| e.to_string())?;
+    kv.apply(batch)?;
+    kv.flush()?;
     Ok(docs)
 }

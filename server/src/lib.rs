@@ -9,6 +9,9 @@
 //! - [`connections`]: connection limits (open HTTP connections, time to start a request,
 //!   WebSockets per token).
 //! - [`tls`]: development certificate and PEM loading.
+//! - [`ready`]: the ready file a started relay writes (`serve --ready-file`); [`process`]
+//!   (feature `process`) starts a relay process and waits for it.
+//! - [`keys`]: every key the relay writes into the database it shares with core.
 
 pub mod auth;
 pub mod backup;
@@ -16,11 +19,16 @@ pub mod config;
 pub mod connections;
 pub mod contract;
 pub mod erasure;
+pub mod error;
 pub mod http;
+pub mod keys;
 pub mod ledger;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;
+#[cfg(feature = "process")]
+pub mod process;
+pub mod ready;
 pub mod relay;
 pub mod storage_ids;
 pub mod support;
@@ -305,8 +313,9 @@ fn serve(
     (handle, server)
 }
 
-/// Serves until SIGTERM or Ctrl-C, then shuts down gracefully. Prints where to connect.
-pub async fn run(config: Config) -> Result<()> {
+/// Serves until SIGTERM or Ctrl-C, then shuts down gracefully. Prints where to connect, and
+/// writes it to `ready_file` as JSON if given (see [`ready`]).
+pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<()> {
     let running = start(config.clone()).await?;
     println!("liaison relay listening on {}", running.url);
     if let Some(admin) = running.admin_addr {
@@ -325,6 +334,11 @@ pub async fn run(config: Config) -> Result<()> {
             path.display()
         ),
         None => println!("administrators exist; issue credentials with the admin API or `liaison-relay admin`"),
+    }
+    if let Some(path) = ready_file {
+        ready::Ready::of(&running, &config.data_dir)
+            .write(path)
+            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
     shutdown_signal().await;
     running.shutdown().await

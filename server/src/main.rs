@@ -35,7 +35,14 @@ struct Common {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the relay.
-    Serve(Common),
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Once listening, write where the relay serves (URLs, certificate fingerprint) to this
+        /// file as JSON, atomically.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Check the configuration and exit.
     CheckConfig(Common),
     /// Administer a data directory while the relay is stopped (use the admin API while it runs).
@@ -142,12 +149,12 @@ fn init_logs(format: LogFormat) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(common) => {
+        Command::Serve { common, ready_file } => {
             let config = load(&common)?;
             init_logs(config.log_format);
             let rt =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
-            rt.block_on(liaison_server::run(config))
+            rt.block_on(liaison_server::run(config, ready_file.as_deref()))
         }
         Command::CheckConfig(common) => {
             let config = load(&common)?;
@@ -216,7 +223,7 @@ fn main() -> Result<()> {
                         now,
                         liaison_server::ledger::LedgerEvent::DocumentErased { document: doc.to_string() },
                     )?;
-                    liaison_server::erasure::erase_stored(&store, &doc, now).map_err(|e| anyhow::anyhow!(e))?;
+                    liaison_server::erasure::erase_stored(&store, &doc, now)?;
                     println!("document {id} erased; devices are told to delete their copy when they next sync it");
                 }
                 Admin::ExportTenant { tenant, dest } => {
@@ -224,16 +231,14 @@ fn main() -> Result<()> {
                         anyhow::bail!("{} already exists; choose a new directory", dest.display());
                     }
                     std::fs::create_dir_all(&dest).context("cannot create the export directory")?;
-                    let n = liaison_server::contract::export_tenant(&store, &tenant, &dest)
-                        .map_err(|e| anyhow::anyhow!(e))?;
+                    let n = liaison_server::contract::export_tenant(&store, &tenant, &dest)?;
                     println!("exported {n} documents of {tenant} into {}", dest.display());
                 }
                 Admin::PurgeTenant { tenant } => {
                     let now = now_ms();
                     auth.tenant(&tenant)?.context("no such tenant")?;
                     ledger.append(now, liaison_server::ledger::LedgerEvent::TenantPurged { tenant: tenant.clone() })?;
-                    let docs = liaison_server::erasure::purge_stored(&store, &auth, &tenant, now)
-                        .map_err(|e| anyhow::anyhow!(e))?;
+                    let docs = liaison_server::erasure::purge_stored(&store, &auth, &tenant, now)?;
                     println!("tenant {tenant} purged: {} documents erased, credentials revoked", docs.len());
                 }
                 Admin::ListTenants => {

@@ -6,7 +6,7 @@
 //! nobody reads, so its task and everything it holds end at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -23,6 +23,7 @@ pub struct Outbox {
     tx: mpsc::Sender<Outgoing>,
     queued: Arc<AtomicUsize>,
     cut: Arc<Notify>,
+    ended: Arc<AtomicBool>,
     max_bytes: usize,
 }
 
@@ -32,6 +33,7 @@ pub struct OutboxReceiver {
     rx: mpsc::Receiver<Outgoing>,
     queued: Arc<AtomicUsize>,
     cut: Arc<Notify>,
+    ended: Arc<AtomicBool>,
 }
 
 /// A new outbox holding at most `max_frames` frames and `max_bytes` bytes of them.
@@ -39,7 +41,9 @@ pub fn outbox(max_frames: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
     let (tx, rx) = mpsc::channel(max_frames.max(1));
     let queued = Arc::new(AtomicUsize::new(0));
     let cut = Arc::new(Notify::new());
-    (Outbox { tx, queued: queued.clone(), cut: cut.clone(), max_bytes }, OutboxReceiver { rx, queued, cut })
+    let ended = Arc::new(AtomicBool::new(false));
+    let outbox = Outbox { tx, queued: queued.clone(), cut: cut.clone(), ended: ended.clone(), max_bytes };
+    (outbox, OutboxReceiver { rx, queued, cut, ended })
 }
 
 impl Outbox {
@@ -72,6 +76,11 @@ impl Outbox {
         self.cut.notify_one();
     }
 
+    /// Whether the actor is the first to end the connection (see [`OutboxReceiver::first_to_end`]).
+    pub fn first_to_end(&self) -> bool {
+        !self.ended.swap(true, Ordering::AcqRel)
+    }
+
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Acquire)
@@ -97,6 +106,12 @@ impl OutboxReceiver {
     /// once it did (a cut raised before anyone waits is kept).
     pub fn cut_signal(&self) -> Arc<Notify> {
         self.cut.clone()
+    }
+
+    /// Whether the connection's task is the first to end the connection: `true` once, to
+    /// whichever end asks first, so a close is counted once under one reason.
+    pub fn first_to_end(&self) -> bool {
+        !self.ended.swap(true, Ordering::AcqRel)
     }
 
     fn account(&self, m: &Option<Outgoing>) {
@@ -136,6 +151,17 @@ mod tests {
         assert!(out.frame(vec![2]));
         assert!(!out.frame(vec![3]));
         assert_eq!(out.queued_bytes(), 2);
+    }
+
+    #[test]
+    fn only_the_first_end_to_end_a_connection_counts_it() {
+        let (out, rx) = outbox(1, 1);
+        assert!(out.first_to_end());
+        assert!(!rx.first_to_end());
+        assert!(!out.first_to_end());
+        let (out, rx) = outbox(1, 1);
+        assert!(rx.first_to_end());
+        assert!(!out.first_to_end());
     }
 
     #[tokio::test]

@@ -116,7 +116,7 @@ pub fn support_grant_for<'a>(p: &'a Principal, tenant: &str) -> Option<&'a Suppo
 
 /// Key of an erased document's tombstone: its id is never served or accepted again.
 pub fn tombstone_key(doc: &DocumentId) -> Vec<u8> {
-    [b"e/".as_slice(), doc.as_bytes()].concat()
+    crate::keys::tombstone(doc)
 }
 
 /// A tombstone's value: when, and whose document it was (so only those who could read it are

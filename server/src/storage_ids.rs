@@ -8,6 +8,7 @@
 use liaison_core::storage::{KvStore, StorageError};
 
 use crate::auth::Principal;
+use crate::keys;
 
 /// Distinct storage ids one device (tenant, user, device) may present.
 pub const MAX_PER_DEVICE: usize = 32;
@@ -24,12 +25,12 @@ pub enum StorageIdError {
 }
 
 fn owner_key(storage_id: &str) -> Vec<u8> {
-    format!("a/sid/{storage_id}").into_bytes()
+    keys::storage_id(storage_id)
 }
 
 /// Tenant, user and device names are checked names (no `/`), so this prefix is unambiguous.
 fn device_prefix(p: &Principal) -> Vec<u8> {
-    format!("a/sidd/{}/{}/{}/", p.tenant, p.user, p.device).into_bytes()
+    keys::storage_ids_of_device(&p.tenant, &p.user, &p.device)
 }
 
 fn owner_value(p: &Principal) -> Vec<u8> {
@@ -38,10 +39,10 @@ fn owner_value(p: &Principal) -> Vec<u8> {
 
 /// Every key that binds a storage id to a device of `tenant` (a purge deletes them).
 pub fn tenant_keys(kv: &dyn KvStore, tenant: &str) -> Result<Vec<Vec<u8>>, StorageError> {
-    let by_device = format!("a/sidd/{tenant}/").into_bytes();
+    let by_device = keys::storage_ids_of_tenant(tenant);
     let mut keys = kv.scan_keys(&by_device)?;
     let owner = format!("{tenant}/").into_bytes();
-    for (k, v) in kv.scan_prefix(b"a/sid/")? {
+    for (k, v) in kv.scan_prefix(keys::STORAGE_IDS)? {
         if v.starts_with(&owner) {
             keys.push(k);
         }

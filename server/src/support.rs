@@ -11,6 +11,7 @@ use liaison_core::storage::{Batch, KvStore};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthError, AuthStore, Principal, RoleName, SYSTEM_TENANT};
+use crate::keys;
 
 /// The longest a support grant may last: a week.
 pub const MAX_SUPPORT_GRANT_SECS: u64 = 7 * 24 * 3600;
@@ -141,8 +142,8 @@ impl AuthStore {
         let mut entry = AuditEntry::new(now, tenant, AuditAction::SupportGrantCreated, &grant.id, by);
         entry.reason = Some(grant.reason.clone());
         let mut batch = Batch::new();
-        batch.put(grant_key(tenant, &grant.id).into_bytes(), to_json(&grant)?);
-        batch.put(audit_key(tenant, now).into_bytes(), to_json(&entry)?);
+        batch.put(keys::support_grant(tenant, &grant.id), to_json(&grant)?);
+        batch.put(audit_key(tenant, now), to_json(&entry)?);
         self.kv.apply(batch)?;
         self.kv.flush()?;
         log(&entry, Some(&grant.user));
@@ -151,7 +152,7 @@ impl AuthStore {
 
     /// A tenant's support grants, active or not.
     pub fn support_grants(&self, tenant: &str) -> Result<Vec<SupportGrant>, AuthError> {
-        self.scan(format!("a/g/{tenant}/").as_bytes())
+        self.scan(&keys::support_grants_of(tenant))
     }
 
     /// Ends a grant now (`by`: an admin of its tenant). Recorded in the tenant's audit log.
@@ -165,8 +166,8 @@ impl AuthStore {
         if by.tenant != tenant || by.role != RoleName::Admin || by.is_system_admin() {
             return Err(AuthError::NotAllowed("only the tenant's own admins revoke support access"));
         }
-        let key = grant_key(tenant, id);
-        let mut grant: SupportGrant = self.get(key.as_bytes())?.ok_or(AuthError::NotFound("support grant"))?;
+        let key = keys::support_grant(tenant, id);
+        let mut grant: SupportGrant = self.get(&key)?.ok_or(AuthError::NotFound("support grant"))?;
         if grant.revoked_at.is_some() {
             return Ok(grant);
         }
@@ -181,8 +182,8 @@ impl AuthStore {
         grant.revoked_by = Some(by.user.clone());
         let entry = AuditEntry::new(now, tenant, AuditAction::SupportGrantRevoked, id, by);
         let mut batch = Batch::new();
-        batch.put(key.into_bytes(), to_json(&grant)?);
-        batch.put(audit_key(tenant, now).into_bytes(), to_json(&entry)?);
+        batch.put(key, to_json(&grant)?);
+        batch.put(audit_key(tenant, now), to_json(&entry)?);
         self.kv.apply(batch)?;
         self.kv.flush()?;
         log(&entry, Some(&grant.user));
@@ -191,12 +192,12 @@ impl AuthStore {
 
     /// A restore carrying a ledger's grant revocation out again (idempotent).
     pub fn revoke_support_grant_again(&self, tenant: &str, id: &str, at: i64) -> Result<(), AuthError> {
-        let key = grant_key(tenant, id);
-        let Some(mut grant): Option<SupportGrant> = self.get(key.as_bytes())? else { return Ok(()) };
+        let key = keys::support_grant(tenant, id);
+        let Some(mut grant): Option<SupportGrant> = self.get(&key)? else { return Ok(()) };
         if grant.revoked_at.is_none() {
             grant.revoked_at = Some(at);
             grant.revoked_by = Some("(restore)".into());
-            self.kv.put(key.as_bytes(), &to_json(&grant)?)?;
+            self.kv.put(&key, &to_json(&grant)?)?;
             self.kv.flush()?;
         }
         Ok(())
@@ -204,7 +205,7 @@ impl AuthStore {
 
     /// The grants in force for system admin `user` at `now`.
     pub fn active_support(&self, user: &str, now: i64) -> Result<Vec<SupportAccess>, AuthError> {
-        let all: Vec<SupportGrant> = self.scan(b"a/g/")?;
+        let all: Vec<SupportGrant> = self.scan(keys::SUPPORT_GRANTS)?;
         let mut active: Vec<SupportAccess> = all
             .into_iter()
             .filter(|g| g.user == user && g.is_active(now))
@@ -216,7 +217,7 @@ impl AuthStore {
 
     /// A tenant's audit log, oldest first.
     pub fn audit_log(&self, tenant: &str) -> Result<Vec<AuditEntry>, AuthError> {
-        self.scan(format!("a/audit/{tenant}/").as_bytes())
+        self.scan(&keys::audit_of(tenant))
     }
 }
 
@@ -230,20 +231,15 @@ pub fn record_document_opened(
 ) -> Result<(), AuthError> {
     let mut entry = AuditEntry::new(now, &access.tenant, AuditAction::DocumentOpened, &access.grant, by);
     entry.document = Some(document.into());
-    kv.put(audit_key(&access.tenant, now).as_bytes(), &to_json(&entry)?)?;
+    kv.put(&audit_key(&access.tenant, now), &to_json(&entry)?)?;
     kv.flush()?;
     log(&entry, None);
     Ok(())
 }
 
-fn grant_key(tenant: &str, id: &str) -> String {
-    format!("a/g/{tenant}/{id}")
-}
-
-/// Time first (zero-padded), so a prefix scan reads the log in order; a random suffix keeps
-/// entries of the same millisecond apart.
-fn audit_key(tenant: &str, at: i64) -> String {
-    format!("a/audit/{tenant}/{at:020}-{}", random_hex(4))
+/// A random suffix keeps entries of the same millisecond apart.
+fn audit_key(tenant: &str, at: i64) -> Vec<u8> {
+    keys::audit(tenant, at, &random_hex(4))
 }
 
 fn random_hex(bytes: usize) -> String {

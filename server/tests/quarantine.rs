@@ -87,7 +87,10 @@ fn quarantine(relay: &Relay, tenant: &str, event: &Event) {
     relay.store.kv().apply(batch).unwrap();
 }
 
-fn erase_stored(store: &liaison_core::DocStore, doc: &DocumentId) -> Result<(), String> {
+fn erase_stored(
+    store: &liaison_core::DocStore,
+    doc: &DocumentId,
+) -> Result<(), liaison_server::error::MaintenanceError> {
     erasure::erase_stored(store, doc, 0)
 }
 

@@ -5,7 +5,6 @@
 
 pub mod raw;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -100,49 +99,25 @@ pub struct Relay {
 impl Relay {
     /// Starts the relay on 127.0.0.1:0 over `data`, with extra `serve` arguments.
     pub fn start(data: &Path, extra: &[&str]) -> Result<Self> {
-        let mut child = Command::new(relay_bin())
+        let mut command = Command::new(relay_bin());
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
             .env("RUST_LOG", std::env::var("LIAISON_RELAY_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+            .stderr(Stdio::inherit());
+        let (child, ready) = liaison_server::process::start(command, &data.join("relay-ready.json"), WAIT)
             .context("starting the relay")?;
-        let stdout = child.stdout.take().context("relay stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let mut url = None;
-        let mut admin_base = None;
-        let mut fingerprint = None;
-        for line in lines.by_ref() {
-            let line = line?;
-            if let Some(rest) = line.strip_prefix("liaison relay listening on ") {
-                url = Some(rest.trim().to_owned());
-            }
-            if let Some(rest) = line.strip_prefix("admin API and metrics on ") {
-                admin_base = Some(rest.trim().to_owned());
-            }
-            if let Some(i) = line.find("SHA-256 fingerprint ") {
-                let fp = line[i + "SHA-256 fingerprint ".len()..].trim_end_matches(')');
-                fingerprint = parse_fingerprint(fp);
-            }
-            if line.starts_with("first admin credential") || line.starts_with("administrators exist") {
-                break;
-            }
-        }
-        // Keep draining stdout so the relay never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let url = url.context("the relay did not print its URL")?;
-        let base = url.replacen("wss://", "https://", 1).replacen("ws://", "http://", 1).replace("/v1/sync", "");
-        let cert_pem = std::fs::read(data.join("dev-cert.pem")).unwrap_or_default();
+        let fingerprint = ready.fingerprint.as_deref().and_then(parse_fingerprint);
+        let cert_pem = ready.certificate.as_ref().and_then(|cert| std::fs::read(cert).ok()).unwrap_or_default();
         Ok(Self {
             child: Some(child),
             data: data.to_owned(),
-            url,
-            base,
+            url: ready.url,
+            base: ready.base_url,
             fingerprint: fingerprint.unwrap_or([0; 32]),
             cert_pem,
-            admin_base,
+            admin_base: ready.admin_url,
             admin_secret: std::sync::OnceLock::new(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         })

@@ -24,7 +24,7 @@ use crate::ledger::{self, LedgerEntry, LedgerEvent, LedgerMark};
 /// The manifest written beside a backup's database.
 pub const MANIFEST: &str = "backup.json";
 /// The key of the relay's install bytes, the random part of the actor it writes under.
-pub const INSTALL_KEY: &[u8] = b"r/install";
+pub const INSTALL_KEY: &[u8] = crate::keys::INSTALL;
 /// Bytes of keys and values copied per page (and per batch into the copy).
 const PAGE_BYTES: usize = 4 << 20;
 
@@ -52,8 +52,11 @@ pub enum BackupError {
     Ledger(#[from] ledger::LedgerError),
     #[error(transparent)]
     Storage(#[from] liaison_core::storage::StorageError),
-    #[error("{0}")]
-    Apply(String),
+    /// A ledger entry that a restore could not carry out again.
+    #[error("cannot carry out a ledger entry again: {0}")]
+    Reapply(#[source] Box<crate::error::MaintenanceError>),
+    #[error("the ledger's entry {0:?} names no document id")]
+    NotADocumentId(String),
     #[error("backup I/O failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -248,22 +251,25 @@ pub fn reapply(
         match &e.event {
             LedgerEvent::TokenRevoked { token } => match auth.revoke_token(token, e.at_ms) {
                 Ok(_) | Err(crate::auth::AuthError::NotFound(_)) => {}
-                Err(err) => return Err(BackupError::Apply(err.to_string())),
+                Err(err) => return Err(reapply_failed(err)),
             },
             LedgerEvent::DocumentErased { document } => {
-                let doc = document.parse().map_err(|_| BackupError::Apply(format!("not a document id: {document}")))?;
-                crate::erasure::erase_stored(store, &doc, e.at_ms).map_err(BackupError::Apply)?;
+                let doc = document.parse().map_err(|_| BackupError::NotADocumentId(document.clone()))?;
+                crate::erasure::erase_stored(store, &doc, e.at_ms).map_err(reapply_failed)?;
             }
             LedgerEvent::SupportGrantRevoked { tenant, grant } => {
-                auth.revoke_support_grant_again(tenant, grant, e.at_ms)
-                    .map_err(|err| BackupError::Apply(err.to_string()))?;
+                auth.revoke_support_grant_again(tenant, grant, e.at_ms).map_err(reapply_failed)?;
             }
             LedgerEvent::TenantPurged { tenant } => {
-                crate::erasure::purge_stored(store, auth, tenant, e.at_ms).map_err(BackupError::Apply)?;
+                crate::erasure::purge_stored(store, auth, tenant, e.at_ms).map_err(reapply_failed)?;
             }
         }
     }
     Ok(entries.len())
+}
+
+fn reapply_failed(e: impl Into<crate::error::MaintenanceError>) -> BackupError {
+    BackupError::Reapply(Box::new(e.into()))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use super::{Actor, ActorMsg, MaintenanceReply};
+use crate::error::MaintenanceError;
 use crate::ledger::LedgerEvent;
 use crate::now_ms;
 
@@ -69,7 +70,7 @@ impl Actor {
         reply: MaintenanceReply,
     ) {
         if self.maintenance.is_some() {
-            let _ = reply.send(Err("another erasure or purge is running; try again".into()));
+            let _ = reply.send(Err(MaintenanceError::Busy));
             return;
         }
         self.maintenance = Some(Maintenance { what, scope, reply: Some(reply) });
@@ -81,11 +82,11 @@ impl Actor {
     pub(super) fn list_purge(&mut self, tenant: String) {
         let (store, auth, ledger, tx) = (self.store.clone(), self.auth.clone(), self.ledger.clone(), self.tx.clone());
         tokio::task::spawn_blocking(move || {
-            let listed = (|| {
+            let listed = (|| -> Result<_, MaintenanceError> {
                 let now = now_ms();
-                ledger.append(now, LedgerEvent::TenantPurged { tenant: tenant.clone() }).map_err(|e| e.to_string())?;
-                if auth.tenant(&tenant).map_err(|e| e.to_string())?.is_some_and(|t| t.purged_at.is_none()) {
-                    auth.mark_tenant_purged(&tenant, now).map_err(|e| e.to_string())?;
+                ledger.append(now, LedgerEvent::TenantPurged { tenant: tenant.clone() })?;
+                if auth.tenant(&tenant)?.is_some_and(|t| t.purged_at.is_none()) {
+                    auth.mark_tenant_purged(&tenant, now)?;
                 }
                 crate::erasure::tenant_documents(&store, &tenant)
             })();
@@ -132,7 +133,7 @@ impl Actor {
                 Erasing::Document(doc) => {
                     let done = ledger
                         .append(now, LedgerEvent::DocumentErased { document: doc.to_string() })
-                        .map_err(|e| e.to_string())
+                        .map_err(MaintenanceError::from)
                         .and_then(|()| crate::erasure::erase_stored(&store, doc, now));
                     match done {
                         Ok(()) => (Ok(1), vec![*doc]),

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use liaison_core::DocStore;
-use liaison_core::sync::engine::{CloseReason, Event};
+use liaison_core::sync::engine::Event;
 use liaison_core::sync::store_tasks::execute;
 use liaison_core::sync::wire::StorageId;
 use liaison_core::sync::{ConnId, Engine, EngineConfig, Input, Output, Side};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::{AuthError, AuthStore, Principal};
+use crate::auth::{AuthStore, Principal};
+use crate::error::{ActorGone, MaintenanceError};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::policy::{PendingOwners, Principals, RelayPolicy};
@@ -34,9 +35,15 @@ pub mod close {
 
 pub use crate::outbox::{Outbox, Outgoing};
 
+mod ending;
 mod maintenance;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 mod writer;
 
+use ending::{Ending, close_reason};
 use maintenance::{Erasing, Loads, Maintenance};
 
 #[derive(Debug)]
@@ -94,7 +101,7 @@ pub enum ActorMsg {
 }
 
 /// Where an erasure's or purge's outcome goes: the number of documents erased, or why it failed.
-pub type MaintenanceReply = oneshot::Sender<Result<u64, String>>;
+pub type MaintenanceReply = oneshot::Sender<Result<u64, MaintenanceError>>;
 
 #[derive(Debug, Clone)]
 pub struct RelayHandle {
@@ -120,19 +127,22 @@ impl RelayHandle {
         let _ = self.tx.send(msg).await;
     }
 
+    /// A round trip: sends the message `request` makes around a reply channel, and waits for
+    /// the actor's answer.
+    pub async fn ask<T>(&self, request: impl FnOnce(oneshot::Sender<T>) -> ActorMsg) -> Result<T, ActorGone> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(request(reply)).await.map_err(|_| ActorGone)?;
+        answer.await.map_err(|_| ActorGone)
+    }
+
     /// Whether the actor answers within `timeout` (it is alive and not stuck).
     pub async fn alive(&self, timeout: Duration) -> bool {
-        let (tx, rx) = oneshot::channel();
-        let asked = tokio::time::timeout(timeout, self.tx.send(ActorMsg::Ping(tx))).await;
-        matches!(asked, Ok(Ok(()))) && matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
+        matches!(tokio::time::timeout(timeout, self.ask(ActorMsg::Ping)).await, Ok(Ok(())))
     }
 
     /// Closes every connection with "going away" and waits until storage work is done.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(ActorMsg::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        let _ = self.ask(ActorMsg::Shutdown).await;
     }
 }
 
@@ -166,23 +176,6 @@ fn task_doc(op: &liaison_core::sync::StorageTask) -> &liaison_core::DocumentId {
     use liaison_core::sync::StorageTask;
     match op {
         StorageTask::Load { doc } | StorageTask::Append { doc, .. } | StorageTask::SaveSyncStates { doc, .. } => doc,
-    }
-}
-
-fn close_reason(r: &CloseReason) -> (u16, &'static str) {
-    match r {
-        CloseReason::Malformed(_) => (close::PROTOCOL, "malformed frame"),
-        CloseReason::FrameTooLarge => (close::TOO_BIG, "frame too large"),
-        CloseReason::ChangesTooLarge => (close::TOO_BIG, "changes too large"),
-        CloseReason::Crashed => (close::INTERNAL, "changes could not be applied"),
-        CloseReason::ProtocolViolation(_) => (close::PROTOCOL, "protocol violation"),
-        CloseReason::UnsupportedVersion => (close::PROTOCOL, "unsupported protocol version"),
-        CloseReason::HandshakeTimeout => (close::PROTOCOL, "handshake timeout"),
-        CloseReason::TooManyDocuments => (close::LIMIT, "too many documents on one connection"),
-        CloseReason::Rejected(r) => (close::AUTH, crate::policy::rejection_text(r)),
-        CloseReason::PeerError(_) => (close::PROTOCOL, "peer reported an error"),
-        CloseReason::PeerLeft => (close::GOING_AWAY, "peer left"),
-        CloseReason::ByApplication(_) => (close::AUTH, "closed by the relay"),
     }
 }
 
@@ -314,7 +307,7 @@ impl Actor {
                 self.input(Input::Frame { conn, frame });
                 drop(permit);
             }
-            ActorMsg::Closed { conn } => self.forget(conn, true),
+            ActorMsg::Closed { conn } => self.forget(conn),
             ActorMsg::StorageDone { task, result } => {
                 self.pending = self.pending.saturating_sub(1);
                 if let Some(doc) = self.running.remove(&task) {
@@ -362,59 +355,14 @@ impl Actor {
             }
             ActorMsg::LocalChanges { doc, changes } => self.input(Input::LocalChanges { doc, changes }),
             ActorMsg::Shutdown(done) => {
-                for (_, out) in self.outboxes.drain() {
-                    out.close(close::GOING_AWAY, "relay shutting down");
-                }
-                let conns: Vec<ConnId> = self.principals.all().into_iter().map(|(c, _)| c).collect();
-                for c in conns {
-                    self.forget(c, true);
+                let conns: Vec<ConnId> = self.outboxes.keys().copied().collect();
+                for conn in conns {
+                    if self.end(conn, Ending::Close(close::GOING_AWAY, "relay shutting down")) {
+                        self.input(Input::Disconnected { conn });
+                    }
                 }
                 self.shutdown = Some(done);
             }
-        }
-    }
-
-    fn forget(&mut self, conn: ConnId, tell_engine: bool) {
-        if self.outboxes.remove(&conn).is_some() || self.principals.get(conn).is_some() {
-            self.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        self.principals.remove(conn);
-        if tell_engine {
-            self.input(Input::Disconnected { conn });
-        }
-    }
-
-    /// Re-checks every connection's token and grants: revoked or expired ones are closed,
-    /// changed grants take effect on the live connection.
-    fn recheck(&mut self) {
-        let now = now_ms();
-        let mut changed = false;
-        for (conn, p) in self.principals.all() {
-            match self.auth.check_hash(&p.token_hash, now) {
-                Ok(fresh) => {
-                    if fresh.teams != p.teams || fresh.role != p.role || fresh.support != p.support {
-                        self.principals.set(conn, fresh);
-                        changed = true;
-                    }
-                }
-                Err(e) => {
-                    let why = match e {
-                        AuthError::Revoked => "credential revoked",
-                        AuthError::Expired => "credential expired",
-                        AuthError::TenantPurged => "tenant purged",
-                        _ => "credential no longer valid",
-                    };
-                    self.metrics.closed(why);
-                    if let Some(out) = self.outboxes.get(&conn) {
-                        out.close(close::AUTH, why);
-                    }
-                    self.input(Input::Close { conn, reason: why.into() });
-                    self.forget(conn, false);
-                }
-            }
-        }
-        if changed {
-            self.input(Input::AccessChanged { conn: None });
         }
     }
 
@@ -426,25 +374,19 @@ impl Actor {
                     let Some(out) = self.outboxes.get(&conn) else { continue };
                     Metrics::add(&self.metrics.frames_out, 1);
                     Metrics::add(&self.metrics.bytes_out, frame.len() as u64);
-                    if !out.frame(frame) {
-                        // The client does not read fast enough (its outbox is full, in bytes
-                        // or frames); dropping frames would break sync, so the connection goes
-                        // at once (the device reconnects and resumes), its task with it.
-                        out.cut();
-                        self.metrics.closed("client too slow");
-                        self.outboxes.remove(&conn);
-                        self.input(Input::Close { conn, reason: "client too slow".into() });
-                        self.forget(conn, false);
+                    // The client does not read fast enough (its outbox is full, in bytes or
+                    // frames); dropping frames would break sync, so the connection goes at once
+                    // (the device reconnects and resumes), its task with it.
+                    if !out.frame(frame) && self.end(conn, Ending::Cut("client too slow")) {
+                        self.input(Input::Disconnected { conn });
                     }
                 }
                 Output::Close { conn, reason } => {
+                    // The engine has let the connection go already.
                     let (code, text) = close_reason(&reason);
-                    self.metrics.closed(text);
-                    tracing::info!(conn = conn.0, reason = text, "closing connection");
-                    if let Some(out) = self.outboxes.get(&conn) {
-                        out.close(code, text);
+                    if self.end(conn, Ending::Close(code, text)) {
+                        tracing::info!(conn = conn.0, reason = text, "closing connection");
                     }
-                    self.forget(conn, false);
                 }
                 Output::Storage { task, op } => {
                     if self.held_back(task_doc(&op)) {
