@@ -14,8 +14,10 @@ pub struct DocumentId([u8; 16]);
 /// Why a string is not a document id. Carries no part of the input: ids can arrive from anywhere.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
+    /// The text is not valid base58, or its 4-byte checksum does not match.
     #[error("document id is not valid bs58check")]
     Encoding,
+    /// The text decodes to this many bytes instead of 16.
     #[error("document id must decode to 16 bytes, got {0}")]
     Length(usize),
 }
@@ -31,6 +33,7 @@ impl DocumentId {
         Self(bytes)
     }
 
+    /// The id's 16 raw bytes.
     pub const fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
@@ -71,19 +74,29 @@ impl FromStr for DocumentId {
 /// histories under one actor id would corrupt every document they meet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
+    /// The tenant (pharma client) the user works for.
     pub tenant: String,
+    /// The signed-in user, as the relay's credentials name them. Recorded in `authors`, submissions
+    /// and unlocks.
     pub user: String,
+    /// This device's name, as the relay's credentials name it.
     pub device: String,
+    /// The user's role, which gates unlocking and legal holds locally.
     pub role: Role,
+    /// Random bytes made once per local store; the last 8 bytes of every actor id (see above).
     pub install: [u8; 8],
 }
 
-/// Roles as the relay knows them; the local store uses them only to gate unlocking.
+/// Roles as the relay knows them; locally they only gate unlocking and legal holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// A medical science liaison.
     Msl,
+    /// A manager of MSLs.
     Manager,
+    /// Medical-information staff, who answer medical information requests; may change legal holds.
     MedicalInformation,
+    /// An administrator: may unlock submitted records and change legal holds.
     Admin,
 }
 

@@ -12,7 +12,9 @@ use crate::id::{Identity, Role};
 /// Retention and ownership chosen when a document is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDocument {
+    /// The team or territory that will own the document; the relay grants access per team.
     pub team: String,
+    /// The retention rule's name, copied into [`Envelope::retention_class`].
     pub retention_class: String,
 }
 
@@ -243,14 +245,21 @@ fn hex(bytes: &[u8]) -> String {
 /// One change in a document's history, with its author resolved through the `authors` map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
+    /// The change's hash.
     pub hash: ChangeHash,
+    /// The change's actor id, as lowercase hex.
     pub actor: String,
     /// `None` for actors not in the `authors` map (for example a plain automerge-repo client).
     pub user: Option<String>,
+    /// The device recorded for the actor in the `authors` map; `None` as for `user`.
     pub device: Option<String>,
     /// Whether the actor id is the one derived from the recorded (tenant, user, device, install).
     pub verified: bool,
+    /// The change's timestamp, as the writing device claimed it. liaison writes milliseconds since
+    /// the Unix epoch; other automerge clients may write other units.
     pub time: i64,
+    /// The commit message, such as `create interaction`, `update kol_profile`, `submit medical_insight`,
+    /// `unlock interaction` or `legal hold`.
     pub message: Option<String>,
     /// Paths under `record` (or `envelope/...`) this change touched, like `institution` or
     /// `activities/2/status`.

@@ -29,9 +29,13 @@ use crate::id::{ACTOR_PRINCIPAL_BYTES, Role, actor_belongs_to, actor_principal};
 /// Who sent changes, as the relay authenticated them.
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteWriter<'a> {
+    /// The writer's tenant.
     pub tenant: &'a str,
+    /// The authenticated user.
     pub user: &'a str,
+    /// The device the changes came from.
     pub device: &'a str,
+    /// The user's role, which decides who may change a legal hold.
     pub role: Role,
 }
 
@@ -48,22 +52,35 @@ impl RemoteWriter<'_> {
 /// Why changes from a device were refused. Codes are stable and sent to the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EditViolation {
+    /// A change was made under an actor id that is not one of the writer's (code `foreign-actor`).
     #[error("changes must be made under your own actor id (see the actor scheme)")]
     ForeignActor,
+    /// After the changes the document has no valid kind, envelope or record, or the record fails
+    /// validation (code `not-a-record`).
     #[error("the document is not a complete liaison record after these changes")]
     NotARecord,
+    /// The changes move the document to another tenant or team (code `owner-change`).
     #[error("a document cannot move to another tenant or team")]
     OwnerChange,
+    /// The changes alter the kind, creator, creation time or retention class (code `envelope-change`).
     #[error("the envelope (kind, creator, creation time, retention) cannot change")]
     EnvelopeChange,
+    /// The legal hold changed, or a document was created under hold, by someone other than an admin
+    /// or medical-information staff (code `legal-hold`).
     #[error("only an admin or medical information may change a legal hold")]
     LegalHold,
+    /// A new document names another creator or tenant than the writer's (code `bad-creation`).
     #[error("a new record must be created by you, in your tenant")]
     BadCreation,
+    /// An `authors` entry was added for another principal's actor, names someone other than the
+    /// writer, or was changed or removed (code `forged-author`).
     #[error("authors entries may only name you, for your own actor ids, and never change")]
     ForgedAuthor,
+    /// `unlocks` changed, or `status` and `submission` changed other than by the writer submitting a
+    /// draft (code `forged-submission`).
     #[error("submission and unlock entries change only through submit (by you) and an admin's unlock")]
     ForgedSubmission,
+    /// A change reached a submitted record (code `locked`).
     #[error("the record is submitted and locked; an admin must unlock it")]
     Locked,
 }

@@ -30,14 +30,20 @@ pub const SCHEMA_VERSION: u64 = 1;
 /// The five kinds of liaison document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
+    /// A [`KolProfile`]: one per healthcare professional.
     KolProfile,
+    /// An [`Interaction`]: a visit, call or meeting with a KOL.
     Interaction,
+    /// A [`MedicalInsight`].
     MedicalInsight,
+    /// A [`MedicalInformationRequest`] (MIR).
     MedicalInformationRequest,
+    /// An [`EngagementPlan`], co-edited by the team.
     EngagementPlan,
 }
 
 impl Kind {
+    /// Every kind, in declaration order.
     pub const ALL: [Kind; 5] = [
         Kind::KolProfile,
         Kind::Interaction,
@@ -46,6 +52,7 @@ impl Kind {
         Kind::EngagementPlan,
     ];
 
+    /// The name stored in a document's root `kind` field, for example `"medical_insight"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Kind::KolProfile => "kol_profile",
@@ -56,6 +63,7 @@ impl Kind {
         }
     }
 
+    /// The kind named by a root `kind` field; `None` for a name this build does not know.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -72,9 +80,12 @@ impl std::fmt::Display for Kind {
     }
 }
 
+/// The user and device that created a document.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct CreatedBy {
+    /// The creating user, as the relay names them.
     pub user: String,
+    /// The device the document was created on.
     pub device: String,
 }
 
@@ -85,22 +96,34 @@ pub struct Envelope {
     pub tenant: String,
     /// Team or territory; the relay grants access per team.
     pub team: String,
+    /// Who created it; fixed at creation.
     pub created_by: CreatedBy,
+    /// When it was created, in milliseconds since the Unix epoch; fixed at creation.
     pub created_at: i64,
+    /// The retention rule that applies, by name: the store writes `"mir"` for medical information
+    /// requests and `"standard"` for everything else. Fixed at creation; nothing in liaison enforces
+    /// retention yet.
     pub retention_class: String,
+    /// Set while the document is under legal hold. Only admins and medical-information staff may
+    /// change it ([`set_legal_hold`]). A recorded flag only: neither core nor the relay checks it
+    /// yet (erasure does not consult it).
     pub legal_hold: bool,
 }
 
 /// The locking fields shared by submittable records.
 #[derive(Debug)]
 pub struct LockFields<'a> {
+    /// Draft or submitted.
     pub status: &'a mut RecordStatus,
+    /// Who submitted and when; `Some` while submitted.
     pub submission: &'a mut Option<Submission>,
+    /// The record's audit trail of admin unlocks.
     pub unlocks: &'a mut Vec<Unlock>,
 }
 
 /// A typed record that lives in the `record` part of a document.
 pub trait Record: Hydrate + Reconcile + Clone + std::fmt::Debug {
+    /// The document kind this record type is stored as.
     const KIND: Kind;
 
     /// The KOLs this record belongs to, for the store's indexes.
@@ -201,23 +224,45 @@ impl Record for EngagementPlan {
 /// Errors of the model layer. Messages name fields and kinds, never values.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// An edit, or a second submit, reached a submitted record.
     #[error("the record is submitted and locked; an admin must unlock it before it can change")]
     Locked,
+    /// The caller's role may not do this; the text names the action (for example "unlock a submitted
+    /// record").
     #[error("only an admin may {0}")]
     NotPermitted(&'static str),
+    /// A record or edit breaks an invariant: a reference that is not a document id, an empty
+    /// name, a status set outside submit, or a submit of a kind that does not lock.
     #[error("{field} is invalid: {reason}")]
-    Invalid { field: &'static str, reason: &'static str },
+    Invalid {
+        /// The field at fault (never its value).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The document is of another kind than the record type asked for.
     #[error("expected a {expected} document, found {found}")]
-    WrongKind { expected: Kind, found: &'static str },
+    WrongKind {
+        /// The kind of the record type asked for.
+        expected: Kind,
+        /// The kind the document holds.
+        found: &'static str,
+    },
+    /// The document lacks liaison's root layout (`schema`, `kind`, `envelope`); the text says what is
+    /// missing.
     #[error("not a liaison document: {0}")]
     NotLiaison(&'static str),
+    /// The document was written by a newer build, with this schema version.
     #[error("document schema {0} is newer than this build understands ({SCHEMA_VERSION})")]
     UnsupportedSchema(u64),
     // The three below are boxed: they are large and rare, and every Result in the store carries them.
+    /// The document's record does not have the shape of the record type.
     #[error("document does not match the record type")]
     Hydrate(#[source] Box<autosurgeon::HydrateError>),
+    /// autosurgeon could not write the record into the document.
     #[error("could not write the record into the document")]
     Reconcile(#[source] Box<autosurgeon::ReconcileError>),
+    /// An Automerge operation failed.
     #[error("automerge: {0}")]
     Automerge(#[source] Box<automerge::AutomergeError>),
 }

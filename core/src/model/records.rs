@@ -8,21 +8,27 @@
 //! - short single-valued fields (names, dates, statuses) are scalars: concurrent writes resolve to
 //!   one value, the same on every device.
 //!
-//! Times are milliseconds since the Unix epoch (UTC).
+//! Times are milliseconds since the Unix epoch (UTC). [`Text::splice`] positions are UTF-8 byte
+//! offsets into [`Text::as_str`], not characters: find them with `str::find` or `char_indices`.
 
 use autosurgeon::{Hydrate, Reconcile, Text};
 
 /// How an MSL met or reached a KOL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hydrate, Reconcile)]
 pub enum Channel {
+    /// Face to face, at the KOL's institution or elsewhere.
     #[autosurgeon(rename = "in_person")]
     InPerson,
+    /// A telephone call.
     #[autosurgeon(rename = "phone")]
     Phone,
+    /// A video call (a "virtual" interaction).
     #[autosurgeon(rename = "video")]
     Video,
+    /// A meeting at a medical congress or scientific event.
     #[autosurgeon(rename = "congress")]
     Congress,
+    /// Email.
     #[autosurgeon(rename = "email")]
     Email,
 }
@@ -30,9 +36,11 @@ pub enum Channel {
 /// Draft records can be edited; submitted ones are locked until an admin unlocks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hydrate, Reconcile)]
 pub enum RecordStatus {
+    /// Editable. New records start here, and an admin's unlock returns them here.
     #[default]
     #[autosurgeon(rename = "draft")]
     Draft,
+    /// Locked: set only by [`submit_record`](crate::model::submit_record), which also fills `submission`.
     #[autosurgeon(rename = "submitted")]
     Submitted,
 }
@@ -40,48 +48,70 @@ pub enum RecordStatus {
 /// Who submitted (locked) a record, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct Submission {
+    /// When it was submitted, in milliseconds since the Unix epoch.
     pub at: i64,
+    /// The submitting user (the [`Identity::user`](crate::Identity::user) of the device that submitted).
     pub user: String,
+    /// The device it was submitted from.
     pub device: String,
 }
 
 /// An admin's unlock of a submitted record, kept for audit.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct Unlock {
+    /// Unique among the record's unlocks (the store makes a random one).
     #[key]
     pub id: String,
+    /// When the admin unlocked it, in milliseconds since the Unix epoch.
     pub at: i64,
+    /// The admin who unlocked it.
     pub user: String,
+    /// Why it was unlocked, as the admin wrote it.
     pub reason: String,
 }
 
 // ---------------------------------------------------------------------------------------------
 // KOL profile
 
+/// One of the KOL's institutions, with their department and title there.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct Affiliation {
+    /// Stable item id, unique within the list: concurrent edits to one affiliation merge by it.
     #[key]
     pub id: String,
+    /// Hospital, university or other institution.
     pub institution: String,
+    /// Department at that institution.
     pub department: Option<String>,
+    /// Title or position there (for example professor, head of department).
     pub title: Option<String>,
+    /// Whether this is the KOL's main affiliation. Affiliations taken over in a duplicate merge are
+    /// added as not primary.
     pub primary: bool,
 }
 
+/// A role the KOL holds in a medical or scientific society.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct SocietyRole {
+    /// Stable item id, unique within the list.
     #[key]
     pub id: String,
+    /// The society's name.
     pub society: String,
+    /// The role in it (for example board member, guideline committee chair).
     pub role: String,
 }
 
+/// What a [`Work`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hydrate, Reconcile)]
 pub enum WorkKind {
+    /// A published paper.
     #[autosurgeon(rename = "publication")]
     Publication,
+    /// A clinical trial the KOL is involved in.
     #[autosurgeon(rename = "trial")]
     Trial,
+    /// A talk or other speaking engagement.
     #[autosurgeon(rename = "speaking")]
     Speaking,
 }
@@ -89,38 +119,59 @@ pub enum WorkKind {
 /// A publication, clinical trial or speaking engagement (optional in most CRMs).
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct Work {
+    /// Stable item id, unique within the list.
     #[key]
     pub id: String,
+    /// Publication, trial or speaking engagement.
     pub kind: WorkKind,
+    /// Title of the paper, trial or talk.
     pub title: String,
+    /// Calendar year (for example 2024), when known.
     pub year: Option<i64>,
+    /// A citation, DOI, trial registry number or similar, as free text.
     pub reference: Option<String>,
 }
 
+/// How and when the KOL wants to be contacted.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hydrate, Reconcile)]
 pub struct ContactPreferences {
+    /// The KOL asked not to be contacted. A duplicate merge keeps it set if either profile had it.
     pub do_not_contact: bool,
+    /// Preferred times, as free text (for example "Tuesday afternoons after clinic").
     pub best_times: Option<String>,
+    /// The channel the KOL prefers, if stated.
     pub preferred_channel: Option<Channel>,
 }
 
+/// A consent the KOL gave, for one channel and scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct Consent {
+    /// Stable item id, unique within the list.
     #[key]
     pub id: String,
+    /// The channel the consent covers.
     pub channel: Channel,
+    /// What the consent covers, as free text.
     pub scope: String,
+    /// When it was captured, in milliseconds since the Unix epoch.
     pub captured_at: i64,
+    /// When it lapses, in milliseconds since the Unix epoch; `None` if it does not expire.
     pub expires_at: Option<i64>,
 }
 
+/// The privacy state of a KOL profile.
+/// A recorded state: nothing in core acts on it. Removing an HCP's personal data is done by
+/// erasing the profile document on the relay, which tells every device to delete its copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hydrate, Reconcile)]
 pub enum PrivacyState {
+    /// No privacy request recorded.
     #[default]
     #[autosurgeon(rename = "active")]
     Active,
+    /// The HCP has opted out of having their data processed.
     #[autosurgeon(rename = "opted_out")]
     OptedOut,
+    /// The profile's personal data has been anonymised.
     #[autosurgeon(rename = "anonymised")]
     Anonymised,
 }
@@ -131,28 +182,42 @@ pub enum PrivacyState {
 pub struct KolProfile {
     /// The master-data id (for example a Veeva OpenData or MDM id), when known.
     pub master_id: Option<String>,
+    /// Full name as displayed.
     pub name: String,
     /// Reading of the name (Japanese kana), used for sorting and search.
     pub name_kana: Option<String>,
+    /// The KOL's main institution. A duplicate merge fills it from the other profile when blank.
     pub institution: String,
+    /// Department at the main institution.
     pub department: Option<String>,
+    /// Title or position at the main institution.
     pub title: Option<String>,
+    /// Medical specialty (for example oncology).
     pub specialty: Option<String>,
+    /// Therapeutic areas the KOL works in; a duplicate merge unions them.
     #[autosurgeon(missing = "Default::default")]
     pub therapeutic_areas: Vec<String>,
+    /// Tier or influence rating, as the company's segmentation names it (free text, optional).
     pub tier: Option<String>,
+    /// Institutions and affiliations beyond the main one.
     #[autosurgeon(missing = "Default::default")]
     pub affiliations: Vec<Affiliation>,
+    /// Roles in medical and scientific societies.
     #[autosurgeon(missing = "Default::default")]
     pub society_roles: Vec<SocietyRole>,
+    /// Publications, trials and speaking engagements.
     #[autosurgeon(missing = "Default::default")]
     pub works: Vec<Work>,
+    /// Contact preferences (do-not-contact, best times, preferred channel).
     #[autosurgeon(missing = "Default::default")]
     pub contact: ContactPreferences,
+    /// Consents given, per channel and scope.
     #[autosurgeon(missing = "Default::default")]
     pub consents: Vec<Consent>,
+    /// Documented scientific interests, merged per character when edited concurrently.
     #[autosurgeon(missing = "Default::default")]
     pub scientific_interests: Text,
+    /// Opt-out or anonymisation state.
     #[autosurgeon(missing = "Default::default")]
     pub privacy: PrivacyState,
     /// Set on the losing profile of a duplicate merge: the profile that absorbed this one.
@@ -191,96 +256,139 @@ impl KolProfile {
 // ---------------------------------------------------------------------------------------------
 // Interaction
 
+/// Who an [`Attendee`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hydrate, Reconcile)]
 pub enum AttendeeKind {
+    /// A healthcare professional.
     #[autosurgeon(rename = "hcp")]
     Hcp,
+    /// Someone from the company (an MSL, manager or other colleague).
     #[autosurgeon(rename = "internal")]
     Internal,
+    /// Anyone else.
     #[autosurgeon(rename = "other")]
     Other,
 }
 
+/// A person present at an interaction.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct Attendee {
+    /// Stable item id, unique within the list.
     #[key]
     pub id: String,
+    /// Name as recorded by the MSL.
     pub name: String,
+    /// HCP, colleague or other.
     pub kind: AttendeeKind,
     /// The KOL document id when the attendee is a known KOL.
     pub kol_id: Option<String>,
 }
 
+/// One topic discussed in an interaction, with its discussion text.
 #[derive(Debug, Clone, PartialEq, Hydrate, Reconcile)]
 pub struct Topic {
+    /// Stable item id, unique within the list.
     #[key]
     pub id: String,
+    /// Short title of the topic.
     pub title: String,
+    /// What was discussed, merged per character when edited concurrently.
     pub discussion: Text,
 }
 
+/// A material shown during an interaction.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct Material {
+    /// Stable item id, unique within the list.
     #[key]
     pub id: String,
+    /// Title of the material.
     pub title: String,
     /// Document number or version in the approved-materials library.
     pub reference: Option<String>,
 }
 
+/// Progress of a follow-up or planned activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hydrate, Reconcile)]
 pub enum TaskStatus {
+    /// Not started.
     #[default]
     #[autosurgeon(rename = "open")]
     Open,
+    /// Being worked on.
     #[autosurgeon(rename = "in_progress")]
     InProgress,
+    /// Completed.
     #[autosurgeon(rename = "done")]
     Done,
+    /// Dropped without being done.
     #[autosurgeon(rename = "cancelled")]
     Cancelled,
 }
 
+/// Something to do after an interaction, with an owner and a due date.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct FollowUp {
+    /// Stable item id, unique within the list.
     #[key]
     pub id: String,
+    /// What is to be done.
     pub description: String,
+    /// Who is responsible for it.
     pub owner: String,
+    /// Due date and time in milliseconds since the Unix epoch, if any.
     pub due: Option<i64>,
+    /// Open, in progress, done or cancelled.
     pub status: TaskStatus,
 }
 
 /// A visit, call, congress meeting or virtual meeting with a KOL.
 #[derive(Debug, Clone, PartialEq, Hydrate, Reconcile)]
 pub struct Interaction {
+    /// The KOL's document id (bs58check text of a [`DocumentId`](crate::DocumentId)); checked on every write.
     pub kol_id: String,
+    /// When the interaction began, in milliseconds since the Unix epoch.
     pub start: i64,
+    /// When it ended, in milliseconds since the Unix epoch, if recorded.
     pub end: Option<i64>,
+    /// How it took place: in person, phone, video, congress or email.
     pub channel: Channel,
+    /// Where it took place, as free text.
     pub location: Option<String>,
+    /// People present: HCPs, colleagues and others.
     #[autosurgeon(missing = "Default::default")]
     pub attendees: Vec<Attendee>,
+    /// Topics discussed, each with its own discussion text.
     #[autosurgeon(missing = "Default::default")]
     pub topics: Vec<Topic>,
+    /// Overall summary, merged per character when edited concurrently.
     #[autosurgeon(missing = "Default::default")]
     pub summary: Text,
+    /// Materials shown.
     #[autosurgeon(missing = "Default::default")]
     pub materials: Vec<Material>,
+    /// Follow-up tasks agreed.
     #[autosurgeon(missing = "Default::default")]
     pub follow_ups: Vec<FollowUp>,
+    /// Document ids of the [`MedicalInsight`]s captured from this interaction.
     #[autosurgeon(missing = "Default::default")]
     pub insight_ids: Vec<String>,
+    /// Document ids of the [`MedicalInformationRequest`]s raised in this interaction.
     #[autosurgeon(missing = "Default::default")]
     pub mir_ids: Vec<String>,
+    /// Draft or submitted; submitted interactions refuse edits.
     #[autosurgeon(missing = "Default::default")]
     pub status: RecordStatus,
+    /// Who submitted it and when: set by submit, cleared by an admin's unlock.
     pub submission: Option<Submission>,
+    /// Every admin unlock, appended on each one and never removed, for audit.
     #[autosurgeon(missing = "Default::default")]
     pub unlocks: Vec<Unlock>,
 }
 
 impl Interaction {
+    /// A draft interaction with `kol_id` starting at `start` (milliseconds since the Unix epoch);
+    /// everything else empty.
     pub fn new(kol_id: &crate::DocumentId, start: i64, channel: Channel) -> Self {
         Self {
             kol_id: kol_id.to_string(),
@@ -305,36 +413,52 @@ impl Interaction {
 // ---------------------------------------------------------------------------------------------
 // Medical insight
 
+/// A manager's review of a medical insight.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct Review {
+    /// The reviewing user.
     pub reviewer: String,
+    /// When the review was written, in milliseconds since the Unix epoch.
     pub at: i64,
+    /// Optional numeric rating; liaison does not fix a scale or check a range.
     pub rating: Option<i64>,
+    /// The reviewer's comment.
     pub comment: String,
 }
 
+/// A medical insight: something learned from a KOL that matters to medical strategy.
 #[derive(Debug, Clone, PartialEq, Hydrate, Reconcile)]
 pub struct MedicalInsight {
+    /// The insight itself, merged per character when edited concurrently.
     pub text: Text,
     /// The interaction the insight came from, if any.
     pub interaction_id: Option<String>,
     /// A congress or other event, when the source is not an interaction.
     pub event: Option<String>,
+    /// Document ids of the KOLs it came from; each is checked on every write.
     #[autosurgeon(missing = "Default::default")]
     pub kol_ids: Vec<String>,
+    /// The product it concerns, if any.
     pub product: Option<String>,
+    /// The disease or indication it concerns, if any.
     pub disease: Option<String>,
+    /// Theme tags (free text).
     #[autosurgeon(missing = "Default::default")]
     pub themes: Vec<String>,
+    /// Draft or submitted; submitted insights refuse edits.
     #[autosurgeon(missing = "Default::default")]
     pub status: RecordStatus,
+    /// Who submitted it and when: set by submit, cleared by an admin's unlock.
     pub submission: Option<Submission>,
+    /// A manager's review, if there is one.
     pub review: Option<Review>,
+    /// Every admin unlock, appended on each one and never removed, for audit.
     #[autosurgeon(missing = "Default::default")]
     pub unlocks: Vec<Unlock>,
 }
 
 impl MedicalInsight {
+    /// A draft insight with `text` about the KOLs in `kol_ids`; everything else empty.
     pub fn new(text: &str, kol_ids: &[crate::DocumentId]) -> Self {
         Self {
             text: Text::with_value(text),
@@ -366,64 +490,91 @@ pub enum RequestOrigin {
     Solicited,
 }
 
+/// How the answer to a medical information request is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hydrate, Reconcile)]
 pub enum DeliveryMethod {
+    /// Handed over or explained in person.
     #[autosurgeon(rename = "in_person")]
     InPerson,
+    /// By email.
     #[autosurgeon(rename = "email")]
     Email,
+    /// By post.
     #[autosurgeon(rename = "mail")]
     Mail,
+    /// By telephone.
     #[autosurgeon(rename = "phone")]
     Phone,
+    /// A call back from the medical information department.
     #[autosurgeon(rename = "medical_information_call_back")]
     MedicalInformationCallBack,
 }
 
+/// Where a medical information request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hydrate, Reconcile)]
 pub enum Fulfilment {
+    /// Recorded, not yet passed on or answered.
     #[default]
     #[autosurgeon(rename = "open")]
     Open,
+    /// Passed to the medical information department to answer.
     #[autosurgeon(rename = "sent_to_medical_information")]
     SentToMedicalInformation,
+    /// The answer has been provided.
     #[autosurgeon(rename = "answered")]
     Answered,
+    /// Closed; nothing more to do.
     #[autosurgeon(rename = "closed")]
     Closed,
 }
 
+/// The HCP's signature on a medical information request.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct Signature {
     /// The signer's name as written.
     pub signed_by: String,
+    /// When it was signed, in milliseconds since the Unix epoch.
     pub signed_at: i64,
     /// Reference to the captured signature image (stored outside the document).
     pub image_ref: Option<String>,
 }
 
+/// A medical information request (MIR): a question an HCP asked that the company must answer
+/// and keep a record of (how it arose, who received the answer, what was provided).
 #[derive(Debug, Clone, PartialEq, Hydrate, Reconcile)]
 pub struct MedicalInformationRequest {
+    /// The document id of the KOL who asked; checked on every write.
     pub kol_id: String,
+    /// Document id of the interaction in which it was asked, if any.
     pub interaction_id: Option<String>,
     /// The question exactly as asked.
     pub question: String,
+    /// Products the question concerns.
     #[autosurgeon(missing = "Default::default")]
     pub products: Vec<String>,
+    /// Unsolicited or solicited; an off-label answer is allowed only for an unsolicited request.
     pub origin: RequestOrigin,
     /// Free-text account of how the request arose, as the guideline requires.
     #[autosurgeon(missing = "Default::default")]
     pub origin_detail: String,
+    /// Who receives the answer.
     pub recipient: String,
+    /// How the answer is to be delivered.
     pub delivery_method: DeliveryMethod,
+    /// The answer provided, merged per character when edited concurrently.
     #[autosurgeon(missing = "Default::default")]
     pub answer: Text,
+    /// The HCP's signature, once captured.
     pub signature: Option<Signature>,
+    /// Open, sent to medical information, answered or closed.
     #[autosurgeon(missing = "Default::default")]
     pub fulfilment: Fulfilment,
+    /// Draft or submitted; submitted MIRs refuse edits.
     #[autosurgeon(missing = "Default::default")]
     pub status: RecordStatus,
+    /// Who submitted it and when: set by submit, cleared by an admin's unlock.
     pub submission: Option<Submission>,
+    /// Every admin unlock, appended on each one and never removed, for audit.
     #[autosurgeon(missing = "Default::default")]
     pub unlocks: Vec<Unlock>,
 }
@@ -431,39 +582,55 @@ pub struct MedicalInformationRequest {
 // ---------------------------------------------------------------------------------------------
 // Engagement plan
 
+/// An objective or tactic in an engagement plan.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct PlanItem {
+    /// Stable item id, unique within the list: two people editing different items do not conflict.
     #[key]
     pub id: String,
+    /// The objective or tactic, as one value: concurrent edits keep one of them.
     pub text: String,
 }
 
+/// A planned activity in an engagement plan.
 #[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile)]
 pub struct Activity {
+    /// Stable item id, unique within the list.
     #[key]
     pub id: String,
+    /// What is planned.
     pub description: String,
+    /// Who is responsible for it.
     pub owner: String,
+    /// Due date and time in milliseconds since the Unix epoch, if any.
     pub due: Option<i64>,
+    /// Open, in progress, done or cancelled.
     pub status: TaskStatus,
 }
 
 /// How the team engages one KOL; co-edited by the team.
 #[derive(Debug, Clone, PartialEq, Hydrate, Reconcile)]
 pub struct EngagementPlan {
+    /// The document id of the KOL the plan is for; checked on every write.
     pub kol_id: String,
+    /// The plan's title.
     pub title: String,
+    /// What the team wants to achieve with this KOL.
     #[autosurgeon(missing = "Default::default")]
     pub objectives: Vec<PlanItem>,
+    /// How the team means to achieve it.
     #[autosurgeon(missing = "Default::default")]
     pub tactics: Vec<PlanItem>,
+    /// Planned activities, each with an owner, due date and status.
     #[autosurgeon(missing = "Default::default")]
     pub activities: Vec<Activity>,
+    /// Free-text notes that several people edit at once, merged per character.
     #[autosurgeon(missing = "Default::default")]
     pub notes: Text,
 }
 
 impl EngagementPlan {
+    /// An empty plan for the KOL `kol_id`, titled `title`.
     pub fn new(kol_id: &crate::DocumentId, title: impl Into<String>) -> Self {
         Self {
             kol_id: kol_id.to_string(),
