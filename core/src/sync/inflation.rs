@@ -18,18 +18,25 @@ use super::expansion::{self, Inflating, sleb, uleb};
 /// Why a byte string was refused. Messages name no data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InflationError {
+    /// The bytes would inflate past [`Bounds::max_bytes`].
     #[error("chunks inflate past the limit")]
     TooLarge,
+    /// The columns would decode to more than [`Bounds::max_items`] items.
     #[error("chunk columns decode to more items than the limit")]
     TooManyItems,
+    /// A chunk does not start with automerge's magic bytes.
     #[error("chunk does not start with the automerge magic bytes")]
     BadMagic,
+    /// The bytes end inside a chunk, or a length in a header points past the end.
     #[error("chunk is truncated or a length points past its end")]
     Truncated,
+    /// A chunk header names a chunk type this check does not know (the type byte).
     #[error("unknown chunk type {0}")]
     UnknownChunkType(u8),
+    /// A LEB128 length or count in a header or column is malformed.
     #[error("malformed LEB128 number")]
     BadNumber,
+    /// A deflated part does not inflate.
     #[error("corrupt deflate stream")]
     Deflate,
 }
@@ -57,7 +64,9 @@ impl Bounds {
 /// What a check measured; each at most its [`Bounds`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Measure {
+    /// Bytes once every deflated part is inflated, chunk headers included.
     pub bytes: u64,
+    /// Items that all columns decode to.
     pub items: u64,
 }
 

@@ -29,6 +29,7 @@ const MAX_DEPTH: u32 = 32;
 pub struct PeerId(pub String);
 
 impl PeerId {
+    /// The id as text, as sent on the wire.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -51,13 +52,16 @@ impl From<&str> for PeerId {
 pub struct StorageId(pub String);
 
 impl StorageId {
+    /// The id as text, as sent on the wire.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
+/// What a peer says about itself in `join` and `peer` (`peerMetadata` on the wire).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PeerMetadata {
+    /// The peer's storage id, if it has persistent storage; sync state is kept per storage id.
     pub storage_id: Option<StorageId>,
     /// Whether the peer will not come back with this storage id (no sync state worth keeping).
     pub is_ephemeral: bool,
@@ -68,69 +72,127 @@ pub struct PeerMetadata {
 pub struct HeadsAt {
     /// Base64 (JavaScript) or hex encoded change hashes, passed through as received.
     pub heads: Vec<String>,
+    /// Change hashes, encoded as the sender chose.
     pub timestamp: u64,
 }
 
+/// One automerge-repo protocol message (one frame). Every message except `join`, `leave`,
+/// `error` and unknown types names its sender and its target peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
+    /// The first message of a connection, from the connecting peer: who it is and which protocol
+    /// versions it speaks.
     Join {
+        /// The connecting peer's id.
         sender_id: PeerId,
+        /// Protocol versions it speaks; a `join` without them is read as `["1"]`.
         supported_protocol_versions: Vec<String>,
+        /// Its storage id and whether it is ephemeral.
         metadata: Option<PeerMetadata>,
     },
+    /// The accepting peer's reply to `join`: the handshake is done and documents may sync.
     Peer {
+        /// The accepting peer's id.
         sender_id: PeerId,
+        /// The connecting peer, echoed from its `join`.
         target_id: PeerId,
+        /// The version both will speak; this build speaks only [`PROTOCOL_V1`].
         selected_protocol_version: String,
+        /// The accepting peer's storage id and whether it is ephemeral.
         metadata: Option<PeerMetadata>,
     },
+    /// The sender is closing the connection.
     Leave {
+        /// The peer that leaves.
         sender_id: PeerId,
     },
+    /// The sender hit a protocol error and closes the connection.
     Error {
+        /// The sender, when it says.
         sender_id: Option<PeerId>,
+        /// The peer the error is addressed to, when the sender says.
         target_id: Option<PeerId>,
+        /// A short human-readable reason (at most [`MAX_TEXT`] bytes on receipt).
         message: String,
     },
+    /// An Automerge sync message for a document the sender does not have yet, asking the target for
+    /// it. The target answers with `sync` messages, or `doc-unavailable` if it neither has the document
+    /// nor may give it.
     Request {
+        /// The requesting peer.
         sender_id: PeerId,
+        /// The peer asked.
         target_id: PeerId,
+        /// The document wanted.
         document_id: DocumentId,
+        /// An encoded Automerge sync message (`automerge::sync::Message`).
         data: Vec<u8>,
     },
+    /// An Automerge sync message for a document both peers are syncing: the sender's heads, what it
+    /// needs, a bloom filter of what it has, and any changes the target lacks.
     Sync {
+        /// The sending peer.
         sender_id: PeerId,
+        /// The receiving peer.
         target_id: PeerId,
+        /// The document being synced.
         document_id: DocumentId,
+        /// An encoded Automerge sync message (`automerge::sync::Message`).
         data: Vec<u8>,
     },
+    /// Reply to a `request`: the sender does not have the document (or will not say that it has).
     DocUnavailable {
+        /// The peer that was asked.
         sender_id: PeerId,
+        /// The peer that asked.
         target_id: PeerId,
+        /// The document that is unavailable.
         document_id: DocumentId,
     },
+    /// A message about a document that is passed on to its peers but never stored (presence, for
+    /// example). liaison also sends its erasure and refusal notices this way ([`super::notice`]).
     Ephemeral {
+        /// The peer that wrote the message; relays forward it unchanged.
         sender_id: PeerId,
+        /// The peer it is addressed to (each hop rewrites it).
         target_id: PeerId,
+        /// Increases with each ephemeral message the sender's session writes; a receiver drops a
+        /// message whose count is not above the last it saw from that sender and session.
         count: u64,
+        /// The sender's session: a new id each time its repo (or engine) starts.
         session_id: String,
+        /// The document the message is about.
         document_id: DocumentId,
+        /// The payload, opaque to the protocol.
         data: Vec<u8>,
     },
+    /// Asks the target to start or stop telling the sender the heads that peers with the given storage
+    /// ids have (answered with `remote-heads-changed`). liaison decodes it but does not act on it.
     RemoteSubscriptionChange {
+        /// The subscribing peer.
         sender_id: PeerId,
+        /// The peer asked.
         target_id: PeerId,
+        /// Storage ids to start following.
         add: Vec<StorageId>,
+        /// Storage ids to stop following.
         remove: Vec<StorageId>,
     },
+    /// Tells the target which heads of a document peers with the given storage ids now have (gossip
+    /// for subscribers). liaison decodes it but does not act on it.
     RemoteHeadsChanged {
+        /// The peer that reports.
         sender_id: PeerId,
+        /// The peer informed.
         target_id: PeerId,
+        /// The document.
         document_id: DocumentId,
+        /// Per storage id, its heads and when they were seen.
         new_heads: BTreeMap<StorageId, HeadsAt>,
     },
     /// A message type this build does not know. Ignored, not fatal.
     Unknown {
+        /// The `type` field as received.
         type_name: String,
     },
 }
@@ -295,24 +357,47 @@ fn encode_metadata(
 /// Why a frame could not be decoded. Carries no part of the frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The frame is longer than the limit; it was refused unread.
     #[error("frame of {size} bytes is over the {limit}-byte limit")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// The frame's length in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The frame is not well-formed CBOR, or ends early.
     #[error("frame is not valid CBOR")]
     Cbor,
+    /// The frame's top level is not a map.
     #[error("frame is not a CBOR map")]
     NotAMap,
+    /// Maps or arrays nest deeper than the decoder allows (32 levels).
     #[error("frame nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// The map has no `type` field.
     #[error("message has no type")]
     NoType,
+    /// A known message type lacks a field it requires.
     #[error("{message} message is missing {field}")]
-    Missing { message: &'static str, field: &'static str },
+    Missing {
+        /// The message type, for example `sync`.
+        message: &'static str,
+        /// The missing field's wire name, for example `documentId`.
+        field: &'static str,
+    },
+    /// A document id field is not a bs58check-encoded 16-byte id.
     #[error("{field} is not a valid document id")]
-    BadDocumentId { field: &'static str },
+    BadDocumentId {
+        /// The field's wire name.
+        field: &'static str,
+    },
+    /// A field has the wrong CBOR type (the field's wire name).
     #[error("{0} has the wrong CBOR type")]
     WrongType(&'static str),
+    /// Bytes follow the message's map.
     #[error("frame has bytes after the message")]
     Trailing,
+    /// A text field is longer than [`MAX_TEXT`] bytes (the field's wire name).
     #[error("{0} is longer than {MAX_TEXT} bytes")]
     TooLong(&'static str),
 }

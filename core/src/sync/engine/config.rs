@@ -2,12 +2,18 @@
 
 use crate::sync::wire::{self, PeerId, StorageId};
 
+/// The engine's settings. [`EngineConfig::new`] gives the defaults; a device's driver also sets
+/// `announce` and its `storage_id`.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// Our peer id, sent in `join` and `peer`.
     pub peer_id: PeerId,
     /// Our storage id, advertised so peers keep sync state for us across connections.
     pub storage_id: Option<StorageId>,
+    /// Advertised in our metadata: we will not come back with this storage id, so peers need
+    /// not keep sync state for us.
     pub is_ephemeral: bool,
+    /// Frames longer than this many bytes are refused unread and close the connection.
     pub max_frame: usize,
     /// Loaded documents kept at most; the least recently used idle ones are evicted past it.
     pub resident_cap: usize,
@@ -20,8 +26,8 @@ pub struct EngineConfig {
     pub announce: bool,
     /// Distinct documents one connection may touch; past it the connection is closed.
     pub max_docs_per_conn: usize,
-    /// Bytes the changes of one sync message may inflate to (and a quarter as many column
-    /// items they may decode to, see [`super::inflation::Bounds::for_max_bytes`]); past it the
+    /// Bytes the changes of one sync message may inflate to (and a quarter as many column items
+    /// they may decode to, see [`crate::sync::inflation::Bounds::for_max_bytes`]); past it the
     /// connection is closed before anything is inflated or expanded.
     pub max_inflated_bytes: u64,
     /// Messages exchanged for one document with one peer without either side's heads moving,
@@ -30,6 +36,10 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// Defaults for `peer_id`: no storage id, not ephemeral, [`wire::DEFAULT_MAX_FRAME`] (8 MiB)
+    /// frames, 10 000 resident documents, eviction after 10 idle minutes, a 10 s handshake
+    /// timeout, `announce` off, no per-connection document limit, changes inflating to at most
+    /// four frames (32 MiB), and a loop guard of 16 messages.
     pub fn new(peer_id: impl Into<String>) -> Self {
         Self {
             peer_id: PeerId(peer_id.into()),

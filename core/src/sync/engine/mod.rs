@@ -88,6 +88,7 @@ impl Engine {
         }
     }
 
+    /// The configuration the engine was made with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }

@@ -9,16 +9,24 @@ use crate::sync::wire::{PeerId, PeerMetadata};
 /// What a peer may do with a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
+    /// Nothing: the document is answered as unavailable, as if it did not exist.
     None,
+    /// The peer may receive the document; changes it sends are refused (`read-only`).
     Read,
+    /// The peer may receive the document and send changes, which [`Policy::validate`] still
+    /// checks.
     ReadWrite,
 }
 
 /// A connected peer, as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
+    /// The connection the peer is on.
     pub conn: ConnId,
+    /// The id the peer gave in its handshake; the engine does not check it (a policy's
+    /// [`Policy::accept_peer`] may).
     pub peer_id: PeerId,
+    /// Its storage id and whether it is ephemeral, as it announced them.
     pub metadata: PeerMetadata,
 }
 
@@ -27,10 +35,12 @@ pub struct PeerInfo {
 pub struct Refusal {
     /// A stable machine-readable code, such as `locked` or `read-only`.
     pub code: String,
+    /// A short explanation for people, shown on the device.
     pub message: String,
 }
 
 impl Refusal {
+    /// A refusal with this code and message.
     pub fn new(code: &str, message: &str) -> Self {
         Self { code: code.to_owned(), message: message.to_owned() }
     }
@@ -43,7 +53,8 @@ pub trait Policy: Send {
         Ok(())
     }
 
-    /// What `peer` may do with `doc`. May change over time: call [`Engine::access_changed`].
+    /// What `peer` may do with `doc`. May change over time: then send
+    /// [`Input::AccessChanged`](super::Input::AccessChanged).
     fn access(&mut self, _peer: &PeerInfo, _doc: &DocumentId) -> Access {
         Access::ReadWrite
     }
