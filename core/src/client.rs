@@ -30,11 +30,20 @@ pub enum Trust {
     /// The operating system's roots.
     System,
     /// The system's roots plus IT's private certificate authority (PEM).
-    SystemPlus { ca_pem: Vec<u8> },
+    SystemPlus {
+        /// One or more PEM certificates; at least one must parse.
+        ca_pem: Vec<u8>,
+    },
     /// Exactly one server certificate, by the SHA-256 of its DER (what the relay prints).
-    Pinned { sha256: [u8; 32] },
+    Pinned {
+        /// The SHA-256 of the certificate's DER encoding ([`parse_fingerprint`] reads the relay's
+        /// printout). Only this certificate is accepted, whatever its host name or validity dates;
+        /// the handshake signature is still verified.
+        sha256: [u8; 32],
+    },
 }
 
+/// How to reach and authenticate to the relay.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// `wss://host:port/v1/sync`.
@@ -45,60 +54,91 @@ pub struct ClientOptions {
     pub peer_id: String,
     /// Names this device's store, so the relay keeps sync state for it across connections.
     pub storage_id: String,
+    /// Which server certificates to trust.
     pub trust: Trust,
+    /// Delay before the first reconnect after a lost connection; it doubles with each failed
+    /// attempt, and each delay is scaled by a random 50-100 %.
     pub backoff_min: Duration,
+    /// The longest delay between reconnect attempts (before the random scaling).
     pub backoff_max: Duration,
 }
 
 /// What the app says about the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Network {
+    /// Connected: (re)connect now, cutting short any backoff wait.
     Up,
+    /// No network: disconnect and stay offline until it is `Up` again.
     Down,
     /// The app went to the background: stay disconnected until it returns.
     Background,
 }
 
+/// The connection to the relay, as a UI shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnState {
+    /// Not connected: the network is down or backgrounded, or the client waits to retry.
     Offline,
+    /// Opening the WebSocket (TCP, TLS and the HTTP upgrade).
     Connecting,
+    /// Connected (or completing the handshake), with local changes the relay has not
+    /// acknowledged yet.
     Syncing,
+    /// Connected, and the relay has acknowledged (stored) every local change; refused changes
+    /// are listed in [`SyncStatus::refused`] instead.
     UpToDate,
 }
 
 /// A change the relay refused, for the UI.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefusedChange {
+    /// The document the changes were for.
     pub doc: DocumentId,
+    /// The refused changes.
     pub hashes: Vec<automerge::ChangeHash>,
+    /// The relay's stable reason code, such as `locked`, `read-only` or an [`EditViolation`]
+    /// code.
+    ///
+    /// [`EditViolation`]: crate::model::EditViolation
     pub code: String,
+    /// The relay's explanation, for people; free of personal data.
     pub message: String,
 }
 
+/// What the device's sync looks like now: what a UI shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncStatus {
+    /// The connection's state.
     pub state: ConnState,
     /// Documents with local changes the relay has not acknowledged (stored).
     pub pending_documents: usize,
     /// When everything local was last acknowledged (ms since the epoch).
     pub last_all_acknowledged_ms: Option<i64>,
+    /// Changes the relay refused, kept until [`SyncClient::discard_refused`] gives them up.
     pub refused: Vec<RefusedChange>,
     /// The last connection problem, free of tokens and personal data.
     pub last_error: Option<String>,
 }
 
+/// Why the client cannot start or connect. [`SyncClient::start`] returns `BadCertificate` and
+/// `Store`; the others happen while connecting and reach the app as
+/// [`SyncStatus::last_error`].
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The URL is not a WebSocket URL, or the token cannot be sent as an HTTP header.
     #[error("the relay URL is not valid")]
     BadUrl,
+    /// The `SystemPlus` PEM holds no certificate (or rustls refused its protocol defaults).
     #[error("the certificate authority PEM holds no certificate")]
     BadCertificate,
+    /// The connection failed or timed out (after 20 s); the text names the failure, never the
+    /// request.
     #[error("cannot connect: {0}")]
     Connect(String),
     /// The relay answered 410 Gone: the tenant's contract ended and its data was purged.
     #[error("the relay retired this workspace (its tenant was purged); the local records were erased")]
     Retired,
+    /// The local store failed (listing the documents to sync at start).
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -196,18 +236,24 @@ impl SyncClient {
         let _ = self.cmds.send(Cmd::Find(doc));
     }
 
+    /// Tells the client the app's network state; see [`Network`].
     pub fn set_network(&self, network: Network) {
         let _ = self.cmds.send(Cmd::Network(network));
     }
 
+    /// The status now.
     pub fn status(&self) -> SyncStatus {
         self.status.borrow().clone()
     }
 
+    /// A receiver that sees every status change, for a UI to follow.
     pub fn watch_status(&self) -> watch::Receiver<SyncStatus> {
         self.status.clone()
     }
 
+    /// The engine's events, after the client has acted on them (for example deleting an erased
+    /// document). The channel holds 1024 events: a receiver that falls further behind loses the
+    /// oldest and gets `RecvError::Lagged`.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
