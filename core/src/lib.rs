@@ -12,11 +12,9 @@
 
 #[cfg(feature = "client")]
 pub mod client;
-#[allow(missing_docs)] // documented after the store split lands
 pub mod clock;
 pub mod id;
 pub mod model;
-#[allow(missing_docs)] // documented after the store split lands
 pub mod storage;
 
 pub use id::{DocumentId, Identity, Role};
