@@ -18,7 +18,6 @@ pub mod model;
 pub mod storage;
 
 pub use id::{DocumentId, Identity, Role};
-#[allow(missing_docs)] // documented after the store split lands
 pub mod store;
 pub mod sync;
 
