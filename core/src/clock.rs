@@ -9,6 +9,8 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_ms(&self) -> i64;
 }
 
+/// The operating system's wall clock: what devices and the relay use. Reads 0 if the system
+/// clock is set before 1970.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -18,15 +20,19 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told: for tests and simulations.
+/// A clock that moves only when told: for tests and simulations. [`Default`] starts it at 0, the
+/// Unix epoch itself.
 #[derive(Debug, Default)]
 pub struct ManualClock(std::sync::atomic::AtomicI64);
 
 impl ManualClock {
+    /// A clock reading `start_ms` milliseconds since the Unix epoch until it is advanced.
     pub fn new(start_ms: i64) -> Self {
         Self(std::sync::atomic::AtomicI64::new(start_ms))
     }
 
+    /// Moves the clock by `ms` milliseconds: forward, or backward if `ms` is negative (to test
+    /// a device whose clock was set back).
     pub fn advance(&self, ms: i64) {
         self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
     }

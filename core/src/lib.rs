@@ -12,15 +12,12 @@
 
 #[cfg(feature = "client")]
 pub mod client;
-#[allow(missing_docs)] // documented after the store split lands
 pub mod clock;
 pub mod id;
 pub mod model;
-#[allow(missing_docs)] // documented after the store split lands
 pub mod storage;
 
 pub use id::{DocumentId, Identity, Role};
-#[allow(missing_docs)] // documented after the store split lands
 pub mod store;
 pub mod sync;
 

@@ -8,6 +8,9 @@ use super::{Batch, BatchOp, KeyValue, KvStore, StorageError};
 ///
 /// [`MemoryKv::set_full`] makes every write fail as a full disk would, so the layers above can be
 /// tested for losing nothing when storage refuses a write.
+///
+/// Nothing survives the process: [`KvStore::flush`] does nothing. Writes are visible to reads as
+/// soon as they return, and a batch is applied under one lock, so readers never see half of it.
 #[derive(Debug, Default)]
 pub struct MemoryKv {
     map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
@@ -15,6 +18,7 @@ pub struct MemoryKv {
 }
 
 impl MemoryKv {
+    /// An empty store that accepts writes.
     pub fn new() -> Self {
         Self::default()
     }

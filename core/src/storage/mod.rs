@@ -18,14 +18,21 @@ pub use sled_kv::SledKv;
 /// and values hold personal data.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// No space left: the operating system reported [`std::io::ErrorKind::StorageFull`], or
+    /// [`MemoryKv::set_full`] is on.
     #[error("storage is full")]
     Full,
+    /// [`SledKv::open`] could not take the data directory's lock within 3 seconds: another
+    /// process, or another open [`SledKv`] in this one, has the directory.
     #[error("the data directory is in use by another process")]
     InUse,
+    /// The backend found its files damaged (sled's corruption error).
     #[error("storage backend reported corruption")]
     Corrupt,
+    /// Any other I/O error from the operating system.
     #[error("storage I/O failed: {0}")]
     Io(#[source] std::io::Error),
+    /// Any other failure the backend reports, with its message.
     #[error("storage backend failed: {0}")]
     Backend(String),
 }
@@ -39,43 +46,53 @@ impl StorageError {
 /// One write inside an atomic [`Batch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BatchOp {
+    /// Sets a key (the first field) to a value (the second), replacing any value it had.
     Put(Vec<u8>, Vec<u8>),
+    /// Removes a key; removing a key that is not there is not an error.
     Delete(Vec<u8>),
 }
 
-/// Writes applied all together or not at all.
+/// Writes applied all together or not at all, by [`KvStore::apply`]. They are applied in the
+/// order they were added, so of two writes to one key the later wins.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Batch {
     ops: Vec<BatchOp>,
 }
 
 impl Batch {
+    /// An empty batch.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds a write setting `key` to `value`.
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
         self.ops.push(BatchOp::Put(key.into(), value.into()));
         self
     }
 
+    /// Adds a write removing `key`.
     pub fn delete(&mut self, key: impl Into<Vec<u8>>) -> &mut Self {
         self.ops.push(BatchOp::Delete(key.into()));
         self
     }
 
+    /// Whether the batch holds no writes.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
 
+    /// How many writes the batch holds, each put and delete counted, to the same key or not.
     pub fn len(&self) -> usize {
         self.ops.len()
     }
 
+    /// The writes, in the order they were added.
     pub fn ops(&self) -> &[BatchOp] {
         &self.ops
     }
 
+    /// The writes, in the order they were added, taking the batch apart.
     pub fn into_ops(self) -> Vec<BatchOp> {
         self.ops
     }
@@ -90,9 +107,18 @@ impl Batch {
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// An ordered key-value store. Keys sort bytewise.
+///
+/// Every write is visible to reads as soon as it returns `Ok`, but survives a crash only once a
+/// later [`KvStore::flush`] has returned `Ok`: until then a killed process or a power cut may
+/// lose it. A write that returns an error may or may not have been applied (a batch still all
+/// or nothing).
 pub trait KvStore: Send + Sync + std::fmt::Debug {
+    /// The value stored under `key`, or `None` if there is none.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Sets `key` to `value`, replacing any value it had. Durable only after [`KvStore::flush`].
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+    /// Removes `key`; removing a key that is not there is not an error. Durable only after
+    /// [`KvStore::flush`].
     fn delete(&self, key: &[u8]) -> Result<(), StorageError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StorageError>;
@@ -120,6 +146,7 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
         Ok(page)
     }
     /// Applies every write of `batch` atomically: after a crash either all are visible or none.
+    /// Like any write, durable only after [`KvStore::flush`].
     fn apply(&self, batch: Batch) -> Result<(), StorageError>;
     /// Makes every write applied so far durable (survives a killed process and a power cut).
     fn flush(&self) -> Result<(), StorageError>;

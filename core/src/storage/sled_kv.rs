@@ -15,8 +15,9 @@ impl SledKv {
     /// Opens (or creates) the database in `dir`.
     ///
     /// sled's background threads can keep a just-closed database's file lock for a few
-    /// milliseconds, so a lock conflict is retried for up to [`LOCK_WAIT`] before it is reported
-    /// as [`StorageError::InUse`] (most likely another process has the directory open).
+    /// milliseconds, so a lock conflict is retried for up to 3 seconds (`LOCK_WAIT`) before it
+    /// is reported as [`StorageError::InUse`] (most likely another process has the directory
+    /// open).
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
     }

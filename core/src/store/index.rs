@@ -13,14 +13,24 @@ use crate::model::{
 };
 use crate::storage::Batch;
 
-/// What the KOL list shows, read from the index without loading the document.
+/// What the KOL list shows, read from the index without loading the document: the
+/// [`KolProfile`]'s fields as of the last write that indexed it (every write on a device; on a
+/// relay, see [`DocStore::append_sync_batch`](super::DocStore::append_sync_batch)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KolSummary {
+    /// The KOL profile's document id.
     pub id: DocumentId,
+    /// Full name as displayed.
     pub name: String,
+    /// Reading of the name (Japanese kana), used for sorting and search.
     pub name_kana: Option<String>,
+    /// The KOL's main institution.
     pub institution: String,
+    /// Medical specialty.
     pub specialty: Option<String>,
+    /// The profile this duplicate was merged into, if it was (`None` also when the stored link
+    /// is not a valid document id). [`DocStore::resolve_kol`](super::DocStore::resolve_kol)
+    /// follows these links.
     pub merged_into: Option<DocumentId>,
 }
 

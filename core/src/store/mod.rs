@@ -3,15 +3,15 @@
 //!
 //! Layout (every key starts with a one-byte namespace; `ID` is the 16 raw id bytes):
 //!
-//! | key                      | value                                              |
-//! |--------------------------|----------------------------------------------------|
-//! | `!install`               | 8 random bytes made on first open (see [`Identity`]) |
-//! | `m/ID`                   | [`index::DocMeta`] (CBOR)                          |
-//! | `c/ID/SEQ`               | a framed chunk: `save()` or `save_after()` output  |
-//! | `k/KIND/ID`              | empty: documents by kind                           |
-//! | `s/ID`                   | KOL summary (CBOR), for listing and search         |
-//! | `r/KOLID/KIND/ID`        | empty: records that belong to a KOL                |
-//! | `y/ID/STORAGEID`         | a peer's encoded automerge sync state for the doc  |
+//! | key               | value                                                                 |
+//! |-------------------|-----------------------------------------------------------------------|
+//! | `!install`        | 8 random bytes made on first open (see [`Identity`])                  |
+//! | `m/ID`            | the document's meta (CBOR): kind, chunk counts, KOL references, owner |
+//! | `c/ID/SEQ`        | a framed chunk: `save()` or `save_after()` output                     |
+//! | `k/KIND/ID`       | empty: documents by kind                                              |
+//! | `s/ID`            | KOL summary (CBOR), for listing and search                            |
+//! | `r/KOLID/KIND/ID` | empty: records that belong to a KOL                                   |
+//! | `y/ID/STORAGEID`  | a peer's encoded automerge sync state for the doc                     |
 //!
 //! A write is one atomic batch: the new chunk, the meta and every index entry it changes. With
 //! [`Durability::Immediate`] the batch is flushed before the call returns, so a returned `Ok`
@@ -56,12 +56,17 @@ pub enum Durability {
     Deferred,
 }
 
+/// How a [`DocStore`] writes and caches. [`DocStore::open`] uses the defaults.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
+    /// When writes become durable. Default [`Durability::Immediate`].
     pub durability: Durability,
-    /// Rewrite a document as one chunk once it has this many.
+    /// Rewrite a document as one chunk once it has this many: a write that would store one more
+    /// rewrites the whole document as one chunk instead, so no document has more. 0 and 1
+    /// rewrite on every write. Default 64.
     pub compact_after_chunks: u64,
-    /// Loaded documents kept in memory for the next edit.
+    /// How many loaded documents are kept in memory for the next read or edit, the least
+    /// recently used evicted first; 0 keeps none. Default 32.
     pub cache_docs: usize,
 }
 
@@ -74,18 +79,26 @@ impl Default for StoreOptions {
 /// Where a change came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
+    /// Made through this store: creating, editing, submitting, unlocking or deleting a
+    /// document, merging KOLs, discarding refused changes.
     Local,
+    /// Received from elsewhere: [`DocStore::merge_remote`], [`DocStore::apply_sync_changes`],
+    /// [`DocStore::append_sync_batch`].
     Remote,
 }
 
 /// One event of the change feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocChange {
+    /// The document that changed.
     pub id: DocumentId,
+    /// Its kind; `None` if it is not a liaison record.
     pub kind: Option<Kind>,
+    /// Whether the change was made here or received.
     pub origin: Origin,
     /// Heads after the change; empty when the document was deleted.
     pub heads: Vec<ChangeHash>,
+    /// The document was deleted (erased) from this store.
     pub deleted: bool,
 }
 
@@ -144,6 +157,9 @@ impl DocStore {
         &self.identity
     }
 
+    /// The key-value store underneath, for data kept beside the documents (the relay's
+    /// tombstones, quarantine and storage-id claims) and for backups. Writing to the store's own
+    /// keys (the layout above) bypasses its cache, indexes and change feed.
     pub fn kv(&self) -> &Arc<dyn KvStore> {
         &self.kv
     }

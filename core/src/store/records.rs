@@ -36,6 +36,8 @@ impl DocStore {
         Ok(model::read_record(&doc)?)
     }
 
+    /// A document's envelope: owner, creator, creation time, retention class, legal hold.
+    /// [`StoreError::Model`] if the document is not a liaison record.
     pub fn envelope(&self, id: &DocumentId) -> Result<Envelope, StoreError> {
         let doc = self.load_cached(id)?;
         Ok(model::read_envelope(&doc)?)
@@ -46,7 +48,8 @@ impl DocStore {
         Ok(self.read_meta(id)?.ok_or(StoreError::NotFound(*id))?.kind())
     }
 
-    /// Edits a record as one change. Refused with [`ModelError::Locked`] if it is submitted.
+    /// Edits a record as one change. Refused with [`StoreError::Model`] holding
+    /// [`ModelError::Locked`](crate::model::ModelError::Locked) if it is submitted.
     pub fn update<R: Record, T>(&self, id: &DocumentId, edit: impl FnOnce(&mut R) -> T) -> Result<T, StoreError> {
         let now = self.clock.now_ms();
         let who = self.identity.clone();
@@ -100,6 +103,11 @@ impl DocStore {
         }
     }
 
+    /// Sets or clears the legal hold on a document's envelope, as one change; nothing is written
+    /// if it is already so. Only admins and medical-information staff may: others get
+    /// [`StoreError::Model`] holding [`ModelError::NotPermitted`](crate::model::ModelError::NotPermitted).
+    /// A recorded flag only: erasure does not consult it yet. Made on a device to a submitted
+    /// record, the relay refuses it, as it does every synced change to a submitted record.
     pub fn set_legal_hold(&self, id: &DocumentId, hold: bool) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let who = self.identity.clone();

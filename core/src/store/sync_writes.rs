@@ -18,11 +18,15 @@ mod tests;
 /// One document's share of [`DocStore::append_sync_batch`].
 #[derive(Debug, Clone)]
 pub struct SyncWrite<'a> {
+    /// The document written.
     pub doc: DocumentId,
     /// `save_after` output: the document's changes not yet stored here. May be empty.
     pub changes: &'a [u8],
     /// The document's heads once `changes` are applied (for the change feed).
     pub heads: &'a [ChangeHash],
+    /// Peers' sync states to keep for the document, as (storage id, encoded automerge sync
+    /// state) pairs; each replaces the state kept for that storage id. Stored even when
+    /// `changes` is empty.
     pub sync_states: &'a [(String, Vec<u8>)],
 }
 
