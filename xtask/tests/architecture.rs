@@ -235,3 +235,27 @@ fn unsafe_code_is_forbidden_outside_ffi_and_ffi_writes_none() {
     assert!(ffi.iter().any(|f| f.ends_with("store.rs")));
     assert_eq!(uses(&ffi, &["unsafe"]), Vec::<String>::new(), "unsafe in ffi's own source");
 }
+
+/// One concept per file: a file of core over 500 lines is named in ARCHITECTURE.md with a
+/// sentence on its size ("~N lines"), saying why it stays whole.
+#[test]
+fn core_files_over_500_lines_are_explained_in_architecture_md() {
+    let core = root().join("core/src");
+    let architecture = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut unexplained = Vec::new();
+    for file in rust_files(&core) {
+        let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+        let rel = file.strip_prefix(&core).unwrap().to_string_lossy().replace('\\', "/");
+        let name = rel.rsplit('/').next().unwrap().to_owned();
+        let explained = architecture.lines().any(|l| l.contains(&name) && l.contains(" lines"))
+            || architecture.contains(&format!("`core/src/{rel}`"))
+                && architecture
+                    .split(&format!("`core/src/{rel}`"))
+                    .nth(1)
+                    .is_some_and(|after| after.chars().take(200).collect::<String>().contains(" lines"));
+        if lines > 500 && !explained {
+            unexplained.push(format!("{rel} ({lines} lines)"));
+        }
+    }
+    assert!(unexplained.is_empty(), "split these or say in ARCHITECTURE.md why they stay whole: {unexplained:?}");
+}
