@@ -74,7 +74,7 @@ impl From<ModelError> for LiaisonError {
         match e {
             ModelError::Locked => Self::Locked(msg),
             ModelError::NotPermitted(_) => Self::NotPermitted(msg),
-            ModelError::Invalid { .. } => Self::InvalidInput(msg),
+            ModelError::Invalid { .. } | ModelError::UnknownVersion => Self::InvalidInput(msg),
             ModelError::WrongKind { .. } | ModelError::NotLiaison(_) | ModelError::UnsupportedSchema(_) => {
                 Self::WrongKind(msg)
             }

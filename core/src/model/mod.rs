@@ -14,10 +14,12 @@
 mod document;
 mod guard;
 mod records;
+mod version;
 
 pub use document::*;
 pub use guard::*;
 pub use records::*;
+pub use version::{Version, update_record_at};
 
 use autosurgeon::{Hydrate, Reconcile};
 
@@ -227,6 +229,9 @@ pub enum ModelError {
     /// An edit, or a second submit, reached a submitted record.
     #[error("the record is submitted and locked; an admin must unlock it before it can change")]
     Locked,
+    /// A save named a version (heads) this document does not have: read it again.
+    #[error("the version this edit was based on is not in this document; read the record again")]
+    UnknownVersion,
     /// The caller's role may not do this; the text names the action (for example "unlock a submitted
     /// record").
     #[error("only an admin may {0}")]

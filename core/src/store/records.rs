@@ -36,6 +36,13 @@ impl DocStore {
         Ok(model::read_record(&doc)?)
     }
 
+    /// Reads a record with the version it was read at, for a save that merges
+    /// ([`DocStore::update_at`]).
+    pub fn get_versioned<R: Record>(&self, id: &DocumentId) -> Result<(R, model::Version), StoreError> {
+        let doc = self.load_cached(id)?;
+        Ok((model::read_record(&doc)?, model::Version::of(&doc)))
+    }
+
     /// A document's envelope: owner, creator, creation time, retention class, legal hold.
     /// [`StoreError::Model`] if the document is not a liaison record.
     pub fn envelope(&self, id: &DocumentId) -> Result<Envelope, StoreError> {
@@ -54,6 +61,22 @@ impl DocStore {
         let now = self.clock.now_ms();
         let who = self.identity.clone();
         self.edit(id, move |doc| Ok(model::update_record(doc, &who, now, edit)?.1))
+    }
+
+    /// Edits a record as it was at `base` (the version it was read at) and merges the edit with
+    /// everything that happened since: a colleague's concurrent edits of other fields, list items
+    /// and text ranges survive (see [`model::update_record_at`]). What a form's save calls.
+    /// Errors as [`DocStore::update`], and [`model::ModelError::UnknownVersion`] for a version
+    /// this document does not have.
+    pub fn update_at<R: Record, T>(
+        &self,
+        id: &DocumentId,
+        base: &model::Version,
+        edit: impl FnOnce(&mut R) -> T,
+    ) -> Result<T, StoreError> {
+        let now = self.clock.now_ms();
+        let who = self.identity.clone();
+        self.edit(id, move |doc| Ok(model::update_record_at(doc, base, &who, now, edit)?.1))
     }
 
     /// Submits a record: it is locked from now on.
