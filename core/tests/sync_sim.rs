@@ -35,11 +35,7 @@ fn act(devices: usize) -> impl Strategy<Value = Act> {
 fn play(seed: u64, faults: Faults, acts: &[Act], devices: usize, resident_cap: usize) -> Sim {
     let mut sim = Sim::new(devices, seed, resident_cap);
     sim.faults = faults;
-    for a in acts {
-        sim.act(a);
-    }
-    sim.heal();
-    sim.check_converged();
+    sim.play(acts);
     sim
 }
 
@@ -97,11 +93,7 @@ fn one_seed_replays_the_same_trace() {
         let mut sim = Sim::new(3, 42, 4);
         sim.faults = Faults { drop: 10, duplicate: 50, reorder: 50 };
         sim.trace = Some(Vec::new());
-        for a in &acts {
-            sim.act(a);
-        }
-        sim.heal();
-        sim.check_converged();
+        sim.play(&acts);
         sim.trace.take().unwrap()
     };
     let (first, second) = (run(), run());

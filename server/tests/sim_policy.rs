@@ -59,11 +59,7 @@ fn relay_setup() -> Setup {
 fn play(seed: u64, faults: Faults, acts: &[Act]) -> Sim {
     let mut sim = Sim::with_setup(3, seed, 4, relay_setup());
     sim.faults = faults;
-    for a in acts {
-        sim.act(a);
-    }
-    sim.heal();
-    sim.check_converged();
+    sim.play(acts);
     sim
 }
 

@@ -10,6 +10,15 @@ use crate::sync::engine::{Input, StorageTask};
 use crate::sync::testing::faulty_kv::FaultyKv;
 
 impl Sim {
+    /// Plays `acts`, heals, and checks that everyone converged with nothing lost.
+    pub fn play(&mut self, acts: &[super::Act]) {
+        for a in acts {
+            self.act(a);
+        }
+        self.heal();
+        self.check_converged();
+    }
+
     /// One random step. Returns false when nothing is left to do.
     pub fn step(&mut self) -> bool {
         let mut choices: Vec<(usize, bool)> = Vec::new(); // (link, towards relay)
