@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use automerge::{Automerge, Change, ChangeHash};
 use liaison_core::model::{self, EditViolation, Kind, RemoteWriter};
-use liaison_core::sync::{Access, ConnId, PeerInfo, Policy, Refusal, refuse_changes_to_locked};
+use liaison_core::sync::{Access, ConnId, PeerInfo, Policy, Refusal};
 use liaison_core::{DocStore, DocumentId};
 
 use crate::auth::{Principal, RoleName};
@@ -295,9 +295,8 @@ impl Policy for RelayPolicy {
         let Some(p) = self.principals.get(peer.conn) else {
             return refuse_all(new, "unauthenticated", "not authenticated");
         };
-        let locked = refuse_changes_to_locked(before, new);
-        if !locked.is_empty() {
-            return locked;
+        if let Err(v) = model::check_locked_edit(before, after) {
+            return violation(new, v);
         }
         let writer = RemoteWriter { tenant: &p.tenant, user: &p.user, device: &p.device, role: p.role.into() };
         let foreign = model::foreign_actor_changes(new, &writer);

@@ -155,6 +155,41 @@ pub fn check_update(before: &Automerge, after: &Automerge, writer: &RemoteWriter
     check_authors(&authors(before), &authors(after), writer)
 }
 
+/// The lock rule as the relay applies it: a submitted record refuses every change from a device
+/// ([`EditViolation::Locked`]) but one: a legal hold set or lifted with nothing else changed.
+/// Litigation holds submitted records above all; whether the writer may change a hold at all
+/// is [`check_update`]'s rule, which still runs.
+pub fn check_locked_edit(before: &Automerge, after: &Automerge) -> Result<(), EditViolation> {
+    if !super::is_locked(before) || only_the_legal_hold_changed(before, after) {
+        Ok(())
+    } else {
+        Err(EditViolation::Locked)
+    }
+}
+
+/// Same kind, record, lock state and envelope but for `legal_hold`.
+fn only_the_legal_hold_changed(before: &Automerge, after: &Automerge) -> bool {
+    fn same<R: Record + PartialEq>(before: &Automerge, after: &Automerge) -> bool {
+        matches!((read_record::<R>(before), read_record::<R>(after)), (Ok(b), Ok(a)) if a == b)
+    }
+    let (Ok((kind, old_envelope, old_lock)), Ok((new_kind, envelope, lock))) =
+        (whole_record(before), whole_record(after))
+    else {
+        return false;
+    };
+    let same_record = match kind {
+        Kind::KolProfile => same::<KolProfile>(before, after),
+        Kind::Interaction => same::<Interaction>(before, after),
+        Kind::MedicalInsight => same::<MedicalInsight>(before, after),
+        Kind::MedicalInformationRequest => same::<MedicalInformationRequest>(before, after),
+        Kind::EngagementPlan => same::<EngagementPlan>(before, after),
+    };
+    kind == new_kind
+        && old_lock == lock
+        && same_record
+        && Envelope { legal_hold: old_envelope.legal_hold, ..envelope } == old_envelope
+}
+
 /// The submit rule: `unlocks` never change from a device; `submission` and `status` change
 /// only together, from a draft to a submission naming the writer.
 fn check_lock_transition(old: &LockState, new: &LockState, writer: &RemoteWriter<'_>) -> Result<(), EditViolation> {

@@ -129,8 +129,8 @@ impl DocStore {
     /// Sets or clears the legal hold on a document's envelope, as one change; nothing is written
     /// if it is already so. Only admins and medical-information staff may: others get
     /// [`StoreError::Model`] holding [`ModelError::NotPermitted`](crate::model::ModelError::NotPermitted).
-    /// A recorded flag only: erasure does not consult it yet. Made on a device to a submitted
-    /// record, the relay refuses it, as it does every synced change to a submitted record.
+    /// A recorded flag only: erasure does not consult it yet. It is the one change the relay takes
+    /// for a submitted record ([`crate::model::check_locked_edit`]).
     pub fn set_legal_hold(&self, id: &DocumentId, hold: bool) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let who = self.identity.clone();

@@ -209,6 +209,9 @@ fn envelope_changes() -> Vec<Row> {
     let plan = created(&SATO, "east", Kind::EngagementPlan);
     let interaction = created(&SATO, "east", Kind::Interaction);
     let question = created(&SATO, "east", Kind::MedicalInformationRequest);
+    let submitted = with(&interaction, |d| {
+        submit_record::<Interaction>(d, &SATO.identity(), NOW).unwrap();
+    });
     let hold = |who: Who| {
         move |d: &mut Automerge| {
             set_legal_hold(d, &who.identity(), NOW, true).unwrap();
@@ -272,6 +275,31 @@ fn envelope_changes() -> Vec<Row> {
         row("legal-hold: an MSL sets it", SATO, Edit::of(&interaction, hold(SATO)), Expect::Refused("legal-hold")),
         row("legal-hold: a tenant admin sets it", ADMIN_A, Edit::of(&interaction, hold(ADMIN_A)), Expect::Accepted),
         row("legal-hold: medical information sets it", MORI, Edit::of(&question, hold(MORI)), Expect::Accepted),
+        // A submitted record refuses every edit but a legal hold: litigation holds submitted
+        // records above all.
+        row(
+            "legal-hold: a tenant admin sets it on a submitted record",
+            ADMIN_A,
+            Edit::of(&submitted, hold(ADMIN_A)),
+            Expect::Accepted,
+        ),
+        row(
+            "legal-hold: an MSL sets it on a submitted record",
+            SATO,
+            Edit::of(&submitted, hold(SATO)),
+            Expect::Refused("legal-hold"),
+        ),
+        row(
+            "locked: a legal hold together with another edit of a submitted record",
+            ADMIN_A,
+            Edit::of(&submitted, move |d: &mut Automerge| {
+                hold(ADMIN_A)(d);
+                raw_change(d, &ADMIN_A.actor(), |tx, d| {
+                    tx.splice_text(obj(d, &["record", "summary"]), 0, 0, "Edited. ").unwrap();
+                });
+            }),
+            Expect::Refused("locked"),
+        ),
     ]
 }
 
