@@ -155,6 +155,12 @@ fn creations() -> Vec<Row> {
             Expect::Refused("bad-creation"),
         ),
         row(
+            "bad-creation: created_by names another device of the writer",
+            SATO,
+            Edit::creation(with(&plan, put(SATO, &["envelope", "created_by"], "device", "another-device"))),
+            Expect::Refused("bad-creation"),
+        ),
+        row(
             // Created and submitted offline before the first sync, by the writer: the relay
             // demo does this (a creation is judged as a submit from a fresh draft).
             "accepted: created and submitted offline by the writer",
