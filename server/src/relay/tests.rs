@@ -55,3 +55,36 @@ async fn a_connection_its_task_ended_is_not_counted_by_the_actor() {
     assert_eq!(relay.closed_total(), 1, "{}", relay.metrics.render());
     assert_eq!(relay.metrics.connections_open.load(Ordering::Relaxed), 0);
 }
+
+/// A client that does not read: once its outbox is full the actor cuts it ("client too slow")
+/// rather than drop a frame, which would leave the device's sync silently broken.
+#[tokio::test]
+async fn a_client_whose_outbox_is_full_is_cut_and_counted() {
+    use liaison_core::sync::wire::Message;
+    let relay = testing::start();
+    let conn = relay.relay.next_conn();
+    // Room for one frame: the relay's answer to the join fills it.
+    let (out, out_rx) = outbox(1, 1 << 20);
+    let cut = out_rx.cut_signal();
+    relay.relay.send(ActorMsg::Open { conn, principal: relay.principal.clone(), outbox: out }).await;
+    let device = relay.principal.device.clone();
+    let join = Message::Join {
+        sender_id: device.as_str().into(),
+        supported_protocol_versions: vec!["1".into()],
+        metadata: None,
+    };
+    let request = Message::Request {
+        sender_id: device.as_str().into(),
+        target_id: "liaison-relay".into(),
+        document_id: liaison_core::DocumentId::from_bytes([7; 16]),
+        data: Vec::new(),
+    };
+    for frame in [join.encode(), request.encode()] {
+        let permit = relay.relay.inbound_permit(frame.len()).await;
+        relay.relay.send(ActorMsg::Frame { conn, frame, permit }).await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), cut.notified()).await.expect("the connection is cut");
+    relay.settled().await;
+    assert_eq!(relay.closed("client too slow"), 1, "{}", relay.metrics.render());
+    assert_eq!(relay.closed_total(), 1);
+}

@@ -155,6 +155,12 @@ fn creations() -> Vec<Row> {
             Expect::Refused("bad-creation"),
         ),
         row(
+            "bad-creation: created_by names another device of the writer",
+            SATO,
+            Edit::creation(with(&plan, put(SATO, &["envelope", "created_by"], "device", "another-device"))),
+            Expect::Refused("bad-creation"),
+        ),
+        row(
             // Created and submitted offline before the first sync, by the writer: the relay
             // demo does this (a creation is judged as a submit from a fresh draft).
             "accepted: created and submitted offline by the writer",
@@ -316,6 +322,17 @@ fn authorship_and_submission() -> Vec<Row> {
                 .unwrap();
         }
     };
+    // A submission and `submitted` status naming `user` on `device`, set through the model.
+    let submitted_as = |user: &'static str, device: String| {
+        move |d: &mut Automerge| {
+            update_record(d, &SATO.identity(), NOW, |i: &mut Interaction| {
+                i.submission = Some(Submission { at: NOW, user: user.into(), device });
+            })
+            .unwrap();
+            put(SATO, &["record"], "status", "submitted")(d);
+        }
+    };
+    let third_install = SATO.actor_of_install(&[3; 8]);
     let set_status = put(SATO, &["record"], "status", "submitted");
     vec![
         row(
@@ -336,6 +353,21 @@ fn authorship_and_submission() -> Vec<Row> {
             Edit::of(
                 &interaction,
                 raw(second_install.clone(), move |tx, d| put_author(tx, d, &second_install.to_hex_string(), ITO)),
+            ),
+            Expect::Refused("forged-author"),
+        ),
+        row(
+            "forged-author: an entry for the writer's own new actor naming another of the writer's devices",
+            SATO,
+            Edit::of(
+                &interaction,
+                raw(third_install.clone(), move |tx, d| {
+                    let entry =
+                        tx.put_object(obj(d, &["authors"]), third_install.to_hex_string(), ObjType::Map).unwrap();
+                    tx.put(&entry, "user", SATO.user).unwrap();
+                    tx.put(&entry, "device", "another-device").unwrap();
+                    tx.put(&entry, "install", "0303030303030303").unwrap();
+                }),
             ),
             Expect::Refused("forged-author"),
         ),
@@ -367,6 +399,24 @@ fn authorship_and_submission() -> Vec<Row> {
                 set_submission(ITO)(d);
                 set_status(d);
             }),
+            Expect::Refused("forged-submission"),
+        ),
+        row(
+            "forged-submission: a submission naming the writer on another device",
+            SATO,
+            Edit::of(&interaction, submitted_as(SATO.user, "another-device".into())),
+            Expect::Refused("forged-submission"),
+        ),
+        row(
+            "forged-submission: a submission naming a teammate on the writer's device",
+            SATO,
+            Edit::of(&interaction, submitted_as(ITO.user, SATO.device())),
+            Expect::Refused("forged-submission"),
+        ),
+        row(
+            "forged-submission: a creation submitted in a teammate's name",
+            SATO,
+            Edit::creation(with(&interaction, submitted_as(ITO.user, ITO.device()))),
             Expect::Refused("forged-submission"),
         ),
         row(
