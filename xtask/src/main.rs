@@ -195,7 +195,9 @@ fn soak(cases: &str) -> Result<()> {
         Command::new(&cargo).args(args).env("PROPTEST_CASES", n.to_string()).status().context("running cargo")?;
     eprintln!("soak: {n} cases each, {:.0} s", started.elapsed().as_secs_f64());
     if !status.success() {
-        bail!("the soak failed: a failing case (printed above, saved to the .proptest-regressions file) or a build error");
+        bail!(
+            "the soak failed: a failing case (printed above, saved to the .proptest-regressions file) or a build error"
+        );
     }
     Ok(())
 }
