@@ -21,9 +21,14 @@ pub enum LiaisonError {
     /// The user's role does not allow this.
     #[error("{0}")]
     NotPermitted(String),
-    /// An argument is malformed (an id, an index, a URL, a certificate).
+    /// An argument is malformed (an id, an index, a URL, a certificate, a version).
     #[error("{0}")]
     InvalidInput(String),
+    /// An update's base version is not one this device has for the record (it was read from
+    /// another record, or the changes it names were discarded). Read the record again
+    /// (`get_*`), re-apply the user's edit to it and save with the new version.
+    #[error("{0}")]
+    StaleVersion(String),
     /// The document is not the kind asked for, or not a liaison record at all.
     #[error("{0}")]
     WrongKind(String),
@@ -74,7 +79,8 @@ impl From<ModelError> for LiaisonError {
         match e {
             ModelError::Locked => Self::Locked(msg),
             ModelError::NotPermitted(_) => Self::NotPermitted(msg),
-            ModelError::Invalid { .. } | ModelError::UnknownVersion => Self::InvalidInput(msg),
+            ModelError::Invalid { .. } => Self::InvalidInput(msg),
+            ModelError::UnknownVersion => Self::StaleVersion(msg),
             ModelError::WrongKind { .. } | ModelError::NotLiaison(_) | ModelError::UnsupportedSchema(_) => {
                 Self::WrongKind(msg)
             }

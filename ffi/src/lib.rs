@@ -9,6 +9,7 @@ mod logging;
 mod store;
 mod sync;
 mod types;
+mod versioned;
 
 pub use error::LiaisonError;
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
@@ -17,5 +18,6 @@ pub use sync::{LiaisonObserver, NetworkState, RefusedChange, SyncConfig, SyncSta
 pub use types::{
     DocumentChange, HistoryEntry, KolSummary, RecordKind, new_engagement_plan, new_interaction, new_kol_profile,
 };
+pub use versioned::{InsightRead, InteractionRead, KolRead, PlanRead, RequestRead};
 
 uniffi::setup_scaffolding!("liaison");

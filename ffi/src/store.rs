@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use automerge::{ObjType, ReadDoc, Value};
 use liaison_core::client::{ClientOptions, SyncClient};
-use liaison_core::model::{EngagementPlan, Interaction, KolProfile, MedicalInformationRequest, MedicalInsight, Record};
+use liaison_core::model::{
+    EngagementPlan, Interaction, KolProfile, MedicalInformationRequest, MedicalInsight, Record, Version,
+};
 use liaison_core::{DocStore, DocumentId, Identity, Role};
 
 use crate::error::{LiaisonError, bad_id};
@@ -16,6 +18,7 @@ use crate::sync::{
     LiaisonObserver, NetworkState, Note, Observer, SyncConfig, SyncState, SyncStatus, spawn_forwarder, spawn_notifier,
 };
 use crate::types::{HistoryEntry, KolSummary, RecordKind};
+use crate::versioned::{InsightRead, InteractionRead, KolRead, PlanRead, RequestRead};
 
 /// Who uses this store: the signed-in user on this device.
 #[derive(Debug, Clone, uniffi::Record)]
@@ -126,14 +129,17 @@ impl LiaisonStore {
         self.create(&profile)
     }
 
-    pub fn get_kol(&self, id: String) -> Result<KolProfile, LiaisonError> {
-        self.get(&id)
+    /// The profile and the version it was read at, for `update_kol`.
+    pub fn get_kol(&self, id: String) -> Result<KolRead, LiaisonError> {
+        let (profile, version) = self.get_versioned(&id)?;
+        Ok(KolRead { profile, version })
     }
 
-    /// Replaces the editable fields with `profile`'s. Text merges per character with concurrent
-    /// edits; merge links are kept as stored.
-    pub fn update_kol(&self, id: String, profile: KolProfile) -> Result<(), LiaisonError> {
-        self.update(&id, move |cur: &mut KolProfile| {
+    /// Saves the form the app filled from `get_kol` at `version`: the edit is applied to the
+    /// profile as it was then and merged with what colleagues did since (as `update_plan`).
+    /// Text merges per character; merge links are kept as stored.
+    pub fn update_kol(&self, id: String, profile: KolProfile, version: String) -> Result<(), LiaisonError> {
+        self.update_at(&id, &version, move |cur: &mut KolProfile| {
             let mut new = profile;
             keep_text(&mut new.scientific_interests, &mut cur.scientific_interests);
             new.merged_into = cur.merged_into.take();
@@ -184,13 +190,21 @@ impl LiaisonStore {
         self.create(&interaction)
     }
 
-    pub fn get_interaction(&self, id: String) -> Result<Interaction, LiaisonError> {
-        self.get(&id)
+    /// The interaction and the version it was read at, for `update_interaction`.
+    pub fn get_interaction(&self, id: String) -> Result<InteractionRead, LiaisonError> {
+        let (interaction, version) = self.get_versioned(&id)?;
+        Ok(InteractionRead { interaction, version })
     }
 
-    /// Replaces the editable fields; submission state and unlocks are kept as stored.
-    pub fn update_interaction(&self, id: String, interaction: Interaction) -> Result<(), LiaisonError> {
-        self.update(&id, move |cur: &mut Interaction| {
+    /// Saves the form filled from `get_interaction` at `version`, merged with what colleagues
+    /// did since; submission state and unlocks are kept as stored.
+    pub fn update_interaction(
+        &self,
+        id: String,
+        interaction: Interaction,
+        version: String,
+    ) -> Result<(), LiaisonError> {
+        self.update_at(&id, &version, move |cur: &mut Interaction| {
             let mut new = interaction;
             keep_text(&mut new.summary, &mut cur.summary);
             for topic in &mut new.topics {
@@ -207,12 +221,16 @@ impl LiaisonStore {
         self.create(&insight)
     }
 
-    pub fn get_insight(&self, id: String) -> Result<MedicalInsight, LiaisonError> {
-        self.get(&id)
+    /// The insight and the version it was read at, for `update_insight`.
+    pub fn get_insight(&self, id: String) -> Result<InsightRead, LiaisonError> {
+        let (insight, version) = self.get_versioned(&id)?;
+        Ok(InsightRead { insight, version })
     }
 
-    pub fn update_insight(&self, id: String, insight: MedicalInsight) -> Result<(), LiaisonError> {
-        self.update(&id, move |cur: &mut MedicalInsight| {
+    /// Saves the form filled from `get_insight` at `version`, merged with what colleagues did
+    /// since; submission state and unlocks are kept as stored.
+    pub fn update_insight(&self, id: String, insight: MedicalInsight, version: String) -> Result<(), LiaisonError> {
+        self.update_at(&id, &version, move |cur: &mut MedicalInsight| {
             let mut new = insight;
             keep_text(&mut new.text, &mut cur.text);
             keep_lock_state(&mut new, cur);
@@ -224,12 +242,21 @@ impl LiaisonStore {
         self.create(&request)
     }
 
-    pub fn get_request(&self, id: String) -> Result<MedicalInformationRequest, LiaisonError> {
-        self.get(&id)
+    /// The request and the version it was read at, for `update_request`.
+    pub fn get_request(&self, id: String) -> Result<RequestRead, LiaisonError> {
+        let (request, version) = self.get_versioned(&id)?;
+        Ok(RequestRead { request, version })
     }
 
-    pub fn update_request(&self, id: String, request: MedicalInformationRequest) -> Result<(), LiaisonError> {
-        self.update(&id, move |cur: &mut MedicalInformationRequest| {
+    /// Saves the form filled from `get_request` at `version`, merged with what colleagues did
+    /// since; submission state and unlocks are kept as stored.
+    pub fn update_request(
+        &self,
+        id: String,
+        request: MedicalInformationRequest,
+        version: String,
+    ) -> Result<(), LiaisonError> {
+        self.update_at(&id, &version, move |cur: &mut MedicalInformationRequest| {
             let mut new = request;
             keep_text(&mut new.answer, &mut cur.answer);
             keep_lock_state(&mut new, cur);
@@ -260,12 +287,23 @@ impl LiaisonStore {
         self.create(&plan)
     }
 
-    pub fn get_plan(&self, id: String) -> Result<EngagementPlan, LiaisonError> {
-        self.get(&id)
+    /// The plan and the version it was read at, for `update_plan`.
+    pub fn get_plan(&self, id: String) -> Result<PlanRead, LiaisonError> {
+        let (plan, version) = self.get_versioned(&id)?;
+        Ok(PlanRead { plan, version })
     }
 
-    pub fn update_plan(&self, id: String, plan: EngagementPlan) -> Result<(), LiaisonError> {
-        self.update(&id, move |cur: &mut EngagementPlan| {
+    /// Saves the form the app filled from `get_plan` at `version`. The edit is the difference
+    /// between `plan` and the plan as it was at `version`; it is merged with everything that
+    /// happened since, so a colleague's title, activity or notes typed in meanwhile survive a
+    /// save from a stale form. The notes change per character (they are meant to be edited with
+    /// `splice_plan_notes`).
+    ///
+    /// Errors: `InvalidInput` if `version` is not text a read returned; `StaleVersion` if this
+    /// device does not have that version of this record (it came from another record, or the
+    /// changes it names were discarded): read the record again and re-apply the user's edit.
+    pub fn update_plan(&self, id: String, plan: EngagementPlan, version: String) -> Result<(), LiaisonError> {
+        self.update_at(&id, &version, move |cur: &mut EngagementPlan| {
             let mut new = plan;
             keep_text(&mut new.notes, &mut cur.notes);
             *cur = new;
@@ -477,13 +515,18 @@ impl LiaisonStore {
         Ok(id.to_string())
     }
 
-    fn get<R: Record>(&self, id: &str) -> Result<R, LiaisonError> {
-        Ok(self.store.get(&parse_id(id)?)?)
+    fn get_versioned<R: Record>(&self, id: &str) -> Result<(R, String), LiaisonError> {
+        let (record, version) = self.store.get_versioned(&parse_id(id)?)?;
+        Ok((record, version.to_string()))
     }
 
-    fn update<R: Record>(&self, id: &str, edit: impl FnOnce(&mut R)) -> Result<(), LiaisonError> {
+    /// Applies `edit` to the record as it was at `version` (see `DocStore::update_at`). There is
+    /// deliberately no update without a base version: it would overwrite colleagues' edits.
+    fn update_at<R: Record>(&self, id: &str, version: &str, edit: impl FnOnce(&mut R)) -> Result<(), LiaisonError> {
         let doc = parse_id(id)?;
-        self.store.update(&doc, edit)?;
+        let base: Version =
+            version.parse().map_err(|_| LiaisonError::InvalidInput("the version is not one a read returned".into()))?;
+        self.store.update_at(&doc, &base, edit)?;
         self.changed(doc);
         Ok(())
     }

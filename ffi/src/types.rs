@@ -3,8 +3,9 @@
 //! is not added here fails to compile.
 //!
 //! Collaborative text (`autosurgeon::Text`) crosses as a plain string. On update the store diffs
-//! the new string against the stored text, so a whole-record update still merges per character
-//! with a colleague's concurrent edits (see `LiaisonStore::update_*`).
+//! the new string against the text as it was at the version the form was read at, so a
+//! whole-record update still merges per character with a colleague's concurrent edits (see
+//! `LiaisonStore::update_*` and `versioned.rs`).
 
 use autosurgeon::Text;
 use liaison_core::Role;

@@ -35,14 +35,15 @@ fn a_whole_plan_update_merges_per_character_with_a_concurrent_splice() {
     send(&a, &b, &id);
 
     // Alice's app sends the whole record back with one word added; Bob splices at the end.
-    let mut edited = a.get_plan(id.clone()).unwrap();
+    let read = a.get_plan(id.clone()).unwrap();
+    let mut edited = read.plan;
     edited.notes = autosurgeon::Text::with_value("hello brave world");
-    a.update_plan(id.clone(), edited).unwrap();
+    a.update_plan(id.clone(), edited, read.version).unwrap();
     b.splice_plan_notes(id.clone(), 11, 0, "!".into()).unwrap();
     send(&a, &b, &id);
     send(&b, &a, &id);
-    assert_eq!(a.get_plan(id.clone()).unwrap().notes.as_str(), "hello brave world!");
-    assert_eq!(b.get_plan(id).unwrap().notes.as_str(), "hello brave world!");
+    assert_eq!(a.get_plan(id.clone()).unwrap().plan.notes.as_str(), "hello brave world!");
+    assert_eq!(b.get_plan(id).unwrap().plan.notes.as_str(), "hello brave world!");
 }
 
 #[test]
@@ -55,7 +56,7 @@ fn splices_and_cursors_count_utf16_units() {
     // "😀" is two UTF-16 units, "患" and "者" one each: index 4 is the space.
     let cursor = a.plan_notes_cursor(id.clone(), 4).unwrap();
     a.splice_plan_notes(id.clone(), 2, 2, "KOL".into()).unwrap();
-    assert_eq!(a.get_plan(id.clone()).unwrap().notes.as_str(), "😀KOL notes");
+    assert_eq!(a.get_plan(id.clone()).unwrap().plan.notes.as_str(), "😀KOL notes");
     assert_eq!(a.plan_notes_cursor_position(id.clone(), cursor).unwrap(), 5, "the cursor stayed on the space");
     let end = a.plan_notes_cursor(id.clone(), 11).unwrap();
     a.splice_plan_notes(id.clone(), 11, 0, " +".into()).unwrap();
@@ -72,20 +73,22 @@ fn updates_cannot_unlock_or_unmerge() {
     let kol = a.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
     let dup = a.create_kol(liaison_ffi::new_kol_profile("Dr A.".into(), "Osaka".into())).unwrap();
     a.merge_kols(kol.clone(), dup.clone()).unwrap();
-    let mut p = a.get_kol(kol.clone()).unwrap();
+    let read = a.get_kol(kol.clone()).unwrap();
+    let mut p = read.profile;
     p.merged_from.clear();
     p.specialty = Some("Oncology".into());
-    a.update_kol(kol.clone(), p).unwrap();
-    let after = a.get_kol(kol.clone()).unwrap();
+    a.update_kol(kol.clone(), p, read.version).unwrap();
+    let after = a.get_kol(kol.clone()).unwrap().profile;
     assert_eq!(after.specialty.as_deref(), Some("Oncology"));
     assert_eq!(after.merged_from, vec![dup], "merge links are kept");
 
     let visit =
         a.create_interaction(liaison_ffi::new_interaction(kol, 1, liaison_core::model::Channel::Phone)).unwrap();
     a.submit(visit.clone()).unwrap();
-    let mut draft = a.get_interaction(visit.clone()).unwrap();
+    let read = a.get_interaction(visit.clone()).unwrap();
+    let mut draft = read.interaction;
     draft.status = liaison_core::model::RecordStatus::Draft;
-    assert!(matches!(a.update_interaction(visit.clone(), draft), Err(LiaisonError::Locked(_))));
+    assert!(matches!(a.update_interaction(visit.clone(), draft, read.version), Err(LiaisonError::Locked(_))));
     assert!(matches!(a.submit(visit), Err(LiaisonError::Locked(_))));
 }
 

@@ -121,9 +121,9 @@ fn a_blocked_observer_stalls_no_write_and_may_call_back_into_the_store() {
     finishes_promptly("50 writes", move || {
         for i in 0..25 {
             let id = writer.create_kol(liaison_ffi::new_kol_profile(format!("Dr. {i}"), "Kobe".into())).unwrap();
-            let mut profile = writer.get_kol(id.clone()).unwrap();
-            profile.specialty = Some("Oncology".into());
-            writer.update_kol(id.clone(), profile).unwrap();
+            let mut read = writer.get_kol(id.clone()).unwrap();
+            read.profile.specialty = Some("Oncology".into());
+            writer.update_kol(id.clone(), read.profile, read.version).unwrap();
             ids_tx.send(id).unwrap();
         }
     });

@@ -66,22 +66,40 @@ def eventually(what, cond, timeout=30.0):
 
 
 class Bindings(unittest.TestCase):
-    def test_offline_edits_merge_through_the_relay(self):
-        alice, bob = open_store("alice", "alice-phone"), open_store("bob", "bob-phone")
-        rec_a, rec_b = Recorder(), Recorder()
-        alice.set_observer(rec_a)
-        bob.set_observer(rec_b)
-        kol = alice.create_kol(L.new_kol_profile("Dr. Aiko Tanaka", "Osaka University Hospital"))
-        draft = L.new_engagement_plan(kol, "FY27 engagement")
-        draft.notes = "Agenda: "
+    @classmethod
+    def setUpClass(cls):
+        # Alice and Bob sync through the relay for the whole class.
+        cls.alice, cls.bob = open_store("alice", "alice-phone"), open_store("bob", "bob-phone")
+        cls.rec_a, cls.rec_b = Recorder(), Recorder()
+        cls.alice.set_observer(cls.rec_a)
+        cls.bob.set_observer(cls.rec_b)
+        cls.kol = cls.alice.create_kol(L.new_kol_profile("Dr. Aiko Tanaka", "Osaka University Hospital"))
+        cls.alice.start_sync(sync_config(ENV["LIAISON_TOKEN_ALICE"]))
+        cls.bob.start_sync(sync_config(ENV["LIAISON_TOKEN_BOB"]))
+
+    @classmethod
+    def tearDownClass(cls):
+        async def stop():
+            await cls.alice.stop_sync()
+            await cls.bob.stop_sync()
+        asyncio.run(stop())
+
+    def share_plan(self, title, notes):
+        """Alice creates a plan; returns its id once Bob has it."""
+        alice, bob = self.alice, self.bob
+        draft = L.new_engagement_plan(self.kol, title)
+        draft.notes = notes
         plan = alice.create_plan(draft)
-        alice.start_sync(sync_config(ENV["LIAISON_TOKEN_ALICE"]))
-        bob.start_sync(sync_config(ENV["LIAISON_TOKEN_BOB"]))
 
         async def first_sync():
             await alice.wait_until_synced(30_000)
             self.assertEqual(await bob.fetch(plan, 30_000), L.RecordKind.ENGAGEMENT_PLAN)
         asyncio.run(first_sync())
+        return plan
+
+    def test_offline_edits_merge_through_the_relay(self):
+        alice, bob, rec_a, rec_b, kol = self.alice, self.bob, self.rec_a, self.rec_b, self.kol
+        plan = self.share_plan("FY27 engagement", "Agenda: ")
 
         alice.set_network(L.NetworkState.DOWN)
         bob.set_network(L.NetworkState.DOWN)
@@ -98,7 +116,7 @@ class Bindings(unittest.TestCase):
         rec_b.await_remote(plan)
         expected = "患者 first. Agenda: discuss 😀 trial data"
         eventually("both hold both edits",
-                   lambda: alice.get_plan(plan).notes == expected and bob.get_plan(plan).notes == expected)
+                   lambda: alice.get_plan(plan).plan.notes == expected and bob.get_plan(plan).plan.notes == expected)
         self.assertEqual(len(rec_a.threads), 1, "observer calls come from one library thread")
         self.assertEqual({h.user for h in alice.history(plan)}, {"alice", "bob"})
 
@@ -107,10 +125,38 @@ class Bindings(unittest.TestCase):
         with self.assertRaises(L.LiaisonError.WrongKind):
             alice.get_plan(kol)
 
-        async def stop():
-            await alice.stop_sync()
-            await bob.stop_sync()
-        asyncio.run(stop())
+    def test_a_form_saved_from_a_stale_read_keeps_the_colleagues_edits(self):
+        alice, bob = self.alice, self.bob
+        plan = self.share_plan("FY28 engagement", "Agenda")
+        # Alice opens the plan's form.
+        form = alice.get_plan(plan)
+
+        # Bob retitles, adds an activity and types into the notes; it reaches Alice.
+        bobs = bob.get_plan(plan)
+        bobs.plan.title = "FY28, Bob's title"
+        visit = L.Activity(id="bob-visit", description="Visit in March", owner="bob", due=None, status=L.TaskStatus.OPEN)
+        bobs.plan.activities.append(visit)
+        bob.update_plan(plan, bobs.plan, bobs.version)
+        bob.splice_plan_notes(plan, 6, 0, " for Bob")
+        asyncio.run(bob.wait_until_synced(30_000))
+        eventually("Bob's edits reach Alice", lambda: alice.get_plan(plan).plan.notes == "Agenda for Bob")
+
+        # Alice saves her stale form with one objective added.
+        objective = L.PlanItem(id="alice-1", text="Alice's objective")
+        form.plan.objectives.append(objective)
+        alice.update_plan(plan, form.plan, form.version)
+        saved = alice.get_plan(plan).plan
+        self.assertEqual(saved.title, "FY28, Bob's title", "Bob's title survives")
+        self.assertEqual(saved.activities, [visit], "Bob's activity survives")
+        self.assertEqual(saved.notes, "Agenda for Bob", "Bob's text survives")
+        self.assertEqual(saved.objectives, [objective], "Alice's objective is there")
+        asyncio.run(alice.wait_until_synced(30_000))
+        eventually("Bob sees the same plan", lambda: bob.get_plan(plan).plan == saved)
+
+        # A version read from another record is stale: the app reads again.
+        other = alice.get_kol(self.kol)
+        with self.assertRaises(L.LiaisonError.StaleVersion):
+            alice.update_plan(plan, saved, other.version)
 
     def test_splice_indexes_count_utf16_units_after_non_bmp_characters(self):
         # Kotlin and Swift index text in UTF-16 units: an emoji outside the BMP is two of them.
@@ -125,16 +171,16 @@ class Bindings(unittest.TestCase):
 
         self.assertEqual(utf16("😀😀 "), 5)
         store.splice_plan_notes(plan, utf16("😀😀 "), 0, "X")
-        self.assertEqual(store.get_plan(plan).notes, "😀😀 Xab")
+        self.assertEqual(store.get_plan(plan).plan.notes, "😀😀 Xab")
         # Deleting one emoji deletes two units.
         store.splice_plan_notes(plan, utf16("😀"), 2, "")
-        self.assertEqual(store.get_plan(plan).notes, "😀 Xab")
+        self.assertEqual(store.get_plan(plan).plan.notes, "😀 Xab")
         # An index inside a surrogate pair is refused, and nothing changes.
         with self.assertRaises(L.LiaisonError.InvalidInput):
             store.splice_plan_notes(plan, 1, 0, "!")
         with self.assertRaises(L.LiaisonError.InvalidInput):
             store.splice_plan_notes(plan, 0, 1, "")
-        self.assertEqual(store.get_plan(plan).notes, "😀 Xab")
+        self.assertEqual(store.get_plan(plan).plan.notes, "😀 Xab")
 
 
 if __name__ == "__main__":

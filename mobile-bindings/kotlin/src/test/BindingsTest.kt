@@ -129,7 +129,7 @@ fun main() {
             assertEq(RecordKind.ENGAGEMENT_PLAN, bob.fetch(plan, 30_000u), "the plan reaches Bob")
             assertEq(RecordKind.KOL_PROFILE, bob.fetch(kol, 30_000u), "the KOL reaches Bob")
         }
-        assertEq("Agenda: ", bob.getPlan(plan).notes, "Bob's copy of the notes")
+        assertEq("Agenda: ", bob.getPlan(plan).plan.notes, "Bob's copy of the notes")
         // Bob keeps a cursor on the 'A' of "Agenda" while Alice inserts before it.
         val cursor = bob.planNotesCursor(plan, 0u)
 
@@ -137,7 +137,8 @@ fun main() {
         bob.setNetwork(NetworkState.DOWN)
         alice.splicePlanNotes(plan, 0u, 0u, "患者 first. ")
         bob.splicePlanNotes(plan, 8u, 0u, "discuss 😀 trial data")
-        bob.updatePlan(plan, bob.getPlan(plan).copy(title = "FY27 plan"))
+        val read = bob.getPlan(plan)
+        bob.updatePlan(plan, read.plan.copy(title = "FY27 plan"), read.version)
         assertTrue(alice.syncStatus().pendingDocuments >= 1u, "Alice's offline edit is pending")
 
         alice.setNetwork(NetworkState.UP)
@@ -150,9 +151,9 @@ fun main() {
         recBob.awaitRemote(plan)
         val expected = "患者 first. Agenda: discuss 😀 trial data"
         eventually("both devices hold both edits") {
-            alice.getPlan(plan).notes == expected && bob.getPlan(plan).notes == expected
+            alice.getPlan(plan).plan.notes == expected && bob.getPlan(plan).plan.notes == expected
         }
-        assertEq("FY27 plan", alice.getPlan(plan).title, "Bob's title reached Alice")
+        assertEq("FY27 plan", alice.getPlan(plan).plan.title, "Bob's title reached Alice")
         assertEq("患者 first. ".length.toUInt(), bob.planNotesCursorPosition(plan, cursor), "Bob's cursor moved")
         val authors = alice.history(plan).mapNotNull { it.user }.toSet()
         assertEq(setOf("alice", "bob"), authors, "history names both authors")
@@ -160,6 +161,35 @@ fun main() {
         eventually("the observer hears the status") { recAlice.status?.state == SyncState.UP_TO_DATE }
         assertEq(1, recAlice.threads.size, "observer calls come from one thread: ${recAlice.threads}")
         assertEq(1, recBob.threads.size, "observer calls come from one thread: ${recBob.threads}")
+    }
+
+    test("a form saved from a stale read keeps what a colleague did meanwhile") {
+        val id = alice.createPlan(newEngagementPlan(kol, "FY28 engagement").copy(notes = "Agenda"))
+        runBlocking {
+            alice.waitUntilSynced(30_000u)
+            assertEq(RecordKind.ENGAGEMENT_PLAN, bob.fetch(id, 30_000u), "the plan reaches Bob")
+        }
+        // Alice opens the plan's form.
+        val form = alice.getPlan(id)
+
+        // Bob retitles, adds an activity and types into the notes; it reaches Alice.
+        val bobs = bob.getPlan(id)
+        val visit = Activity("bob-visit", "Visit in March", "bob", null, TaskStatus.OPEN)
+        bob.updatePlan(id, bobs.plan.copy(title = "FY28, Bob's title", activities = listOf(visit)), bobs.version)
+        bob.splicePlanNotes(id, 6u, 0u, " for Bob")
+        runBlocking { bob.waitUntilSynced(30_000u) }
+        eventually("Bob's edits reach Alice") { alice.getPlan(id).plan.notes == "Agenda for Bob" }
+
+        // Alice saves her stale form with one objective added.
+        val objective = PlanItem("alice-1", "Alice's objective")
+        alice.updatePlan(id, form.plan.copy(objectives = form.plan.objectives + objective), form.version)
+        val saved = alice.getPlan(id).plan
+        assertEq("FY28, Bob's title", saved.title, "Bob's title survives")
+        assertEq(listOf(visit), saved.activities, "Bob's activity survives")
+        assertEq("Agenda for Bob", saved.notes, "Bob's text survives")
+        assertEq(listOf(objective), saved.objectives, "Alice's objective is there")
+        runBlocking { alice.waitUntilSynced(30_000u) }
+        eventually("Bob sees the same plan") { bob.getPlan(id).plan == saved }
     }
 
     test("errors arrive as the generated exception types") {
@@ -171,9 +201,14 @@ fun main() {
         val visit = alice.createInteraction(newInteraction(kol, System.currentTimeMillis(), Channel.IN_PERSON))
         alice.submit(visit)
         val locked = assertThrows<LiaisonException.Locked>("editing a submitted interaction") {
-            alice.updateInteraction(visit, alice.getInteraction(visit).copy(location = "Ward 3, Dr. Tanaka's office"))
+            val read = alice.getInteraction(visit)
+            alice.updateInteraction(visit, read.interaction.copy(location = "Ward 3, Dr. Tanaka's office"), read.version)
         }
         assertTrue(!locked.message.orEmpty().contains("Tanaka"), "the message holds no personal data")
+        val other = alice.getPlan(plan)
+        assertThrows<LiaisonException.StaleVersion>("a version read from another record") {
+            alice.updateInteraction(visit, alice.getInteraction(visit).interaction, other.version)
+        }
         assertThrows<LiaisonException.StoreInUse>("a second open of the same store") { open("alice", "alice-phone") }
     }
 
@@ -209,7 +244,7 @@ fun main() {
             bob.setNetwork(NetworkState.UP)
             bob.waitUntilSynced(30_000u)
         }
-        eventually("Alice sees Bob's edit made after the cancelled wait") { alice.getPlan(plan).notes.startsWith("» ") }
+        eventually("Alice sees Bob's edit made after the cancelled wait") { alice.getPlan(plan).plan.notes.startsWith("» ") }
     }
 
     test("an observer that calls back into the store and is slow stalls neither writes nor itself") {
@@ -220,7 +255,7 @@ fun main() {
                 com.sun.jna.Native.detach(false)
                 for (c in changes) {
                     // Re-entrant: the callback reads the store it is called by...
-                    assertEq("Clinic", dave.getKol(c.id).institution, "the record read back inside the callback")
+                    assertEq("Clinic", dave.getKol(c.id).profile.institution, "the record read back inside the callback")
                     seen.add(c.id)
                 }
                 // ...and is slow.

@@ -13,7 +13,12 @@ final class StoreTests: XCTestCase {
         plan.notes = "Agenda: "
         let planId = try store.createPlan(plan: plan)
         try store.splicePlanNotes(planId: planId, index: 0, deleteCount: 0, insert: "患者 ")
-        XCTAssertEqual(try store.getPlan(id: planId).notes, "患者 Agenda: ")
+        let read = try store.getPlan(id: planId)
+        XCTAssertEqual(read.plan.notes, "患者 Agenda: ")
+        var form = read.plan
+        form.title = "FY27, saved"
+        try store.updatePlan(id: planId, plan: form, version: read.version)
+        XCTAssertEqual(try store.getPlan(id: planId).plan.title, "FY27, saved")
         XCTAssertEqual(try store.listKols().count, 1)
         XCTAssertThrowsError(try store.getKol(id: "not-an-id")) { error in
             guard case LiaisonError.InvalidInput = error else { return XCTFail("got \(error)") }

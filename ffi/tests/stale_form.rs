@@ -1,0 +1,120 @@
+//! Saves that merge, through the ffi API: a form saved from a stale read keeps what a colleague
+//! did meanwhile (issue 13). Two stores, synced by copying documents as sync would.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use liaison_core::model::{Activity, Channel, FollowUp, PlanItem, TaskStatus};
+use liaison_ffi::{LiaisonError, LiaisonStore, StoreConfig};
+
+fn open(dir: &tempfile::TempDir, user: &str) -> Arc<LiaisonStore> {
+    LiaisonStore::open(StoreConfig {
+        path: dir.path().join(user).display().to_string(),
+        tenant: "pharma-a".into(),
+        user: user.into(),
+        device: format!("{user}-phone"),
+        role: liaison_core::Role::Msl,
+        team: "onc-east".into(),
+    })
+    .unwrap()
+}
+
+/// Copies a document from one store to the other, as sync would.
+fn send(from: &LiaisonStore, to: &LiaisonStore, id: &str) {
+    let doc = id.parse().unwrap();
+    to.core().merge_remote(&doc, &from.core().export(&doc).unwrap()).unwrap();
+}
+
+#[test]
+fn a_stale_plan_form_keeps_the_colleagues_title_activity_and_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (open(&dir, "alice"), open(&dir, "bob"));
+    let kol = alice.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
+    let mut draft = liaison_ffi::new_engagement_plan(kol, "FY27".into());
+    draft.notes = autosurgeon::Text::with_value("Agenda");
+    let id = alice.create_plan(draft).unwrap();
+    send(&alice, &bob, &id);
+
+    // Alice opens the plan's form.
+    let form = alice.get_plan(id.clone()).unwrap();
+
+    // Meanwhile Bob retitles, adds an activity and types into the notes; it reaches Alice.
+    let read = bob.get_plan(id.clone()).unwrap();
+    let mut edited = read.plan;
+    edited.title = "FY27, Bob's title".into();
+    edited.activities.push(Activity {
+        id: "bob-visit".into(),
+        description: "Visit in March".into(),
+        owner: "bob".into(),
+        due: None,
+        status: TaskStatus::Open,
+    });
+    bob.update_plan(id.clone(), edited, read.version).unwrap();
+    bob.splice_plan_notes(id.clone(), 6, 0, " for Bob".into()).unwrap();
+    send(&bob, &alice, &id);
+
+    // Alice saves her stale form with one objective added.
+    let mut mine = form.plan;
+    mine.objectives.push(PlanItem { id: "alice-1".into(), text: "Alice's objective".into() });
+    alice.update_plan(id.clone(), mine, form.version).unwrap();
+
+    let plan = alice.get_plan(id.clone()).unwrap().plan;
+    assert_eq!(plan.title, "FY27, Bob's title", "Bob's title survives");
+    assert_eq!(plan.activities.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["bob-visit"]);
+    assert_eq!(plan.notes.as_str(), "Agenda for Bob", "Bob's text survives");
+    assert_eq!(plan.objectives.iter().map(|o| o.text.as_str()).collect::<Vec<_>>(), ["Alice's objective"]);
+    send(&alice, &bob, &id);
+    assert_eq!(bob.get_plan(id).unwrap().plan, plan, "both devices agree");
+}
+
+#[test]
+fn a_stale_interaction_form_keeps_the_colleagues_summary_and_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (open(&dir, "alice"), open(&dir, "bob"));
+    let kol = alice.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
+    let mut draft = liaison_ffi::new_interaction(kol, 1_700_000_000_000, Channel::InPerson);
+    draft.summary = autosurgeon::Text::with_value("Discussed the trial.");
+    let id = alice.create_interaction(draft).unwrap();
+    send(&alice, &bob, &id);
+
+    let form = alice.get_interaction(id.clone()).unwrap();
+
+    let read = bob.get_interaction(id.clone()).unwrap();
+    let mut edited = read.interaction;
+    edited.summary = autosurgeon::Text::with_value("Discussed the trial and its endpoints.");
+    edited.location = Some("Ward 3".into());
+    bob.update_interaction(id.clone(), edited, read.version).unwrap();
+    send(&bob, &alice, &id);
+
+    // Alice's stale form adds a follow-up and the end time.
+    let mut mine = form.interaction;
+    mine.end = Some(1_700_000_900_000);
+    mine.follow_ups.push(FollowUp {
+        id: "send-paper".into(),
+        description: "Send the paper".into(),
+        owner: "alice".into(),
+        due: None,
+        status: TaskStatus::Open,
+    });
+    alice.update_interaction(id.clone(), mine, form.version).unwrap();
+
+    let visit = alice.get_interaction(id).unwrap().interaction;
+    assert_eq!(visit.summary.as_str(), "Discussed the trial and its endpoints.", "Bob's summary survives");
+    assert_eq!(visit.location.as_deref(), Some("Ward 3"), "Bob's location survives");
+    assert_eq!(visit.end, Some(1_700_000_900_000));
+    assert_eq!(visit.follow_ups.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["send-paper"]);
+}
+
+#[test]
+fn a_version_from_another_record_is_stale_and_junk_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = open(&dir, "alice");
+    let kol = alice.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
+    let a = alice.create_plan(liaison_ffi::new_engagement_plan(kol.clone(), "a".into())).unwrap();
+    let b = alice.create_plan(liaison_ffi::new_engagement_plan(kol, "b".into())).unwrap();
+    let (read_a, read_b) = (alice.get_plan(a.clone()).unwrap(), alice.get_plan(b).unwrap());
+    let err = alice.update_plan(a.clone(), read_a.plan.clone(), read_b.version).unwrap_err();
+    assert!(matches!(err, LiaisonError::StaleVersion(_)), "{err:?}");
+    let err = alice.update_plan(a, read_a.plan, "not a version".into()).unwrap_err();
+    assert!(matches!(err, LiaisonError::InvalidInput(_)), "{err:?}");
+}
