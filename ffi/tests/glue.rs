@@ -2,27 +2,10 @@
 //! fields only core operations may change survive an update, indexes are UTF-16, errors are typed.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod common;
 
+use common::{open, send};
 use liaison_ffi::{LiaisonError, LiaisonStore, StoreConfig};
-
-fn open(dir: &tempfile::TempDir, user: &str) -> Arc<LiaisonStore> {
-    LiaisonStore::open(StoreConfig {
-        path: dir.path().join(user).display().to_string(),
-        tenant: "pharma-a".into(),
-        user: user.into(),
-        device: format!("{user}-phone"),
-        role: liaison_core::Role::Msl,
-        team: "onc-east".into(),
-    })
-    .unwrap()
-}
-
-/// Copies a document from one store to the other, as sync would.
-fn send(from: &LiaisonStore, to: &LiaisonStore, id: &str) {
-    let doc = id.parse().unwrap();
-    to.core().merge_remote(&doc, &from.core().export(&doc).unwrap()).unwrap();
-}
 
 #[test]
 fn a_whole_plan_update_merges_per_character_with_a_concurrent_splice() {

@@ -2,28 +2,11 @@
 //! did meanwhile (issue 13). Two stores, synced by copying documents as sync would.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod common;
 
+use common::{open, send};
 use liaison_core::model::{Activity, Channel, FollowUp, PlanItem, TaskStatus};
-use liaison_ffi::{LiaisonError, LiaisonStore, StoreConfig};
-
-fn open(dir: &tempfile::TempDir, user: &str) -> Arc<LiaisonStore> {
-    LiaisonStore::open(StoreConfig {
-        path: dir.path().join(user).display().to_string(),
-        tenant: "pharma-a".into(),
-        user: user.into(),
-        device: format!("{user}-phone"),
-        role: liaison_core::Role::Msl,
-        team: "onc-east".into(),
-    })
-    .unwrap()
-}
-
-/// Copies a document from one store to the other, as sync would.
-fn send(from: &LiaisonStore, to: &LiaisonStore, id: &str) {
-    let doc = id.parse().unwrap();
-    to.core().merge_remote(&doc, &from.core().export(&doc).unwrap()).unwrap();
-}
+use liaison_ffi::LiaisonError;
 
 #[test]
 fn a_stale_plan_form_keeps_the_colleagues_title_activity_and_notes() {
