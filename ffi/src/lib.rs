@@ -8,6 +8,7 @@ mod error;
 mod logging;
 mod store;
 mod sync;
+mod text;
 mod types;
 mod versioned;
 
@@ -15,6 +16,7 @@ pub use error::LiaisonError;
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
 pub use store::{LiaisonStore, StoreConfig};
 pub use sync::{LiaisonObserver, NetworkState, RefusedChange, SyncConfig, SyncState, SyncStatus, TrustConfig};
+pub use text::TextField;
 pub use types::{
     DocumentChange, HistoryEntry, KolSummary, RecordKind, new_engagement_plan, new_interaction, new_kol_profile,
 };

@@ -6,7 +6,6 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use automerge::{ObjType, ReadDoc, Value};
 use liaison_core::client::{ClientOptions, SyncClient};
 use liaison_core::model::{
     EngagementPlan, Interaction, KolProfile, MedicalInformationRequest, MedicalInsight, Record, Version,
@@ -17,6 +16,7 @@ use crate::error::{LiaisonError, bad_id};
 use crate::sync::{
     LiaisonObserver, NetworkState, Note, Observer, SyncConfig, SyncState, SyncStatus, spawn_forwarder, spawn_notifier,
 };
+use crate::text::TextField;
 use crate::types::{HistoryEntry, KolSummary, RecordKind};
 use crate::versioned::{InsightRead, InteractionRead, KolRead, PlanRead, RequestRead};
 
@@ -66,7 +66,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn parse_id(s: &str) -> Result<DocumentId, LiaisonError> {
+pub(crate) fn parse_id(s: &str) -> Result<DocumentId, LiaisonError> {
     s.parse().map_err(|_| bad_id("the id"))
 }
 
@@ -311,7 +311,8 @@ impl LiaisonStore {
     }
 
     /// Replaces `delete_count` UTF-16 code units of the plan's notes at `index` with `insert`:
-    /// what a text view reports. Concurrent splices by colleagues merge per character.
+    /// what a text view reports. Concurrent splices by colleagues merge per character. The same
+    /// as `splice_text` with `TextField::PlanNotes`.
     pub fn splice_plan_notes(
         &self,
         plan_id: String,
@@ -319,45 +320,18 @@ impl LiaisonStore {
         delete_count: u32,
         insert: String,
     ) -> Result<(), LiaisonError> {
-        let doc = parse_id(&plan_id)?;
-        let outcome = self.store.update(&doc, move |plan: &mut EngagementPlan| {
-            let text = plan.notes.as_str();
-            let start = utf16_to_byte(text, index)?;
-            let end = index
-                .checked_add(delete_count)
-                .ok_or_else(|| LiaisonError::InvalidInput("the range is out of bounds".into()))
-                .and_then(|e| utf16_to_byte(text, e))?;
-            let deleted = isize::try_from(end - start)
-                .map_err(|_| LiaisonError::InvalidInput("the range is out of bounds".into()))?;
-            plan.notes.splice(start, deleted, insert);
-            Ok::<_, LiaisonError>(())
-        })?;
-        outcome?;
-        self.changed(doc);
-        Ok(())
+        self.splice_text(plan_id, TextField::PlanNotes, index, delete_count, insert)
     }
 
     /// A cursor at UTF-16 `index` of the plan's notes that stays with its character as
     /// colleagues' edits arrive. Resolve it with `plan_notes_cursor_position`.
     pub fn plan_notes_cursor(&self, plan_id: String, index: u32) -> Result<String, LiaisonError> {
-        let doc = self.store.load(&parse_id(&plan_id)?)?;
-        let obj = notes_object(&doc)?;
-        let text = doc.text(&obj)?;
-        let byte = utf16_to_byte(&text, index)?;
-        let position = if byte == text.len() { automerge::CursorPosition::End } else { byte.into() };
-        Ok(doc.get_cursor(&obj, position, None)?.to_string())
+        self.text_cursor(plan_id, TextField::PlanNotes, index)
     }
 
     /// Where a cursor from `plan_notes_cursor` is now, as a UTF-16 index.
     pub fn plan_notes_cursor_position(&self, plan_id: String, cursor: String) -> Result<u32, LiaisonError> {
-        let cursor = automerge::Cursor::try_from(cursor.as_str())
-            .map_err(|_| LiaisonError::InvalidInput("the cursor is malformed".into()))?;
-        let doc = self.store.load(&parse_id(&plan_id)?)?;
-        let obj = notes_object(&doc)?;
-        let text = doc.text(&obj)?;
-        let byte = doc.get_cursor_position(&obj, &cursor, None)?.min(text.len());
-        let prefix = text.get(..byte).unwrap_or(&text);
-        u32::try_from(prefix.encode_utf16().count()).map_err(|_| LiaisonError::InvalidInput("text too long".into()))
+        self.text_cursor_position(plan_id, TextField::PlanNotes, cursor)
     }
 
     // ---- History ---------------------------------------------------------------------------
@@ -531,7 +505,7 @@ impl LiaisonStore {
         Ok(())
     }
 
-    fn changed(&self, doc: DocumentId) {
+    pub(crate) fn changed(&self, doc: DocumentId) {
         if let Some(c) = lock(&self.client).as_ref() {
             c.local_change(doc);
         }
@@ -558,20 +532,8 @@ fn keep_text(new: &mut autosurgeon::Text, stored: &mut autosurgeon::Text) {
     }
 }
 
-fn notes_object(doc: &automerge::Automerge) -> Result<automerge::ObjId, LiaisonError> {
-    let wrong = || LiaisonError::WrongKind("not an engagement plan".into());
-    let record = match doc.get(automerge::ROOT, "record")? {
-        Some((Value::Object(ObjType::Map), id)) => id,
-        _ => return Err(wrong()),
-    };
-    match doc.get(&record, "notes")? {
-        Some((Value::Object(ObjType::Text), id)) => Ok(id),
-        _ => Err(wrong()),
-    }
-}
-
 /// The byte offset of UTF-16 index `index` in `text`.
-fn utf16_to_byte(text: &str, index: u32) -> Result<usize, LiaisonError> {
+pub(crate) fn utf16_to_byte(text: &str, index: u32) -> Result<usize, LiaisonError> {
     let target = index as usize;
     let mut units = 0usize;
     for (byte, c) in text.char_indices() {

@@ -1,0 +1,147 @@
+//! Text fields people edit together: splices at UTF-16 indexes (what text views report) and
+//! cursors that stay with their character as colleagues' edits arrive, for every shared text of
+//! every record, not only a plan's notes.
+
+use automerge::{Automerge, ObjId, ObjType, ReadDoc, Value};
+use liaison_core::model::{EngagementPlan, Interaction, KolProfile, MedicalInformationRequest, MedicalInsight};
+
+use crate::error::LiaisonError;
+use crate::store::{LiaisonStore, parse_id, utf16_to_byte};
+
+/// A text field edited per character.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum TextField {
+    /// An engagement plan's notes.
+    PlanNotes,
+    /// An interaction's summary.
+    InteractionSummary,
+    /// The discussion of one topic of an interaction, by the topic's id.
+    TopicDiscussion { topic_id: String },
+    /// A medical insight's text.
+    InsightText,
+    /// A medical information request's answer.
+    RequestAnswer,
+    /// A KOL profile's scientific interests.
+    KolScientificInterests,
+}
+
+impl TextField {
+    /// The text object in a document, or `WrongKind` (`NotFound` for an unknown topic).
+    fn object(&self, doc: &Automerge) -> Result<ObjId, LiaisonError> {
+        let wrong = || LiaisonError::WrongKind("the record has no such text field".into());
+        let map = |parent: &ObjId, key: &str| match doc.get(parent, key) {
+            Ok(Some((Value::Object(ObjType::Map), id))) => Some(id),
+            _ => None,
+        };
+        let record = map(&automerge::ROOT, "record").ok_or_else(wrong)?;
+        let (parent, key) = match self {
+            Self::PlanNotes => (record, "notes"),
+            Self::InteractionSummary => (record, "summary"),
+            Self::InsightText => (record, "text"),
+            Self::RequestAnswer => (record, "answer"),
+            Self::KolScientificInterests => (record, "scientific_interests"),
+            Self::TopicDiscussion { topic_id } => {
+                let Ok(Some((Value::Object(ObjType::List), topics))) = doc.get(&record, "topics") else {
+                    return Err(wrong());
+                };
+                let topic = (0..doc.length(&topics))
+                    .filter_map(|i| match doc.get(&topics, i) {
+                        Ok(Some((Value::Object(ObjType::Map), t))) => Some(t),
+                        _ => None,
+                    })
+                    .find(|t| {
+                        matches!(doc.get(t, "id"), Ok(Some((Value::Scalar(s), _))) if s.as_str() == Some(topic_id.as_str()))
+                    })
+                    .ok_or_else(|| LiaisonError::NotFound("no topic with that id".into()))?;
+                (topic, "discussion")
+            }
+        };
+        match doc.get(&parent, key)? {
+            Some((Value::Object(ObjType::Text), id)) => Ok(id),
+            _ => Err(wrong()),
+        }
+    }
+}
+
+/// Splices `text` at UTF-16 indexes.
+fn splice(text: &mut autosurgeon::Text, at: Splice) -> Result<(), LiaisonError> {
+    let value = text.as_str();
+    let start = utf16_to_byte(value, at.index)?;
+    let end = at
+        .index
+        .checked_add(at.delete_count)
+        .ok_or_else(|| LiaisonError::InvalidInput("the range is out of bounds".into()))
+        .and_then(|e| utf16_to_byte(value, e))?;
+    let deleted =
+        isize::try_from(end - start).map_err(|_| LiaisonError::InvalidInput("the range is out of bounds".into()))?;
+    text.splice(start, deleted, at.insert);
+    Ok(())
+}
+
+/// One splice, in UTF-16 code units.
+struct Splice {
+    index: u32,
+    delete_count: u32,
+    insert: String,
+}
+
+#[uniffi::export]
+impl LiaisonStore {
+    /// Replaces `delete_count` UTF-16 code units of a record's text field at `index` with
+    /// `insert`: what a text view reports. Concurrent splices by colleagues merge per character.
+    /// `WrongKind` if the record has no such field; `Locked` for a submitted record.
+    pub fn splice_text(
+        &self,
+        id: String,
+        field: TextField,
+        index: u32,
+        delete_count: u32,
+        insert: String,
+    ) -> Result<(), LiaisonError> {
+        let doc = parse_id(&id)?;
+        let at = Splice { index, delete_count, insert };
+        let store = self.core();
+        let done = match field {
+            TextField::PlanNotes => store.update(&doc, |r: &mut EngagementPlan| splice(&mut r.notes, at))?,
+            TextField::InteractionSummary => store.update(&doc, |r: &mut Interaction| splice(&mut r.summary, at))?,
+            TextField::TopicDiscussion { topic_id } => store.update(&doc, |r: &mut Interaction| {
+                let topic = r.topics.iter_mut().find(|t| t.id == topic_id);
+                let topic = topic.ok_or_else(|| LiaisonError::NotFound("no topic with that id".into()))?;
+                splice(&mut topic.discussion, at)
+            })?,
+            TextField::InsightText => store.update(&doc, |r: &mut MedicalInsight| splice(&mut r.text, at))?,
+            TextField::RequestAnswer => {
+                store.update(&doc, |r: &mut MedicalInformationRequest| splice(&mut r.answer, at))?
+            }
+            TextField::KolScientificInterests => {
+                store.update(&doc, |r: &mut KolProfile| splice(&mut r.scientific_interests, at))?
+            }
+        };
+        done?;
+        self.changed(doc);
+        Ok(())
+    }
+
+    /// A cursor at UTF-16 `index` of a record's text field that stays with its character as
+    /// colleagues' edits arrive. Resolve it with `text_cursor_position`.
+    pub fn text_cursor(&self, id: String, field: TextField, index: u32) -> Result<String, LiaisonError> {
+        let doc = self.core().load(&parse_id(&id)?)?;
+        let obj = field.object(&doc)?;
+        let text = doc.text(&obj)?;
+        let byte = utf16_to_byte(&text, index)?;
+        let position = if byte == text.len() { automerge::CursorPosition::End } else { byte.into() };
+        Ok(doc.get_cursor(&obj, position, None)?.to_string())
+    }
+
+    /// Where a cursor from `text_cursor` is now, as a UTF-16 index.
+    pub fn text_cursor_position(&self, id: String, field: TextField, cursor: String) -> Result<u32, LiaisonError> {
+        let cursor = automerge::Cursor::try_from(cursor.as_str())
+            .map_err(|_| LiaisonError::InvalidInput("the cursor is malformed".into()))?;
+        let doc = self.core().load(&parse_id(&id)?)?;
+        let obj = field.object(&doc)?;
+        let text = doc.text(&obj)?;
+        let byte = doc.get_cursor_position(&obj, &cursor, None)?.min(text.len());
+        let prefix = text.get(..byte).unwrap_or(&text);
+        u32::try_from(prefix.encode_utf16().count()).map_err(|_| LiaisonError::InvalidInput("text too long".into()))
+    }
+}
