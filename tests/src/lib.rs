@@ -348,7 +348,9 @@ impl Device {
         .await;
     }
 
-    /// Waits until `check` holds on the store, re-checking on every sync event.
+    /// Waits until `check` holds on the store, re-checking on every sync event and at least every
+    /// 20 ms: a change the client makes to the store itself (a discard, say) need not be followed
+    /// by any sync event.
     pub async fn until_store(&self, what: &str, check: impl Fn(&DocStore) -> bool) {
         let mut events = self.client().events();
         let r = tokio::time::timeout(WAIT, async {
@@ -356,7 +358,10 @@ impl Device {
                 if check(&self.store) {
                     return;
                 }
-                let _ = events.recv().await;
+                tokio::select! {
+                    _ = events.recv() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
             }
         })
         .await;

@@ -177,7 +177,8 @@ fn model_and_engine_read_no_clock_randomness_disk_or_socket() {
         "sync/engine/disk.rs",
         "sync/notice.rs",
         "sync/screen.rs",
-        "sync/wire.rs",
+        "sync/wire/mod.rs",
+        "sync/wire/decode.rs",
     ] {
         assert!(files.iter().any(|f| f.ends_with(must)), "{must} is scanned");
     }
