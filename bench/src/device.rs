@@ -155,6 +155,7 @@ impl Device {
             metadata: Some(PeerMetadata {
                 storage_id: Some(StorageId(format!("{}-storage", self.peer_id))),
                 is_ephemeral: false,
+                catalog: None,
             }),
         })
         .await?;

@@ -744,3 +744,110 @@ fn a_device_with_a_full_disk_acknowledges_nothing_and_catches_up_when_space_retu
     assert_eq!(net.notes(reader, doc).as_deref(), Some("v1 v2"), "stored once space returned");
     assert!(acked_by_reader(&net), "and acknowledged only then");
 }
+
+#[test]
+fn catalog_pages_come_only_from_our_relay_and_the_catalog_id_is_no_document() {
+    use liaison_core::sync::catalog::*;
+    let policy = TestPolicy::default();
+    let (mut net, relay, devs) = relay_and_devices(2, &policy);
+    let request = CatalogRequest { cursor: 5, scope: "ab12".into() };
+    net.nodes[devs[0]].d.engine.set_catalog_request(Some(request.clone()));
+    let (_, r0) = net.connect(devs[0], relay);
+    let (_, r1) = net.connect(devs[1], relay);
+    net.settle();
+    // The request travels in the join and reaches the relay's application.
+    let asked: Vec<_> = net.nodes[relay]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerReady { peer } => Some((peer.peer_id.0.clone(), peer.metadata.catalog.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, [("dev0".to_owned(), Some(request)), ("dev1".to_owned(), None)]);
+
+    // The relay's page reaches the device's application.
+    let doc = DocumentId::from_bytes([9; 16]);
+    let page = CatalogPage {
+        reset: true,
+        entries: vec![CatalogEntry { doc, heads: vec![ChangeHash([3; 32])], erased: false }],
+        end: Some(CatalogEnd { cursor: 8, scope: Scope::default() }),
+    };
+    net.handle(relay, Input::SendNotice { conn: r0, data: encode_page(&page) });
+    net.settle();
+    let pages = |net: &Net, n: usize| net.nodes[n].events.iter().filter(|e| matches!(e, Event::Catalog { .. })).count();
+    assert!(net.nodes[devs[0]].events.iter().any(|e| matches!(e, Event::Catalog { page: p, .. } if *p == page)));
+
+    // A device's page is neither taken by the relay nor forwarded to another device.
+    let forged = Message::Ephemeral {
+        sender_id: "dev1".into(),
+        target_id: "relay".into(),
+        count: 1,
+        session_id: "s".into(),
+        document_id: catalog_doc(),
+        data: encode_page(&page),
+    };
+    net.inject(relay, r1, forged.encode());
+    assert_eq!((pages(&net, relay), pages(&net, devs[0]), pages(&net, devs[1])), (0, 1, 0));
+
+    // No one syncs the catalog id: asking for it is answered "unavailable", nothing is stored.
+    net.handle(devs[1], Input::Find { doc: catalog_doc() });
+    net.settle();
+    assert!(
+        net.nodes[devs[1]].events.iter().any(|e| matches!(e, Event::DocUnavailable { doc } if *doc == catalog_doc()))
+    );
+    assert!(net.nodes[relay].d.store.all_documents().unwrap().is_empty());
+    assert!(net.nodes[relay].closed.is_empty(), "asking is not a violation");
+}
+
+#[test]
+fn a_device_that_discards_a_refused_change_hears_the_relay_hold_its_heads() {
+    let policy = TestPolicy::default();
+    let (mut net, relay, devs) = relay_and_devices(2, &policy);
+    let kol = DocumentId::from_bytes([1; 16]);
+    let id =
+        net.nodes[devs[0]].d.store.create("team", &Interaction::new(&kol, 1_700_000_000_000, Channel::Video)).unwrap();
+    net.handle(devs[0], Input::Announce { doc: id });
+    net.connect(devs[0], relay);
+    net.connect(devs[1], relay);
+    net.settle();
+    net.handle(devs[1], Input::Find { doc: id });
+    net.settle();
+    // dev0 submits; dev1's edit made meanwhile is refused, offered and refused until both
+    // sides' loop guards go quiet.
+    let before0 = net.nodes[devs[0]].d.store.load(&id).unwrap().get_heads();
+    net.nodes[devs[0]].d.store.submit::<Interaction>(&id).unwrap();
+    let submit = net.nodes[devs[0]].d.store.changes_since(&id, &before0).unwrap();
+    let s1 = &net.nodes[devs[1]].d.store;
+    let before1 = s1.load(&id).unwrap().get_heads();
+    s1.update(&id, |i: &mut Interaction| i.summary.splice(0, 0, "Offline: ")).unwrap();
+    let offline = s1.changes_since(&id, &before1).unwrap();
+    net.handle(devs[0], Input::LocalChanges { doc: id, changes: submit });
+    net.settle();
+    net.handle(devs[1], Input::LocalChanges { doc: id, changes: offline });
+    net.settle();
+    let refused: Vec<ChangeHash> = net.nodes[devs[1]]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RefusedByPeer { hashes, .. } => Some(hashes.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(!refused.is_empty());
+
+    // dev1 discards it and continues from the relay's state, as the client does.
+    net.nodes[devs[1]].d.store.discard_changes(&id, &refused).unwrap();
+    net.nodes[devs[1]].events.clear();
+    net.handle(devs[1], Input::Erase { doc: id, notify: false });
+    net.handle(devs[1], Input::Announce { doc: id });
+    net.settle();
+    let local = net.nodes[devs[1]].d.store.load(&id).unwrap().get_heads();
+    assert_eq!(local, net.nodes[relay].d.store.load(&id).unwrap().get_heads());
+    assert!(
+        net.nodes[devs[1]].events.iter().any(|e| matches!(e, Event::PeerHeads { heads, .. } if *heads == local)),
+        "the relay restates its heads, so the device knows its copy is acknowledged: {:?}",
+        net.nodes[devs[1]].events
+    );
+}

@@ -54,6 +54,7 @@ pub fn join_frame_with_storage(peer: &str, storage_id: &str) -> Vec<u8> {
     let metadata = liaison_core::sync::wire::PeerMetadata {
         storage_id: Some(liaison_core::sync::wire::StorageId(storage_id.to_owned())),
         is_ephemeral: false,
+        catalog: None,
     };
     Message::Join { sender_id: peer.into(), supported_protocol_versions: vec!["1".into()], metadata: Some(metadata) }
         .encode()

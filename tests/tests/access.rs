@@ -197,16 +197,10 @@ async fn a_reader_cannot_write_and_another_tenant_sees_unavailable() {
     assert!(kim.store.get::<Interaction>(&visit).is_err());
 }
 
-// Ignored: it fails about one run in 35 (seen in CI and in a loop of 50 runs) on a liveness bug
-// this test found: after the device discards the refused edit, the relay sometimes never sends
-// it a message for the document again, so the device's change stays "pending" forever. Both
-// sides' loop guards went quiet while the refused change was offered over and over ("sync made
-// no progress" twice in the device's log); after the discard the device's new sync state and the
-// relay's old one agree on the heads and automerge has nothing to send, so no acknowledgement
-// comes. Run it with `--ignored`; the fix (the relay's per-peer state for a document must not
-// stay quiet when the peer's heads change, or the client must re-announce with a fresh state
-// after a discard) is open work.
-#[ignore = "flaky: liveness after discarding a refused change, see the comment"]
+// This test found a liveness bug (about one run in 35): after a device discarded a refused edit the
+// relay had nothing to say, so the device never heard its copy was acknowledged. Fixed by
+// `PeerDoc::answer_withdrawn_heads`; `sync_engine::a_device_that_discards_a_refused_change_...`
+// reproduces it deterministically.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_edit_to_a_record_submitted_meanwhile_comes_back_as_a_refusal() {
     let (_data, relay) = relay_with_two_tenants();

@@ -1,5 +1,6 @@
 //! Sync: the automerge-repo wire protocol and the sans-IO engine that speaks it.
 
+pub mod catalog;
 pub mod engine;
 mod expansion;
 pub mod inflation;

@@ -4,6 +4,7 @@ use automerge::ChangeHash;
 
 use super::{PeerInfo, Refusal};
 use crate::DocumentId;
+use crate::sync::catalog::CatalogPage;
 use crate::sync::wire::{PeerId, StorageId};
 
 /// A connection, numbered by the driver.
@@ -177,6 +178,13 @@ pub enum Event {
         /// The erased document.
         doc: DocumentId,
     },
+    /// A catalog page from the relay this device dialled (see [`crate::sync::catalog`]).
+    Catalog {
+        /// The connection it came on.
+        conn: ConnId,
+        /// The page.
+        page: CatalogPage,
+    },
     /// A storage task failed, or stored or local bytes did not load. A failed write's changes
     /// stay in memory, unadvertised, and the write is retried on a later change or tick.
     StorageFailed {
@@ -289,5 +297,18 @@ pub enum Input {
         doc: DocumentId,
         /// Send an erasure notice to the peers that synced it and may know it was erased.
         notify: bool,
+    },
+    /// Send a liaison notice (an encoded [`CatalogPage`]) to one connection, on the catalog id.
+    SendNotice {
+        /// The connection.
+        conn: ConnId,
+        /// The notice, as [`crate::sync::catalog::encode_page`] makes it.
+        data: Vec<u8>,
+    },
+    /// A device: the relay holds every local change of this document, so later connections
+    /// need not offer it (the catalog tells of changes made elsewhere).
+    Settled {
+        /// The document.
+        doc: DocumentId,
     },
 }

@@ -1,5 +1,6 @@
 //! The engine's configuration.
 
+use crate::sync::catalog::CatalogRequest;
 use crate::sync::wire::{self, PeerId, StorageId};
 
 /// The engine's settings. [`EngineConfig::new`] gives the defaults; a device's driver also sets
@@ -33,6 +34,9 @@ pub struct EngineConfig {
     /// Messages exchanged for one document with one peer without either side's heads moving,
     /// after which the sync state is reset (guards a known automerge sync loop).
     pub loop_guard: u32,
+    /// A device's catalog request, sent in its next `join` (see [`crate::sync::catalog`]); the
+    /// driver sets it before each connection with [`Engine::set_catalog_request`](super::Engine::set_catalog_request).
+    pub catalog: Option<CatalogRequest>,
 }
 
 impl EngineConfig {
@@ -53,6 +57,7 @@ impl EngineConfig {
             max_docs_per_conn: usize::MAX,
             max_inflated_bytes: 4 * wire::DEFAULT_MAX_FRAME as u64,
             loop_guard: 16,
+            catalog: None,
         }
     }
 }

@@ -60,7 +60,11 @@ impl Engine {
     }
 
     pub(super) fn metadata(&self) -> PeerMetadata {
-        PeerMetadata { storage_id: self.config.storage_id.clone(), is_ephemeral: self.config.is_ephemeral }
+        PeerMetadata {
+            storage_id: self.config.storage_id.clone(),
+            is_ephemeral: self.config.is_ephemeral,
+            catalog: self.config.catalog.clone(),
+        }
     }
 
     pub(super) fn send(&mut self, conn: ConnId, msg: &Message) {

@@ -16,6 +16,7 @@
 //!   reloaded on demand. A peer's sync state survives eviction (persisted, or kept encoded).
 
 mod api;
+mod catalog;
 mod config;
 mod conn;
 mod disk;
@@ -130,6 +131,8 @@ impl Engine {
             Input::AccessChanged { conn } => self.on_access_changed(conn),
             Input::Close { conn, reason } => self.close(conn, CloseReason::ByApplication(reason)),
             Input::Erase { doc, notify } => self.on_erase(doc, notify),
+            Input::SendNotice { conn, data } => self.on_send_notice(conn, data),
+            Input::Settled { doc } => self.on_settled(doc),
         }
         std::mem::take(&mut self.out)
     }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::PeerInfo;
 use crate::sync::wire::{PeerMetadata, StorageId};
@@ -93,6 +93,17 @@ impl PeerDoc {
         }
     }
 
+    /// The peer withdrew heads we never had (it discarded changes we refused): it now claims
+    /// only what we have, so automerge sees nothing to say, and the peer would never hear that
+    /// we hold its heads (its change stays "pending" for good). Forget what we last sent, so the
+    /// next message restates our heads: one acknowledgement.
+    pub(super) fn answer_withdrawn_heads(&mut self, am: &Automerge, before: &[ChangeHash], now: &[ChangeHash]) {
+        let withdrawn = before.iter().any(|h| !now.contains(h) && am.get_change_by_hash(h).is_none());
+        if withdrawn {
+            self.sync.last_sent_heads.clear();
+        }
+    }
+
     /// The encoded state, if the shared heads moved since it was last stored (then it counts as
     /// stored from now on).
     pub(super) fn persist_due(&mut self) -> Option<Vec<u8>> {
@@ -148,7 +159,7 @@ mod tests {
         PeerInfo {
             conn: ConnId(1),
             peer_id: PeerId("phone".into()),
-            metadata: PeerMetadata { storage_id: storage.map(|s| StorageId(s.into())), is_ephemeral },
+            metadata: PeerMetadata { storage_id: storage.map(|s| StorageId(s.into())), is_ephemeral, catalog: None },
         }
     }
 

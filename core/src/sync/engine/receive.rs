@@ -19,6 +19,10 @@ impl Engine {
         let Some(doc) = msg.document_id().copied() else {
             return; // remote-subscription-change and unknown types: nothing to do for now.
         };
+        if doc == crate::sync::catalog::catalog_doc() {
+            self.on_catalog_message(conn, msg);
+            return;
+        }
         let max = self.config.max_docs_per_conn;
         if let Some(c) = self.conns.get_mut(&conn)
             && !c.touched.contains(&doc)
@@ -126,6 +130,7 @@ impl Engine {
             }
         };
         let Screened { apply, trial, refused, refused_raw } = screened;
+        let their_before = pd.sync.their_heads.clone().unwrap_or_default();
         if let Some((am, state)) = trial {
             d.am = am;
             pd.sync = state;
@@ -138,6 +143,7 @@ impl Engine {
         }
         pd.keep_ack_owed(d.disk.unstored(&d.am));
         let their = pd.sync.their_heads.clone().unwrap_or_default();
+        pd.answer_withdrawn_heads(&d.am, &their_before, &their);
         self.out.push(Output::Event(Event::PeerHeads { conn, doc, heads: their }));
         if !refused.is_empty() {
             self.refuse(conn, doc, refused, refused_raw);

@@ -351,6 +351,18 @@ fn metadata(d: &mut Decoder<'_>) -> Result<PeerMetadata, DecodeError> {
                 }
             }
             "isEphemeral" => m.is_ephemeral = d.bool().map_err(|_| DecodeError::WrongType("isEphemeral"))?,
+            "liaisonCatalog" => {
+                let mut c = crate::sync::catalog::CatalogRequest::default();
+                for_each_entry(d, 2, |d, key| {
+                    match key {
+                        "cursor" => c.cursor = d.u64().map_err(|_| DecodeError::WrongType("cursor"))?,
+                        "scope" => c.scope = text(d, "scope")?,
+                        _ => skip(d, 3)?,
+                    }
+                    Ok(())
+                })?;
+                m.catalog = Some(c);
+            }
             _ => skip(d, 2)?,
         }
         Ok(())

@@ -68,6 +68,9 @@ pub struct PeerMetadata {
     pub storage_id: Option<StorageId>,
     /// Whether the peer will not come back with this storage id (no sync state worth keeping).
     pub is_ephemeral: bool,
+    /// liaison's extension (`liaisonCatalog`): a device asks the relay for the documents it may
+    /// read, changed since this position (see [`crate::sync::catalog`]). Other peers ignore it.
+    pub catalog: Option<crate::sync::catalog::CatalogRequest>,
 }
 
 /// Heads a peer with a given storage id has, as gossiped in `remote-heads-changed`.
@@ -349,11 +352,14 @@ fn encode_metadata(
     e: &mut Encoder<&mut Vec<u8>>,
     m: &PeerMetadata,
 ) -> Result<(), minicbor::encode::Error<std::convert::Infallible>> {
-    e.map(1 + u64::from(m.storage_id.is_some()))?;
+    e.map(1 + u64::from(m.storage_id.is_some()) + u64::from(m.catalog.is_some()))?;
     if let Some(s) = &m.storage_id {
         e.str("storageId")?.str(s.as_str())?;
     }
     e.str("isEphemeral")?.bool(m.is_ephemeral)?;
+    if let Some(c) = &m.catalog {
+        e.str("liaisonCatalog")?.map(2)?.str("cursor")?.u64(c.cursor)?.str("scope")?.str(&c.scope)?;
+    }
     Ok(())
 }
 

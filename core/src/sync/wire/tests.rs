@@ -25,7 +25,11 @@ fn decodes_and_reencodes_a_javascript_join_byte_for_byte() {
         Message::Join {
             sender_id: "peer-js".into(),
             supported_protocol_versions: vec!["1".into()],
-            metadata: Some(PeerMetadata { storage_id: Some(StorageId("store-1".into())), is_ephemeral: false }),
+            metadata: Some(PeerMetadata {
+                storage_id: Some(StorageId("store-1".into())),
+                is_ephemeral: false,
+                catalog: Some(crate::sync::catalog::CatalogRequest { cursor: 7, scope: "ab12".into() }),
+            }),
         }
     );
     assert_eq!(m.encode(), hex(JS_JOIN));
@@ -50,7 +54,7 @@ fn accepts_the_spec_shapes_and_skips_unknown_keys() {
         Message::Join {
             sender_id: "p".into(),
             supported_protocol_versions: vec!["1".into()],
-            metadata: Some(PeerMetadata { storage_id: None, is_ephemeral: true }),
+            metadata: Some(PeerMetadata { storage_id: None, is_ephemeral: true, catalog: None }),
         }
     );
 }
@@ -143,7 +147,7 @@ fn peer() -> impl Strategy<Value = PeerId> {
 fn meta() -> impl Strategy<Value = Option<PeerMetadata>> {
     proptest::option::of(
         (proptest::option::of("[a-z0-9-]{1,20}".prop_map(StorageId)), any::<bool>())
-            .prop_map(|(storage_id, is_ephemeral)| PeerMetadata { storage_id, is_ephemeral }),
+            .prop_map(|(storage_id, is_ephemeral)| PeerMetadata { storage_id, is_ephemeral, catalog: None }),
     )
 }
 
