@@ -103,6 +103,7 @@ impl DocStore {
 
             let idx = index_data(&p.doc);
             reindex(&mut batch, &p.id, &old_meta, &mut p.meta, &idx);
+            p.meta.heads = heads.clone();
             batch.put(keys::meta(&p.id), encode(&p.meta));
             events.push(DocChange { id: p.id, kind: idx.kind, origin: p.origin, heads, deleted: false });
             written.push((p.id, p.doc));

@@ -49,11 +49,12 @@ impl DocStore {
         p.meta.chunks = 1;
         p.meta.next_chunk += 1;
         reindex(&mut batch, id, &old, &mut p.meta, &idx);
+        p.meta.heads = p.doc.get_heads();
         batch.put(keys::meta(id), encode(&p.meta));
         // On failure the document is dropped from the cache (reloaded from disk next time).
         self.kv.apply(batch)?;
         self.durable()?;
-        let heads = p.doc.get_heads();
+        let heads = p.meta.heads.clone();
         cache.put(*id, p.doc, self.options.cache_docs);
         drop(cache);
         self.notify(DocChange { id: *id, kind: idx.kind, origin: Origin::Local, heads, deleted: false });

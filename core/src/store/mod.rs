@@ -22,6 +22,7 @@ mod chunk;
 mod commit;
 mod discard;
 mod error;
+mod heads;
 mod index;
 mod keys;
 mod kol;
@@ -29,6 +30,8 @@ mod load;
 mod raw;
 mod records;
 mod sync_writes;
+#[cfg(test)]
+mod test_stores;
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};

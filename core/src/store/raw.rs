@@ -98,7 +98,8 @@ impl DocStore {
         let mut cache = lock(&self.cache);
         let p = self.take_pending(&mut cache, id, Origin::Local)?;
         let batch = self.compaction_batch(&p)?;
-        let meta = DocMeta { next_chunk: p.meta.next_chunk + 1, chunks: 1, ..p.meta.clone() };
+        // The heads do not change; a meta written before heads were kept gets them here.
+        let meta = DocMeta { next_chunk: p.meta.next_chunk + 1, chunks: 1, heads: p.doc.get_heads(), ..p.meta.clone() };
         let mut batch = batch;
         batch.put(keys::meta(id), encode(&meta));
         self.kv.apply(batch)?;

@@ -215,6 +215,7 @@ impl DocStore {
             }
         };
         meta.next_chunk += 1;
+        meta.heads = w.heads.to_vec();
         batch.put(keys::meta(&w.doc), encode(&meta));
         let event =
             DocChange { id: w.doc, kind: meta.kind(), origin: Origin::Remote, heads: w.heads.to_vec(), deleted: false };
