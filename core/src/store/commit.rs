@@ -6,7 +6,7 @@ use automerge::{Automerge, ChangeHash};
 use super::cache::Cache;
 use super::chunk::frame;
 use super::index::{DocMeta, encode, index_data, reindex};
-use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, keys, lock};
 use crate::id::DocumentId;
 use crate::storage::Batch;
 
@@ -17,6 +17,8 @@ pub(super) struct Pending {
     pub(super) before: Vec<ChangeHash>,
     pub(super) meta: DocMeta,
     pub(super) origin: Origin,
+    /// The losing profile of a KOL merge (reported [`ChangeReason::MergedAway`]).
+    pub(super) merged_away: bool,
 }
 
 impl DocStore {
@@ -32,7 +34,7 @@ impl DocStore {
             None => self.load_from_disk(id)?,
         };
         let before = doc.get_heads();
-        Ok(Pending { id: *id, doc, before, meta, origin })
+        Ok(Pending { id: *id, doc, before, meta, origin, merged_away: false })
     }
 
     /// The stored document for a remote write, or a new empty one if it is new here.
@@ -44,6 +46,7 @@ impl DocStore {
                 before: Vec::new(),
                 meta: DocMeta::default(),
                 origin: Origin::Remote,
+                merged_away: false,
             }),
             other => other,
         }
@@ -105,7 +108,13 @@ impl DocStore {
             reindex(&mut batch, &p.id, &old_meta, &mut p.meta, &idx);
             p.meta.heads = heads.clone();
             batch.put(keys::meta(&p.id), encode(&p.meta));
-            events.push(DocChange { id: p.id, kind: idx.kind, origin: p.origin, heads, deleted: false });
+            let reason = match p.origin {
+                _ if old_meta.chunks == 0 => ChangeReason::Created,
+                _ if p.merged_away => ChangeReason::MergedAway,
+                Origin::Local => ChangeReason::UpdatedLocally,
+                Origin::Remote => ChangeReason::UpdatedRemotely,
+            };
+            events.push(DocChange { id: p.id, kind: idx.kind, origin: p.origin, heads, deleted: false, reason });
             written.push((p.id, p.doc));
         }
         batch.extend(extra);

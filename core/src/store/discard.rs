@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use automerge::{Automerge, Change, ChangeHash};
 
 use super::index::{encode, index_data, reindex};
-use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, keys, lock};
 use crate::DocumentId;
 use crate::model::ModelError;
 
@@ -57,7 +57,14 @@ impl DocStore {
         let heads = p.meta.heads.clone();
         cache.put(*id, p.doc, self.options.cache_docs);
         drop(cache);
-        self.notify(DocChange { id: *id, kind: idx.kind, origin: Origin::Local, heads, deleted: false });
+        self.notify(DocChange {
+            id: *id,
+            kind: idx.kind,
+            origin: Origin::Local,
+            heads,
+            deleted: false,
+            reason: ChangeReason::UpdatedLocally,
+        });
         Ok(gone.len())
     }
 }

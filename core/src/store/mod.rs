@@ -32,6 +32,8 @@ mod records;
 mod sync_writes;
 #[cfg(test)]
 mod test_stores;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -90,6 +92,28 @@ pub enum Origin {
     Remote,
 }
 
+/// Why a document changed, for the app to word its notice ("added", "updated by a
+/// colleague", "erased", "no longer shared with you"...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeReason {
+    /// The write that first stored the document here, made here or received.
+    Created,
+    /// Changed here: edited, submitted, unlocked, put on hold, refused changes discarded, or the
+    /// winner of a KOL merge.
+    UpdatedLocally,
+    /// Changes received from elsewhere (another device, through the relay).
+    UpdatedRemotely,
+    /// Deleted by [`DocStore::delete`] or [`DocStore::delete_with`]: the relay's erasure, or a
+    /// device's delete.
+    Erased,
+    /// Dropped by [`DocStore::remove_for_access`]: this device may no longer read it. Not an
+    /// erasure: the document lives on elsewhere.
+    AccessRemoved,
+    /// The losing profile of a KOL merge ([`DocStore::merge_kols`]): it now records
+    /// `merged_into` and lookups resolve it to the winner.
+    MergedAway,
+}
+
 /// One event of the change feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocChange {
@@ -101,8 +125,11 @@ pub struct DocChange {
     pub origin: Origin,
     /// Heads after the change; empty when the document was deleted.
     pub heads: Vec<ChangeHash>,
-    /// The document was deleted (erased) from this store.
+    /// The document was deleted from this store (reason [`ChangeReason::Erased`] or
+    /// [`ChangeReason::AccessRemoved`]).
     pub deleted: bool,
+    /// Why it changed.
+    pub reason: ChangeReason,
 }
 
 /// The on-device (and, later, relay) document store.

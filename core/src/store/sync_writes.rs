@@ -8,7 +8,7 @@ use automerge::{Automerge, ChangeHash, LoadOptions, OnPartialLoad};
 
 use super::chunk::{frame, unframe};
 use super::index::{DocMeta, encode, index_data, reindex};
-use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, keys, lock};
 use crate::id::DocumentId;
 use crate::storage::Batch;
 
@@ -163,7 +163,8 @@ impl DocStore {
             Some(m) => m.clone(),
             None => self.read_meta(&w.doc)?.unwrap_or_default(),
         };
-        let must_load = meta.chunks == 0 || meta.kind.is_none();
+        let created = meta.chunks == 0;
+        let must_load = created || meta.kind.is_none();
         let added = state.added.get(&w.doc);
         let (earlier, seqs): (&[u8], &[u64]) =
             added.map(|a| (a.bytes.as_slice(), a.seqs.as_slice())).unwrap_or_default();
@@ -217,8 +218,14 @@ impl DocStore {
         meta.next_chunk += 1;
         meta.heads = w.heads.to_vec();
         batch.put(keys::meta(&w.doc), encode(&meta));
-        let event =
-            DocChange { id: w.doc, kind: meta.kind(), origin: Origin::Remote, heads: w.heads.to_vec(), deleted: false };
+        let event = DocChange {
+            id: w.doc,
+            kind: meta.kind(),
+            origin: Origin::Remote,
+            heads: w.heads.to_vec(),
+            deleted: false,
+            reason: if created { ChangeReason::Created } else { ChangeReason::UpdatedRemotely },
+        };
         state.metas.insert(w.doc, meta);
         let added = state.added.entry(w.doc).or_default();
         match compacted {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use automerge::ChangeHash;
 
 use super::{DocStore, ManualClock, StoreOptions, SyncWrite};
-use crate::model::EngagementPlan;
+use crate::model::{EngagementPlan, KolProfile};
 use crate::storage::{KvStore, MemoryKv};
 use crate::{DocumentId, Identity, Role};
 
@@ -30,6 +30,11 @@ pub(super) fn memory_store(tenant: &str) -> (DocStore, Arc<MemoryKv>) {
 /// A new engagement plan of team `team`.
 pub(super) fn plan(store: &DocStore, team: &str, title: &str) -> DocumentId {
     store.create(team, &EngagementPlan::new(&DocumentId::from_bytes([2; 16]), title)).unwrap()
+}
+
+/// A new KOL profile of team `team`.
+pub(super) fn kol(store: &DocStore, team: &str, name: &str) -> DocumentId {
+    store.create(team, &KolProfile::new(name, "Univ")).unwrap()
 }
 
 /// Retitles a plan locally.
