@@ -6,7 +6,7 @@ use automerge::{Automerge, ChangeHash};
 use super::cache::Cache;
 use super::chunk::frame;
 use super::index::{DocMeta, encode, index_data, reindex};
-use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, keys, lock, pending};
 use crate::id::DocumentId;
 use crate::storage::Batch;
 
@@ -108,6 +108,9 @@ impl DocStore {
             reindex(&mut batch, &p.id, &old_meta, &mut p.meta, &idx);
             p.meta.heads = heads.clone();
             batch.put(keys::meta(&p.id), encode(&p.meta));
+            if p.origin == Origin::Local {
+                pending::mark(&mut batch, &p.id, &heads);
+            }
             let reason = match p.origin {
                 _ if old_meta.chunks == 0 => ChangeReason::Created,
                 _ if p.merged_away => ChangeReason::MergedAway,

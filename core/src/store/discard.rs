@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use automerge::{Automerge, Change, ChangeHash};
 
 use super::index::{encode, index_data, reindex};
-use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, keys, lock, pending};
 use crate::DocumentId;
 use crate::model::ModelError;
 
@@ -51,6 +51,7 @@ impl DocStore {
         reindex(&mut batch, id, &old, &mut p.meta, &idx);
         p.meta.heads = p.doc.get_heads();
         batch.put(keys::meta(id), encode(&p.meta));
+        pending::mark(&mut batch, id, &p.meta.heads);
         // On failure the document is dropped from the cache (reloaded from disk next time).
         self.kv.apply(batch)?;
         self.durable()?;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use automerge::{ChangeHash, ReadDoc};
 
+use super::cache::Cache;
 use super::index::DocMeta;
 use super::{DocStore, StoreError};
 use crate::id::DocumentId;
@@ -42,6 +43,26 @@ impl DocStore {
             return Ok(meta.heads.clone());
         }
         Ok(self.load_cached(id)?.get_heads())
+    }
+
+    /// [`DocStore::heads_of`] for callers that hold the cache lock.
+    pub(super) fn heads_locked(
+        &self,
+        cache: &mut Cache,
+        id: &DocumentId,
+        meta: &DocMeta,
+    ) -> Result<Vec<ChangeHash>, StoreError> {
+        if !meta.heads.is_empty() {
+            return Ok(meta.heads.clone());
+        }
+        match cache.take(id) {
+            Some(doc) => {
+                let heads = doc.get_heads();
+                cache.put(*id, doc, self.options.cache_docs);
+                Ok(heads)
+            }
+            None => Ok(self.load_from_disk(id)?.get_heads()),
+        }
     }
 }
 

@@ -6,6 +6,10 @@ use crate::model::Kind;
 pub const INSTALL: &[u8] = b"!install";
 pub const META_PREFIX: &[u8] = b"m/";
 pub const SUMMARY_PREFIX: &[u8] = b"s/";
+pub const PENDING_PREFIX: &[u8] = b"p/";
+/// Present once every document with local writes not yet acknowledged has a `p/` entry: written
+/// when a store is made, or when an older store's documents are all marked pending.
+pub const PENDING_MARKER: &[u8] = b"!pending-v1";
 
 fn join(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -39,6 +43,9 @@ pub fn sync_prefix(id: &DocumentId) -> Vec<u8> {
 }
 pub fn sync_state(id: &DocumentId, storage_id: &str) -> Vec<u8> {
     join(&[&sync_prefix(id), storage_id.as_bytes()])
+}
+pub fn pending(id: &DocumentId) -> Vec<u8> {
+    join(&[PENDING_PREFIX, id.as_bytes()])
 }
 /// The id at the end of an index key.
 pub fn trailing_id(key: &[u8]) -> Option<DocumentId> {

@@ -27,6 +27,7 @@ mod index;
 mod keys;
 mod kol;
 mod load;
+mod pending;
 mod raw;
 mod records;
 mod sync_writes;
@@ -49,7 +50,7 @@ pub use sync_writes::SyncWrite;
 
 use crate::id::{DocumentId, Identity};
 use crate::model::Kind;
-use crate::storage::{KvStore, SledKv};
+use crate::storage::{Batch, KvStore, SledKv};
 use cache::Cache;
 
 /// When a write becomes durable.
@@ -167,7 +168,10 @@ impl DocStore {
             Some(v) => v.as_slice().try_into().map_err(|_| StoreError::BadMeta("install id"))?,
             None => {
                 let install: [u8; 8] = uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([0; 8]);
-                kv.put(keys::INSTALL, &install)?;
+                let mut batch = Batch::new();
+                batch.put(keys::INSTALL, install);
+                pending::mark_new_store(kv.as_ref(), &mut batch)?;
+                kv.apply(batch)?;
                 kv.flush()?;
                 install
             }

@@ -91,6 +91,7 @@ impl DocStore {
             batch.delete(k);
         }
         batch.delete(keys::meta(id));
+        batch.delete(keys::pending(id));
         if let Some(kind) = meta.kind() {
             batch.delete(keys::kind(kind, id));
             batch.delete(keys::summary(id));
