@@ -6,7 +6,7 @@ use automerge::{Automerge, ChangeHash};
 use super::cache::Cache;
 use super::chunk::frame;
 use super::index::{DocMeta, encode, index_data, reindex};
-use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, keys, lock, pending};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock, pending};
 use crate::id::DocumentId;
 use crate::storage::Batch;
 
@@ -83,6 +83,7 @@ impl DocStore {
     /// Like `commit`, with `extra` writes in the same atomic batch (sync states).
     pub(super) fn commit_with(&self, cache: &mut Cache, pending: Vec<Pending>, extra: Batch) -> Result<(), StoreError> {
         let mut batch = Batch::new();
+        let mut seqs = self.feed_seqs(cache);
         let mut events = Vec::new();
         let mut written = Vec::new();
         for mut p in pending {
@@ -107,6 +108,7 @@ impl DocStore {
             let idx = index_data(&p.doc);
             reindex(&mut batch, &p.id, &old_meta, &mut p.meta, &idx);
             p.meta.heads = heads.clone();
+            feed::move_to_end(&mut batch, &p.id, &mut p.meta, &mut seqs);
             batch.put(keys::meta(&p.id), encode(&p.meta));
             if p.origin == Origin::Local {
                 pending::mark(&mut batch, &p.id, &heads);
@@ -126,8 +128,7 @@ impl DocStore {
         }
         // If the write fails, the edited documents are dropped (not cached): memory never holds
         // an edit the disk does not.
-        self.kv.apply(batch)?;
-        self.durable()?;
+        self.write_batch(batch, seqs)?;
         for (id, doc) in written {
             cache.put(id, doc, self.options.cache_docs);
         }

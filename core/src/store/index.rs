@@ -106,7 +106,7 @@ pub(super) fn hashes_to_bytes(heads: &[ChangeHash]) -> Vec<u8> {
 
 /// The hashes of [`hashes_to_bytes`]; `None` if the length is not a multiple of 32.
 pub(super) fn hashes_from_bytes(bytes: &[u8]) -> Option<Vec<ChangeHash>> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return None;
     }
     bytes.chunks_exact(32).map(|c| ChangeHash::try_from(c).ok()).collect()

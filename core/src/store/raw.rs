@@ -4,7 +4,7 @@
 use automerge::{Automerge, LoadOptions, OnPartialLoad};
 
 use super::index::{DocMeta, encode};
-use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock};
 use crate::id::DocumentId;
 use crate::model::{Kind, ModelError};
 use crate::storage::Batch;
@@ -92,6 +92,11 @@ impl DocStore {
         }
         batch.delete(keys::meta(id));
         batch.delete(keys::pending(id));
+        let mut seqs = self.feed_seqs(&cache);
+        match reason {
+            ChangeReason::AccessRemoved => feed::leave(&mut batch, id, &meta),
+            _ => feed::erase(&mut batch, id, &meta, &mut seqs),
+        }
         if let Some(kind) = meta.kind() {
             batch.delete(keys::kind(kind, id));
             batch.delete(keys::summary(id));
@@ -101,8 +106,7 @@ impl DocStore {
                 }
             }
         }
-        self.kv.apply(batch)?;
-        self.durable()?;
+        self.write_batch(batch, seqs)?;
         self.notify(DocChange {
             id: *id,
             kind: meta.kind(),
