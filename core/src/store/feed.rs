@@ -152,8 +152,10 @@ impl DocStore {
     }
 
     /// Up to `limit` entries of `tenant`'s feed with `after < seq <= feed_cursor()`, in seq
-    /// order (a range scan of `f/TENANTHASH/` from `after + 1`). A document appears once, at
-    /// its last write. An unreadable entry is skipped with a warning.
+    /// order (a range scan of `f/TENANTHASH/` from `after + 1`). A stored document appears
+    /// once, at its last write; an erased one keeps its erased entry (also if the same id is
+    /// stored again later, which then has an entry of its own). An unreadable entry is skipped
+    /// with a warning.
     pub fn feed_page(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
         let cursor = self.feed_cursor();
         let mut out = Vec::new();
