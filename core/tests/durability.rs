@@ -256,8 +256,21 @@ fn deleting_a_document_erases_it_and_its_index_entries() {
     assert!(feed.try_recv().unwrap().deleted);
     store.delete(&i).unwrap();
     assert!(store.records_for_kol(&k, Kind::Interaction).unwrap().is_empty());
-    let left: Vec<_> = kv.scan_keys(b"").unwrap().into_iter().filter(|key| key.as_slice() != b"!install").collect();
+    // Store-wide entries (`!install`, `!pending-v1`, `!feed`) belong to no document, and each
+    // erased document leaves one entry in its tenant's change feed saying so (no content).
+    let erased: Vec<_> = store.feed_page("pharma-a", 0, 10).unwrap();
+    assert_eq!(
+        erased.iter().map(|e| (e.doc, e.erased, e.heads.len())).collect::<Vec<_>>(),
+        [(k, true, 0), (i, true, 0)]
+    );
+    let left: Vec<_> = kv
+        .scan_keys(b"")
+        .unwrap()
+        .into_iter()
+        .filter(|key| !key.starts_with(b"!") && !key.starts_with(b"f/"))
+        .collect();
     assert!(left.is_empty(), "nothing of either document is left: {left:?}");
+    assert_eq!(kv.scan_keys(b"f/").unwrap().len(), erased.len(), "no other feed entry");
 }
 
 #[test]

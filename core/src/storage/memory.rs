@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Batch, BatchOp, KeyValue, KvStore, StorageError};
+use super::{Batch, BatchOp, KeyValue, KvStore, StorageError, page_range, take_page};
 
 /// An in-memory store: tests, simulations, and ephemeral peers.
 ///
@@ -63,6 +63,10 @@ impl KvStore for MemoryKv {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn scan_page(&self, prefix: &[u8], after: Option<&[u8]>, max_bytes: usize) -> Result<Vec<KeyValue>, StorageError> {
+        Ok(take_page(self.map().range(page_range(prefix, after)), prefix, max_bytes))
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StorageError> {

@@ -11,6 +11,8 @@ pub(crate) mod conformance;
 mod memory;
 mod sled_kv;
 
+use std::ops::Bound;
+
 pub use memory::MemoryKv;
 pub use sled_kv::SledKv;
 
@@ -105,6 +107,35 @@ impl Batch {
 
 /// A key and its value, as returned by [`KvStore::scan_prefix`].
 pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// For backends over an ordered map: the range a [`KvStore::scan_page`] reads from, and the
+/// page taken from the entries in that range, so a page costs what it returns rather than a
+/// scan of the whole prefix.
+pub(crate) fn page_range(prefix: &[u8], after: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let start = match after {
+        Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
+        _ => Bound::Included(prefix.to_vec()),
+    };
+    (start, Bound::Unbounded)
+}
+
+/// See [`page_range`]: `entries` are those of the range, in key order.
+pub(crate) fn take_page<'a>(
+    entries: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>,
+    prefix: &[u8],
+    max_bytes: usize,
+) -> Vec<KeyValue> {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for (k, v) in entries {
+        if !k.starts_with(prefix) || (bytes >= max_bytes && !page.is_empty()) {
+            break;
+        }
+        bytes += k.len() + v.len();
+        page.push((k.clone(), v.clone()));
+    }
+    page
+}
 
 /// An ordered key-value store. Keys sort bytewise.
 ///

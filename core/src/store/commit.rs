@@ -6,7 +6,7 @@ use automerge::{Automerge, ChangeHash};
 use super::cache::Cache;
 use super::chunk::frame;
 use super::index::{DocMeta, encode, index_data, reindex};
-use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock, pending};
 use crate::id::DocumentId;
 use crate::storage::Batch;
 
@@ -17,6 +17,8 @@ pub(super) struct Pending {
     pub(super) before: Vec<ChangeHash>,
     pub(super) meta: DocMeta,
     pub(super) origin: Origin,
+    /// The losing profile of a KOL merge (reported [`ChangeReason::MergedAway`]).
+    pub(super) merged_away: bool,
 }
 
 impl DocStore {
@@ -32,7 +34,7 @@ impl DocStore {
             None => self.load_from_disk(id)?,
         };
         let before = doc.get_heads();
-        Ok(Pending { id: *id, doc, before, meta, origin })
+        Ok(Pending { id: *id, doc, before, meta, origin, merged_away: false })
     }
 
     /// The stored document for a remote write, or a new empty one if it is new here.
@@ -44,6 +46,7 @@ impl DocStore {
                 before: Vec::new(),
                 meta: DocMeta::default(),
                 origin: Origin::Remote,
+                merged_away: false,
             }),
             other => other,
         }
@@ -80,6 +83,7 @@ impl DocStore {
     /// Like `commit`, with `extra` writes in the same atomic batch (sync states).
     pub(super) fn commit_with(&self, cache: &mut Cache, pending: Vec<Pending>, extra: Batch) -> Result<(), StoreError> {
         let mut batch = Batch::new();
+        let mut seqs = self.feed_seqs(cache);
         let mut events = Vec::new();
         let mut written = Vec::new();
         for mut p in pending {
@@ -103,8 +107,19 @@ impl DocStore {
 
             let idx = index_data(&p.doc);
             reindex(&mut batch, &p.id, &old_meta, &mut p.meta, &idx);
+            p.meta.heads = heads.clone();
+            feed::move_to_end(&mut batch, &p.id, &mut p.meta, &mut seqs);
             batch.put(keys::meta(&p.id), encode(&p.meta));
-            events.push(DocChange { id: p.id, kind: idx.kind, origin: p.origin, heads, deleted: false });
+            if p.origin == Origin::Local {
+                pending::mark(&mut batch, &p.id, &heads);
+            }
+            let reason = match p.origin {
+                _ if old_meta.chunks == 0 => ChangeReason::Created,
+                _ if p.merged_away => ChangeReason::MergedAway,
+                Origin::Local => ChangeReason::UpdatedLocally,
+                Origin::Remote => ChangeReason::UpdatedRemotely,
+            };
+            events.push(DocChange { id: p.id, kind: idx.kind, origin: p.origin, heads, deleted: false, reason });
             written.push((p.id, p.doc));
         }
         batch.extend(extra);
@@ -113,8 +128,7 @@ impl DocStore {
         }
         // If the write fails, the edited documents are dropped (not cached): memory never holds
         // an edit the disk does not.
-        self.kv.apply(batch)?;
-        self.durable()?;
+        self.write_batch(batch, seqs)?;
         for (id, doc) in written {
             cache.put(id, doc, self.options.cache_docs);
         }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use automerge::{Automerge, Change, ChangeHash};
 
 use super::index::{encode, index_data, reindex};
-use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock, pending};
 use crate::DocumentId;
 use crate::model::ModelError;
 
@@ -49,14 +49,24 @@ impl DocStore {
         p.meta.chunks = 1;
         p.meta.next_chunk += 1;
         reindex(&mut batch, id, &old, &mut p.meta, &idx);
+        p.meta.heads = p.doc.get_heads();
+        let mut seqs = self.feed_seqs(&cache);
+        feed::move_to_end(&mut batch, id, &mut p.meta, &mut seqs);
         batch.put(keys::meta(id), encode(&p.meta));
+        pending::mark(&mut batch, id, &p.meta.heads);
         // On failure the document is dropped from the cache (reloaded from disk next time).
-        self.kv.apply(batch)?;
-        self.durable()?;
-        let heads = p.doc.get_heads();
+        self.write_batch(batch, seqs)?;
+        let heads = p.meta.heads.clone();
         cache.put(*id, p.doc, self.options.cache_docs);
         drop(cache);
-        self.notify(DocChange { id: *id, kind: idx.kind, origin: Origin::Local, heads, deleted: false });
+        self.notify(DocChange {
+            id: *id,
+            kind: idx.kind,
+            origin: Origin::Local,
+            heads,
+            deleted: false,
+            reason: ChangeReason::UpdatedLocally,
+        });
         Ok(gone.len())
     }
 }

@@ -2,7 +2,7 @@
 //! listing and searching KOLs never loads an Automerge document: their on-disk forms, and how
 //! a document's index entries are derived from its content and moved when it changes.
 
-use automerge::Automerge;
+use automerge::{Automerge, ChangeHash};
 use minicbor::{Decode, Encode};
 use unicode_normalization::UnicodeNormalization;
 
@@ -82,11 +82,73 @@ pub(crate) struct DocMeta {
     pub tenant: Option<String>,
     #[n(5)]
     pub team: Option<String>,
+    /// The document's heads after the write that wrote this meta. Empty in metas written
+    /// before heads were kept (until the document's next write).
+    #[cbor(n(6), with = "heads_cbor", has_nil)]
+    pub heads: Vec<ChangeHash>,
+    /// The sequence number of the document's entry in its tenant's change feed (see `feed`),
+    /// so the next write can remove it; `None` if it has none.
+    #[n(7)]
+    pub feed: Option<u64>,
 }
 
 impl DocMeta {
     pub fn kind(&self) -> Option<Kind> {
         self.kind.as_deref().and_then(Kind::parse)
+    }
+}
+
+/// Change hashes as stored: the 32-byte hashes one after another (`p/` values and, as one CBOR
+/// byte string, [`heads_cbor`]).
+pub(super) fn hashes_to_bytes(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+/// The hashes of [`hashes_to_bytes`]; `None` if the length is not a multiple of 32.
+pub(super) fn hashes_from_bytes(bytes: &[u8]) -> Option<Vec<ChangeHash>> {
+    if !bytes.len().is_multiple_of(32) {
+        return None;
+    }
+    bytes.chunks_exact(32).map(|c| ChangeHash::try_from(c).ok()).collect()
+}
+
+/// CBOR form of a list of change hashes (a field's `with` module): one byte string holding the
+/// hashes one after another. An empty list is nil: left out at the end of an array (so a meta
+/// without heads encodes as it did before heads were kept) and decoded from a missing field or
+/// a null.
+pub(super) mod heads_cbor {
+    use automerge::ChangeHash;
+    use minicbor::data::Type;
+    use minicbor::{Decoder, Encoder};
+
+    pub fn encode<Ctx, W: minicbor::encode::Write>(
+        heads: &[ChangeHash],
+        e: &mut Encoder<W>,
+        _: &mut Ctx,
+    ) -> Result<(), minicbor::encode::Error<W::Error>> {
+        if heads.is_empty() {
+            e.null()?;
+        } else {
+            e.bytes(&super::hashes_to_bytes(heads))?;
+        }
+        Ok(())
+    }
+
+    pub fn decode<Ctx>(d: &mut Decoder<'_>, _: &mut Ctx) -> Result<Vec<ChangeHash>, minicbor::decode::Error> {
+        if d.datatype()? == Type::Null {
+            d.null()?;
+            return Ok(Vec::new());
+        }
+        super::hashes_from_bytes(d.bytes()?)
+            .ok_or_else(|| minicbor::decode::Error::message("heads are not 32-byte hashes"))
+    }
+
+    pub fn nil() -> Option<Vec<ChangeHash>> {
+        Some(Vec::new())
+    }
+
+    pub fn is_nil(heads: &[ChangeHash]) -> bool {
+        heads.is_empty()
     }
 }
 
@@ -240,5 +302,44 @@ mod tests {
         expected.extend_from_slice(&[0x03, 0x02, 0x81, 0x61, b'x']);
         assert_eq!(bytes, expected);
         assert_eq!(minicbor::decode::<DocMeta>(&bytes).ok(), Some(m));
+    }
+
+    /// Heads (field 6) and the feed entry (field 7): one byte string of whole hashes, and a
+    /// number. A meta written before them (the fixture above) decodes with none.
+    #[test]
+    fn doc_meta_with_heads_and_feed_entry_format_is_stable() {
+        let m = DocMeta {
+            kind: Some("interaction".into()),
+            next_chunk: 3,
+            chunks: 2,
+            refs: vec![],
+            tenant: Some("t".into()),
+            team: None,
+            heads: vec![ChangeHash([0xaa; 32]), ChangeHash([0xbb; 32])],
+            feed: Some(300),
+        };
+        let bytes = encode(&m);
+        let mut expected = vec![0x88, 0x6b];
+        expected.extend_from_slice(b"interaction");
+        expected.extend_from_slice(&[0x03, 0x02, 0x80, 0x61, b't', 0xf6, 0x58, 64]);
+        expected.extend_from_slice(&[0xaa; 32]);
+        expected.extend_from_slice(&[0xbb; 32]);
+        expected.extend_from_slice(&[0x19, 0x01, 0x2c]);
+        assert_eq!(bytes, expected);
+        assert_eq!(minicbor::decode::<DocMeta>(&bytes).ok(), Some(m.clone()));
+
+        // No heads but a feed entry: the heads are a null in the array.
+        let no_heads = DocMeta { heads: vec![], ..m };
+        assert_eq!(minicbor::decode::<DocMeta>(&encode(&no_heads)).ok(), Some(no_heads));
+        // Heads that are not whole hashes do not decode.
+        let mut bad = bytes.clone();
+        let at = bad.iter().position(|b| *b == 64).unwrap_or(0);
+        bad[at] = 63;
+        bad.remove(at + 1);
+        assert!(minicbor::decode::<DocMeta>(&bad).is_err());
+
+        let old = [0x84, 0x61, b'x', 0x01, 0x01, 0x80];
+        let decoded: DocMeta = minicbor::decode(&old).unwrap_or_default();
+        assert_eq!((decoded.heads, decoded.feed, decoded.chunks), (vec![], None, 1));
     }
 }

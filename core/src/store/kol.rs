@@ -81,6 +81,7 @@ impl DocStore {
         let who = &self.identity;
         let mut cache = lock(&self.cache);
         let mut l = self.take_pending(&mut cache, loser, Origin::Local)?;
+        l.merged_away = true;
         let mut w = self.take_pending(&mut cache, &winner, Origin::Local)?;
         let loser_profile: KolProfile = model::read_record(&l.doc)?;
         if loser_profile.merged_into.is_some() {

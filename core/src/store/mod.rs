@@ -3,15 +3,22 @@
 //!
 //! Layout (every key starts with a one-byte namespace; `ID` is the 16 raw id bytes):
 //!
-//! | key               | value                                                                 |
-//! |-------------------|-----------------------------------------------------------------------|
-//! | `!install`        | 8 random bytes made on first open (see [`Identity`])                  |
-//! | `m/ID`            | the document's meta (CBOR): kind, chunk counts, KOL references, owner |
-//! | `c/ID/SEQ`        | a framed chunk: `save()` or `save_after()` output                     |
-//! | `k/KIND/ID`       | empty: documents by kind                                              |
-//! | `s/ID`            | KOL summary (CBOR), for listing and search                            |
-//! | `r/KOLID/KIND/ID` | empty: records that belong to a KOL                                   |
-//! | `y/ID/STORAGEID`  | a peer's encoded automerge sync state for the doc                     |
+//! | key               | value                                                                                    |
+//! |-------------------|------------------------------------------------------------------------------------------|
+//! | `!install`        | 8 random bytes made on first open (see [`Identity`])                                     |
+//! | `!feed`           | the change feed's last assigned sequence number (u64, big-endian)                        |
+//! | `!pending-v1`     | empty: every document with unacknowledged local writes has a `p/`                        |
+//! | `m/ID`            | the document's meta (CBOR): kind, chunk counts, KOL references, owner, heads, feed entry |
+//! | `c/ID/SEQ`        | a framed chunk: `save()` or `save_after()` output                                        |
+//! | `k/KIND/ID`       | empty: documents by kind                                                                 |
+//! | `s/ID`            | KOL summary (CBOR), for listing and search                                               |
+//! | `r/KOLID/KIND/ID` | empty: records that belong to a KOL                                                      |
+//! | `y/ID/STORAGEID`  | a peer's encoded automerge sync state for the doc                                        |
+//! | `f/TH SEQ ID`     | feed entry (CBOR): team, kind, heads, erased (see [`FeedEntry`])                         |
+//! | `p/ID`            | the heads (32 bytes each) after the document's last local write                          |
+//!
+//! `TH` is the first 16 bytes of SHA-256 of the tenant and `SEQ` a u64, big-endian, so a
+//! tenant's feed is one range in sequence order (see `feed`).
 //!
 //! A write is one atomic batch: the new chunk, the meta and every index entry it changes. With
 //! [`Durability::Immediate`] the batch is flushed before the call returns, so a returned `Ok`
@@ -22,13 +29,20 @@ mod chunk;
 mod commit;
 mod discard;
 mod error;
+mod feed;
+mod heads;
 mod index;
 mod keys;
 mod kol;
 mod load;
+mod pending;
 mod raw;
 mod records;
 mod sync_writes;
+#[cfg(test)]
+mod test_stores;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -39,13 +53,15 @@ use automerge::ChangeHash;
 // The clock lives in `crate::clock`; `store::{Clock, SystemClock, ManualClock}` stay as paths.
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use error::StoreError;
+pub use feed::FeedEntry;
 pub use index::{KolSummary, fold};
 pub use sync_writes::SyncWrite;
 
 use crate::id::{DocumentId, Identity};
 use crate::model::Kind;
-use crate::storage::{KvStore, SledKv};
+use crate::storage::{Batch, KvStore, SledKv};
 use cache::Cache;
+use feed::FeedCounter;
 
 /// When a write becomes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +103,28 @@ pub enum Origin {
     Remote,
 }
 
+/// Why a document changed, for the app to word its notice ("added", "updated by a
+/// colleague", "erased", "no longer shared with you"...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeReason {
+    /// The write that first stored the document here, made here or received.
+    Created,
+    /// Changed here: edited, submitted, unlocked, put on hold, refused changes discarded, or the
+    /// winner of a KOL merge.
+    UpdatedLocally,
+    /// Changes received from elsewhere (another device, through the relay).
+    UpdatedRemotely,
+    /// Deleted by [`DocStore::delete`] or [`DocStore::delete_with`]: the relay's erasure, or a
+    /// device's delete.
+    Erased,
+    /// Dropped by [`DocStore::remove_for_access`]: this device may no longer read it. Not an
+    /// erasure: the document lives on elsewhere.
+    AccessRemoved,
+    /// The losing profile of a KOL merge ([`DocStore::merge_kols`]): it now records
+    /// `merged_into` and lookups resolve it to the winner.
+    MergedAway,
+}
+
 /// One event of the change feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocChange {
@@ -98,8 +136,11 @@ pub struct DocChange {
     pub origin: Origin,
     /// Heads after the change; empty when the document was deleted.
     pub heads: Vec<ChangeHash>,
-    /// The document was deleted (erased) from this store.
+    /// The document was deleted from this store (reason [`ChangeReason::Erased`] or
+    /// [`ChangeReason::AccessRemoved`]).
     pub deleted: bool,
+    /// Why it changed.
+    pub reason: ChangeReason,
 }
 
 /// The on-device (and, later, relay) document store.
@@ -109,6 +150,8 @@ pub struct DocStore {
     clock: Arc<dyn Clock>,
     options: StoreOptions,
     cache: Mutex<Cache>,
+    /// The change feed's sequence numbers (written under the cache lock).
+    feed: FeedCounter,
     subscribers: Mutex<Vec<Sender<DocChange>>>,
 }
 
@@ -137,17 +180,22 @@ impl DocStore {
             Some(v) => v.as_slice().try_into().map_err(|_| StoreError::BadMeta("install id"))?,
             None => {
                 let install: [u8; 8] = uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([0; 8]);
-                kv.put(keys::INSTALL, &install)?;
+                let mut batch = Batch::new();
+                batch.put(keys::INSTALL, install);
+                pending::mark_new_store(kv.as_ref(), &mut batch)?;
+                kv.apply(batch)?;
                 kv.flush()?;
                 install
             }
         };
+        let feed = FeedCounter::load(kv.as_ref())?;
         Ok(Self {
             kv,
             identity,
             clock,
             options,
             cache: Mutex::new(Cache::default()),
+            feed,
             subscribers: Mutex::new(Vec::new()),
         })
     }
@@ -171,14 +219,19 @@ impl DocStore {
         rx
     }
 
-    /// Makes every write so far durable (needed only with [`Durability::Deferred`]).
+    /// Makes every write so far durable (needed only with [`Durability::Deferred`]), and so
+    /// moves [`DocStore::feed_cursor`] past their feed entries.
     pub fn flush(&self) -> Result<(), StoreError> {
-        Ok(self.kv.flush()?)
+        // Read before the flush: what was applied by then is flushed by it.
+        let applied = self.feed.applied();
+        self.kv.flush()?;
+        self.feed.flushed_through(applied);
+        Ok(())
     }
 
     fn durable(&self) -> Result<(), StoreError> {
         if self.options.durability == Durability::Immediate {
-            self.kv.flush()?;
+            self.flush()?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use automerge::{Automerge, LoadOptions, OnPartialLoad};
 
 use super::index::{DocMeta, encode};
-use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock};
 use crate::id::DocumentId;
 use crate::model::{Kind, ModelError};
 use crate::storage::Batch;
@@ -61,6 +61,19 @@ impl DocStore {
     /// erasure's tombstone and quarantine entries go with the document or not at all). Returns
     /// whether the document was stored; `extra` is applied either way.
     pub fn delete_with(&self, id: &DocumentId, extra: Batch) -> Result<bool, StoreError> {
+        self.remove(id, extra, ChangeReason::Erased)
+    }
+
+    /// Drops a document this device may no longer read: deleted as [`DocStore::delete_with`]
+    /// deletes it, but reported as [`ChangeReason::AccessRemoved`] and, not being an erasure,
+    /// leaving no erased entry in its tenant's change feed. Returns whether it was stored.
+    pub fn remove_for_access(&self, id: &DocumentId) -> Result<bool, StoreError> {
+        self.remove(id, Batch::new(), ChangeReason::AccessRemoved)
+    }
+
+    /// Deletes a document and its index entries with `extra`, reporting `reason`
+    /// ([`ChangeReason::Erased`] or [`ChangeReason::AccessRemoved`]).
+    fn remove(&self, id: &DocumentId, extra: Batch, reason: ChangeReason) -> Result<bool, StoreError> {
         let mut cache = lock(&self.cache);
         let Some(meta) = self.read_meta(id)? else {
             if !extra.is_empty() {
@@ -78,6 +91,12 @@ impl DocStore {
             batch.delete(k);
         }
         batch.delete(keys::meta(id));
+        batch.delete(keys::pending(id));
+        let mut seqs = self.feed_seqs(&cache);
+        match reason {
+            ChangeReason::AccessRemoved => feed::leave(&mut batch, id, &meta),
+            _ => feed::erase(&mut batch, id, &meta, &mut seqs),
+        }
         if let Some(kind) = meta.kind() {
             batch.delete(keys::kind(kind, id));
             batch.delete(keys::summary(id));
@@ -87,9 +106,15 @@ impl DocStore {
                 }
             }
         }
-        self.kv.apply(batch)?;
-        self.durable()?;
-        self.notify(DocChange { id: *id, kind: meta.kind(), origin: Origin::Local, heads: Vec::new(), deleted: true });
+        self.write_batch(batch, seqs)?;
+        self.notify(DocChange {
+            id: *id,
+            kind: meta.kind(),
+            origin: Origin::Local,
+            heads: Vec::new(),
+            deleted: true,
+            reason,
+        });
         Ok(true)
     }
 
@@ -98,7 +123,8 @@ impl DocStore {
         let mut cache = lock(&self.cache);
         let p = self.take_pending(&mut cache, id, Origin::Local)?;
         let batch = self.compaction_batch(&p)?;
-        let meta = DocMeta { next_chunk: p.meta.next_chunk + 1, chunks: 1, ..p.meta.clone() };
+        // The heads do not change; a meta written before heads were kept gets them here.
+        let meta = DocMeta { next_chunk: p.meta.next_chunk + 1, chunks: 1, heads: p.doc.get_heads(), ..p.meta.clone() };
         let mut batch = batch;
         batch.put(keys::meta(id), encode(&meta));
         self.kv.apply(batch)?;

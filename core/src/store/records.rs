@@ -26,7 +26,14 @@ impl DocStore {
         }
         self.commit(
             &mut cache,
-            vec![Pending { id, doc, before: Vec::new(), meta: DocMeta::default(), origin: Origin::Local }],
+            vec![Pending {
+                id,
+                doc,
+                before: Vec::new(),
+                meta: DocMeta::default(),
+                origin: Origin::Local,
+                merged_away: false,
+            }],
         )
     }
 

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use automerge::{Automerge, ChangeHash, LoadOptions, OnPartialLoad};
 
 use super::chunk::{frame, unframe};
+use super::feed::{self, FeedSeqs};
 use super::index::{DocMeta, encode, index_data, reindex};
-use super::{DocChange, DocStore, Origin, StoreError, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, keys, lock};
 use crate::id::DocumentId;
 use crate::storage::Batch;
 
@@ -114,6 +115,7 @@ impl DocStore {
         let mut cache = lock(&self.cache);
         let mut batch = Batch::new();
         let mut state = GroupState::default();
+        let mut feed_seqs = self.feed_seqs(&cache);
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(writes.len());
         for w in writes {
@@ -121,7 +123,7 @@ impl DocStore {
                 // What the cache holds is about to be stale.
                 cache.take(&w.doc);
             }
-            match self.prepare_sync_write(w, &mut state) {
+            match self.prepare_sync_write(w, &mut state, &mut feed_seqs) {
                 Ok((ops, event)) => {
                     batch.extend(ops);
                     events.extend(event);
@@ -135,8 +137,7 @@ impl DocStore {
             }
         }
         if !batch.is_empty() {
-            self.kv.apply(batch)?;
-            self.durable()?;
+            self.write_batch(batch, feed_seqs)?;
         }
         drop(cache);
         for e in events {
@@ -146,11 +147,12 @@ impl DocStore {
     }
 
     /// One write of a group commit: its batch operations and change-feed event. On error nothing
-    /// of it is in `state` or in what it returns.
+    /// of it is in `state`, `feed_seqs` or in what it returns.
     fn prepare_sync_write(
         &self,
         w: &SyncWrite<'_>,
         state: &mut GroupState,
+        feed_seqs: &mut FeedSeqs,
     ) -> Result<(Batch, Option<DocChange>), StoreError> {
         let mut batch = Batch::new();
         for (storage, st) in w.sync_states {
@@ -163,7 +165,8 @@ impl DocStore {
             Some(m) => m.clone(),
             None => self.read_meta(&w.doc)?.unwrap_or_default(),
         };
-        let must_load = meta.chunks == 0 || meta.kind.is_none();
+        let created = meta.chunks == 0;
+        let must_load = created || meta.kind.is_none();
         let added = state.added.get(&w.doc);
         let (earlier, seqs): (&[u8], &[u64]) =
             added.map(|a| (a.bytes.as_slice(), a.seqs.as_slice())).unwrap_or_default();
@@ -215,9 +218,18 @@ impl DocStore {
             }
         };
         meta.next_chunk += 1;
+        meta.heads = w.heads.to_vec();
+        // Nothing can fail from here on, so no number is taken for a write that is not stored.
+        feed::move_to_end(&mut batch, &w.doc, &mut meta, feed_seqs);
         batch.put(keys::meta(&w.doc), encode(&meta));
-        let event =
-            DocChange { id: w.doc, kind: meta.kind(), origin: Origin::Remote, heads: w.heads.to_vec(), deleted: false };
+        let event = DocChange {
+            id: w.doc,
+            kind: meta.kind(),
+            origin: Origin::Remote,
+            heads: w.heads.to_vec(),
+            deleted: false,
+            reason: if created { ChangeReason::Created } else { ChangeReason::UpdatedRemotely },
+        };
         state.metas.insert(w.doc, meta);
         let added = state.added.entry(w.doc).or_default();
         match compacted {

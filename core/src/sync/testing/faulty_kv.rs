@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::storage::{Batch, BatchOp, KeyValue, KvStore, StorageError};
+use crate::storage::{Batch, BatchOp, KeyValue, KvStore, StorageError, page_range, take_page};
 
 pub type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -108,6 +108,10 @@ impl KvStore for FaultyKv {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn scan_page(&self, prefix: &[u8], after: Option<&[u8]>, max_bytes: usize) -> Result<Vec<KeyValue>, StorageError> {
+        Ok(take_page(self.lock().live.range(page_range(prefix, after)), prefix, max_bytes))
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StorageError> {
