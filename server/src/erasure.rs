@@ -112,5 +112,8 @@ pub fn purge_stored(
     }
     kv.apply(batch)?;
     kv.flush()?;
+    // The erasures above left erased entries in the tenant's feed (ids, teams, kinds): they go
+    // too, nothing of the tenant stays.
+    store.forget_feed(tenant)?;
     Ok(docs)
 }

@@ -164,7 +164,21 @@ mod tests {
 
     /// Core's key prefixes (`core/src/store/keys.rs`, a private module): copied
     /// here as bytes, so a new namespace on either side that overlaps the other fails this test.
-    const CORE: [&[u8]; 7] = [b"!install", b"m/", b"c/", b"k/", b"s/", b"r/", b"y/"];
+    const CORE: [&[u8]; 13] = [
+        b"!install",
+        b"!feed",
+        b"!feed-v1",
+        b"!pending-v1",
+        b"!catalog",
+        b"m/",
+        b"c/",
+        b"k/",
+        b"s/",
+        b"r/",
+        b"y/",
+        b"f/",
+        b"p/",
+    ];
 
     /// The shortest key core writes or scans under `r/`: `r/KOLID/KIND/` (16 id bytes, a kind
     /// name of at least one byte).

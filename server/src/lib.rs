@@ -110,6 +110,9 @@ pub fn open_data(config: &Config) -> Result<Data> {
     let kv = Arc::new(backup::tap::TappedKv::new(sled));
     let store = DocStore::with_kv(kv.clone(), relay_identity(config, install), Arc::new(SystemClock), options)
         .context("cannot open the document store")?;
+    // Documents stored by a relay older than the catalog enter the change feed once, so the
+    // catalog lists them.
+    store.backfill_feed().context("cannot enter stored documents into the change feed")?;
     let ledger = Arc::new(ledger::Ledger::open(&config.ledger_path())?);
     // Files too: sled makes its own with the process's umask.
     backup::restrict(&config.data_dir.join("db"))

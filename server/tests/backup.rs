@@ -151,9 +151,18 @@ fn an_erasure_is_one_atomic_write_tombstone_document_and_quarantine_together() {
     let before = counting.1.load(std::sync::atomic::Ordering::SeqCst);
     erasure::erase_stored(&store, &doc, 5).unwrap();
     assert_eq!(counting.1.load(std::sync::atomic::Ordering::SeqCst) - before, 1, "one batch, so never half erased");
-    let left: Vec<_> =
-        counting.scan_prefix(b"").unwrap().into_iter().map(|(k, _)| k).filter(|k| !store_own.contains(k)).collect();
+    // The store-wide feed counter moves, and the erased document's feed entry stays (devices
+    // offline now learn of the erasure from it): nothing else.
+    let left: Vec<_> = counting
+        .scan_prefix(b"")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !store_own.contains(k) && !k.starts_with(b"!") && !k.starts_with(b"f/"))
+        .collect();
     assert_eq!(left, vec![liaison_server::policy::tombstone_key(&doc)], "only the tombstone stays");
+    let feed = store.feed_page("pharma-a", 0, 10).unwrap();
+    assert!(feed.len() == 1 && feed[0].doc == doc && feed[0].erased && feed[0].heads.is_empty(), "{feed:?}");
 }
 
 #[test]
@@ -180,8 +189,10 @@ fn a_purge_erases_what_the_tenant_owned_and_its_quarantine_and_nothing_of_anothe
     for prefix in [b"qt/pharma-b/".as_slice(), &erasure::quarantine_key(&never_stored, b"")] {
         assert!(data.kv.scan_keys(prefix).unwrap().is_empty(), "{}", String::from_utf8_lossy(prefix));
     }
+    assert!(data.store.feed_page("pharma-b", 0, 100).unwrap().is_empty(), "not even an erased feed entry stays");
     assert!(data.store.load(&a).is_ok(), "the other tenant's record stays");
     assert_eq!(data.kv.scan_keys(b"qt/pharma-a/").unwrap().len(), 1, "and its quarantine");
+    assert_eq!(data.store.feed_page("pharma-a", 0, 100).unwrap().len(), 1, "and its feed");
     // Idempotent: a restore carries it out again.
     assert!(erasure::purge_stored(&data.store, &data.auth, "pharma-b", 10).unwrap().is_empty());
 }

@@ -30,14 +30,17 @@ mod commit;
 mod discard;
 mod error;
 mod feed;
+mod feed_upkeep;
 mod heads;
 mod index;
 mod keys;
 mod kol;
 mod load;
 mod pending;
+mod position;
 mod raw;
 mod records;
+mod sync_group;
 mod sync_writes;
 #[cfg(test)]
 mod test_stores;

@@ -36,25 +36,25 @@ impl DocStore {
         Ok(out)
     }
 
-    /// The relay acknowledged everything up to `local_heads` (the document's heads when the
-    /// caller checked). Removes the mark only if it still records exactly `local_heads` (in any
-    /// order): a local write since then keeps it. Returns whether it was removed.
-    /// [`StoreError::Corrupt`] if the stored mark is unreadable ([`DocStore::mark_pending`]
-    /// rewrites it).
-    pub fn acknowledge(&self, id: &DocumentId, local_heads: &[ChangeHash]) -> Result<bool, StoreError> {
+    /// The relay holds every change of `id` the caller checked. `covered` is asked about the
+    /// heads of the document's last local write (the mark) and says whether they are among
+    /// what was checked; if so the mark goes. A local write after the check marks heads the
+    /// check never saw, so it keeps the mark. Returns whether the document is now unmarked
+    /// (also when it was not marked). [`StoreError::Corrupt`] if the stored mark is unreadable
+    /// ([`DocStore::mark_pending`] rewrites it).
+    pub fn acknowledge(
+        &self,
+        id: &DocumentId,
+        covered: impl FnOnce(&[ChangeHash]) -> bool,
+    ) -> Result<bool, StoreError> {
         let _cache = lock(&self.cache);
         let key = keys::pending(id);
         let Some(stored) = self.kv.get(&key)? else {
-            return Ok(false);
+            return Ok(true);
         };
-        let mut recorded =
+        let recorded =
             hashes_from_bytes(&stored).ok_or(StoreError::Corrupt { id: *id, reason: "pending mark unreadable" })?;
-        let mut acknowledged = local_heads.to_vec();
-        for heads in [&mut recorded, &mut acknowledged] {
-            heads.sort_unstable();
-            heads.dedup();
-        }
-        if recorded != acknowledged {
+        if !covered(&recorded) {
             return Ok(false);
         }
         self.kv.delete(&key)?;
@@ -121,6 +121,12 @@ mod tests {
     use super::super::test_stores::{heads, memory_store, plan, retitle, store_over, sync_write};
     use super::*;
 
+    /// As the client acknowledges: the mark is covered when each of its heads is among those
+    /// the relay was checked to hold.
+    fn ack(store: &DocStore, id: &DocumentId, checked: &[ChangeHash]) -> Result<bool, StoreError> {
+        store.acknowledge(id, |mark| mark.iter().all(|h| checked.contains(h)))
+    }
+
     #[test]
     fn local_writes_mark_and_an_acknowledgement_of_those_heads_clears() {
         let (store, _) = memory_store("t");
@@ -128,11 +134,11 @@ mod tests {
         assert_eq!(store.pending_documents().unwrap(), vec![id], "a create is a local write");
         let created = heads(&store, &id);
         retitle(&store, &id, "b");
-        assert!(!store.acknowledge(&id, &created).unwrap(), "stale heads: a later write is not acknowledged");
+        assert!(!ack(&store, &id, &created).unwrap(), "stale heads: a later write is not acknowledged");
         assert_eq!(store.pending_documents().unwrap(), vec![id]);
-        assert!(store.acknowledge(&id, &heads(&store, &id)).unwrap());
+        assert!(ack(&store, &id, &heads(&store, &id)).unwrap());
         assert!(store.pending_documents().unwrap().is_empty());
-        assert!(!store.acknowledge(&id, &heads(&store, &id)).unwrap(), "nothing left to acknowledge");
+        assert!(ack(&store, &id, &heads(&store, &id)).unwrap(), "nothing left to acknowledge: unmarked");
         retitle(&store, &id, "c");
         assert_eq!(store.pending_documents().unwrap(), vec![id], "marked again");
         store.delete(&id).unwrap();
@@ -153,7 +159,7 @@ mod tests {
         // Unless asked.
         other.mark_pending(&c).unwrap();
         assert_eq!(other.pending_documents().unwrap(), vec![c]);
-        assert!(other.acknowledge(&c, &heads(&device, &c)).unwrap());
+        assert!(ack(&other, &c, &heads(&device, &c)).unwrap());
         assert!(matches!(other.mark_pending(&DocumentId::from_bytes([9; 16])), Err(StoreError::NotFound(_))));
     }
 
@@ -179,7 +185,7 @@ mod tests {
         all.sort();
         assert_eq!(older.pending_documents().unwrap(), all, "nothing says the relay has either");
         // The marks hold the documents' heads, so an acknowledgement clears them.
-        assert!(older.acknowledge(&received, &heads(&older, &received)).unwrap());
+        assert!(ack(&older, &received, &heads(&older, &received)).unwrap());
         assert_eq!(older.pending_documents().unwrap(), vec![local], "marked once only");
         assert_eq!(store_over(kv, "t").pending_documents().unwrap(), vec![local], "and not again after reopening");
     }
@@ -202,8 +208,8 @@ mod tests {
         kv.put(&keys::pending(&id), b"not hashes").unwrap();
         kv.put(b"p/short", b"").unwrap();
         assert_eq!(store.pending_documents().unwrap(), vec![id], "a malformed key is skipped");
-        assert!(matches!(store.acknowledge(&id, &heads(&store, &id)), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(ack(&store, &id, &heads(&store, &id)), Err(StoreError::Corrupt { .. })));
         store.mark_pending(&id).unwrap();
-        assert!(store.acknowledge(&id, &heads(&store, &id)).unwrap());
+        assert!(ack(&store, &id, &heads(&store, &id)).unwrap());
     }
 }
