@@ -6,7 +6,7 @@
 //! nobody reads, so its task and everything it holds end at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -24,6 +24,8 @@ pub struct Outbox {
     queued: Arc<AtomicUsize>,
     cut: Arc<Notify>,
     ended: Arc<AtomicBool>,
+    /// Messages the relay invited (see [`Outbox::invite`]).
+    invited: Arc<AtomicU64>,
     max_bytes: usize,
 }
 
@@ -34,6 +36,7 @@ pub struct OutboxReceiver {
     queued: Arc<AtomicUsize>,
     cut: Arc<Notify>,
     ended: Arc<AtomicBool>,
+    invited: Arc<AtomicU64>,
 }
 
 /// A new outbox holding at most `max_frames` frames and `max_bytes` bytes of them.
@@ -42,8 +45,16 @@ pub fn outbox(max_frames: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
     let queued = Arc::new(AtomicUsize::new(0));
     let cut = Arc::new(Notify::new());
     let ended = Arc::new(AtomicBool::new(false));
-    let outbox = Outbox { tx, queued: queued.clone(), cut: cut.clone(), ended: ended.clone(), max_bytes };
-    (outbox, OutboxReceiver { rx, queued, cut, ended })
+    let invited = Arc::new(AtomicU64::new(0));
+    let outbox = Outbox {
+        tx,
+        queued: queued.clone(),
+        cut: cut.clone(),
+        ended: ended.clone(),
+        invited: invited.clone(),
+        max_bytes,
+    };
+    (outbox, OutboxReceiver { rx, queued, cut, ended, invited })
 }
 
 impl Outbox {
@@ -85,6 +96,12 @@ impl Outbox {
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
+
+    /// The relay asked the device to sync `n` more messages' worth (catalog entries it listed):
+    /// those messages do not count against the connection's message rate.
+    pub fn invite(&self, n: u64) {
+        self.invited.fetch_add(n, Ordering::AcqRel);
+    }
 }
 
 impl OutboxReceiver {
@@ -114,6 +131,11 @@ impl OutboxReceiver {
         !self.ended.swap(true, Ordering::AcqRel)
     }
 
+    /// Spends one invited message, if any is left.
+    pub fn take_invited(&self) -> bool {
+        self.invited.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+    }
+
     fn account(&self, m: &Option<Outgoing>) {
         if let Some(Outgoing::Frame(f)) = m {
             self.queued.fetch_sub(f.len(), Ordering::AcqRel);
@@ -124,6 +146,15 @@ impl OutboxReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invited_messages_are_spent_once() {
+        let (out, rx) = outbox(1, 1);
+        assert!(!rx.take_invited());
+        out.invite(2);
+        assert!(rx.take_invited() && rx.take_invited());
+        assert!(!rx.take_invited());
+    }
 
     #[tokio::test]
     async fn frames_are_bounded_in_bytes_and_freed_when_taken() {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use automerge::{Automerge, Change, ChangeHash};
 use liaison_core::model::{self, EditViolation, Kind, RemoteWriter};
+use liaison_core::sync::catalog::{Scope, ScopeRule};
 use liaison_core::sync::{Access, ConnId, PeerInfo, Policy, Refusal};
 use liaison_core::{DocStore, DocumentId};
 
@@ -107,6 +108,33 @@ pub fn access_for(p: &Principal, tenant: &str, team: &str, kind: Option<Kind>) -
         RoleName::MedicalInformation if kind == Some(Kind::MedicalInformationRequest) => Access::ReadWrite,
         _ => Access::None,
     }
+}
+
+/// Everything `p` may read, as catalog rules: exactly the (tenant, team, kind) triples
+/// [`access_for`] answers with more than `None` (`readable_scope_matches_access_for` checks it).
+/// A system admin's is empty: it opens a tenant's records one by one under a support grant,
+/// each written to the tenant's audit log, and a catalog would list them unaudited.
+pub fn readable_scope(p: &Principal) -> Scope {
+    if p.is_system_admin() {
+        return Scope::default();
+    }
+    let tenant = || p.tenant.clone();
+    let rules = match p.role {
+        RoleName::Admin => vec![ScopeRule { tenant: tenant(), team: None, kind: None }],
+        RoleName::Msl | RoleName::Manager => {
+            p.teams.iter().map(|t| ScopeRule { tenant: tenant(), team: Some(t.clone()), kind: None }).collect()
+        }
+        RoleName::MedicalInformation => {
+            vec![ScopeRule { tenant: tenant(), team: None, kind: Some(Kind::MedicalInformationRequest) }]
+        }
+    };
+    Scope::new(rules)
+}
+
+/// The owner an erased document had, from its tombstone: (tenant, team).
+pub fn erased_owner(store: &DocStore, doc: &DocumentId) -> Option<(String, String)> {
+    let value = store.kv().get(&tombstone_key(doc)).ok()??;
+    tombstone_owner(&value)
 }
 
 /// The support grant under which a system admin may read `tenant`'s records, if any.
@@ -338,6 +366,33 @@ mod tests {
             token_hash: "h".into(),
             support: Vec::new(),
         }
+    }
+
+    #[test]
+    fn readable_scope_matches_access_for() {
+        let teams: [&[&str]; 3] = [&[], &["east"], &["east", "west"]];
+        let kinds = Kind::ALL.iter().copied().map(Some).chain([None]);
+        let kinds: Vec<Option<Kind>> = kinds.collect();
+        for role in [RoleName::Msl, RoleName::Manager, RoleName::MedicalInformation, RoleName::Admin] {
+            for t in teams {
+                let p = principal(role, "a", t);
+                let scope = readable_scope(&p);
+                for (tenant, team, kind) in ["a", "b"]
+                    .iter()
+                    .flat_map(|x| ["east", "west", "north"].iter().map(move |y| (*x, *y)))
+                    .flat_map(|(x, y)| kinds.iter().map(move |k| (x, y, *k)))
+                {
+                    assert_eq!(
+                        scope.allows(tenant, Some(team), kind),
+                        access_for(&p, tenant, team, kind) != Access::None,
+                        "{role:?} {t:?} reading {tenant}/{team}/{kind:?}"
+                    );
+                }
+            }
+        }
+        let mut sys = principal(RoleName::Admin, crate::auth::SYSTEM_TENANT, &[]);
+        sys.support.push(SupportAccess { tenant: "a".into(), grant: "g".into() });
+        assert!(readable_scope(&sys).rules.is_empty(), "support reads are opened one by one, audited");
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub(super) async fn serve_socket<W, R>(
                         if is_too_large(&e) { Some((close::TOO_BIG, "frame too large")) } else { break }
                     }
                     Ok(Some(Ok(WsMessage::Binary(b)))) => {
-                        if !bucket.take() {
+                        // Messages the relay invited (a new phone fetching what the catalog
+                        // listed) do not count against the rate.
+                        if !out_rx.take_invited() && !bucket.take() {
                             Some((close::RATE, "message rate exceeded"))
                         } else {
                             // The actor's inbound queue is bounded in bytes: wait for room

@@ -56,6 +56,7 @@ impl Actor {
             self.metrics.closed(reason);
         }
         self.principals.remove(conn);
+        self.unsubscribe(conn);
         self.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         true
     }
@@ -64,6 +65,7 @@ impl Actor {
     pub(super) fn forget(&mut self, conn: ConnId) {
         if self.outboxes.remove(&conn).is_some() {
             self.principals.remove(conn);
+            self.unsubscribe(conn);
             self.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.input(Input::Disconnected { conn });
         }

@@ -35,6 +35,7 @@ pub mod close {
 
 pub use crate::outbox::{Outbox, Outgoing};
 
+mod catalog;
 mod ending;
 mod maintenance;
 #[cfg(test)]
@@ -94,6 +95,10 @@ pub enum ActorMsg {
     LocalChanges {
         doc: liaison_core::DocumentId,
         changes: Vec<u8>,
+    },
+    /// Catalog pages are ready for a connection (or it has room for more).
+    CatalogPages {
+        conn: ConnId,
     },
     /// Liveness: the actor answers (for `/readyz`).
     Ping(oneshot::Sender<()>),
@@ -225,6 +230,7 @@ pub fn spawn(
         shutdown: None,
         maintenance: None,
         held: Vec::new(),
+        catalog: catalog::Subscriptions::default(),
     };
     tokio::spawn(actor.run(rx));
     handle
@@ -254,6 +260,8 @@ struct Actor {
     /// An erasure or purge waiting for its documents' running tasks, or running.
     maintenance: Option<Maintenance>,
     held: Vec<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>,
+    /// Devices that asked for the catalog.
+    catalog: catalog::Subscriptions,
 }
 
 impl Actor {
@@ -270,6 +278,7 @@ impl Actor {
                 _ = tick.tick() => {
                     self.input(Input::Tick);
                     self.recheck();
+                    self.catalog_tick();
                     if last_count.elapsed() > Duration::from_secs(10) {
                         last_count = Instant::now();
                         let n = self.store.all_documents().map(|d| d.len() as u64).unwrap_or(0);
@@ -341,6 +350,7 @@ impl Actor {
                 for doc in erased {
                     self.pending_owners.forget(&doc);
                     self.input(Input::Erase { doc, notify: true });
+                    self.catalog_erased(doc);
                     tracing::info!(document = %doc, "document erased");
                 }
                 // A purged tenant's connections go now, not at the next tick.
@@ -349,7 +359,11 @@ impl Actor {
                     self.run_storage(task, op);
                 }
             }
-            ActorMsg::Recheck => self.recheck(),
+            ActorMsg::Recheck => {
+                self.recheck();
+                self.catalog_tick();
+            }
+            ActorMsg::CatalogPages { conn } => self.drain_catalog(conn),
             ActorMsg::Ping(reply) => {
                 let _ = reply.send(());
             }
@@ -461,9 +475,17 @@ impl Actor {
             Event::StorageFailed { doc, message } => {
                 tracing::error!(document = %doc, error = %message, "storage task failed; changes stay unacknowledged");
             }
-            Event::PeerReady { peer } => tracing::debug!(conn = peer.conn.0, "peer ready"),
+            Event::PeerReady { peer } => {
+                tracing::debug!(conn = peer.conn.0, "peer ready");
+                if let Some(request) = &peer.metadata.catalog {
+                    self.subscribe(peer.conn, request);
+                }
+            }
             // Stored: the store's meta names the owner from now on.
-            Event::DocChanged { doc, .. } => self.pending_owners.forget(&doc),
+            Event::DocChanged { doc, heads } => {
+                self.pending_owners.forget(&doc);
+                self.catalog_changed(doc, &heads);
+            }
             _ => {}
         }
     }
