@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::ReadDoc;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -19,10 +19,15 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::store::DocStore;
 use crate::sync::engine::Event;
-use crate::sync::store_tasks::execute;
+use crate::sync::store_tasks::execute_device_group;
 use crate::sync::wire::StorageId;
 use crate::sync::{ConnId, Engine, EngineConfig, Input, OpenPolicy, Output, Side};
 use crate::{DocumentId, StoreError};
+
+mod catalog;
+
+/// Frames read at most before their storage work runs (one batch, one flush).
+const GROUP_FRAMES: usize = 256;
 
 /// Which server certificates a device trusts.
 #[derive(Clone, Debug)]
@@ -118,6 +123,14 @@ pub struct SyncStatus {
     pub refused: Vec<RefusedChange>,
     /// The last connection problem, free of tokens and personal data.
     pub last_error: Option<String>,
+    /// Catalog progress: documents the relay listed in its current answer (or since connecting,
+    /// for live updates) that this device lacked or had older.
+    pub documents_known: u64,
+    /// Of those, the ones received since.
+    pub documents_received: u64,
+    /// Every document the device may read has been received at least once (set for good after
+    /// the first complete answer; a new phone shows its first-sync screen until then).
+    pub first_sync_complete: bool,
 }
 
 /// Why the client cannot start or connect. [`SyncClient::start`] returns `BadCertificate` and
@@ -203,6 +216,9 @@ impl SyncClient {
             last_all_acknowledged_ms: None,
             refused: Vec::new(),
             last_error: None,
+            documents_known: 0,
+            documents_received: 0,
+            first_sync_complete: store.catalog_position()?.is_some(),
         });
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared { pending: std::sync::Mutex::new(HashSet::new()), status: status_tx });
@@ -296,6 +312,8 @@ struct Driver {
     next_conn: u64,
     /// Inputs events asked for, fed after the current one.
     followups: Vec<Input>,
+    /// What the relay's current catalog answer still owes.
+    catalog: catalog::CatalogProgress,
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -310,15 +328,13 @@ impl Driver {
     ) -> Result<Self, ClientError> {
         let mut config = EngineConfig::new(options.peer_id.clone());
         config.storage_id = Some(StorageId(options.storage_id.clone()));
-        config.announce = true;
+        // The catalog tells what changed elsewhere; a connection offers only local changes the
+        // relay has not acknowledged, so a reconnect costs what changed, not what exists.
+        config.announce = false;
         let session = uuid::Uuid::new_v4().to_string();
         let mut engine = Engine::new(config, Box::new(OpenPolicy), session);
-        let docs = store.all_documents()?;
-        for doc in &docs {
-            engine.handle(now_ms(), Input::Announce { doc: *doc });
-        }
-        // Until the relay says otherwise, everything local is unacknowledged.
-        for doc in docs {
+        for doc in store.pending_documents()? {
+            engine.handle(now_ms(), Input::Announce { doc });
             shared.mark_pending(doc);
         }
         Ok(Self {
@@ -331,6 +347,7 @@ impl Driver {
             network: Network::Up,
             next_conn: 1,
             followups: Vec::new(),
+            catalog: catalog::CatalogProgress::default(),
         })
     }
 
@@ -488,6 +505,9 @@ impl Driver {
             s.last_error = None;
         });
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        self.catalog_reset();
+        let request = self.catalog_request();
+        self.engine.set_catalog_request(Some(request));
         if let Err(e) = self.feed(Some(&mut ws), conn, Input::Connected { conn, side: Side::Initiator }).await {
             return e;
         }
@@ -495,7 +515,29 @@ impl Driver {
             tokio::select! {
                 frame = ws.next() => match frame {
                     Some(Ok(WsMessage::Binary(b))) => {
-                        if let Err(e) = self.feed(Some(&mut ws), conn, Input::Frame { conn, frame: b.to_vec() }).await {
+                        // Frames already received go through the engine together, so their
+                        // writes share one batch and one flush (a first sync is thousands).
+                        let mut frames = vec![Input::Frame { conn, frame: b.to_vec() }];
+                        let mut ended = None;
+                        while frames.len() < GROUP_FRAMES {
+                            match ws.next().now_or_never() {
+                                Some(Some(Ok(WsMessage::Binary(b)))) => frames.push(Input::Frame { conn, frame: b.to_vec() }),
+                                Some(Some(Ok(WsMessage::Close(_))) | None) => {
+                                    ended = Some(Ended::Lost("closed by the relay".into()));
+                                    break;
+                                }
+                                Some(Some(Ok(_))) => {}
+                                Some(Some(Err(e))) => {
+                                    ended = Some(Ended::Lost(describe(&e)));
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        if let Err(e) = self.feed_all(Some(&mut ws), conn, frames).await {
+                            break e;
+                        }
+                        if let Some(e) = ended {
                             break e;
                         }
                     }
@@ -535,35 +577,61 @@ impl Driver {
     }
 
     /// Runs one input through the engine and carries out what it says.
-    async fn feed(&mut self, mut ws: Option<&mut Ws>, conn: ConnId, input: Input) -> Result<(), Ended> {
-        let mut queue = VecDeque::from([input]);
-        while let Some(input) = queue.pop_front() {
-            for out in self.engine.handle(now_ms(), input) {
-                match out {
-                    Output::Send { frame, .. } => {
-                        if let Some(ws) = ws.as_deref_mut() {
-                            ws.send(WsMessage::Binary(frame.into())).await.map_err(|e| Ended::Lost(describe(&e)))?;
+    async fn feed(&mut self, ws: Option<&mut Ws>, conn: ConnId, input: Input) -> Result<(), Ended> {
+        self.feed_all(ws, conn, vec![input]).await
+    }
+
+    /// Runs inputs through the engine and carries out what they say: frames are sent (flushed
+    /// once per round), and the storage tasks of a round run together on a blocking thread,
+    /// their writes as one batch with one flush, before their results go in as the next round.
+    async fn feed_all(&mut self, mut ws: Option<&mut Ws>, conn: ConnId, inputs: Vec<Input>) -> Result<(), Ended> {
+        let mut queue = VecDeque::from(inputs);
+        loop {
+            let mut tasks = Vec::new();
+            let mut sent = false;
+            while let Some(input) = queue.pop_front() {
+                for out in self.engine.handle(now_ms(), input) {
+                    match out {
+                        Output::Send { frame, .. } => {
+                            if let Some(ws) = ws.as_deref_mut() {
+                                ws.feed(WsMessage::Binary(frame.into()))
+                                    .await
+                                    .map_err(|e| Ended::Lost(describe(&e)))?;
+                                sent = true;
+                            }
                         }
+                        Output::Close { reason, .. } => return Err(Ended::Lost(format!("{reason:?}"))),
+                        Output::Storage { task, op } => tasks.push((task, op)),
+                        Output::Event(e) => self.on_event(conn, e),
                     }
-                    Output::Close { reason, .. } => return Err(Ended::Lost(format!("{reason:?}"))),
-                    Output::Storage { task, op } => {
-                        let store = self.store.clone();
-                        let result = tokio::task::spawn_blocking(move || execute(&store, &op))
-                            .await
-                            .unwrap_or_else(|_| crate::sync::StorageResult::Failed("storage task panicked".into()));
-                        queue.push_back(Input::StorageDone { task, result });
-                    }
-                    Output::Event(e) => self.on_event(conn, e),
                 }
+                queue.extend(self.followups.drain(..));
             }
-            queue.extend(self.followups.drain(..));
+            if sent && let Some(ws) = ws.as_deref_mut() {
+                ws.flush().await.map_err(|e| Ended::Lost(describe(&e)))?;
+            }
+            if tasks.is_empty() {
+                return Ok(());
+            }
+            let store = self.store.clone();
+            let ids: Vec<crate::sync::TaskId> = tasks.iter().map(|(t, _)| *t).collect();
+            let results = tokio::task::spawn_blocking(move || {
+                let ops: Vec<_> = tasks.into_iter().map(|(_, op)| op).collect();
+                execute_device_group(&store, &ops)
+            })
+            .await
+            .unwrap_or_else(|_| vec![crate::sync::StorageResult::Failed("storage task panicked".into()); ids.len()]);
+            queue.extend(ids.into_iter().zip(results).map(|(task, result)| Input::StorageDone { task, result }));
         }
-        Ok(())
     }
 
     fn on_event(&mut self, _conn: ConnId, e: Event) {
         match &e {
+            Event::Catalog { page, .. } => self.on_catalog(page),
+            Event::DocChanged { doc, .. } => self.catalog_progress(doc, false),
+            Event::DocUnavailable { doc } => self.catalog_progress(doc, true),
             Event::PeerHeads { doc, heads, .. } if self.pending().contains(doc) && self.covered(doc, heads) => {
+                self.followups.push(Input::Settled { doc: *doc });
                 let pending = {
                     let mut p = self.pending();
                     p.remove(doc);
@@ -592,20 +660,8 @@ impl Driver {
                     s.pending_documents = pending;
                 });
             }
-            Event::ErasedByPeer { doc, .. } => {
-                // Erasure reaches the device: the local copy and its history go.
-                match self.store.delete(doc) {
-                    Ok(()) | Err(StoreError::NotFound(_)) => {}
-                    Err(e) => tracing::error!(document = %doc, error = %e, "cannot erase the local copy"),
-                }
-                self.followups.push(Input::Erase { doc: *doc, notify: false });
-                let pending = {
-                    let mut p = self.pending();
-                    p.remove(doc);
-                    p.len()
-                };
-                self.publish(|s| s.pending_documents = pending);
-            }
+            // Erasure reaches the device: the local copy and its history go.
+            Event::ErasedByPeer { doc, .. } => self.delete_local(doc, false),
             Event::PeerReady { .. } if self.pending().is_empty() => {
                 self.publish(|s| s.state = ConnState::UpToDate);
             }
@@ -618,6 +674,7 @@ impl Driver {
     /// store must be an ancestor of the relay's heads. Ancestry is read from the engine's copy,
     /// which already holds what the relay sent (the store may still be writing it), while the
     /// store may hold an edit the engine has not been told about yet (then: not covered).
+    /// When covered, the store's pending mark goes, unless a local write came meanwhile.
     fn covered(&self, doc: &DocumentId, relay_heads: &[automerge::ChangeHash]) -> bool {
         let Ok(local) = self.store.load(doc) else { return false };
         let graph = self.engine.document(doc).unwrap_or(&local);
@@ -630,6 +687,14 @@ impl Driver {
             local.get_heads().iter().all(|h| graph.get_change_by_hash(h).is_some() && !unacknowledged.contains(h));
         tracing::debug!(document = %doc, covered, relay_heads = relay_heads.len(), "relay heads");
         covered
+            // The mark's heads are in the copy just checked: the relay holds them.
+            && match self.store.acknowledge(doc, |mark| mark.iter().all(|h| local.get_change_by_hash(h).is_some())) {
+                Ok(removed) => removed,
+                Err(e) => {
+                    tracing::warn!(document = %doc, error = %e, "cannot record the acknowledgement");
+                    false
+                }
+            }
     }
 }
 

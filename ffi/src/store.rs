@@ -445,6 +445,29 @@ impl LiaisonStore {
             .map_err(|_| LiaisonError::Timeout(timeout_ms))?
     }
 
+    /// Waits until the first sync is over: every document the user may read has arrived (a new
+    /// phone shows its progress from `SyncStatus.documents_known` / `documents_received`).
+    pub async fn wait_for_first_sync(&self, timeout_ms: u64) -> Result<SyncStatus, LiaisonError> {
+        let mut rx = lock(&self.client)
+            .as_ref()
+            .map(SyncClient::watch_status)
+            .ok_or_else(|| LiaisonError::Sync("sync is not running".into()))?;
+        let wait = async {
+            loop {
+                let s = SyncStatus::from(&*rx.borrow_and_update());
+                if s.first_sync_complete && s.documents_received >= s.documents_known {
+                    return Ok(s);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(LiaisonError::Sync("sync stopped".into()));
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
+            .await
+            .map_err(|_| LiaisonError::Timeout(timeout_ms))?
+    }
+
     /// Asks the relay for a document this device does not have (a link a colleague shared) and
     /// waits until it is stored here; returns its kind.
     pub async fn fetch(&self, id: String, timeout_ms: u64) -> Result<Option<RecordKind>, LiaisonError> {

@@ -10,7 +10,7 @@ use liaison_core::client::{self, ConnState, Trust};
 use liaison_core::store::{DocChange, Origin};
 
 use crate::error::LiaisonError;
-use crate::types::DocumentChange;
+use crate::types::{ChangeReason, DocumentChange};
 
 /// Which server certificates the device trusts.
 #[derive(Debug, Clone, uniffi::Enum)]
@@ -97,6 +97,13 @@ pub struct SyncStatus {
     pub refused: Vec<RefusedChange>,
     /// The last connection problem, free of tokens and personal data.
     pub last_error: Option<String>,
+    /// First-sync progress: documents the relay listed that this device lacked or had older.
+    pub documents_known: u64,
+    /// Of those, the ones received.
+    pub documents_received: u64,
+    /// Every document the user may read has arrived at least once (a new phone's first sync
+    /// is over).
+    pub first_sync_complete: bool,
 }
 
 impl SyncStatus {
@@ -107,6 +114,9 @@ impl SyncStatus {
             last_all_acknowledged_ms: None,
             refused: Vec::new(),
             last_error: None,
+            documents_known: 0,
+            documents_received: 0,
+            first_sync_complete: false,
         }
     }
 }
@@ -132,6 +142,9 @@ impl From<&client::SyncStatus> for SyncStatus {
                 })
                 .collect(),
             last_error: s.last_error.clone(),
+            documents_known: s.documents_known,
+            documents_received: s.documents_received,
+            first_sync_complete: s.first_sync_complete,
         }
     }
 }
@@ -171,12 +184,17 @@ pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io:
                             kind: c.kind.map(Into::into),
                             remote: c.origin == Origin::Remote,
                             deleted: c.deleted,
+                            reason: c.reason.into(),
                         };
                         match index.get(&change.id) {
                             Some(&i) => {
                                 let prev = &mut docs[i];
                                 prev.remote |= change.remote;
                                 prev.deleted = change.deleted;
+                                // Created stays created when it is edited in the same breath.
+                                if prev.reason != ChangeReason::Created || change.deleted {
+                                    prev.reason = change.reason;
+                                }
                                 prev.kind = prev.kind.or(change.kind);
                             }
                             None => {

@@ -393,8 +393,41 @@ pub struct DocumentChange {
     pub kind: Option<RecordKind>,
     /// Arrived from the relay (another device's edit) rather than made here.
     pub remote: bool,
-    /// The document was deleted (erased by IT, or merged away).
+    /// The document was deleted from this device (erased, or access removed).
     pub deleted: bool,
+    /// Why: the last reason when several changes arrive as one.
+    pub reason: ChangeReason,
+}
+
+/// Why a document changed, for the app to tell its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ChangeReason {
+    /// New on this device (made here or received for the first time).
+    Created,
+    /// Edited on this device.
+    UpdatedLocally,
+    /// Another device's edit arrived.
+    UpdatedRemotely,
+    /// Erased (GDPR / APPI erasure by IT, or deleted here).
+    Erased,
+    /// The user may no longer read it (territory change, revoked grant): removed from this device.
+    AccessRemoved,
+    /// A KOL merged into another profile (the record stays, pointing to the survivor).
+    MergedAway,
+}
+
+impl From<liaison_core::store::ChangeReason> for ChangeReason {
+    fn from(r: liaison_core::store::ChangeReason) -> Self {
+        use liaison_core::store::ChangeReason as R;
+        match r {
+            R::Created => Self::Created,
+            R::UpdatedLocally => Self::UpdatedLocally,
+            R::UpdatedRemotely => Self::UpdatedRemotely,
+            R::Erased => Self::Erased,
+            R::AccessRemoved => Self::AccessRemoved,
+            R::MergedAway => Self::MergedAway,
+        }
+    }
 }
 
 /// A new KOL profile with only the required fields set.

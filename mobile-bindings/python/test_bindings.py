@@ -130,6 +130,34 @@ class Bindings(unittest.TestCase):
         with self.assertRaises(L.LiaisonError.WrongKind):
             alice.get_plan(kol)
 
+    def test_a_new_phone_gets_the_team_records_and_a_colleagues_new_record_arrives(self):
+        alice = self.alice
+        asyncio.run(alice.wait_until_synced(30_000))
+        carol = open_store("carol", "carol-new-phone")
+        rec = Recorder()
+        carol.set_observer(rec)
+        carol.start_sync(sync_config(ENV["LIAISON_TOKEN_CAROL"]))
+        try:
+            first = asyncio.run(carol.wait_for_first_sync(30_000))
+            self.assertTrue(first.first_sync_complete)
+            self.assertEqual(first.documents_received, first.documents_known)
+            self.assertIn(self.kol, [k.id for k in carol.list_kols()], "the team's KOL is on the new phone")
+            self.assertEqual(carol.sync_status().pending_documents, 0, "received records are not pending")
+
+            fresh = alice.create_kol(L.new_kol_profile("Dr. Ren Mori", "Nagoya"))
+            eventually("Alice's new KOL reaches the new phone", lambda: fresh in [k.id for k in carol.list_kols()])
+            def created():
+                while not rec.changes.empty():
+                    c = rec.changes.get()
+                    if c.id == fresh and c.reason == L.ChangeReason.CREATED and c.remote:
+                        return True
+                return False
+            eventually("the observer says it was created", created)
+        finally:
+            asyncio.run(carol.stop_sync())
+            carol.set_observer(None)
+            del carol
+
     def test_a_form_saved_from_a_stale_read_keeps_the_colleagues_edits(self):
         alice, bob = self.alice, self.bob
         plan = self.share_plan("FY28 engagement", "Agenda")

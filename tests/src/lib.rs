@@ -134,6 +134,18 @@ impl Relay {
             .unwrap()
     }
 
+    /// Issues a device token through the admin API while the relay runs; returns (id, secret).
+    pub fn issue_live(&self, tenant: &str, user: &str, device: &str) -> (String, String) {
+        let (status, body) = self.admin_api(
+            "POST",
+            &format!("/admin/v1/tenants/{tenant}/users/{user}/tokens"),
+            &self.admin_token(),
+            Some(serde_json::json!({ "device": device })),
+        );
+        assert_eq!(status, 201, "{body}");
+        (body["id"].as_str().unwrap_or_default().to_owned(), body["token"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// The documents the catalog lists for `token`.
     pub fn catalog(&self, token: &str) -> String {
         self.get_text(&format!("/v1/catalog?token={token}"))

@@ -24,14 +24,7 @@ fn device(relay: &Relay, tenant: &str, user: &str, name: &str, role: Role) -> De
 
 /// Issues a token through the admin API while the relay runs.
 fn issue_live(relay: &Relay, tenant: &str, user: &str, name: &str) -> (String, String) {
-    let (status, body) = relay.admin_api(
-        "POST",
-        &format!("/admin/v1/tenants/{tenant}/users/{user}/tokens"),
-        &relay.admin_token(),
-        Some(serde_json::json!({ "device": name })),
-    );
-    assert_eq!(status, 201, "{body}");
-    (body["id"].as_str().unwrap().to_owned(), body["token"].as_str().unwrap().to_owned())
+    relay.issue_live(tenant, user, name)
 }
 
 fn raw_client(relay: &Relay, token: &str, peer: &str) -> SyncClient {

@@ -31,13 +31,14 @@ fn prepare() {
     });
 }
 
-/// A relay with tenant `pharma-a`, team `onc-east` and MSLs alice and bob; the environment the
+/// A relay with tenant `pharma-a`, team `onc-east` and MSLs alice, bob and carol (a new phone); the environment the
 /// foreign tests read.
 fn relay() -> (Relay, tempfile::TempDir, tempfile::TempDir, Vec<(String, String)>) {
     let data = tempfile::tempdir().unwrap();
-    setup_tenant(data.path(), "pharma-a", "onc-east", &[("alice", "msl"), ("bob", "msl")]);
+    setup_tenant(data.path(), "pharma-a", "onc-east", &[("alice", "msl"), ("bob", "msl"), ("carol", "msl")]);
     let (_, alice) = issue(data.path(), "pharma-a", "alice", "alice-phone", &[]);
     let (_, bob) = issue(data.path(), "pharma-a", "bob", "bob-phone", &[]);
+    let (_, carol) = issue(data.path(), "pharma-a", "carol", "carol-new-phone", &[]);
     let relay = Relay::start(data.path(), &[]).unwrap();
     let work = tempfile::tempdir().unwrap();
     let fp: String = relay.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
@@ -48,6 +49,7 @@ fn relay() -> (Relay, tempfile::TempDir, tempfile::TempDir, Vec<(String, String)
         ("LIAISON_TEAM".into(), "onc-east".into()),
         ("LIAISON_TOKEN_ALICE".into(), alice),
         ("LIAISON_TOKEN_BOB".into(), bob),
+        ("LIAISON_TOKEN_CAROL".into(), carol),
         ("LIAISON_WORKDIR".into(), work.path().display().to_string()),
     ];
     (relay, data, work, env)

@@ -29,6 +29,46 @@ pub fn execute(store: &DocStore, task: &StorageTask) -> StorageResult {
     })
 }
 
+/// Executes a device's tasks of one round: loads one by one, then every write as one group
+/// commit through [`DocStore::apply_sync_group`] (each document loaded and fully indexed, as a
+/// device's lists need). One result per task, in order.
+pub fn execute_device_group(store: &DocStore, tasks: &[StorageTask]) -> Vec<StorageResult> {
+    let mut results = vec![StorageResult::Stored; tasks.len()];
+    let mut writes = Vec::new();
+    let mut owned = Vec::new();
+    for (i, task) in tasks.iter().enumerate() {
+        match task {
+            StorageTask::Load { .. } => results[i] = execute(store, task),
+            StorageTask::Append { doc, changes, sync_states, .. } => {
+                owned.push((i, *doc, changes.as_slice(), plain(sync_states)))
+            }
+            StorageTask::SaveSyncStates { doc, sync_states } => owned.push((i, *doc, &[][..], plain(sync_states))),
+        }
+    }
+    for (_, doc, changes, states) in &owned {
+        writes.push(SyncWrite { doc: *doc, changes, heads: &[], sync_states: states });
+    }
+    if writes.is_empty() {
+        return results;
+    }
+    match store.apply_sync_group(&writes) {
+        Ok(outcomes) => {
+            for ((i, ..), outcome) in owned.iter().zip(outcomes) {
+                if let Err(e) = outcome {
+                    results[*i] = StorageResult::Failed(e.to_string());
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, writes = writes.len(), "group commit failed");
+            for (i, ..) in &owned {
+                results[*i] = StorageResult::Failed(e.to_string());
+            }
+        }
+    }
+    results
+}
+
 fn plain(states: &[(StorageId, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
     states.iter().map(|(s, v)| (s.0.clone(), v.clone())).collect()
 }

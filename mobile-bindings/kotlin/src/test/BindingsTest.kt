@@ -17,6 +17,7 @@ val tenant = env("LIAISON_TENANT")
 val team = env("LIAISON_TEAM")
 val tokenAlice = env("LIAISON_TOKEN_ALICE")
 val tokenBob = env("LIAISON_TOKEN_BOB")
+val tokenCarol = env("LIAISON_TOKEN_CAROL")
 val work = File(env("LIAISON_WORKDIR"))
 
 class Recorder : LiaisonObserver {
@@ -190,6 +191,27 @@ fun main() {
         assertEq(listOf(objective), saved.objectives, "Alice's objective is there")
         runBlocking { alice.waitUntilSynced(30_000u) }
         eventually("Bob sees the same plan") { bob.getPlan(id).plan == saved }
+    }
+
+    test("a new phone gets the team's records without ids, and a colleague's new record arrives while connected") {
+        runBlocking { alice.waitUntilSynced(30_000u) }
+        val carol = open("carol", "carol-new-phone")
+        val rec = Recorder().also { carol.setObserver(it) }
+        carol.startSync(sync(tokenCarol))
+        val first = runBlocking { carol.waitForFirstSync(30_000u) }
+        assertTrue(first.firstSyncComplete, "the first sync completes")
+        assertTrue(first.documentsKnown >= 3u && first.documentsReceived == first.documentsKnown, "progress: $first")
+        assertTrue(carol.listKols().any { it.id == kol }, "the team's KOL is on the new phone")
+        assertTrue(runCatching { carol.getPlan(plan) }.isSuccess, "the team's plan is on the new phone")
+        assertEq(0u, carol.syncStatus().pendingDocuments, "received records are not pending")
+
+        val fresh = alice.createKol(newKolProfile("Dr. Ren Mori", "Nagoya"))
+        eventually("Alice's new KOL reaches the new phone") { carol.listKols().any { it.id == fresh } }
+        eventually("the observer says it was created") {
+            generateSequence { rec.changes.poll() }.any { it.id == fresh && it.reason == ChangeReason.CREATED && it.remote }
+        }
+        runBlocking { carol.stopSync() }
+        carol.close()
     }
 
     test("errors arrive as the generated exception types") {
