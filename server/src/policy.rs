@@ -112,11 +112,13 @@ pub fn access_for(p: &Principal, tenant: &str, team: &str, kind: Option<Kind>) -
 
 /// Everything `p` may read, as catalog rules: exactly the (tenant, team, kind) triples
 /// [`access_for`] answers with more than `None` (`readable_scope_matches_access_for` checks it).
-/// A system admin's is empty: it opens a tenant's records one by one under a support grant,
-/// each written to the tenant's audit log, and a catalog would list them unaudited.
+/// A system admin's are the tenants it holds a support grant for (its catalog lists nothing,
+/// see `relay::catalog`; the scope only tells its devices what to drop when a grant ends).
 pub fn readable_scope(p: &Principal) -> Scope {
     if p.is_system_admin() {
-        return Scope::default();
+        return Scope::new(
+            p.support.iter().map(|s| ScopeRule { tenant: s.tenant.clone(), team: None, kind: None }).collect(),
+        );
     }
     let tenant = || p.tenant.clone();
     let rules = match p.role {
@@ -391,8 +393,16 @@ mod tests {
             }
         }
         let mut sys = principal(RoleName::Admin, crate::auth::SYSTEM_TENANT, &[]);
+        assert!(readable_scope(&sys).rules.is_empty(), "no grant, nothing");
         sys.support.push(SupportAccess { tenant: "a".into(), grant: "g".into() });
-        assert!(readable_scope(&sys).rules.is_empty(), "support reads are opened one by one, audited");
+        let scope = readable_scope(&sys);
+        for (tenant, kind) in [("a", None), ("a", Some(Kind::Interaction)), ("b", None)] {
+            assert_eq!(
+                scope.allows(tenant, Some("east"), kind),
+                access_for(&sys, tenant, "east", kind) != Access::None,
+                "a system admin reading {tenant} under a grant for a"
+            );
+        }
     }
 
     #[test]

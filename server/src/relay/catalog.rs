@@ -32,6 +32,8 @@ const INVITED_PER_ENTRY: u64 = 4;
 #[derive(Debug)]
 pub(super) struct Subscription {
     scope: Scope,
+    /// Whether documents are listed (not for system admins).
+    list: bool,
     fingerprint: String,
     /// The answer being produced, if any: pages and how many entries each lists.
     pages: Option<Receiver<(Vec<u8>, u64)>>,
@@ -55,15 +57,19 @@ impl Actor {
     }
 
     fn answer(&mut self, conn: ConnId, scope: Scope, fingerprint: String, after: u64, reset: bool) {
+        // A system admin's catalog lists nothing: under a support grant it opens records one by
+        // one, each written to the tenant's audit log first. Its answer is only the end: what
+        // its devices may keep.
+        let list = !self.principals.get(conn).is_some_and(|p| p.is_system_admin());
         let (tx, rx) = sync_channel(PAGES_AHEAD);
         tracing::debug!(conn = conn.0, after, reset, "catalog answer");
-        self.catalog.0.insert(conn, Subscription { scope: scope.clone(), fingerprint, pages: Some(rx) });
+        self.catalog.0.insert(conn, Subscription { scope: scope.clone(), list, fingerprint, pages: Some(rx) });
         let (store, actor) = (self.store.clone(), self.tx.clone());
         tokio::task::spawn_blocking(move || {
             let nudge = || {
                 let _ = actor.blocking_send(ActorMsg::CatalogPages { conn });
             };
-            if let Err(e) = scan(&store, scope, after, reset, &tx, nudge) {
+            if let Err(e) = scan(&store, scope, after, reset, list, &tx, nudge) {
                 // No end page: the device keeps its old position and asks again next time.
                 tracing::error!(conn = conn.0, error = %e, "catalog answer failed");
             }
@@ -148,7 +154,7 @@ impl Actor {
             .catalog
             .0
             .iter()
-            .filter(|(c, s)| allowed(&s.scope) && !self.engine.is_syncing(**c, &doc))
+            .filter(|(c, s)| s.list && allowed(&s.scope) && !self.engine.is_syncing(**c, &doc))
             .map(|(c, _)| *c)
             .collect();
         for conn in targets {
@@ -172,11 +178,13 @@ fn scan(
     scope: Scope,
     after: u64,
     reset: bool,
+    list: bool,
     pages: &SyncSender<(Vec<u8>, u64)>,
     nudge: impl Fn(),
 ) -> Result<(), liaison_core::StoreError> {
     let cursor = store.feed_cursor();
-    let tenants: BTreeSet<String> = scope.rules.iter().map(|r| r.tenant.clone()).collect();
+    let tenants: BTreeSet<String> =
+        if list { scope.rules.iter().map(|r| r.tenant.clone()).collect() } else { BTreeSet::new() };
     let mut entries = Vec::new();
     let send = |entries: Vec<CatalogEntry>, end: Option<CatalogEnd>| -> bool {
         let n = entries.len() as u64;
