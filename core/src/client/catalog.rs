@@ -78,8 +78,11 @@ impl Driver {
         if unavailable || self.store.has_all(doc, heads).unwrap_or(false) {
             self.catalog.outstanding.remove(doc);
             self.catalog.received += 1;
-            // Found through the catalog, not changed here: later connections need not offer it.
-            self.followups.push(Input::Settled { doc: *doc });
+            // Found through the catalog: later connections need not offer it, unless it holds
+            // local changes the relay has not acknowledged.
+            if !self.pending().contains(doc) {
+                self.followups.push(Input::Settled { doc: *doc });
+            }
             self.finish_catalog();
         }
     }
