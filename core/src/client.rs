@@ -482,12 +482,17 @@ impl Driver {
         });
     }
 
-    fn local_input(&self, doc: DocumentId) -> Option<Input> {
+    /// A local change: the engine takes the new changes, and the document is offered on this
+    /// connection and every later one until the relay acknowledges it (`Settled`): a change
+    /// made offline to a document synced earlier must go out when the network returns.
+    fn local_input(&mut self, doc: DocumentId) -> Option<Input> {
         tracing::debug!(document = %doc, resident = self.engine.document(&doc).is_some(), "local change");
         match self.engine.document(&doc) {
             Some(am) => {
                 let heads = am.get_heads();
-                self.store.changes_since(&doc, &heads).ok().map(|changes| Input::LocalChanges { doc, changes })
+                let changes = self.store.changes_since(&doc, &heads).ok();
+                self.followups.push(Input::Announce { doc });
+                changes.map(|changes| Input::LocalChanges { doc, changes })
             }
             None => Some(Input::Announce { doc }),
         }

@@ -196,3 +196,30 @@ async fn a_stale_save_keeps_the_colleagues_scalar_list_and_text_edits_on_both_ph
     }
     assert_eq!(sato.store.get::<EngagementPlan>(&plan).unwrap(), suzuki.store.get::<EngagementPlan>(&plan).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_made_offline_to_a_record_synced_earlier_goes_out_when_the_network_returns() {
+    use liaison_core::client::Network;
+    let (_data, relay) = relay_with_teams();
+    let sato = phone(&relay, "pharma-a", "sato", "sato-phone");
+    let kol = create(&sato, "onc-east", &KolProfile::new("Dr. Yamada", "Osaka University"));
+    let plan = create(&sato, "onc-east", &EngagementPlan::new(&kol, "FY27"));
+    sato.synced().await;
+    let suzuki = phone(&relay, "pharma-a", "suzuki", "suzuki-phone");
+    first_sync(&suzuki).await;
+    // Suzuki edits once online (acknowledged, so no longer offered on every connection)...
+    suzuki.store.update(&plan, |p: &mut EngagementPlan| p.title = "FY27 (1)".into()).unwrap();
+    suzuki.client().local_change(plan);
+    suzuki.synced().await;
+    // ...then loses the network, edits again, and gets it back: the same client, reconnecting.
+    suzuki.client().set_network(Network::Down);
+    suzuki.until("offline", |s| s.state == liaison_core::client::ConnState::Offline).await;
+    suzuki.store.update(&plan, |p: &mut EngagementPlan| p.title = "FY27 (2)".into()).unwrap();
+    suzuki.client().local_change(plan);
+    suzuki.client().set_network(Network::Up);
+    suzuki.synced().await;
+    sato.until_store("the offline edit arrives", |s| {
+        s.get::<EngagementPlan>(&plan).is_ok_and(|p| p.title == "FY27 (2)")
+    })
+    .await;
+}

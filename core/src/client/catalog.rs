@@ -13,6 +13,11 @@ use crate::StoreError;
 use crate::sync::Input;
 use crate::sync::catalog::{CatalogPage, CatalogRequest, Scope};
 
+/// Listed documents a device waits for at most (about 100 bytes each): a relay gone wrong
+/// cannot grow the phone's memory without bound; what is past it is asked for next time, since
+/// the position is not stored while anything listed is missing.
+const MAX_OUTSTANDING: usize = 1_000_000;
+
 /// What the current answer still owes the device.
 #[derive(Debug, Default)]
 pub(super) struct CatalogProgress {
@@ -22,6 +27,8 @@ pub(super) struct CatalogProgress {
     end: Option<(u64, String)>,
     known: u64,
     received: u64,
+    /// Entries were dropped past `MAX_OUTSTANDING`: this answer's position is not kept.
+    overflowed: bool,
 }
 
 impl Driver {
@@ -51,6 +58,10 @@ impl Driver {
             }
             match self.store.has_all(&e.doc, &e.heads) {
                 Ok(true) => {}
+                Ok(false) if self.catalog.outstanding.len() >= MAX_OUTSTANDING => {
+                    tracing::warn!("the catalog lists more documents than a device waits for at once");
+                    self.catalog.overflowed = true;
+                }
                 Ok(false) => {
                     let stored = self.store.stored_heads(&e.doc).ok().flatten().is_some();
                     if self.catalog.outstanding.insert(e.doc, e.heads.clone()).is_none() {
@@ -90,6 +101,7 @@ impl Driver {
     fn finish_catalog(&mut self) {
         if self.catalog.outstanding.is_empty()
             && let Some((cursor, scope)) = self.catalog.end.take()
+            && !self.catalog.overflowed
         {
             match self.store.set_catalog_position(cursor, &scope) {
                 Ok(()) => tracing::info!(cursor, "catalog complete"),
