@@ -28,11 +28,25 @@ fn decodes_and_reencodes_a_javascript_join_byte_for_byte() {
             metadata: Some(PeerMetadata {
                 storage_id: Some(StorageId("store-1".into())),
                 is_ephemeral: false,
-                catalog: Some(crate::sync::catalog::CatalogRequest { cursor: 7, scope: "ab12".into() }),
+                catalog: None,
             }),
         }
     );
     assert_eq!(m.encode(), hex(JS_JOIN));
+}
+
+#[test]
+fn a_liaison_join_carries_its_catalog_request_and_round_trips() {
+    let join = Message::Join {
+        sender_id: "phone".into(),
+        supported_protocol_versions: vec!["1".into()],
+        metadata: Some(PeerMetadata {
+            storage_id: Some(StorageId("store-1".into())),
+            is_ephemeral: false,
+            catalog: Some(crate::sync::catalog::CatalogRequest { cursor: 7, scope: "ab12".into() }),
+        }),
+    };
+    assert_eq!(decode(&join.encode(), DEFAULT_MAX_FRAME).unwrap(), join);
 }
 
 #[test]
