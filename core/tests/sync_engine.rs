@@ -851,3 +851,41 @@ fn a_device_that_discards_a_refused_change_hears_the_relay_hold_its_heads() {
         net.nodes[devs[1]].events
     );
 }
+
+#[test]
+fn a_peer_asking_for_many_documents_at_once_does_not_make_every_load_rescan_the_resident_set() {
+    use automerge::sync::SyncDoc;
+    // The relay's storage answers when told: every request makes an entry that waits to load,
+    // as on a relay whose loads are bounded and queued.
+    let mut config = EngineConfig::new("relay");
+    config.resident_cap = 100;
+    let engine = Engine::new(config, Box::new(OpenPolicy), "relay-session".into());
+    let store = new_store_on("relay", Arc::new(MemoryKv::new()));
+    let kol = DocumentId::from_bytes([1; 16]);
+    let docs: Vec<DocumentId> =
+        (0..1_000).map(|i| store.create("team", &EngagementPlan::new(&kol, format!("p{i}"))).unwrap()).collect();
+    let mut relay = Driver::new(engine, store, Storage::Deferred);
+    let conn = ConnId(1);
+    relay.handle_at(1, Input::Connected { conn, side: Side::Receiver });
+    let join =
+        Message::Join { sender_id: "phone".into(), supported_protocol_versions: vec!["1".into()], metadata: None };
+    relay.handle_at(2, Input::Frame { conn, frame: join.encode() });
+    let ask = Automerge::new().generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode();
+    for doc in &docs {
+        let m = Message::Request {
+            sender_id: "phone".into(),
+            target_id: "relay".into(),
+            document_id: *doc,
+            data: ask.clone(),
+        };
+        relay.handle_at(3, Input::Frame { conn, frame: m.encode() });
+    }
+    let scans = relay.engine.eviction_scans();
+    assert!(scans <= 100, "{scans} scans of the resident set for 1,000 waiting loads (one per load is quadratic)");
+    // Everything still arrives, and the resident set comes back under the cap.
+    let sent = relay.complete_all();
+    let answered = sent.iter().filter(|o| matches!(o, Output::Send { .. })).count();
+    assert!(answered >= docs.len(), "every request answered ({answered})");
+    relay.handle_at(4, Input::Tick);
+    assert!(relay.engine.resident() <= 100, "{} resident", relay.engine.resident());
+}

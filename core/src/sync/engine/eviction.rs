@@ -36,13 +36,20 @@ impl Engine {
         for doc in retry {
             self.after_change(doc);
         }
+        self.evict_rescan_at = 0;
         self.evict_over_cap();
     }
 
+    /// Evicts the least recently used evictable documents down to the cap. The scan is over
+    /// every resident document, so after one that could not get under the cap (documents
+    /// loading or wanted cannot go) the next waits until a tenth of the cap more documents came
+    /// or a tick passed: a peer asking for 44,000 documents at once made every load rescan them
+    /// all (quadratic: minutes instead of seconds for a new phone's first sync).
     pub(super) fn evict_over_cap(&mut self) {
-        if self.docs.len() <= self.config.resident_cap {
+        if self.docs.len() <= self.config.resident_cap || self.docs.len() < self.evict_rescan_at {
             return;
         }
+        self.eviction_scans += 1;
         let mut candidates: Vec<(i64, DocumentId)> =
             self.docs.iter().filter(|(_, d)| evictable(d)).map(|(id, d)| (d.last_used, *id)).collect();
         candidates.sort();
@@ -50,6 +57,11 @@ impl Engine {
         for (_, doc) in candidates.into_iter().take(excess) {
             self.evict(doc);
         }
+        self.evict_rescan_at = if self.docs.len() > self.config.resident_cap {
+            self.docs.len() + (self.config.resident_cap / 10).max(1)
+        } else {
+            0
+        };
     }
 
     pub(super) fn evict(&mut self, doc: DocumentId) {

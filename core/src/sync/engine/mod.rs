@@ -59,6 +59,9 @@ pub struct Engine {
     announced: BTreeSet<DocumentId>,
     session_id: String,
     ephemeral_count: u64,
+    /// `evict_over_cap` scans again only once this many documents are resident (0: always).
+    evict_rescan_at: usize,
+    eviction_scans: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -86,6 +89,8 @@ impl Engine {
             announced: BTreeSet::new(),
             session_id,
             ephemeral_count: 0,
+            evict_rescan_at: 0,
+            eviction_scans: 0,
         }
     }
 
@@ -97,6 +102,12 @@ impl Engine {
     /// Documents loaded now.
     pub fn resident(&self) -> usize {
         self.docs.len()
+    }
+
+    /// How many times the resident set was scanned for documents to evict (a diagnostic: each
+    /// scan reads every resident document).
+    pub fn eviction_scans(&self) -> u64 {
+        self.eviction_scans
     }
 
     /// Connections that completed the handshake.
