@@ -89,6 +89,8 @@ pub enum Event {
     /// A sync message that brought no new change (acknowledgements).
     Synced(DocumentId),
     Unavailable(DocumentId),
+    /// A liaison catalog page (a device that asked in its join).
+    Catalog(liaison_core::sync::catalog::CatalogPage),
     Other,
 }
 
@@ -104,6 +106,8 @@ pub struct Device {
     ws: Option<Ws>,
     server: PeerId,
     wire: Arc<Wire>,
+    /// liaison's catalog request, sent in the join when set.
+    pub catalog: Option<liaison_core::sync::catalog::CatalogRequest>,
 }
 
 /// How long connecting and the join/peer handshake may take.
@@ -121,6 +125,7 @@ impl Device {
             ws: None,
             server: PeerId(String::new()),
             wire,
+            catalog: None,
         }
     }
 
@@ -155,7 +160,7 @@ impl Device {
             metadata: Some(PeerMetadata {
                 storage_id: Some(StorageId(format!("{}-storage", self.peer_id))),
                 is_ephemeral: false,
-                catalog: None,
+                catalog: self.catalog.clone(),
             }),
         })
         .await?;
@@ -307,6 +312,14 @@ impl Device {
                 Ok(if new.is_empty() { Event::Synced(document_id) } else { Event::Changed(document_id, new) })
             }
             Message::DocUnavailable { document_id, .. } => Ok(Event::Unavailable(document_id)),
+            Message::Ephemeral { document_id, data, .. }
+                if document_id == liaison_core::sync::catalog::catalog_doc() =>
+            {
+                match liaison_core::sync::catalog::decode_page(&data) {
+                    Some(page) => Ok(Event::Catalog(page)),
+                    None => bail!("malformed catalog page"),
+                }
+            }
             Message::Ephemeral { data, .. } => {
                 // liaison's relay tells a writer about refused changes in an ephemeral message.
                 if data.windows(b"liaison/refused".len()).any(|w| w == b"liaison/refused") {

@@ -61,6 +61,7 @@ async fn measure(
         Scenario::ReconnectStorm => scenarios::reconnect_storm(target, sizes, docs).await?,
         Scenario::IdleScale => scenarios::idle_scale(target, sizes, pid).await?,
         Scenario::ColdStore => scenarios::cold_store(target, sizes, docs).await?,
+        Scenario::NewPhone => scenarios::new_phone(target, sizes, docs).await?,
     };
     let peak = match sampler {
         Some(s) => Some(s.finish().await),

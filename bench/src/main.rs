@@ -22,7 +22,7 @@ struct Args {
     #[arg(long, default_value = "liaison,node,samod")]
     servers: String,
     /// Scenarios, comma-separated: initial-sync, team-editing, team-editing-max,
-    /// reconnect-storm, idle-scale, cold-store (default all).
+    /// reconnect-storm, idle-scale, cold-store, new-phone (default all).
     #[arg(long)]
     scenarios: Option<String>,
     /// Plain WebSocket instead of TLS.
@@ -51,6 +51,9 @@ struct Args {
     /// Cold store: share of the stored documents clients touch.
     #[arg(long)]
     cold_touch: Option<f64>,
+    /// New phone: documents of its team.
+    #[arg(long)]
+    phone_docs: Option<usize>,
     /// Seconds any phase may take.
     #[arg(long)]
     timeout: Option<f64>,
@@ -103,6 +106,9 @@ fn sizes(a: &Args) -> Sizes {
     }
     if let Some(v) = a.cold_touch {
         s.cold_touch = v;
+    }
+    if let Some(v) = a.phone_docs {
+        s.phone_docs = v;
     }
     if let Some(v) = a.timeout {
         s.timeout = Duration::from_secs_f64(v);

@@ -34,6 +34,8 @@ pub struct Sizes {
     /// Cold store: documents stored, and the share of them clients touch.
     pub cold_docs: usize,
     pub cold_touch: f64,
+    /// New phone: documents its team holds (2,000 KOLs, each with a plan and 20 interactions).
+    pub phone_docs: usize,
     /// How long any phase may take before what is missing counts as errors.
     pub timeout: Duration,
     /// Pause after a relay starts, before measuring (start-up work, JIT).
@@ -56,6 +58,7 @@ impl Sizes {
             idle_hold: Duration::from_secs(5),
             cold_docs: 100_000,
             cold_touch: 0.05,
+            phone_docs: 44_000,
             timeout: Duration::from_secs(60),
             settle: Duration::from_secs(1),
         }
@@ -73,6 +76,7 @@ impl Sizes {
             idle_hold: Duration::from_secs(1),
             cold_docs: 1_000,
             cold_touch: 0.05,
+            phone_docs: 2_000,
             timeout: Duration::from_secs(30),
             settle: Duration::from_millis(300),
         }
@@ -91,16 +95,18 @@ pub enum Scenario {
     ReconnectStorm,
     IdleScale,
     ColdStore,
+    NewPhone,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::InitialSync,
         Scenario::TeamEditing,
         Scenario::TeamEditingMax,
         Scenario::ReconnectStorm,
         Scenario::IdleScale,
         Scenario::ColdStore,
+        Scenario::NewPhone,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +117,7 @@ impl Scenario {
             Scenario::ReconnectStorm => "reconnect-storm",
             Scenario::IdleScale => "idle-scale",
             Scenario::ColdStore => "cold-store",
+            Scenario::NewPhone => "new-phone",
         }
     }
 
@@ -127,6 +134,8 @@ impl Scenario {
             }
             Scenario::IdleScale => Ok(Vec::new()),
             Scenario::ColdStore => crate::seed::make_docs(sizes.teams(), sizes.cold_docs.div_ceil(sizes.teams())),
+            // Every document in team 0, the new phone's.
+            Scenario::NewPhone => crate::seed::make_docs(1, sizes.phone_docs),
         }
     }
 }
@@ -752,6 +761,131 @@ pub async fn cold_store(target: &Target, sizes: &Sizes, docs: &[SeedDoc]) -> Res
             ("documents stored".into(), docs.len().to_string()),
             ("documents touched".into(), format!("{ops} of {expected}")),
         ],
+        rss_at_point: None,
+    })
+}
+
+/// Requests a client of a relay without a catalog keeps in flight.
+const NODE_WINDOW: usize = 2_000;
+
+/// New phone: one device of a team of `sizes.phone_docs` documents, with an empty store, pulls
+/// them all. liaison's device knows no id: it asks for the catalog in its join and requests what
+/// the catalog lists. Other relays' device is given every id in advance (they have no catalog).
+/// Then, for liaison, a reconnect with nothing new, from the position the catalog gave.
+/// Round trips are the waits on the critical path: join → answer, then requests → documents.
+pub async fn new_phone(target: &Target, sizes: &Sizes, docs: &[SeedDoc]) -> Result<Measured> {
+    use liaison_core::sync::catalog::CatalogRequest;
+    let wire = Arc::new(Wire::default());
+    let want: HashMap<DocumentId, Vec<ChangeHash>> = docs.iter().map(|d| (d.id, d.heads.clone())).collect();
+    let liaison = target.tokens.is_some();
+    let start = Instant::now();
+    let mut dev = new_device(0, &wire);
+    if liaison {
+        dev.catalog = Some(CatalogRequest::default());
+    }
+    dev.connect(target).await?;
+    let mut round_trips = 1;
+    let mut left = want.len();
+    let mut listed = 0usize;
+    let mut end = None;
+    // Other relays get every id in advance, asked for in a window of NODE_WINDOW at a time: the
+    // Node server resets a connection that sends all 44,000 requests at once (seen in the first
+    // full run), so this is the best a client of it can do; each window is a round trip.
+    let mut ids: Vec<DocumentId> = want.keys().copied().collect();
+    if !liaison {
+        round_trips += ids.len().div_ceil(NODE_WINDOW);
+        for id in ids.split_off(ids.len().saturating_sub(NODE_WINDOW)) {
+            dev.open(id).await?;
+        }
+    }
+    let deadline = Instant::now() + sizes.timeout;
+    while left > 0 || (liaison && end.is_none()) {
+        let ev = match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), dev.next_event()).await
+        {
+            Ok(ev) => ev?,
+            Err(_) => anyhow::bail!("new phone: {left} documents did not arrive in time"),
+        };
+        match ev {
+            Event::Catalog(page) => {
+                if listed == 0 && !page.entries.is_empty() {
+                    round_trips += 1;
+                }
+                for e in &page.entries {
+                    listed += 1;
+                    dev.open(e.doc).await?;
+                }
+                if let Some(e) = page.end {
+                    end = Some(CatalogRequest { cursor: e.cursor, scope: e.scope.fingerprint() });
+                }
+            }
+            Event::Changed(id, _)
+                if want.get(&id).is_some_and(|h| dev.docs.get(&id).is_some_and(|d| &d.am.get_heads() == h)) =>
+            {
+                left -= 1;
+                dev.forget(id);
+                if let Some(next) = ids.pop().filter(|_| !liaison) {
+                    dev.open(next).await?;
+                }
+            }
+            Event::Unavailable(id) if want.contains_key(&id) => {
+                wire.unavailable.fetch_add(1, Ordering::Relaxed);
+                left -= 1;
+                if let Some(next) = ids.pop().filter(|_| !liaison) {
+                    dev.open(next).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    let wall = start.elapsed();
+    let initial_bytes = wire.bytes();
+    let initial_frames = wire.frames_in.load(Ordering::Relaxed) + wire.frames_out.load(Ordering::Relaxed);
+    let mut extra = vec![
+        ("documents".to_owned(), want.len().to_string()),
+        ("initial sync s".to_owned(), format!("{:.2}", wall.as_secs_f64())),
+        ("initial sync bytes".to_owned(), initial_bytes.to_string()),
+        ("initial sync frames".to_owned(), initial_frames.to_string()),
+        ("initial sync round trips".to_owned(), round_trips.to_string()),
+    ];
+    if liaison {
+        extra.push(("listed by the catalog".to_owned(), listed.to_string()));
+        // A reconnect with nothing new: the join with the position, the answer, nothing else.
+        dev.disconnect().await;
+        dev.catalog = end;
+        let (bytes0, frames0) =
+            (wire.bytes(), wire.frames_in.load(Ordering::Relaxed) + wire.frames_out.load(Ordering::Relaxed));
+        let t = Instant::now();
+        dev.connect(target).await?;
+        let mut entries = 0;
+        loop {
+            match tokio::time::timeout(sizes.timeout, dev.next_event()).await {
+                Ok(Ok(Event::Catalog(page))) => {
+                    entries += page.entries.len();
+                    if page.end.is_some() {
+                        break;
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => anyhow::bail!("no catalog answer on reconnect"),
+            }
+        }
+        let frames = wire.frames_in.load(Ordering::Relaxed) + wire.frames_out.load(Ordering::Relaxed) - frames0;
+        extra.push(("reconnect ms".to_owned(), format!("{:.1}", t.elapsed().as_secs_f64() * 1000.0)));
+        extra.push(("reconnect bytes".to_owned(), (wire.bytes() - bytes0).to_string()));
+        extra.push(("reconnect frames".to_owned(), frames.to_string()));
+        extra.push(("reconnect round trips".to_owned(), "1".to_owned()));
+        extra.push(("reconnect entries".to_owned(), entries.to_string()));
+    }
+    dev.disconnect().await;
+    Ok(Measured {
+        ops: (want.len() - wire.unavailable.load(Ordering::Relaxed) as usize) as u64,
+        unit: "docs/s",
+        wall,
+        latencies_us: vec![wall.as_micros() as u64],
+        errors: wire.errors(),
+        wire_bytes: initial_bytes,
+        extra,
         rss_at_point: None,
     })
 }

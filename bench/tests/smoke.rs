@@ -37,6 +37,7 @@ fn tiny() -> Sizes {
         idle_hold: Duration::from_millis(300),
         cold_docs: 200,
         cold_touch: 0.1,
+        phone_docs: 50,
         timeout: Duration::from_secs(20),
         settle: Duration::ZERO,
     }
@@ -100,7 +101,16 @@ fn every_scenario_against_liaison_and_the_peers_on_three() {
             Scenario::ColdStore => 20,
             // At least one edit per device became visible at all four teammates.
             Scenario::TeamEditing | Scenario::TeamEditingMax => 10,
+            // Every document of the new phone's team, found through the catalog.
+            Scenario::NewPhone => 50,
         };
+        if r.scenario == Scenario::NewPhone {
+            let get = |k: &str| m.extra.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+            assert_eq!(get("listed by the catalog"), "50", "{what}: {:?}", m.extra);
+            assert_eq!(get("reconnect entries"), "0", "{what}: nothing new, nothing listed");
+            let bytes: u64 = get("reconnect bytes").parse().unwrap();
+            assert!(bytes < 1024, "{what}: a reconnect with nothing new moved {bytes} bytes");
+        }
         assert!(m.ops >= expected, "{what}: {} done, expected at least {expected}", m.ops);
         if r.scenario != Scenario::IdleScale {
             assert!(!m.latencies_us.is_empty(), "{what}: latencies were sampled");
