@@ -53,7 +53,7 @@ fn decode_part(part: &str) -> Result<Value, Refusal> {
 
 /// The tenant whose issuer `peeked` names, and the algorithm its header asks for, if the
 /// tenant accepts it.
-pub fn choose<'a>(tenants: &'a [OidcTenant], peeked: &Peeked) -> Result<(usize, SigningAlgorithm), Refusal> {
+pub fn choose(tenants: &[OidcTenant], peeked: &Peeked) -> Result<(usize, SigningAlgorithm), Refusal> {
     let iss = peeked.iss.as_deref().ok_or(Refusal::MissingClaim)?;
     let index = tenants.iter().position(|t| t.issuer == iss).ok_or(Refusal::WrongIssuer)?;
     let alg = SigningAlgorithm::from_header(&peeked.alg)
