@@ -52,7 +52,7 @@ pub enum AuthError {
     Storage(#[from] StorageError),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RoleName {
     Msl,
@@ -157,8 +157,18 @@ impl Principal {
     }
 }
 
+/// 1 to 64 letters, digits, '.', '_' or '-': a tenant, team or device name.
+pub fn is_valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A user name may also hold '@' (identity providers name users by e-mail or UPN).
+pub fn is_valid_user_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+}
+
 fn check_name(what: &'static str, s: &str) -> Result<(), AuthError> {
-    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    let ok = if what == "user" { is_valid_user_name(s) } else { is_valid_name(s) };
     if ok { Ok(()) } else { Err(AuthError::BadName { what }) }
 }
 

@@ -138,6 +138,9 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// When set, `/metrics` answers only requests with `Authorization: Bearer <metrics_token>`.
     pub metrics_token: Option<Secret>,
+    /// Enterprise sign-in: per tenant, the identity provider whose access tokens enrol devices
+    /// (`[[oidc]]` tables; see `oidc::config`).
+    pub oidc: Vec<crate::oidc::config::OidcTenant>,
 }
 
 /// A secret from the configuration: `check-config` and `Debug` show it as `<redacted>`.
@@ -186,6 +189,7 @@ impl Default for Config {
             ledger_path: None,
             admin_listen: None,
             metrics_token: None,
+            oidc: Vec::new(),
         }
     }
 }
@@ -360,6 +364,7 @@ impl Config {
         if self.peer_id.is_empty() {
             return Err(ConfigError::Invalid("peer_id must not be empty".into()));
         }
+        crate::oidc::config::validate_all(&self.oidc, l.max_token_ttl_secs).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -464,6 +469,42 @@ mod tests {
         let e = with(Limits { max_connections: 30_000, ..Limits::default() }).unwrap_err();
         assert!(e.to_string().contains("max_http_connections (25000) must be at least"), "{e}");
         with(Limits { max_connections: 30_000, max_http_connections: 40_000, ..Limits::default() }).unwrap();
+    }
+
+    #[test]
+    fn oidc_tenants_come_from_toml_tables_and_are_checked_with_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        let tenant = |name: &str, issuer: &str| {
+            format!(
+                "[[oidc]]\ntenant = \"{name}\"\nissuer = \"{issuer}\"\naudiences = [\"api://liaison\"]\n\
+                 jwks_url = \"https://idp.example/keys\"\nalgorithms = [\"RS256\", \"ES256\"]\n\
+                 roles_claim = \"realm_access.roles\"\n[oidc.roles]\nliaison-msl = \"msl\"\n\
+                 [oidc.teams]\noncology-east = \"onc-east\"\n"
+            )
+        };
+        std::fs::write(
+            &path,
+            tenant("pharma-a", "https://idp.example/a") + &tenant("pharma-b", "https://idp.example/b"),
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &no_env).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.oidc.len(), 2);
+        assert_eq!(c.oidc[1].roles["liaison-msl"], crate::auth::RoleName::Msl);
+        assert_eq!(c.oidc[0].teams["oncology-east"], "onc-east");
+        let shown = toml::to_string_pretty(&c).unwrap();
+        assert!(shown.contains("https://idp.example/b"), "{shown}");
+
+        std::fs::write(
+            &path,
+            tenant("pharma-a", "https://idp.example/a") + &tenant("pharma-b", "https://idp.example/a"),
+        )
+        .unwrap();
+        let e = Config::load(Some(&path), &no_env).unwrap().validate().unwrap_err();
+        assert_eq!(e.to_string(), "oidc: issuer https://idp.example/a is configured for two tenants");
+        std::fs::write(&path, tenant("pharma-a", "https://idp.example/a").replace("ES256", "HS256")).unwrap();
+        assert!(matches!(Config::load(Some(&path), &no_env), Err(ConfigError::Parse(_))), "HS256 is not an option");
     }
 
     #[test]

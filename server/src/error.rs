@@ -59,6 +59,10 @@ pub enum ApiError {
     /// 410: the tenant was purged; devices erase their local copies.
     #[error("tenant purged")]
     Gone,
+    /// An identity provider's token refused at enrolment: 401 with its reason code (503 when
+    /// the provider's keys cannot be fetched).
+    #[error("token refused: {0}")]
+    TokenRefused(crate::oidc::Refusal),
     /// Logged; the client reads "internal error".
     #[error("internal error: {0}")]
     Internal(String),
@@ -73,6 +77,15 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone => StatusCode::GONE,
+            ApiError::TokenRefused(refusal) => {
+                let (status, error) = match refusal {
+                    crate::oidc::Refusal::JwksUnavailable => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "identity provider unavailable")
+                    }
+                    _ => (StatusCode::UNAUTHORIZED, "unauthorized"),
+                };
+                return (status, Json(json!({ "error": error, "reason": refusal.code() }))).into_response();
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
                 let reason = json!({ "error": "internal error" });
@@ -181,6 +194,13 @@ mod tests {
         for (error, status, reason) in cases {
             assert_eq!(answer(error).await, (status, json!({ "error": reason })));
         }
+        let refused = ApiError::TokenRefused(crate::oidc::Refusal::WrongAudience);
+        assert_eq!(answer(refused).await, (401, json!({ "error": "unauthorized", "reason": "wrong-audience" })));
+        let unavailable = ApiError::TokenRefused(crate::oidc::Refusal::JwksUnavailable);
+        assert_eq!(
+            answer(unavailable).await,
+            (503, json!({ "error": "identity provider unavailable", "reason": "jwks-unavailable" }))
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 //! - [`auth`]: tenants, teams, users, device tokens (hashed).
 //! - [`policy`]: who may read or write which document; what changes are refused.
 //! - [`support`]: support grants (a tenant lets a system admin read, audited).
+//! - [`audit`]: the audit log of every admin action and enrolment, per tenant.
+//! - [`oidc`]: enterprise sign-in: identity providers' tokens enrol devices.
 //! - [`relay`]: the actor that owns the sync engine.
 //! - [`http`]: health, metrics, the WebSocket endpoint, the catalog and the admin API.
 //! - [`connections`]: connection limits (open HTTP connections, time to start a request,
@@ -13,6 +15,7 @@
 //!   (feature `process`) starts a relay process and waits for it.
 //! - [`keys`]: every key the relay writes into the database it shares with core.
 
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod config;
@@ -24,6 +27,7 @@ pub mod http;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod oidc;
 pub mod outbox;
 pub mod policy;
 #[cfg(feature = "process")]
@@ -292,7 +296,8 @@ fn serve(
     metrics: Arc<Metrics>,
 ) -> (axum_server::Handle<std::net::SocketAddr>, tokio::task::JoinHandle<std::io::Result<()>>) {
     let handle = axum_server::Handle::new();
-    let app = app.into_make_service();
+    // The peer's address reaches handlers (`ConnectInfo`), for the audit log.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     // TCP_NODELAY: sync messages are small and answered at once; with Nagle's algorithm a reply
     // waits for the peer's delayed ACK (p50 257 ms at light load).
     let nodelay = axum_server::accept::NoDelayAcceptor::new();

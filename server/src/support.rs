@@ -2,14 +2,15 @@
 //! `/v1/sync` for a while, for a support case. Read only, ended by expiry or revocation (on
 //! live connections too: the relay re-checks principals every second), and audited.
 //!
-//! The audit log is kept per tenant under `a/audit/TENANT/`: every grant, every revocation and
-//! every document a system admin opened under a grant, in time order. The tenant's admins read
-//! it (`GET /admin/v1/tenants/TENANT/audit`); each entry is also logged (target
-//! `liaison::audit`).
+//! Every grant, every revocation and every document a system admin opened under a grant goes
+//! into the tenant's audit log (`audit`), which the tenant's admins read
+//! (`GET /admin/v1/tenants/TENANT/audit`).
 
 use liaison_core::storage::{Batch, KvStore};
 use serde::{Deserialize, Serialize};
 
+pub use crate::audit::{AuditAction, AuditEntry};
+use crate::audit::{entry_key as audit_key, log, to_json};
 use crate::auth::{AuthError, AuthStore, Principal, RoleName, SYSTEM_TENANT};
 use crate::keys;
 
@@ -46,56 +47,6 @@ impl SupportGrant {
 pub struct SupportAccess {
     pub tenant: String,
     pub grant: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuditAction {
-    SupportGrantCreated,
-    SupportGrantRevoked,
-    /// A system admin opened one of the tenant's documents under a grant.
-    DocumentOpened,
-}
-
-impl AuditAction {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::SupportGrantCreated => "support-grant-created",
-            Self::SupportGrantRevoked => "support-grant-revoked",
-            Self::DocumentOpened => "document-opened",
-        }
-    }
-}
-
-/// One line of a tenant's audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub at: i64,
-    pub tenant: String,
-    pub action: AuditAction,
-    pub grant: String,
-    /// Who acted: the tenant's admin (grants, revocations) or the system admin (documents).
-    pub by_tenant: String,
-    pub by_user: String,
-    pub by_device: String,
-    pub document: Option<String>,
-    pub reason: Option<String>,
-}
-
-impl AuditEntry {
-    fn new(at: i64, tenant: &str, action: AuditAction, grant: &str, by: &Principal) -> Self {
-        Self {
-            at,
-            tenant: tenant.into(),
-            action,
-            grant: grant.into(),
-            by_tenant: by.tenant.clone(),
-            by_user: by.user.clone(),
-            by_device: by.device.clone(),
-            document: None,
-            reason: None,
-        }
-    }
 }
 
 impl AuthStore {
@@ -139,7 +90,8 @@ impl AuthStore {
             revoked_at: None,
             revoked_by: None,
         };
-        let mut entry = AuditEntry::new(now, tenant, AuditAction::SupportGrantCreated, &grant.id, by);
+        let mut entry = AuditEntry::new(now, tenant, AuditAction::SupportGrantCreated, by);
+        entry.grant = Some(grant.id.clone());
         entry.reason = Some(grant.reason.clone());
         let mut batch = Batch::new();
         batch.put(keys::support_grant(tenant, &grant.id), to_json(&grant)?);
@@ -180,7 +132,8 @@ impl AuthStore {
         }
         grant.revoked_at = Some(now);
         grant.revoked_by = Some(by.user.clone());
-        let entry = AuditEntry::new(now, tenant, AuditAction::SupportGrantRevoked, id, by);
+        let mut entry = AuditEntry::new(now, tenant, AuditAction::SupportGrantRevoked, by);
+        entry.grant = Some(id.to_owned());
         let mut batch = Batch::new();
         batch.put(key, to_json(&grant)?);
         batch.put(audit_key(tenant, now), to_json(&entry)?);
@@ -214,11 +167,6 @@ impl AuthStore {
         active.sort_by(|a, b| (&a.tenant, &a.grant).cmp(&(&b.tenant, &b.grant)));
         Ok(active)
     }
-
-    /// A tenant's audit log, oldest first.
-    pub fn audit_log(&self, tenant: &str) -> Result<Vec<AuditEntry>, AuthError> {
-        self.scan(&keys::audit_of(tenant))
-    }
 }
 
 /// Records that system admin `by` opened `document` of `tenant` under `grant`.
@@ -229,7 +177,8 @@ pub fn record_document_opened(
     document: &str,
     now: i64,
 ) -> Result<(), AuthError> {
-    let mut entry = AuditEntry::new(now, &access.tenant, AuditAction::DocumentOpened, &access.grant, by);
+    let mut entry = AuditEntry::new(now, &access.tenant, AuditAction::DocumentOpened, by);
+    entry.grant = Some(access.grant.clone());
     entry.document = Some(document.into());
     kv.put(&audit_key(&access.tenant, now), &to_json(&entry)?)?;
     kv.flush()?;
@@ -237,31 +186,8 @@ pub fn record_document_opened(
     Ok(())
 }
 
-/// A random suffix keeps entries of the same millisecond apart.
-fn audit_key(tenant: &str, at: i64) -> Vec<u8> {
-    keys::audit(tenant, at, &random_hex(4))
-}
-
 fn random_hex(bytes: usize) -> String {
     uuid::Uuid::new_v4().as_bytes()[..bytes].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, AuthError> {
-    serde_json::to_vec(value).map_err(|_| AuthError::Corrupt)
-}
-
-fn log(entry: &AuditEntry, grantee: Option<&str>) {
-    tracing::info!(
-        target: "liaison::audit",
-        action = entry.action.as_str(),
-        tenant = %entry.tenant,
-        grant = %entry.grant,
-        by = %format_args!("{}/{}", entry.by_tenant, entry.by_user),
-        device = %entry.by_device,
-        grantee = grantee.unwrap_or(""),
-        document = entry.document.as_deref().unwrap_or(""),
-        "audit"
-    );
 }
 
 #[cfg(test)]
@@ -331,6 +257,6 @@ mod tests {
         );
         assert_eq!(log[0].reason.as_deref(), Some("ticket 1"));
         assert_eq!(log[1].by_device, "support-laptop");
-        assert!(log.iter().all(|e| e.grant == first.id && e.tenant == "pharma-a"));
+        assert!(log.iter().all(|e| e.grant.as_deref() == Some(first.id.as_str()) && e.tenant == "pharma-a"));
     }
 }

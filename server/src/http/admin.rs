@@ -9,6 +9,7 @@ use liaison_core::DocumentId;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::audit::{AuditTenant, audit_admin_requests};
 use super::caller::{Admin, SystemAdmin, spend_single_use};
 use super::{AppState, metrics};
 use crate::auth::RoleName;
@@ -35,6 +36,7 @@ pub fn admin_app(state: AppState) -> Router {
         .route("/admin/v1/stats", get(stats))
         .route("/admin/v1/backup", post(backup))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), spend_single_use))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit_admin_requests))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -148,9 +150,12 @@ async fn revoke_support_grant(
     Ok(Json(json!(grant)).into_response())
 }
 
-/// The tenant's audit log: support grants, revocations, documents opened under them.
+/// The tenant's audit log (see `audit`): admin requests, enrolments, support grants,
+/// revocations, documents opened under them. The `system` tenant's log is the system admins'.
 async fn audit_log(admin: Admin, State(s): State<AppState>, Path(tenant): Path<String>) -> Result<Response, ApiError> {
-    admin.check_own_tenant(&tenant)?;
+    if !(tenant == crate::auth::SYSTEM_TENANT && admin.0.is_system_admin()) {
+        admin.check_own_tenant(&tenant)?;
+    }
     Ok(Json(json!({ "entries": s.auth.audit_log(&tenant)? })).into_response())
 }
 
@@ -183,7 +188,8 @@ async fn revoke_token(admin: Admin, State(s): State<AppState>, Path(id): Path<St
     }
     let rec = s.auth.revoke_token(&id, now_ms())?;
     s.relay.send(ActorMsg::Recheck).await;
-    Ok(Json(json!(rec)).into_response())
+    let tenant = AuditTenant(rec.tenant.clone());
+    Ok((axum::Extension(tenant), Json(json!(rec))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -198,7 +204,11 @@ async fn unlock(
     Json(b): Json<UnlockBody>,
 ) -> Result<Response, ApiError> {
     let doc: DocumentId = id.parse().map_err(|_| ApiError::BadRequest("not a document id".into()))?;
-    s.store.owner_of(&doc)?.filter(|(tenant, _, _)| admin.administers(tenant)).ok_or(ApiError::NotFound("document"))?;
+    let (owner, _, _) = s
+        .store
+        .owner_of(&doc)?
+        .filter(|(tenant, _, _)| admin.administers(tenant))
+        .ok_or(ApiError::NotFound("document"))?;
     let store = s.store.clone();
     let reason = format!("{} (by {})", b.reason, admin.0.user);
     let changes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
@@ -208,7 +218,7 @@ async fn unlock(
     })
     .await??;
     s.relay.send(ActorMsg::LocalChanges { doc, changes }).await;
-    Ok(Json(json!({ "unlocked": id })).into_response())
+    Ok((axum::Extension(AuditTenant(owner)), Json(json!({ "unlocked": id }))).into_response())
 }
 
 async fn stats(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, ApiError> {
@@ -243,17 +253,17 @@ async fn backup(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, A
 /// can come back, and every device syncing it, now or later, is told to delete its copy.
 async fn erase(admin: Admin, State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let doc: DocumentId = id.parse().map_err(|_| ApiError::BadRequest("not a document id".into()))?;
-    let allowed = match s.store.owner_of(&doc)? {
-        Some((tenant, _, _)) => admin.administers(&tenant),
+    let (allowed, owner) = match s.store.owner_of(&doc)? {
+        Some((tenant, _, _)) => (admin.administers(&tenant), tenant),
         // Not a liaison record (no envelope), or already erased: system admins only, if it is stored.
-        None => admin.0.is_system_admin() && s.store.kind_of(&doc).is_ok(),
+        None => (admin.0.is_system_admin() && s.store.kind_of(&doc).is_ok(), admin.0.tenant.clone()),
     };
     if !allowed {
         return Err(ApiError::NotFound("document"));
     }
     s.relay.ask(|reply| ActorMsg::Erase { doc, reply }).await??;
     tracing::info!(document = %doc, by = %admin.0.user, "erasure requested");
-    Ok(Json(json!({ "erased": id })).into_response())
+    Ok((axum::Extension(AuditTenant(owner)), Json(json!({ "erased": id }))).into_response())
 }
 
 async fn list_tenants(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, ApiError> {
@@ -294,5 +304,8 @@ async fn purge_tenant(
     }
     let n = s.relay.ask(|reply| ActorMsg::PurgeTenant { tenant: tenant.clone(), reply }).await??;
     tracing::info!(tenant = %tenant, documents = n, by = %p.user, "tenant purged");
-    Ok(Json(json!({ "tenant": tenant, "erased_documents": n, "purged": true })).into_response())
+    // The system's log: the tenant's own admins no longer exist to read theirs.
+    let audit = AuditTenant(crate::auth::SYSTEM_TENANT.into());
+    Ok((axum::Extension(audit), Json(json!({ "tenant": tenant, "erased_documents": n, "purged": true })))
+        .into_response())
 }

@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::audit::AuditCaller;
 use super::{AppState, TokenQuery, presented_token, refused};
 use crate::auth::{Principal, RoleName, SingleUseClaim};
 use crate::error::ApiError;
@@ -94,6 +95,10 @@ impl FromRequestParts<AppState> for Admin {
             && let Some(slot) = parts.extensions.get::<SpentCredential>()
         {
             *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(claim);
+        }
+        // Known from here on: the request is an admin action of this caller, for the audit log.
+        if let Some(caller) = parts.extensions.get::<AuditCaller>() {
+            caller.set(&principal);
         }
         if principal.role == RoleName::Admin { Ok(Admin(principal)) } else { Err(ApiError::Forbidden) }
     }

@@ -1,9 +1,11 @@
-//! The HTTP surface: health, metrics, the WebSocket sync endpoint, the catalog, and the routers
-//! that put them and the admin API ([`admin`], its callers in [`caller`]) together. The socket
-//! loop is in [`socket`].
+//! The HTTP surface: health, metrics, the WebSocket sync endpoint, the catalog, enrolment and
+//! `whoami` ([`enrol`]), and the routers that put them and the admin API ([`admin`], its callers
+//! in [`caller`], its audit in [`audit`]) together. The socket loop is in [`socket`].
 
 mod admin;
+mod audit;
 mod caller;
+mod enrol;
 mod socket;
 
 use crate::now_ms;
@@ -49,6 +51,8 @@ pub struct AppState {
     /// WebSockets open per token (`limits.max_connections_per_token`).
     pub connections_per_token: PerToken,
     pub admin: AdminOptions,
+    /// The tenants' identity providers, for enrolment.
+    pub oidc: Arc<crate::oidc::Verifier>,
 }
 
 impl AppState {
@@ -73,6 +77,7 @@ impl AppState {
             limits: config.limits.clone(),
             connections_per_token: PerToken::default(),
             admin,
+            oidc: Arc::new(crate::oidc::Verifier::new(&config.oidc)),
         }
     }
 }
@@ -98,6 +103,8 @@ pub fn device_app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/sync", get(sync_socket))
         .route("/v1/catalog", get(catalog))
+        .route("/v1/enrol", axum::routing::post(enrol::enrol))
+        .route("/v1/whoami", get(enrol::whoami))
         .with_state(state)
 }
 
