@@ -425,47 +425,14 @@ impl LiaisonStore {
     /// Waits until every local change is acknowledged by the relay. Cancelling the call (Kotlin
     /// coroutine, Swift task) stops the wait, not the sync.
     pub async fn wait_until_synced(&self, timeout_ms: u64) -> Result<SyncStatus, LiaisonError> {
-        let mut rx = lock(&self.client)
-            .as_ref()
-            .map(SyncClient::watch_status)
-            .ok_or_else(|| LiaisonError::Sync("sync is not running".into()))?;
-        let wait = async {
-            loop {
-                let s = SyncStatus::from(&*rx.borrow_and_update());
-                if s.state == SyncState::UpToDate && s.pending_documents == 0 {
-                    return Ok(s);
-                }
-                if rx.changed().await.is_err() {
-                    return Err(LiaisonError::Sync("sync stopped".into()));
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
-            .await
-            .map_err(|_| LiaisonError::Timeout(timeout_ms))?
+        self.wait_for_status(timeout_ms, |s| s.state == SyncState::UpToDate && s.pending_documents == 0).await
     }
 
     /// Waits until the first sync is over: every document the user may read has arrived (a new
     /// phone shows its progress from `SyncStatus.documents_known` / `documents_received`).
+    /// Cancelling the call stops the wait, not the sync.
     pub async fn wait_for_first_sync(&self, timeout_ms: u64) -> Result<SyncStatus, LiaisonError> {
-        let mut rx = lock(&self.client)
-            .as_ref()
-            .map(SyncClient::watch_status)
-            .ok_or_else(|| LiaisonError::Sync("sync is not running".into()))?;
-        let wait = async {
-            loop {
-                let s = SyncStatus::from(&*rx.borrow_and_update());
-                if s.first_sync_complete && s.documents_received >= s.documents_known {
-                    return Ok(s);
-                }
-                if rx.changed().await.is_err() {
-                    return Err(LiaisonError::Sync("sync stopped".into()));
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
-            .await
-            .map_err(|_| LiaisonError::Timeout(timeout_ms))?
+        self.wait_for_status(timeout_ms, |s| s.first_sync_complete && s.documents_received >= s.documents_known).await
     }
 
     /// Asks the relay for a document this device does not have (a link a colleague shared) and
@@ -532,6 +499,32 @@ impl LiaisonStore {
         if let Some(c) = lock(&self.client).as_ref() {
             c.local_change(doc);
         }
+    }
+
+    /// Waits until the sync status satisfies `done`, or `timeout_ms` passes.
+    async fn wait_for_status(
+        &self,
+        timeout_ms: u64,
+        done: impl Fn(&SyncStatus) -> bool,
+    ) -> Result<SyncStatus, LiaisonError> {
+        let mut rx = lock(&self.client)
+            .as_ref()
+            .map(SyncClient::watch_status)
+            .ok_or_else(|| LiaisonError::Sync("sync is not running".into()))?;
+        let wait = async {
+            loop {
+                let s = SyncStatus::from(&*rx.borrow_and_update());
+                if done(&s) {
+                    return Ok(s);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(LiaisonError::Sync("sync stopped".into()));
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
+            .await
+            .map_err(|_| LiaisonError::Timeout(timeout_ms))?
     }
 }
 

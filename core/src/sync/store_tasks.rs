@@ -34,7 +34,6 @@ pub fn execute(store: &DocStore, task: &StorageTask) -> StorageResult {
 /// device's lists need). One result per task, in order.
 pub fn execute_device_group(store: &DocStore, tasks: &[StorageTask]) -> Vec<StorageResult> {
     let mut results = vec![StorageResult::Stored; tasks.len()];
-    let mut writes = Vec::new();
     let mut owned = Vec::new();
     for (i, task) in tasks.iter().enumerate() {
         match task {
@@ -45,28 +44,38 @@ pub fn execute_device_group(store: &DocStore, tasks: &[StorageTask]) -> Vec<Stor
             StorageTask::SaveSyncStates { doc, sync_states } => owned.push((i, *doc, &[][..], plain(sync_states))),
         }
     }
-    for (_, doc, changes, states) in &owned {
-        writes.push(SyncWrite { doc: *doc, changes, heads: &[], sync_states: states });
+    let writes: Vec<SyncWrite<'_>> = owned
+        .iter()
+        .map(|(_, doc, changes, states)| SyncWrite { doc: *doc, changes, heads: &[], sync_states: states })
+        .collect();
+    if !writes.is_empty() {
+        let at: Vec<usize> = owned.iter().map(|(i, ..)| *i).collect();
+        record_outcomes(&mut results, &at, store.apply_sync_group(&writes));
     }
-    if writes.is_empty() {
-        return results;
-    }
-    match store.apply_sync_group(&writes) {
+    results
+}
+
+/// Puts each write's outcome at its task's place in `results`; a failed batch fails them all.
+fn record_outcomes(
+    results: &mut [StorageResult],
+    at: &[usize],
+    outcomes: Result<Vec<Result<(), crate::StoreError>>, crate::StoreError>,
+) {
+    match outcomes {
         Ok(outcomes) => {
-            for ((i, ..), outcome) in owned.iter().zip(outcomes) {
+            for (i, outcome) in at.iter().zip(outcomes) {
                 if let Err(e) = outcome {
                     results[*i] = StorageResult::Failed(e.to_string());
                 }
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, writes = writes.len(), "group commit failed");
-            for (i, ..) in &owned {
+            tracing::warn!(error = %e, writes = at.len(), "group commit failed");
+            for i in at {
                 results[*i] = StorageResult::Failed(e.to_string());
             }
         }
     }
-    results
 }
 
 fn plain(states: &[(StorageId, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
@@ -95,20 +104,7 @@ pub fn execute_group(store: &DocStore, tasks: &[StorageTask]) -> Vec<StorageResu
         .iter()
         .map(|(_, doc, changes, heads, states)| SyncWrite { doc: *doc, changes, heads, sync_states: states })
         .collect();
-    match store.append_sync_batch(&writes) {
-        Ok(outcomes) => {
-            for ((i, ..), outcome) in owned.iter().zip(outcomes) {
-                if let Err(e) = outcome {
-                    results[*i] = StorageResult::Failed(e.to_string());
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, writes = tasks.len(), "group commit failed");
-            for (i, ..) in &owned {
-                results[*i] = StorageResult::Failed(e.to_string());
-            }
-        }
-    }
+    let at: Vec<usize> = owned.iter().map(|(i, ..)| *i).collect();
+    record_outcomes(&mut results, &at, store.append_sync_batch(&writes));
     results
 }
