@@ -213,6 +213,15 @@ async fn a_valid_token_enrols_a_device_that_syncs_and_knows_who_it_is() {
     suzuki.client().find(kol);
     suzuki.until_store("sato's record arrives", |s| s.get::<KolProfile>(&kol).is_ok()).await;
 
+    // Removed from the IdP's group: the next check of one of sato's tokens finds no role, and
+    // every credential of the user goes; the live device is cut within a second.
+    let removed = es.sign(&claims("sato@pharma-a.example", &["Other"]));
+    assert_eq!(refusal(&relay, &removed), (401, "no-role".to_owned()));
+    let (status, _) = relay.api_on(&relay.base, "GET", "/v1/whoami", &credential, None);
+    assert_eq!(status, 401, "the enrolled credential is revoked");
+    sato.until("the live device is cut and refused", |s| s.last_error.as_deref().is_some_and(|e| e.contains("401")))
+        .await;
+
     // RS256 works too; enrolling again updates the user's grants from the token.
     let (status, manager) =
         enrol(&relay, &rs.sign(&claims("kato", &["Liaison.Manager", "Liaison.Team.OncWest"])), "kato-tablet");

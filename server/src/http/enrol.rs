@@ -61,6 +61,11 @@ pub(super) async fn enrol(
                 if !matches!(written, Ok(Ok(()))) {
                     tracing::error!("cannot write a refused enrolment to the audit log");
                 }
+                if rejected.refusal == Refusal::NoRole
+                    && let (Some(tenant), Some(user)) = (&rejected.tenant, &rejected.user)
+                {
+                    revoke_user(&s, tenant.clone(), user.clone()).await;
+                }
             }
             return Err(refused(&s, rejected, from));
         }
@@ -109,6 +114,34 @@ pub(super) async fn enrol(
         "expires_at": rec.expires_at,
     });
     Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// The identity provider vouched for this user and gave it no liaison role (removed from the
+/// group): every credential of the user is revoked (in the security ledger, like an admin's
+/// revocation), so its devices are cut within a second instead of at their credentials' expiry.
+async fn revoke_user(s: &AppState, tenant: String, user: String) {
+    let auth = s.auth.clone();
+    let revoked = tokio::task::spawn_blocking(move || -> Result<usize, AuthError> {
+        let now = now_ms();
+        let mut n = 0;
+        for t in auth.tokens(Some(&tenant))?.into_iter().filter(|t| t.user == user && t.revoked_at.is_none()) {
+            auth.revoke_token(&t.id, now)?;
+            n += 1;
+        }
+        Ok(n)
+    })
+    .await;
+    match revoked {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => {
+            tracing::info!(credentials = n, "the identity provider gives a user no role; its credentials are revoked");
+            s.relay.send(ActorMsg::Recheck).await;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot revoke the credentials of a user the identity provider removed")
+        }
+        Err(_) => tracing::error!("revoking the credentials of a removed user panicked"),
+    }
 }
 
 /// Counts and logs a refused enrolment (the code, the tenant if known, never the token).
