@@ -342,8 +342,16 @@ async fn history_names_the_real_uploader_and_submissions_cannot_be_forged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_ids_and_unread_outboxes_are_bounded() {
-    // A small outbox and a short write deadline, so the non-reading client is cut quickly.
-    let w = world("[limits]\nmax_outbox_bytes = 1048576\nwrite_timeout_secs = 2\n");
+    // A short write deadline, so the non-reading client is cut quickly. The outbox is the
+    // default (32 MiB), which holds the three 5 MiB documents: with 1 MiB the honest new phones
+    // at the end, which fetch them through the catalog, were cut too ("client too slow": two
+    // frames over the bound at once), in about one run of three (a known limit:
+    // docs/security.md); the outbox's byte bound has its unit tests in server/src/outbox.rs.
+    let w = world("[limits]\nwrite_timeout_secs = 2\n");
+    // Each attack is measured from just before it: the honest upload of three 5 MiB documents
+    // between them is not an attack, and glibc's malloc keeps such large freed buffers (its
+    // mmap threshold rises after each): ~175 MiB for those uploads, ~40 MiB with a fixed
+    // threshold (docs/operator-guide.md, "Memory").
     let rss_before = w.relay.rss_kib();
     let huge = "x".repeat(1 << 20);
 
@@ -373,6 +381,9 @@ async fn oversized_ids_and_unread_outboxes_are_bounded() {
         assert_eq!(mallory.closed().await.0, 1002);
     }
 
+    let grown_mib = w.relay.rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 48, "21 MiB of refused ids grew the relay by {grown_mib} MiB");
+
     // A client that asks for large documents and never reads: cut, its task ended.
     let mut big = Vec::new();
     for n in 0..3 {
@@ -389,6 +400,7 @@ async fn oversized_ids_and_unread_outboxes_are_bounded() {
         created(&mut sato, bid, &bdoc).await;
         big.push(bid);
     }
+    let rss_before = w.relay.rss_kib();
     let mut reader = w.raw("mallory").await;
     for bid in &big {
         reader.request(*bid).await;
@@ -408,7 +420,7 @@ async fn oversized_ids_and_unread_outboxes_are_bounded() {
     drop(reader);
     assert!(cut.contains("liaison_connections_closed_total"));
     let grown_mib = w.relay.rss_kib().saturating_sub(rss_before) / 1024;
-    assert!(grown_mib < 200, "the relay grew by {grown_mib} MiB");
+    assert!(grown_mib < 64, "15 MiB asked for and never read grew the relay by {grown_mib} MiB");
     w.honest_devices_still_sync("after oversized ids").await;
 }
 
