@@ -6,6 +6,8 @@
 
 mod error;
 mod logging;
+mod signin;
+mod status;
 mod store;
 mod sync;
 mod text;
@@ -14,6 +16,8 @@ mod versioned;
 
 pub use error::LiaisonError;
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
+pub use signin::{CredentialAnswer, CredentialProvider, CredentialReason};
+pub use status::{AuthProblem, SyncProblem, WipeReason};
 pub use store::{LiaisonStore, StoreConfig};
 pub use sync::{LiaisonObserver, NetworkState, RefusedChange, SyncConfig, SyncState, SyncStatus, TrustConfig};
 pub use text::TextField;

@@ -51,9 +51,10 @@ fn raw_client(relay: &Relay, token: &str, peer: &str) -> SyncClient {
         ClientOptions {
             url: relay.url.clone(),
             token: token.into(),
+            credentials: None,
             peer_id: peer.into(),
             storage_id: format!("{peer}-store"),
-            trust: Trust::Pinned { sha256: relay.fingerprint },
+            trust: Trust::PinnedKeys { pins: vec![relay.spki_pin] },
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_millis(200),
         },
@@ -310,6 +311,9 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
     // Its credentials were revoked and its connections cut first, then its records erased; the
     // relay then answers its devices 410 Gone, and they erase their local copies.
     last_error_contains(kim.client(), "retired this workspace").await;
+    let status = kim.client().status();
+    assert_eq!(status.problem, Some(liaison_core::client::SyncProblem::Retired), "the typed state reads retired");
+    assert_eq!(status.wiped, Some(liaison_core::client::WipeReason::Retired));
     for p in &b_plans {
         kim.until_store("the purged tenant's local copies are erased", |s| s.get::<EngagementPlan>(p).is_err()).await;
     }
@@ -359,8 +363,9 @@ async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(relay.url.as_str()).unwrap();
     req.headers_mut()
         .insert("sec-websocket-protocol", format!("liaison, liaison-token.{suzuki_token}").parse().unwrap());
-    let tls =
-        std::sync::Arc::new(liaison_core::client::tls_config(&Trust::Pinned { sha256: relay.fingerprint }).unwrap());
+    let tls = std::sync::Arc::new(
+        liaison_core::client::tls_config(&Trust::PinnedKeys { pins: vec![relay.spki_pin] }).unwrap(),
+    );
     let (_ws, resp) = tokio_tungstenite::connect_async_tls_with_config(
         req,
         None,

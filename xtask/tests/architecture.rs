@@ -26,6 +26,7 @@ const NETWORK_CRATES: &[&str] = &[
     "rustls",
     "tokio-rustls",
     "rustls-native-certs",
+    "rustls-platform-verifier",
     "native-tls",
     "openssl",
     "tungstenite",
