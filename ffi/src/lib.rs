@@ -4,6 +4,8 @@
 //! core's own types declared to uniffi, errors become one flat [`LiaisonError`], the app's
 //! observer and logger are called from library-owned threads. Rules live in core.
 
+#[cfg(target_os = "android")]
+mod android;
 mod error;
 mod logging;
 mod signin;
