@@ -4,6 +4,7 @@
 
 use liaison_core::DocumentId;
 use liaison_core::Role;
+use liaison_core::client::SyncProblem;
 use liaison_core::model::*;
 use liaison_e2e::*;
 
@@ -338,7 +339,7 @@ async fn a_backup_taken_while_serving_restores_into_a_working_relay_without_undo
     let lost_phone = Device::new(&relay2, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
     lost_phone
         .until("the revoked token stays revoked after the restore", |s| {
-            s.last_error.as_deref().is_some_and(|e| e.contains("401"))
+            matches!(s.problem, Some(SyncProblem::Revoked { http_status: Some(401), .. }))
         })
         .await;
 }
@@ -468,8 +469,5 @@ async fn production_certificates_from_files_are_reloaded_on_sighup() {
     // And one pinned to the old key is refused.
     relay.spki_pin = fp_a;
     sato.connect(&relay);
-    sato.until("the old certificate is no longer served", |s| {
-        s.last_error.as_deref().is_some_and(|e| e.contains("TLS"))
-    })
-    .await;
+    sato.until("the old certificate is no longer served", |s| s.problem == Some(SyncProblem::TlsUntrusted)).await;
 }
