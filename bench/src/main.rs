@@ -60,7 +60,8 @@ struct Args {
     /// Run against a relay already running at this URL (ws:// or wss://) instead of starting them.
     #[arg(long)]
     url: Option<String>,
-    /// With --url and wss: the certificate's SHA-256 fingerprint to pin (AB:CD:...).
+    /// With --url and wss: the certificate's public-key pin (base64 SHA-256 of its SPKI, as the
+    /// relay prints it, or hex).
     #[arg(long)]
     fingerprint: Option<String>,
     /// With --url: a file of `DEVICE TOKEN` lines (liaison's relay; devices are d0, d1, ...).
@@ -154,12 +155,12 @@ fn main() -> Result<()> {
     let rows = if let Some(url) = &args.url {
         let tls = match &args.fingerprint {
             Some(fp) => {
-                let sha256 = liaison_core::client::parse_fingerprint(fp).context("bad fingerprint")?;
-                let trust = liaison_core::client::Trust::Pinned { sha256 };
+                let pin = liaison_core::client::parse_spki_pin(fp).context("bad public-key pin")?;
+                let trust = liaison_core::client::Trust::PinnedKeys { pins: vec![pin] };
                 Some(Arc::new(liaison_core::client::tls_config(&trust).map_err(|e| anyhow::anyhow!("{e}"))?))
             }
             None if url.starts_with("wss:") => {
-                let c = liaison_core::client::tls_config(&liaison_core::client::Trust::System)
+                let c = liaison_core::client::tls_config(&liaison_core::client::Trust::System { pins: vec![] })
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 Some(Arc::new(c))
             }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use liaison_core::client::{Trust, parse_fingerprint, tls_config};
+use liaison_core::client::{Trust, parse_spki_pin, tls_config};
 
 use crate::device::Target;
 use crate::seed::{self, SeedDoc};
@@ -130,9 +130,8 @@ impl Server {
         };
         let trust = match certificate {
             Some(cert) => {
-                let fp = liaison_server::tls::fingerprint(&cert)?;
-                let sha256 = parse_fingerprint(&fp).context("fingerprint")?;
-                Some(Arc::new(tls_config(&Trust::Pinned { sha256 }).map_err(|e| anyhow::anyhow!("{e}"))?))
+                let pin = parse_spki_pin(&liaison_server::tls::spki_pin(&cert)?).context("public-key pin")?;
+                Some(Arc::new(tls_config(&Trust::PinnedKeys { pins: vec![pin] }).map_err(|e| anyhow::anyhow!("{e}"))?))
             }
             None => None,
         };

@@ -53,6 +53,9 @@ pub enum LiaisonError {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// The user signed out: the store's files are gone; open a new store to sign in again.
+    #[error("signed out: this store was erased; open a new one")]
+    SignedOut,
 }
 
 impl From<StoreError> for LiaisonError {
@@ -94,7 +97,7 @@ impl From<ClientError> for LiaisonError {
         match e {
             ClientError::Store(s) => s.into(),
             ClientError::BadUrl | ClientError::BadCertificate => Self::InvalidInput(e.to_string()),
-            ClientError::Connect(_) | ClientError::Retired => Self::Sync(e.to_string()),
+            ClientError::Connect(_) | ClientError::Retired | ClientError::Revoked => Self::Sync(e.to_string()),
         }
     }
 }

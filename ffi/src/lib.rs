@@ -4,8 +4,12 @@
 //! core's own types declared to uniffi, errors become one flat [`LiaisonError`], the app's
 //! observer and logger are called from library-owned threads. Rules live in core.
 
+#[cfg(target_os = "android")]
+mod android;
 mod error;
 mod logging;
+mod signin;
+mod status;
 mod store;
 mod sync;
 mod text;
@@ -14,6 +18,8 @@ mod versioned;
 
 pub use error::LiaisonError;
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
+pub use signin::{CredentialAnswer, CredentialProvider, CredentialReason};
+pub use status::{AuthProblem, SyncProblem, WipeReason};
 pub use store::{LiaisonStore, StoreConfig};
 pub use sync::{LiaisonObserver, NetworkState, RefusedChange, SyncConfig, SyncState, SyncStatus, TrustConfig};
 pub use text::TextField;

@@ -36,18 +36,21 @@ pub struct StoreConfig {
 
 #[derive(uniffi::Object)]
 pub struct LiaisonStore {
-    store: Arc<DocStore>,
+    /// `None` once signed out (`sign_out` closed and erased it).
+    pub(crate) store: Mutex<Option<Arc<DocStore>>>,
+    /// The store's directory, which `sign_out` removes.
+    pub(crate) path: std::path::PathBuf,
     team: String,
-    runtime: Option<tokio::runtime::Runtime>,
-    client: Mutex<Option<SyncClient>>,
+    pub(crate) runtime: Option<tokio::runtime::Runtime>,
+    pub(crate) client: Mutex<Option<SyncClient>>,
     network: Mutex<NetworkState>,
-    notes: Sender<Note>,
+    pub(crate) notes: Sender<Note>,
     observer: Observer,
 }
 
 impl std::fmt::Debug for LiaisonStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiaisonStore").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("LiaisonStore").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -62,7 +65,7 @@ impl Drop for LiaisonStore {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -94,7 +97,8 @@ impl LiaisonStore {
         };
         std::fs::create_dir_all(&config.path)
             .map_err(|e| LiaisonError::Storage(format!("cannot create the store directory: {}", e.kind())))?;
-        let store = Arc::new(DocStore::open(Path::new(&config.path), identity)?);
+        let path = Path::new(&config.path).to_owned();
+        let store = Arc::new(DocStore::open(&path, identity)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("liaison-sync")
@@ -108,7 +112,8 @@ impl LiaisonStore {
         spawn_forwarder(store.subscribe(), notes.clone()).map_err(thread_err)?;
         tracing::info!("store opened");
         Ok(Arc::new(Self {
-            store,
+            store: Mutex::new(Some(store)),
+            path,
             team: config.team,
             runtime: Some(runtime),
             client: Mutex::new(None),
@@ -150,19 +155,19 @@ impl LiaisonStore {
 
     /// Every KOL on the device, from the index (no document is loaded).
     pub fn list_kols(&self) -> Result<Vec<KolSummary>, LiaisonError> {
-        Ok(self.store.list_kols()?.into_iter().map(Into::into).collect())
+        Ok(self.core()?.list_kols()?.into_iter().map(Into::into).collect())
     }
 
     /// KOLs whose name, kana or institution contains `query` (case, width and kana insensitive).
     pub fn search_kols(&self, query: String) -> Result<Vec<KolSummary>, LiaisonError> {
-        Ok(self.store.search_kols(&query)?.into_iter().map(Into::into).collect())
+        Ok(self.core()?.search_kols(&query)?.into_iter().map(Into::into).collect())
     }
 
     /// Merges duplicate KOL `loser` into `winner`: everything recorded against the loser stays
     /// reachable from the winner.
     pub fn merge_kols(&self, winner: String, loser: String) -> Result<(), LiaisonError> {
         let (w, l) = (parse_id(&winner)?, parse_id(&loser)?);
-        self.store.merge_kols(&w, &l)?;
+        self.core()?.merge_kols(&w, &l)?;
         self.changed(w);
         self.changed(l);
         Ok(())
@@ -171,17 +176,17 @@ impl LiaisonStore {
     /// Ids of the records of `kind` about a KOL.
     pub fn records_for_kol(&self, kol_id: String, kind: RecordKind) -> Result<Vec<String>, LiaisonError> {
         let kol = parse_id(&kol_id)?;
-        Ok(self.store.records_for_kol(&kol, kind.into())?.iter().map(ToString::to_string).collect())
+        Ok(self.core()?.records_for_kol(&kol, kind.into())?.iter().map(ToString::to_string).collect())
     }
 
     /// Ids of every document of `kind` on the device.
     pub fn list(&self, kind: RecordKind) -> Result<Vec<String>, LiaisonError> {
-        Ok(self.store.list(kind.into())?.iter().map(ToString::to_string).collect())
+        Ok(self.core()?.list(kind.into())?.iter().map(ToString::to_string).collect())
     }
 
     /// The kind of a document on the device.
     pub fn kind_of(&self, id: String) -> Result<Option<RecordKind>, LiaisonError> {
-        Ok(self.store.kind_of(&parse_id(&id)?)?.map(Into::into))
+        Ok(self.core()?.kind_of(&parse_id(&id)?)?.map(Into::into))
     }
 
     // ---- Interactions, insights, requests --------------------------------------------------
@@ -268,7 +273,7 @@ impl LiaisonStore {
     /// admin unlocks it.
     pub fn submit(&self, id: String) -> Result<(), LiaisonError> {
         let doc = parse_id(&id)?;
-        self.store.submit_any(&doc)?;
+        self.core()?.submit_any(&doc)?;
         self.changed(doc);
         Ok(())
     }
@@ -276,7 +281,7 @@ impl LiaisonStore {
     /// Unlocks a submitted record (admins only); the reason is kept in the record.
     pub fn unlock(&self, id: String, reason: String) -> Result<(), LiaisonError> {
         let doc = parse_id(&id)?;
-        self.store.unlock_any(&doc, &reason)?;
+        self.core()?.unlock_any(&doc, &reason)?;
         self.changed(doc);
         Ok(())
     }
@@ -338,56 +343,25 @@ impl LiaisonStore {
 
     /// Every change to a document, oldest first, with its author.
     pub fn history(&self, id: String) -> Result<Vec<HistoryEntry>, LiaisonError> {
-        Ok(self.store.history(&parse_id(&id)?)?.into_iter().map(Into::into).collect())
+        Ok(self.core()?.history(&parse_id(&id)?)?.into_iter().map(Into::into).collect())
     }
 
     /// The changes that touched one field (for example `notes` or `institution`).
     pub fn field_history(&self, id: String, field: String) -> Result<Vec<HistoryEntry>, LiaisonError> {
-        Ok(self.store.field_history(&parse_id(&id)?, &field)?.into_iter().map(Into::into).collect())
+        Ok(self.core()?.field_history(&parse_id(&id)?, &field)?.into_iter().map(Into::into).collect())
     }
 
     // ---- Sync ------------------------------------------------------------------------------
 
-    /// Starts syncing every document with the relay, in the background. Edits made while
-    /// offline are kept and sent when a connection succeeds.
+    /// Starts syncing every document with the relay, in the background, with the static
+    /// device credential in `config.token` (installations without an identity provider; with
+    /// one, use `start_sync_with_sign_in`). Edits made while offline are kept and sent when a
+    /// connection succeeds.
     pub fn start_sync(&self, config: SyncConfig) -> Result<(), LiaisonError> {
-        let rt = self.runtime.as_ref().ok_or(LiaisonError::Closed)?;
-        if config.url.trim().is_empty() || config.token.is_empty() {
+        if config.token.is_empty() {
             return Err(LiaisonError::InvalidInput("the relay URL and the token must not be empty".into()));
         }
-        let identity = self.store.identity();
-        let install: String = identity.install.iter().map(|b| format!("{b:02x}")).collect();
-        let options = ClientOptions {
-            url: config.url,
-            token: config.token,
-            peer_id: identity.device.clone(),
-            storage_id: format!("{}-{install}", identity.device),
-            trust: config.trust.into_trust()?,
-            backoff_min: Duration::from_millis(config.backoff_min_ms.max(10)),
-            backoff_max: Duration::from_millis(config.backoff_max_ms.max(config.backoff_min_ms).max(10)),
-        };
-        let _guard = rt.enter();
-        let client = SyncClient::start(self.store.clone(), options)?;
-        let network = *lock(&self.network);
-        if network != NetworkState::Up {
-            client.set_network(network.into());
-        }
-        let mut status = client.watch_status();
-        let notes = self.notes.clone();
-        rt.spawn(async move {
-            loop {
-                let s = SyncStatus::from(&*status.borrow_and_update());
-                if notes.send(Note::Status(s)).is_err() {
-                    return;
-                }
-                if status.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        // Replacing a running client closes its connection.
-        *lock(&self.client) = Some(client);
-        Ok(())
+        self.start_client(config, None)
     }
 
     /// Stops syncing and closes the connection. Local edits stay and sync on the next start.
@@ -446,7 +420,7 @@ impl LiaisonStore {
             client.find(doc);
             events
         };
-        let store = self.store.clone();
+        let store = self.core()?;
         let wait = async move {
             loop {
                 match store.kind_of(&doc) {
@@ -466,13 +440,14 @@ impl LiaisonStore {
 }
 
 impl LiaisonStore {
-    /// The core store underneath (for Rust callers and tests; not exported to the apps).
-    pub fn core(&self) -> &Arc<DocStore> {
-        &self.store
+    /// The core store underneath (for Rust callers and tests; not exported to the apps);
+    /// `SignedOut` after `sign_out`.
+    pub fn core(&self) -> Result<Arc<DocStore>, LiaisonError> {
+        lock(&self.store).clone().ok_or(LiaisonError::SignedOut)
     }
 
     fn create<R: Record>(&self, record: &R) -> Result<String, LiaisonError> {
-        let id = self.store.create(&self.team, record)?;
+        let id = self.core()?.create(&self.team, record)?;
         if let Some(c) = lock(&self.client).as_ref() {
             c.announce(id);
         }
@@ -480,7 +455,7 @@ impl LiaisonStore {
     }
 
     fn get_versioned<R: Record>(&self, id: &str) -> Result<(R, String), LiaisonError> {
-        let (record, version) = self.store.get_versioned(&parse_id(id)?)?;
+        let (record, version) = self.core()?.get_versioned(&parse_id(id)?)?;
         Ok((record, version.to_string()))
     }
 
@@ -490,7 +465,7 @@ impl LiaisonStore {
         let doc = parse_id(id)?;
         let base: Version =
             version.parse().map_err(|_| LiaisonError::InvalidInput("the version is not one a read returned".into()))?;
-        self.store.update_at(&doc, &base, edit)?;
+        self.core()?.update_at(&doc, &base, edit)?;
         self.changed(doc);
         Ok(())
     }
@@ -499,6 +474,41 @@ impl LiaisonStore {
         if let Some(c) = lock(&self.client).as_ref() {
             c.local_change(doc);
         }
+    }
+
+    /// Starts the sync client with a static token or the app's credential provider.
+    pub(crate) fn start_client(
+        &self,
+        config: SyncConfig,
+        credentials: Option<Arc<dyn liaison_core::client::CredentialProvider>>,
+    ) -> Result<(), LiaisonError> {
+        let rt = self.runtime.as_ref().ok_or(LiaisonError::Closed)?;
+        if config.url.trim().is_empty() {
+            return Err(LiaisonError::InvalidInput("the relay URL and the token must not be empty".into()));
+        }
+        let store = self.core()?;
+        let identity = store.identity();
+        let install: String = identity.install.iter().map(|b| format!("{b:02x}")).collect();
+        let options = ClientOptions {
+            url: config.url,
+            token: config.token,
+            credentials,
+            peer_id: identity.device.clone(),
+            storage_id: format!("{}-{install}", identity.device),
+            trust: config.trust.into_trust()?,
+            backoff_min: Duration::from_millis(config.backoff_min_ms.max(10)),
+            backoff_max: Duration::from_millis(config.backoff_max_ms.max(config.backoff_min_ms).max(10)),
+        };
+        let _guard = rt.enter();
+        let client = SyncClient::start(store, options)?;
+        let network = *lock(&self.network);
+        if network != NetworkState::Up {
+            client.set_network(network.into());
+        }
+        rt.spawn(forward_status(client.watch_status(), self.notes.clone()));
+        // Replacing a running client closes its connection.
+        *lock(&self.client) = Some(client);
+        Ok(())
     }
 
     /// Waits until the sync status satisfies `done`, or `timeout_ms` passes.
@@ -525,6 +535,32 @@ impl LiaisonStore {
         tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
             .await
             .map_err(|_| LiaisonError::Timeout(timeout_ms))?
+    }
+}
+
+/// Sends every status to the notifier, and a wipe once, as it happens.
+async fn forward_status(
+    mut status: tokio::sync::watch::Receiver<liaison_core::client::SyncStatus>,
+    notes: Sender<Note>,
+) {
+    let mut wiped = status.borrow().wiped;
+    loop {
+        let (s, now_wiped) = {
+            let current = status.borrow_and_update();
+            (SyncStatus::from(&*current), current.wiped)
+        };
+        if let (None, Some(reason)) = (wiped, now_wiped)
+            && notes.send(Note::Wiped(reason.into())).is_err()
+        {
+            return;
+        }
+        wiped = now_wiped;
+        if notes.send(Note::Status(s)).is_err() {
+            return;
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
     }
 }
 

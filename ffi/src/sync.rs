@@ -10,29 +10,45 @@ use liaison_core::client::{self, ConnState, Trust};
 use liaison_core::store::{DocChange, Origin};
 
 use crate::error::LiaisonError;
+use crate::status::{SyncProblem, WipeReason};
 use crate::types::{ChangeReason, DocumentChange};
 
-/// Which server certificates the device trusts.
+/// Which server certificates the device trusts. Pins are public-key pins: the SHA-256 of a
+/// certificate's SubjectPublicKeyInfo, base64 (as the relay prints it, HPKP's `pin-sha256`) or
+/// hex. Give the current key's pin and at least one backup pin (a key IT keeps offline for the
+/// next rotation).
 #[derive(Debug, Clone, uniffi::Enum)]
 pub enum TrustConfig {
-    /// The platform's roots.
-    System,
-    /// The platform's roots plus IT's private certificate authority (PEM text).
-    SystemPlusCa { ca_pem: String },
-    /// Exactly one server certificate, by the SHA-256 of its DER in hex (colons allowed).
-    Pinned { sha256_hex: String },
+    /// The platform's verifier (Android TrustManager, Apple Security.framework: MDM-installed
+    /// CAs count); with pins, the chain must also hold a pinned key. Empty `spki_pins`: no pins.
+    System { spki_pins: Vec<String> },
+    /// The platform's verifier, or IT's private certificate authority (PEM text); pins as above.
+    SystemPlusCa { ca_pem: String, spki_pins: Vec<String> },
+    /// No certificate authority (a self-signed relay): the leaf's public key must be pinned.
+    PinnedKeys { spki_pins: Vec<String> },
+}
+
+fn pins(texts: Vec<String>) -> Result<Vec<client::SpkiPin>, LiaisonError> {
+    texts
+        .iter()
+        .map(|t| {
+            client::parse_spki_pin(t)
+                .ok_or_else(|| LiaisonError::InvalidInput("a public-key pin is not 32 bytes of base64 or hex".into()))
+        })
+        .collect()
 }
 
 impl TrustConfig {
     pub(crate) fn into_trust(self) -> Result<Trust, LiaisonError> {
         Ok(match self {
-            Self::System => Trust::System,
-            Self::SystemPlusCa { ca_pem } => Trust::SystemPlus { ca_pem: ca_pem.into_bytes() },
-            Self::Pinned { sha256_hex } => Trust::Pinned {
-                sha256: client::parse_fingerprint(&sha256_hex).ok_or_else(|| {
-                    LiaisonError::InvalidInput("the pinned fingerprint is not 32 bytes of hex".into())
-                })?,
-            },
+            Self::System { spki_pins } => Trust::System { pins: pins(spki_pins)? },
+            Self::SystemPlusCa { ca_pem, spki_pins } => {
+                Trust::SystemPlus { ca_pem: ca_pem.into_bytes(), pins: pins(spki_pins)? }
+            }
+            Self::PinnedKeys { spki_pins } if spki_pins.is_empty() => {
+                return Err(LiaisonError::InvalidInput("PinnedKeys needs at least one pin".into()));
+            }
+            Self::PinnedKeys { spki_pins } => Trust::PinnedKeys { pins: pins(spki_pins)? },
         })
     }
 }
@@ -42,7 +58,8 @@ impl TrustConfig {
 pub struct SyncConfig {
     /// `wss://host:port/v1/sync`.
     pub url: String,
-    /// The device credential IT issued. Kept in memory only; never logged.
+    /// The device credential IT issued (`start_sync`); empty with `start_sync_with_sign_in`.
+    /// Kept in memory only; never logged.
     pub token: String,
     pub trust: TrustConfig,
     /// Shortest and longest wait between reconnection attempts.
@@ -90,12 +107,18 @@ pub struct RefusedChange {
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SyncStatus {
     pub state: SyncState,
+    /// What is wrong, typed: what the app switches on (see mobile-bindings/README.md).
+    pub problem: Option<SyncProblem>,
+    /// When the library tries again (ms since the epoch), while it waits to.
+    pub next_attempt_ms: Option<i64>,
+    /// Set once the library erased the local records (remote wipe or retired tenant).
+    pub wiped: Option<WipeReason>,
     /// Documents with local changes the relay has not yet acknowledged.
     pub pending_documents: u32,
     /// When everything local was last acknowledged (ms since the epoch).
     pub last_all_acknowledged_ms: Option<i64>,
     pub refused: Vec<RefusedChange>,
-    /// The last connection problem, free of tokens and personal data.
+    /// The last connection problem as text for logs, free of tokens and personal data.
     pub last_error: Option<String>,
     /// First-sync progress: documents the relay listed that this device lacked or had older.
     pub documents_known: u64,
@@ -110,6 +133,9 @@ impl SyncStatus {
     pub(crate) fn stopped() -> Self {
         Self {
             state: SyncState::Offline,
+            problem: None,
+            next_attempt_ms: None,
+            wiped: None,
             pending_documents: 0,
             last_all_acknowledged_ms: None,
             refused: Vec::new(),
@@ -130,6 +156,9 @@ impl From<&client::SyncStatus> for SyncStatus {
                 ConnState::Syncing => SyncState::Syncing,
                 ConnState::UpToDate => SyncState::UpToDate,
             },
+            problem: s.problem.clone().map(Into::into),
+            next_attempt_ms: s.next_attempt_ms,
+            wiped: s.wiped.map(Into::into),
             pending_documents: u32::try_from(s.pending_documents).unwrap_or(u32::MAX),
             last_all_acknowledged_ms: s.last_all_acknowledged_ms,
             refused: s
@@ -157,11 +186,15 @@ pub trait LiaisonObserver: Send + Sync {
     fn documents_changed(&self, changes: Vec<DocumentChange>);
     /// The sync status changed.
     fn sync_status_changed(&self, status: SyncStatus);
+    /// The library erased every local record (remote wipe: the device was revoked, or the
+    /// tenant purged). Sign out (`sign_out`) to remove the files, and show the sign-in screen.
+    fn local_data_wiped(&self, reason: WipeReason);
 }
 
 pub(crate) enum Note {
     Doc(DocChange),
     Status(SyncStatus),
+    Wiped(WipeReason),
     Stop,
 }
 
@@ -175,6 +208,7 @@ pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io:
             let mut docs: Vec<DocumentChange> = Vec::new();
             let mut index: HashMap<String, usize> = HashMap::new();
             let mut status = None;
+            let mut wiped = None;
             let mut stop = false;
             for note in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                 match note {
@@ -204,6 +238,7 @@ pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io:
                         }
                     }
                     Note::Status(s) => status = Some(s),
+                    Note::Wiped(reason) => wiped = Some(reason),
                     Note::Stop => stop = true,
                 }
             }
@@ -214,6 +249,9 @@ pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io:
                 }
                 if let Some(s) = status {
                     obs.sync_status_changed(s);
+                }
+                if let Some(reason) = wiped {
+                    obs.local_data_wiped(reason);
                 }
             }
             if stop {

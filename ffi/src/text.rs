@@ -100,7 +100,7 @@ impl LiaisonStore {
     ) -> Result<(), LiaisonError> {
         let doc = parse_id(&id)?;
         let at = Splice { index, delete_count, insert };
-        let store = self.core();
+        let store = self.core()?;
         let done = match field {
             TextField::PlanNotes => store.update(&doc, |r: &mut EngagementPlan| splice(&mut r.notes, at))?,
             TextField::InteractionSummary => store.update(&doc, |r: &mut Interaction| splice(&mut r.summary, at))?,
@@ -125,7 +125,7 @@ impl LiaisonStore {
     /// A cursor at UTF-16 `index` of a record's text field that stays with its character as
     /// colleagues' edits arrive. Resolve it with `text_cursor_position`.
     pub fn text_cursor(&self, id: String, field: TextField, index: u32) -> Result<String, LiaisonError> {
-        let doc = self.core().load(&parse_id(&id)?)?;
+        let doc = self.core()?.load(&parse_id(&id)?)?;
         let obj = field.object(&doc)?;
         let text = doc.text(&obj)?;
         let byte = utf16_to_byte(&text, index)?;
@@ -137,7 +137,7 @@ impl LiaisonStore {
     pub fn text_cursor_position(&self, id: String, field: TextField, cursor: String) -> Result<u32, LiaisonError> {
         let cursor = automerge::Cursor::try_from(cursor.as_str())
             .map_err(|_| LiaisonError::InvalidInput("the cursor is malformed".into()))?;
-        let doc = self.core().load(&parse_id(&id)?)?;
+        let doc = self.core()?.load(&parse_id(&id)?)?;
         let obj = field.object(&doc)?;
         let text = doc.text(&obj)?;
         let byte = doc.get_cursor_position(&obj, &cursor, None)?.min(text.len());

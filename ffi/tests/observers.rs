@@ -80,6 +80,7 @@ impl LiaisonObserver for SlowObserver {
     }
 
     fn sync_status_changed(&self, _status: SyncStatus) {}
+    fn local_data_wiped(&self, _reason: liaison_ffi::WipeReason) {}
 }
 
 /// Architecture Invariant: foreign code is called from library-owned threads only, never from

@@ -15,7 +15,7 @@ import unittest
 import liaison as L
 
 ENV = os.environ
-URL, FP = ENV["LIAISON_URL"], ENV["LIAISON_FINGERPRINT"]
+URL, PIN = ENV["LIAISON_URL"], ENV["LIAISON_SPKI_PIN"]
 TENANT, TEAM = ENV["LIAISON_TENANT"], ENV["LIAISON_TEAM"]
 WORK = ENV["LIAISON_WORKDIR"]
 
@@ -24,6 +24,7 @@ class Recorder(L.LiaisonObserver):
     def __init__(self):
         self.changes = queue.Queue()
         self.status = None
+        self.wiped = None
         self.threads = set()
 
     def documents_changed(self, changes):
@@ -33,6 +34,9 @@ class Recorder(L.LiaisonObserver):
 
     def sync_status_changed(self, status):
         self.status = status
+
+    def local_data_wiped(self, reason):
+        self.wiped = reason
 
     def await_remote(self, doc_id, timeout=30.0):
         deadline = time.monotonic() + timeout
@@ -54,7 +58,28 @@ def open_store(user, device):
 
 
 def sync_config(token):
-    return L.SyncConfig(url=URL, token=token, trust=L.TrustConfig.PINNED(sha256_hex=FP), backoff_min_ms=50, backoff_max_ms=500)
+    return L.SyncConfig(url=URL, token=token, trust=L.TrustConfig.PINNED_KEYS(spki_pins=[PIN]), backoff_min_ms=50, backoff_max_ms=500)
+
+
+class ScriptedProvider(L.CredentialProvider):
+    """Hands out `answers` in turn (the last from then on) and records why it was asked."""
+
+    def __init__(self, *answers):
+        self.answers, self.reasons, self.threads = answers, [], set()
+
+    def credential(self, reason):
+        self.reasons.append(reason)
+        self.threads.add(threading.get_native_id())
+        return self.answers[min(len(self.reasons), len(self.answers)) - 1]
+
+    def credential_issued(self, token, expires_at_ms):
+        pass
+
+
+def revoke_dan():
+    """Has the test harness revoke dan's credential through the relay's admin API, and waits."""
+    open(os.path.join(WORK, "revoke-dan"), "w").close()
+    eventually("the harness revoked dan's credential", lambda: os.path.exists(os.path.join(WORK, "revoked-dan")))
 
 
 def eventually(what, cond, timeout=30.0):
@@ -214,6 +239,53 @@ class Bindings(unittest.TestCase):
         with self.assertRaises(L.LiaisonError.InvalidInput):
             store.splice_plan_notes(plan, 0, 1, "")
         self.assertEqual(store.get_plan(plan).plan.notes, "😀 Xab")
+
+
+    def test_sign_in_asks_the_provider_again_on_revocation_and_wipes_when_nothing_comes(self):
+        dan = open_store("dan", "dan-phone")
+        rec = Recorder()
+        dan.set_observer(rec)
+        dan.create_kol(L.new_kol_profile("Dr. Revoked", "Clinic"))
+        provider = ScriptedProvider(L.CredentialAnswer.DEVICE_CREDENTIAL(token=ENV["LIAISON_TOKEN_DAN"]),
+                                    L.CredentialAnswer.NO_CREDENTIAL())
+        dan.start_sync_with_sign_in(sync_config(""), provider)
+        asyncio.run(dan.wait_until_synced(30_000))
+        self.assertEqual(provider.reasons, [L.CredentialReason.INITIAL], "asked once, on first connect")
+        revoke_dan()
+        eventually("the status reads revoked", lambda: isinstance(dan.sync_status().problem, L.SyncProblem.REVOKED))
+        problem = dan.sync_status().problem
+        self.assertEqual(provider.reasons, [L.CredentialReason.INITIAL, L.CredentialReason.REVOKED])
+        self.assertEqual(problem.close_code, 4001)
+        self.assertTrue(problem.wiped)
+        eventually("the observer hears of the wipe", lambda: rec.wiped == L.WipeReason.REVOKED)
+        self.assertEqual(dan.list_kols(), [], "no record of the tenant remains")
+        self.assertNotIn(threading.get_native_id(), provider.threads, "the provider ran on a library thread")
+        time.sleep(1.5)
+        self.assertEqual(len(provider.reasons), 2, "no retry storm: the provider is not asked again")
+        asyncio.run(dan.stop_sync())
+        dan.set_observer(None)
+
+    def test_a_wrong_credential_reads_unauthorized_with_its_status(self):
+        store = open_store("alice", "frank-phone")
+        store.start_sync(sync_config("lsn_not_a_real_token"))
+        eventually("the typed state reads unauthorized",
+                   lambda: isinstance(store.sync_status().problem, L.SyncProblem.UNAUTHORIZED))
+        problem = store.sync_status().problem
+        self.assertEqual(problem.http_status, 401)
+        self.assertIsInstance(problem.reason, L.AuthProblem.UNKNOWN)
+        asyncio.run(store.stop_sync())
+
+    def test_sign_out_removes_the_files_and_a_reopened_store_is_empty(self):
+        store = open_store("alice", "gina-phone")
+        store.create_kol(L.new_kol_profile("Dr. Signed Out", "Clinic"))
+        path = os.path.join(WORK, "py-gina-phone")
+        self.assertTrue(os.path.isdir(path))
+        asyncio.run(store.sign_out())
+        self.assertFalse(os.path.exists(path), "the store's directory is gone")
+        with self.assertRaises(L.LiaisonError.SignedOut):
+            store.list_kols()
+        again = open_store("alice", "gina-phone")
+        self.assertEqual(again.list_kols(), [], "a store reopened at the same path is empty")
 
 
 if __name__ == "__main__":

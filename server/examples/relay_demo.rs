@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use liaison_core::client::{ClientOptions, ConnState, SyncClient, SyncStatus, Trust, parse_fingerprint};
+use liaison_core::client::{ClientOptions, ConnState, SyncClient, SyncStatus, Trust, parse_spki_pin};
 use liaison_core::model::*;
 use liaison_core::storage::SledKv;
 use liaison_core::store::{StoreOptions, SystemClock};
@@ -100,7 +100,7 @@ async fn main() -> Result<()> {
     relay.auth.add_team("pharma-a", "oncology-kanto")?;
     relay.auth.put_user("pharma-a", "sato", RoleName::Msl, &["oncology-kanto".into()])?;
     relay.auth.put_user("pharma-a", "tanaka", RoleName::Manager, &["oncology-kanto".into()])?;
-    let pin = parse_fingerprint(&fp).context("fingerprint")?;
+    let pin = parse_spki_pin(&liaison_server::tls::spki_pin(&cert)?).context("public-key pin")?;
     let mut devices = Vec::new();
     for (user, device, role) in [("sato", "sato-iphone", Role::Msl), ("tanaka", "tanaka-pixel", Role::Manager)] {
         let (_, token) = relay.auth.issue_token("pharma-a", user, device, None, now)?;
@@ -109,9 +109,10 @@ async fn main() -> Result<()> {
         let options = ClientOptions {
             url: relay.url.clone(),
             token,
+            credentials: None,
             peer_id: device.into(),
             storage_id: format!("{device}-store"),
-            trust: Trust::Pinned { sha256: pin },
+            trust: Trust::PinnedKeys { pins: vec![pin] },
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
         };

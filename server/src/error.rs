@@ -42,11 +42,42 @@ pub enum MaintenanceError {
 #[error("the relay's actor stopped before it answered")]
 pub struct ActorGone;
 
+/// Why a device credential was refused, as the device endpoints tell it: a client may drop an
+/// expired credential and ask for a new one, while a revoked one means IT cut this device off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialRefusal {
+    /// No credential was presented.
+    Missing,
+    /// No such credential (never issued, or mistyped).
+    Unknown,
+    /// The credential's lifetime is over.
+    Expired,
+    /// An admin (or the identity provider, at an enrolment) revoked it, or its user was removed.
+    Revoked,
+}
+
+impl CredentialRefusal {
+    /// The stable code clients read.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Unknown => "unknown",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
 /// API errors: a status and a short reason for the client; details stay in the server's log.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("unauthorized")]
     Unauthorized,
+    /// A device credential refused on the device endpoints (sync, catalog, whoami): 401 with a
+    /// stable reason a client acts on (`missing`, `unknown`, `expired`, `revoked`), in the body
+    /// and in `WWW-Authenticate` (RFC 6750). Never the credential itself.
+    #[error("unauthorized")]
+    CredentialRefused(CredentialRefusal),
     #[error("forbidden")]
     Forbidden,
     #[error("{0} not found")]
@@ -85,6 +116,12 @@ impl IntoResponse for ApiError {
                     _ => (StatusCode::UNAUTHORIZED, "unauthorized"),
                 };
                 return (status, Json(json!({ "error": error, "reason": refusal.code() }))).into_response();
+            }
+            ApiError::CredentialRefused(refusal) => {
+                let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{}\"", refusal.code());
+                let body = Json(json!({ "error": "unauthorized", "reason": refusal.code() }));
+                return (StatusCode::UNAUTHORIZED, [(axum::http::header::WWW_AUTHENTICATE, challenge)], body)
+                    .into_response();
             }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
@@ -196,6 +233,20 @@ mod tests {
         }
         let refused = ApiError::TokenRefused(crate::oidc::Refusal::WrongAudience);
         assert_eq!(answer(refused).await, (401, json!({ "error": "unauthorized", "reason": "wrong-audience" })));
+        for (refusal, code) in [
+            (CredentialRefusal::Missing, "missing"),
+            (CredentialRefusal::Unknown, "unknown"),
+            (CredentialRefusal::Expired, "expired"),
+            (CredentialRefusal::Revoked, "revoked"),
+        ] {
+            let response = ApiError::CredentialRefused(refusal).into_response();
+            let challenge = response.headers().get(axum::http::header::WWW_AUTHENTICATE).unwrap().to_str().unwrap();
+            assert_eq!(challenge, format!("Bearer error=\"invalid_token\", error_description=\"{code}\""));
+            assert_eq!(
+                answer(ApiError::CredentialRefused(refusal)).await,
+                (401, json!({ "error": "unauthorized", "reason": code }))
+            );
+        }
         let unavailable = ApiError::TokenRefused(crate::oidc::Refusal::JwksUnavailable);
         assert_eq!(
             answer(unavailable).await,

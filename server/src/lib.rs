@@ -332,6 +332,9 @@ pub async fn run(config: Config, ready_file: Option<&Path>) -> Result<()> {
     }
     if let Some((cert, fp)) = &running.certificate {
         println!("TLS certificate: {} (SHA-256 fingerprint {fp})", cert.display());
+        if let Ok(pin) = tls::spki_pin(cert) {
+            println!("public-key pin for devices (SHA-256 of its SubjectPublicKeyInfo): {pin}");
+        }
     }
     println!("data directory: {}", config.data_dir.display());
     match &running.bootstrap_credential {

@@ -21,6 +21,10 @@ pub struct Ready {
     /// The TLS certificate file and its SHA-256 fingerprint (`AB:CD:...`), when serving TLS.
     pub certificate: Option<PathBuf>,
     pub fingerprint: Option<String>,
+    /// The certificate's public-key pin (base64 of the SHA-256 of its SubjectPublicKeyInfo),
+    /// what devices pin: it stays when a renewal keeps the key.
+    #[serde(default)]
+    pub spki_pin: Option<String>,
     pub data_dir: PathBuf,
     /// Where the first admin credential was written, on a start that wrote one.
     pub bootstrap_credential: Option<PathBuf>,
@@ -36,6 +40,7 @@ impl Ready {
             admin_url: running.admin_addr.map(|addr| format!("{scheme}://{addr}")),
             certificate: running.certificate.as_ref().map(|(path, _)| path.clone()),
             fingerprint: running.certificate.as_ref().map(|(_, fingerprint)| fingerprint.clone()),
+            spki_pin: running.certificate.as_ref().and_then(|(path, _)| crate::tls::spki_pin(path).ok()),
             data_dir: data_dir.to_owned(),
             bootstrap_credential: running.bootstrap_credential.clone(),
         }
@@ -79,6 +84,7 @@ mod tests {
             admin_url: None,
             certificate: Some(dir.path().join("dev-cert.pem")),
             fingerprint: Some("AB:CD".into()),
+            spki_pin: Some("q83vEjRWeJA=".into()),
             data_dir: dir.path().to_owned(),
             bootstrap_credential: None,
         };

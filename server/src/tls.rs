@@ -58,6 +58,19 @@ pub fn fingerprint(cert_pem: &Path) -> Result<String, TlsError> {
     Ok(Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
 }
 
+/// The public-key pin of the first certificate in a PEM file: base64 of the SHA-256 of its
+/// SubjectPublicKeyInfo (DER), as HPKP wrote pins. It survives a renewal that keeps the key
+/// (a SIGHUP reload of a renewed certificate), unlike the certificate's fingerprint.
+pub fn spki_pin(cert_pem: &Path) -> Result<String, TlsError> {
+    use base64::Engine as _;
+    let pem = std::fs::read(cert_pem).map_err(|source| TlsError::Read { what: "the certificate", source })?;
+    let der = first_der(&pem).ok_or_else(|| TlsError::NoCertificate(cert_pem.to_owned()))?;
+    let der = rustls::pki_types::CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&der).map_err(|_| TlsError::NoCertificate(cert_pem.to_owned()))?;
+    let spki = cert.subject_public_key_info();
+    Ok(base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki.as_ref())))
+}
+
 fn first_der(pem: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine as _;
     let text = std::str::from_utf8(pem).ok()?;
@@ -79,6 +92,13 @@ mod tests {
         assert_eq!(first.len(), 32 * 3 - 1);
         let (cert2, _) = dev_certificate(dir.path()).unwrap();
         assert_eq!(fingerprint(&cert2).unwrap(), first, "restarts keep the same certificate");
+        let pin = spki_pin(&cert).unwrap();
+        assert_eq!(pin.len(), 44, "base64 of 32 bytes: {pin}");
+        assert_ne!(
+            pin,
+            spki_pin(&dev_certificate(&dir.path().join("other")).unwrap().0).unwrap(),
+            "a new key, a new pin"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use liaison_core::client::{ClientOptions, SyncClient, SyncStatus, Trust, parse_fingerprint};
+use liaison_core::client::{ClientOptions, SyncClient, SyncStatus, Trust, parse_fingerprint, parse_spki_pin};
 use liaison_core::storage::SledKv;
 use liaison_core::store::{StoreOptions, SystemClock};
 use liaison_core::{DocStore, DocumentId, Identity, Role};
@@ -88,6 +88,8 @@ pub struct Relay {
     pub url: String,
     pub base: String,
     pub fingerprint: [u8; 32],
+    /// The certificate's public-key pin, what devices pin.
+    pub spki_pin: [u8; 32],
     pub cert_pem: Vec<u8>,
     /// `https://ADDR` of the admin listener (`admin_listen`), when the relay has one.
     pub admin_base: Option<String>,
@@ -109,6 +111,7 @@ impl Relay {
         let (child, ready) = liaison_server::process::start(command, &data.join("relay-ready.json"), WAIT)
             .context("starting the relay")?;
         let fingerprint = ready.fingerprint.as_deref().and_then(parse_fingerprint);
+        let spki_pin = ready.spki_pin.as_deref().and_then(parse_spki_pin);
         let cert_pem = ready.certificate.as_ref().and_then(|cert| std::fs::read(cert).ok()).unwrap_or_default();
         Ok(Self {
             child: Some(child),
@@ -116,6 +119,7 @@ impl Relay {
             url: ready.url,
             base: ready.base_url,
             fingerprint: fingerprint.unwrap_or([0; 32]),
+            spki_pin: spki_pin.unwrap_or([0; 32]),
             cert_pem,
             admin_base: ready.admin_url,
             admin_secret: std::sync::OnceLock::new(),
@@ -313,9 +317,10 @@ impl Device {
         let options = ClientOptions {
             url: relay.url.clone(),
             token: self.token.clone(),
+            credentials: None,
             peer_id: self.name.clone(),
             storage_id: format!("{}-store", self.name),
-            trust: Trust::Pinned { sha256: relay.fingerprint },
+            trust: Trust::PinnedKeys { pins: vec![relay.spki_pin] },
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
         };

@@ -36,7 +36,7 @@ pub struct RawPeer {
 pub async fn connect(relay: &Relay, token: &str) -> Socket {
     let mut req = relay.url.as_str().into_client_request().unwrap();
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let tls = Arc::new(tls_config(&Trust::Pinned { sha256: relay.fingerprint }).unwrap());
+    let tls = Arc::new(tls_config(&Trust::PinnedKeys { pins: vec![relay.spki_pin] }).unwrap());
     let connector = tokio_tungstenite::Connector::Rustls(tls);
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(64 << 20));
     let (ws, _) =

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use liaison_core::client::{ClientOptions, ConnState, SyncClient, Trust};
+use liaison_core::client::{AuthProblem, ClientOptions, ConnState, SyncClient, SyncProblem, Trust};
 use liaison_core::model::*;
 use liaison_core::sync::Event;
 use liaison_core::{DocumentId, Role};
@@ -51,14 +51,40 @@ fn raw_client(relay: &Relay, token: &str, peer: &str) -> SyncClient {
         ClientOptions {
             url: relay.url.clone(),
             token: token.into(),
+            credentials: None,
             peer_id: peer.into(),
             storage_id: format!("{peer}-store"),
-            trust: Trust::Pinned { sha256: relay.fingerprint },
+            trust: Trust::PinnedKeys { pins: vec![relay.spki_pin] },
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_millis(200),
         },
     )
     .unwrap()
+}
+
+/// Waits until the client's typed problem satisfies `check`.
+async fn problem_is(c: &SyncClient, what: &str, check: impl Fn(&SyncProblem) -> bool) {
+    let mut rx = c.watch_status();
+    let ok = tokio::time::timeout(WAIT, async {
+        loop {
+            if rx.borrow_and_update().problem.as_ref().is_some_and(&check) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "expected {what}, status {:?}", c.status());
+}
+
+fn unauthorized_401(reason: AuthProblem) -> impl Fn(&SyncProblem) -> bool {
+    move |p| matches!(p, SyncProblem::Unauthorized { http_status: Some(401), reason: r, .. } if *r == reason)
+}
+
+fn revoked_401(p: &SyncProblem) -> bool {
+    matches!(p, SyncProblem::Revoked { http_status: Some(401), wiped: true, .. })
 }
 
 async fn last_error_contains(c: &SyncClient, text: &str) {
@@ -81,7 +107,7 @@ async fn last_error_contains(c: &SyncClient, text: &str) {
 async fn wrong_expired_and_revoked_tokens_are_refused_before_the_upgrade() {
     let (data, relay) = relay_with_two_tenants();
     let wrong = raw_client(&relay, "lsn_not-a-real-token", "sato-phone");
-    last_error_contains(&wrong, "HTTP 401").await;
+    problem_is(&wrong, "unauthorized (unknown)", unauthorized_401(AuthProblem::Unknown)).await;
 
     let (_, expired) = issue_live(&relay, "pharma-a", "sato", "sato-phone");
     let _keep = data;
@@ -94,13 +120,13 @@ async fn wrong_expired_and_revoked_tokens_are_refused_before_the_upgrade() {
     assert_eq!(status, 201);
     let expired_now = body["token"].as_str().unwrap().to_owned();
     let c = raw_client(&relay, &expired_now, "old-phone");
-    last_error_contains(&c, "HTTP 401").await;
+    problem_is(&c, "unauthorized (expired)", unauthorized_401(AuthProblem::Expired)).await;
 
     let (id, revoked) = issue_live(&relay, "pharma-a", "sato", "lost-phone");
     let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.admin_token(), None);
     assert_eq!(status, 200);
     let c = raw_client(&relay, &revoked, "lost-phone");
-    last_error_contains(&c, "HTTP 401").await;
+    problem_is(&c, "revoked and wiped", revoked_401).await;
 
     // A good token connects.
     let good = raw_client(&relay, &expired, "sato-phone");
@@ -123,12 +149,11 @@ async fn a_token_revoked_while_connected_is_cut_off() {
     let (status, _) = relay.admin_api("DELETE", &format!("/admin/v1/tokens/{id}"), &relay.admin_token(), None);
     assert_eq!(status, 200);
     let started = std::time::Instant::now();
-    sato.until("the connection is cut", |s| {
-        s.last_error.as_deref().is_some_and(|e| e.contains("credential revoked") || e.contains("HTTP 401"))
-    })
-    .await;
+    sato.until("the connection is cut", |s| s.state != ConnState::UpToDate).await;
     assert!(started.elapsed() < Duration::from_secs(2), "cut off within a second or so ({:?})", started.elapsed());
-    last_error_contains(sato.client(), "HTTP 401").await;
+    // Without a credential provider, the client confirms the cut by reconnecting: the relay's
+    // 401 says revoked, and the device wipes its records (remote wipe).
+    problem_is(sato.client(), "revoked and wiped", revoked_401).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,6 +335,9 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
     // Its credentials were revoked and its connections cut first, then its records erased; the
     // relay then answers its devices 410 Gone, and they erase their local copies.
     last_error_contains(kim.client(), "retired this workspace").await;
+    let status = kim.client().status();
+    assert_eq!(status.problem, Some(liaison_core::client::SyncProblem::Retired), "the typed state reads retired");
+    assert_eq!(status.wiped, Some(liaison_core::client::WipeReason::Retired));
     for p in &b_plans {
         kim.until_store("the purged tenant's local copies are erased", |s| s.get::<EngagementPlan>(p).is_err()).await;
     }
@@ -359,8 +387,9 @@ async fn catalog_subprotocol_tokens_grant_changes_and_admin_unlock() {
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(relay.url.as_str()).unwrap();
     req.headers_mut()
         .insert("sec-websocket-protocol", format!("liaison, liaison-token.{suzuki_token}").parse().unwrap());
-    let tls =
-        std::sync::Arc::new(liaison_core::client::tls_config(&Trust::Pinned { sha256: relay.fingerprint }).unwrap());
+    let tls = std::sync::Arc::new(
+        liaison_core::client::tls_config(&Trust::PinnedKeys { pins: vec![relay.spki_pin] }).unwrap(),
+    );
     let (_ws, resp) = tokio_tungstenite::connect_async_tls_with_config(
         req,
         None,
@@ -432,7 +461,7 @@ async fn the_bootstrap_credential_works_for_one_admin_request_and_never_syncs() 
     let bootstrap = relay.bootstrap_token();
     // Not a device credential: the sync endpoint refuses it (the relay names its device "bootstrap").
     let c = raw_client(&relay, &bootstrap, "bootstrap");
-    last_error_contains(&c, "HTTP 401").await;
+    problem_is(&c, "unauthorized", |p| matches!(p, SyncProblem::Unauthorized { http_status: Some(401), .. })).await;
     drop(c);
 
     // Its one request: the operator's own admin token.

@@ -15,6 +15,11 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
 
+/// Where cargo builds (`CARGO_TARGET_DIR`, else `target/` in the workspace).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
 fn prepare() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -31,20 +36,25 @@ fn prepare() {
     });
 }
 
-/// A relay with tenant `pharma-a`, team `onc-east` and MSLs alice, bob and carol (a new phone); the environment the
-/// foreign tests read.
-fn relay() -> (Relay, tempfile::TempDir, tempfile::TempDir, Vec<(String, String)>) {
+/// A relay with tenant `pharma-a`, team `onc-east` and MSLs alice, bob, carol (a new phone)
+/// and dan (whose credential the sign-in scenario has revoked); the environment the foreign
+/// tests read, and dan's token id.
+fn relay() -> (Relay, tempfile::TempDir, tempfile::TempDir, Vec<(String, String)>, String) {
     let data = tempfile::tempdir().unwrap();
-    setup_tenant(data.path(), "pharma-a", "onc-east", &[("alice", "msl"), ("bob", "msl"), ("carol", "msl")]);
+    let users = [("alice", "msl"), ("bob", "msl"), ("carol", "msl"), ("dan", "msl")];
+    setup_tenant(data.path(), "pharma-a", "onc-east", &users);
     let (_, alice) = issue(data.path(), "pharma-a", "alice", "alice-phone", &[]);
     let (_, bob) = issue(data.path(), "pharma-a", "bob", "bob-phone", &[]);
     let (_, carol) = issue(data.path(), "pharma-a", "carol", "carol-new-phone", &[]);
+    let (dan_id, dan) = issue(data.path(), "pharma-a", "dan", "dan-phone", &[]);
     let relay = Relay::start(data.path(), &[]).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let fp: String = relay.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
+    use base64::Engine as _;
+    let pin = base64::engine::general_purpose::STANDARD.encode(relay.spki_pin);
     let env = vec![
         ("LIAISON_URL".into(), relay.url.clone()),
-        ("LIAISON_FINGERPRINT".into(), fp),
+        ("LIAISON_SPKI_PIN".into(), pin),
+        ("LIAISON_TOKEN_DAN".into(), dan),
         ("LIAISON_TENANT".into(), "pharma-a".into()),
         ("LIAISON_TEAM".into(), "onc-east".into()),
         ("LIAISON_TOKEN_ALICE".into(), alice),
@@ -52,13 +62,37 @@ fn relay() -> (Relay, tempfile::TempDir, tempfile::TempDir, Vec<(String, String)
         ("LIAISON_TOKEN_CAROL".into(), carol),
         ("LIAISON_WORKDIR".into(), work.path().display().to_string()),
     ];
-    (relay, data, work, env)
+    (relay, data, work, env, dan_id)
+}
+
+/// Runs `foreign` while revoking dan's credential when the foreign test asks: it writes
+/// `revoke-dan` into the work directory; the revocation goes through the admin API (as IT
+/// would), and `revoked-dan` tells it done.
+fn with_revoker(relay: &Relay, work: &Path, dan_id: &str, foreign: impl FnOnce() -> bool) -> bool {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let (ask, answer) = (work.join("revoke-dan"), work.join("revoked-dan"));
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if ask.exists() && !answer.exists() {
+                    let path = format!("/admin/v1/tokens/{dan_id}");
+                    let (status, body) = relay.admin_api("DELETE", &path, &relay.admin_token(), None);
+                    assert_eq!(status, 200, "{body}");
+                    std::fs::write(&answer, b"").unwrap();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        let ok = foreign();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        ok
+    })
 }
 
 #[test]
 fn kotlin_bindings_against_a_real_relay() {
     prepare();
-    let (_relay, _data, _work, env) = relay();
+    let (relay, _data, work, env, dan_id) = relay();
     let root = root();
     let jars = root.join("target/kotlin-toolchain/jars");
     let cp = [
@@ -69,30 +103,36 @@ fn kotlin_bindings_against_a_real_relay() {
     ]
     .map(|p| p.display().to_string())
     .join(":");
-    let status = Command::new("java")
-        .arg(format!("-Djna.library.path={}", root.join("target/debug").display()))
-        .args(["-cp", &cp, "app.liaison.tests.BindingsTestKt"])
-        .envs(env)
-        .status()
-        .unwrap();
-    assert!(status.success(), "the Kotlin binding tests failed (their output is above)");
+    let ok = with_revoker(&relay, work.path(), &dan_id, || {
+        Command::new("java")
+            .arg(format!("-Djna.library.path={}", target_dir().join("debug").display()))
+            .args(["-cp", &cp, "app.liaison.tests.BindingsTestKt"])
+            .envs(env)
+            .status()
+            .unwrap()
+            .success()
+    });
+    assert!(ok, "the Kotlin binding tests failed (their output is above)");
 }
 
 #[test]
 fn python_bindings_against_a_real_relay() {
     prepare();
-    let (_relay, _data, work, env) = relay();
+    let (relay, _data, work, env, dan_id) = relay();
     let root = root();
     // The generated module loads the library from its own directory.
     let module = work.path().join("module");
     std::fs::create_dir_all(&module).unwrap();
     std::fs::copy(root.join("mobile-bindings/generated/python/liaison.py"), module.join("liaison.py")).unwrap();
-    std::fs::copy(root.join("target/debug/libliaison_ffi.so"), module.join("libliaison_ffi.so")).unwrap();
-    let status = Command::new("python3")
-        .arg(root.join("mobile-bindings/python/test_bindings.py"))
-        .env("PYTHONPATH", &module)
-        .envs(env)
-        .status()
-        .unwrap();
-    assert!(status.success(), "the Python binding tests failed (their output is above)");
+    std::fs::copy(target_dir().join("debug/libliaison_ffi.so"), module.join("libliaison_ffi.so")).unwrap();
+    let ok = with_revoker(&relay, work.path(), &dan_id, || {
+        Command::new("python3")
+            .arg(root.join("mobile-bindings/python/test_bindings.py"))
+            .env("PYTHONPATH", &module)
+            .envs(env)
+            .status()
+            .unwrap()
+            .success()
+    });
+    assert!(ok, "the Python binding tests failed (their output is above)");
 }

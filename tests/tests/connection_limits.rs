@@ -37,7 +37,7 @@ fn tcp(relay: &Relay) -> TcpStream {
 
 /// A TLS connection to the relay, pinned to its certificate; the handshake is done.
 fn tls(relay: &Relay) -> std::io::Result<TlsStream> {
-    let config = Arc::new(tls_config(&Trust::Pinned { sha256: relay.fingerprint }).unwrap());
+    let config = Arc::new(tls_config(&Trust::PinnedKeys { pins: vec![relay.spki_pin] }).unwrap());
     let name = rustls::pki_types::ServerName::try_from("localhost".to_owned()).unwrap();
     let mut stream = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), tcp(relay));
     while stream.conn.is_handshaking() {
@@ -191,7 +191,7 @@ fn connections_beyond_max_http_connections_are_closed_at_once() {
 async fn websocket(relay: &Relay, token: &str) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
     let mut req = relay.url.as_str().into_client_request().unwrap();
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let tls = Arc::new(tls_config(&Trust::Pinned { sha256: relay.fingerprint }).unwrap());
+    let tls = Arc::new(tls_config(&Trust::PinnedKeys { pins: vec![relay.spki_pin] }).unwrap());
     let connector = tokio_tungstenite::Connector::Rustls(tls);
     let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector)).await?;
     Ok(ws)

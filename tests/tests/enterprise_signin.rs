@@ -11,6 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use liaison_core::Role;
+use liaison_core::client::SyncProblem;
 use liaison_core::model::*;
 use liaison_e2e::*;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
@@ -219,8 +220,10 @@ async fn a_valid_token_enrols_a_device_that_syncs_and_knows_who_it_is() {
     assert_eq!(refusal(&relay, &removed), (401, "no-role".to_owned()));
     let (status, _) = relay.api_on(&relay.base, "GET", "/v1/whoami", &credential, None);
     assert_eq!(status, 401, "the enrolled credential is revoked");
-    sato.until("the live device is cut and refused", |s| s.last_error.as_deref().is_some_and(|e| e.contains("401")))
-        .await;
+    sato.until("the live device is cut and refused, and wipes its records", |s| {
+        matches!(s.problem, Some(SyncProblem::Revoked { http_status: Some(401), wiped: true, .. }))
+    })
+    .await;
 
     // RS256 works too; enrolling again updates the user's grants from the token.
     let (status, manager) =

@@ -4,6 +4,7 @@
 
 use liaison_core::DocumentId;
 use liaison_core::Role;
+use liaison_core::client::SyncProblem;
 use liaison_core::model::*;
 use liaison_e2e::*;
 
@@ -338,7 +339,7 @@ async fn a_backup_taken_while_serving_restores_into_a_working_relay_without_undo
     let lost_phone = Device::new(&relay2, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
     lost_phone
         .until("the revoked token stays revoked after the restore", |s| {
-            s.last_error.as_deref().is_some_and(|e| e.contains("401"))
+            matches!(s.problem, Some(SyncProblem::Revoked { http_status: Some(401), .. }))
         })
         .await;
 }
@@ -407,11 +408,12 @@ async fn erasure_reaches_every_device_and_the_document_cannot_come_back() {
     assert!(quarantined.is_empty(), "the offline edit is not kept either");
 }
 
-/// Makes a certificate by starting (and stopping) a relay on a scratch data directory.
+/// Makes a certificate (and key) by starting (and stopping) a relay on a scratch data
+/// directory; returns its public-key pin.
 fn make_certificate() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, [u8; 32]) {
     let dir = tempfile::tempdir().unwrap();
     let mut r = Relay::start(dir.path(), &[]).unwrap();
-    let fp = r.fingerprint;
+    let fp = r.spki_pin;
     r.stop();
     let (cert, key) = (dir.path().join("dev-cert.pem"), dir.path().join("dev-key.pem"));
     (dir, cert, key, fp)
@@ -430,7 +432,7 @@ async fn production_certificates_from_files_are_reloaded_on_sighup() {
     let config = data.path().join("relay.toml");
     std::fs::write(&config, format!("[tls]\nmode = \"files\"\ncert = {:?}\nkey = {:?}\n", cert, key)).unwrap();
     let mut relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
-    assert_eq!(relay.fingerprint, fp_a, "the relay serves the configured certificate");
+    assert_eq!(relay.spki_pin, fp_a, "the relay serves the configured certificate");
     let mut sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
     sato.synced().await;
 
@@ -439,7 +441,7 @@ async fn production_certificates_from_files_are_reloaded_on_sighup() {
     std::fs::copy(&key_b, &key).unwrap();
     let pid = relay.pid().unwrap();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
-    relay.fingerprint = fp_b;
+    relay.spki_pin = fp_b;
     let mut fresh = None;
     for _ in 0..50 {
         sato.connect(&relay);
@@ -462,13 +464,10 @@ async fn production_certificates_from_files_are_reloaded_on_sighup() {
             break;
         }
     }
-    assert!(fresh.is_some(), "a client pinned to the new certificate connects after SIGHUP");
+    assert!(fresh.is_some(), "a client pinned to the new key connects after SIGHUP");
     assert_eq!(relay.pid(), Some(pid), "same process: reloaded, not restarted");
-    // And one pinned to the old certificate is refused.
-    relay.fingerprint = fp_a;
+    // And one pinned to the old key is refused.
+    relay.spki_pin = fp_a;
     sato.connect(&relay);
-    sato.until("the old certificate is no longer served", |s| {
-        s.last_error.as_deref().is_some_and(|e| e.contains("TLS"))
-    })
-    .await;
+    sato.until("the old certificate is no longer served", |s| s.problem == Some(SyncProblem::TlsUntrusted)).await;
 }

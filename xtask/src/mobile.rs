@@ -19,13 +19,19 @@ pub const KOTLIN_CLASSES: &str = "target/kotlin-classes";
 const JNA: &str = "/usr/share/java/jna.jar";
 const KOTLIN_SOURCES: &str = "mobile-bindings/kotlin/src";
 
-fn profile_dir(release: bool) -> &'static str {
-    if release { "target/release" } else { "target/debug" }
+/// Where cargo builds: `CARGO_TARGET_DIR` if set (a shared machine gives each worktree its
+/// own), else `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
+}
+
+fn profile_dir(release: bool) -> PathBuf {
+    target_dir().join(if release { "release" } else { "debug" })
 }
 
 /// The unstripped library (stripped ones carry no uniffi metadata to generate from).
 pub fn library(release: bool) -> PathBuf {
-    Path::new(profile_dir(release)).join("libliaison_ffi.so")
+    profile_dir(release).join("libliaison_ffi.so")
 }
 
 /// Builds the library and generates Kotlin, Swift and Python into mobile-bindings/generated/.
@@ -36,11 +42,11 @@ pub fn bindings(release: bool) -> Result<()> {
     // The whole workspace, so features unify as in `cargo test --workspace` and nothing rebuilds.
     cargo(&["build", "--workspace"])?;
     let lib = library(release);
-    let bindgen = Path::new("target/debug/uniffi-bindgen");
+    let bindgen = profile_dir(false).join("uniffi-bindgen");
     for lang in ["kotlin", "swift", "python"] {
         let out = Path::new(GENERATED).join(lang);
         let _ = std::fs::remove_dir_all(&out);
-        let status = Command::new(bindgen)
+        let status = Command::new(&bindgen)
             .args(["generate", "--library"])
             .arg(&lib)
             .args(["--language", lang, "--no-format", "--out-dir"])
@@ -176,7 +182,7 @@ pub fn kotlin_bench(kols: &str) -> Result<()> {
     run(
         "java",
         &[
-            &format!("-Djna.library.path={}", profile_dir(true)),
+            &format!("-Djna.library.path={}", profile_dir(true).display()),
             "-cp",
             &cp,
             "app.liaison.bench.KolListBenchKt",

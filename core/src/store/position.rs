@@ -40,6 +40,15 @@ impl DocStore {
         self.kv.apply(batch)?;
         self.durable()
     }
+
+    /// Forgets the catalog position (flushed): a remote wipe leaves nothing of the tenant, and
+    /// the next sign-in asks for everything.
+    pub fn clear_catalog_position(&self) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.delete(KEY.to_vec());
+        self.kv.apply(batch)?;
+        self.durable()
+    }
 }
 
 #[cfg(test)]
@@ -60,6 +69,9 @@ mod tests {
         assert_eq!(store.catalog_position().unwrap(), None);
         store.set_catalog_position(42, "ab12").unwrap();
         assert_eq!(store.catalog_position().unwrap(), Some((42, "ab12".into())));
+        store.clear_catalog_position().unwrap();
+        assert_eq!(store.catalog_position().unwrap(), None);
+        store.set_catalog_position(42, "ab12").unwrap();
         let mut b = Batch::new();
         b.put(KEY.to_vec(), vec![0xff, 0x00]);
         kv.apply(b).unwrap();

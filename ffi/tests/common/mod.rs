@@ -22,5 +22,5 @@ pub fn open(dir: &tempfile::TempDir, user: &str) -> Arc<LiaisonStore> {
 /// Copies a document from one store to the other, as sync would.
 pub fn send(from: &LiaisonStore, to: &LiaisonStore, id: &str) {
     let doc = id.parse().unwrap();
-    to.core().merge_remote(&doc, &from.core().export(&doc).unwrap()).unwrap();
+    to.core().unwrap().merge_remote(&doc, &from.core().unwrap().export(&doc).unwrap()).unwrap();
 }

@@ -31,6 +31,7 @@ use crate::auth::{AuthError, AuthStore, Principal};
 use crate::config::{Limits, Secret};
 use crate::connections::PerToken;
 pub use crate::error::ApiError;
+use crate::error::CredentialRefusal;
 use crate::metrics::Metrics;
 use crate::policy::access_for;
 use crate::relay::RelayHandle;
@@ -138,15 +139,31 @@ struct TokenQuery {
     token: Option<String>,
 }
 
+/// A device's credential, checked. A refusal names its reason (`CredentialRefusal`) so a device
+/// can tell an expired credential (ask for a new one) from a revoked one (cut off).
 fn authenticate(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Result<Principal, ApiError> {
-    let token = presented_token(headers, query).ok_or(ApiError::Unauthorized)?;
-    state.auth.authenticate(&token, now_ms()).map_err(|e| refused(state, e))
+    let token = presented_token(headers, query).ok_or(ApiError::CredentialRefused(CredentialRefusal::Missing))?;
+    state.auth.authenticate(&token, now_ms()).map_err(|e| device_refused(state, e))
 }
 
+/// A refused admin credential: a plain 401, the reason only in the log.
 fn refused(state: &AppState, e: AuthError) -> ApiError {
     Metrics::add(&state.metrics.auth_failures, 1);
     tracing::info!(reason = %e, "refused a credential");
     ApiError::from(e)
+}
+
+/// A refused device credential: 401 with its reason (a purged tenant's, 410 Gone).
+fn device_refused(state: &AppState, e: AuthError) -> ApiError {
+    Metrics::add(&state.metrics.auth_failures, 1);
+    tracing::info!(reason = %e, "refused a credential");
+    match e {
+        AuthError::Missing => ApiError::CredentialRefused(CredentialRefusal::Missing),
+        AuthError::Invalid | AuthError::SingleUse => ApiError::CredentialRefused(CredentialRefusal::Unknown),
+        AuthError::Expired => ApiError::CredentialRefused(CredentialRefusal::Expired),
+        AuthError::Revoked => ApiError::CredentialRefused(CredentialRefusal::Revoked),
+        other => ApiError::from(other),
+    }
 }
 
 /// Ready when storage answers and the relay's actor (which owns the sync engine) answers.

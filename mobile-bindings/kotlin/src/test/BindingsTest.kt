@@ -12,7 +12,8 @@ import kotlinx.coroutines.*
 fun env(name: String): String = System.getenv(name) ?: error("$name is not set: run through `cargo xtask test`")
 
 val url = env("LIAISON_URL")
-val fingerprint = env("LIAISON_FINGERPRINT")
+val spkiPin = env("LIAISON_SPKI_PIN")
+val tokenDan = env("LIAISON_TOKEN_DAN")
 val tenant = env("LIAISON_TENANT")
 val team = env("LIAISON_TEAM")
 val tokenAlice = env("LIAISON_TOKEN_ALICE")
@@ -24,6 +25,7 @@ class Recorder : LiaisonObserver {
     val changes = LinkedBlockingQueue<DocumentChange>()
     val threads: MutableSet<String> = java.util.Collections.synchronizedSet(mutableSetOf())
     @Volatile var status: SyncStatus? = null
+    @Volatile var wiped: WipeReason? = null
 
     override fun documentsChanged(changes: List<DocumentChange>) {
         // The library calls from one long-lived native thread: keep it attached to the JVM
@@ -37,6 +39,11 @@ class Recorder : LiaisonObserver {
         com.sun.jna.Native.detach(false)
         threads.add(Thread.currentThread().name)
         this.status = status
+    }
+
+    override fun localDataWiped(reason: WipeReason) {
+        com.sun.jna.Native.detach(false)
+        wiped = reason
     }
 
     /** Waits for a change of [id] that came from the relay. */
@@ -61,7 +68,25 @@ class Logs : LogSink {
 fun open(user: String, device: String): LiaisonStore =
     LiaisonStore.open(StoreConfig(File(work, device).path, tenant, user, device, Role.MSL, team))
 
-fun sync(token: String) = SyncConfig(url, token, TrustConfig.Pinned(fingerprint), 50u, 500u)
+fun sync(token: String) = SyncConfig(url, token, TrustConfig.PinnedKeys(listOf(spkiPin)), 50u, 500u)
+
+/** Has the test harness revoke dan's credential through the relay's admin API, and waits. */
+fun revokeDan() {
+    File(work, "revoke-dan").writeText("")
+    eventually("the harness revoked dan's credential") { File(work, "revoked-dan").exists() }
+}
+
+/** A provider that hands out [answers] in turn (the last one from then on) and records why it was asked. */
+class ScriptedProvider(private vararg val answers: CredentialAnswer) : CredentialProvider {
+    val reasons = java.util.concurrent.CopyOnWriteArrayList<CredentialReason>()
+    val threads: MutableSet<String> = java.util.Collections.synchronizedSet(mutableSetOf())
+    override fun credential(reason: CredentialReason): CredentialAnswer {
+        threads.add(Thread.currentThread().name)
+        reasons.add(reason)
+        return answers[minOf(reasons.size, answers.size) - 1]
+    }
+    override fun credentialIssued(token: String, expiresAtMs: Long?) {}
+}
 
 fun assertEq(expected: Any?, actual: Any?, what: String) {
     if (expected != actual) throw AssertionError("$what: expected <$expected>, got <$actual>")
@@ -246,6 +271,11 @@ fun main() {
         assertTrue(status.state != SyncState.UP_TO_DATE, "not up to date")
         assertTrue(status.lastError != null, "the status says why")
         assertTrue(!status.lastError.orEmpty().contains("lsn_not_a_real_token"), "the error does not echo the token")
+        val problem = status.problem
+        assertTrue(problem is SyncProblem.Unauthorized, "the typed state reads unauthorized: $problem")
+        problem as SyncProblem.Unauthorized
+        assertEq(401.toUShort(), problem.httpStatus, "the HTTP status is kept")
+        assertEq(AuthProblem.Unknown, problem.reason, "an unknown credential")
         eventually("the observer hears the failure") { rec.status?.lastError != null }
         runBlocking { carol.stopSync() }
         carol.close()
@@ -284,6 +314,7 @@ fun main() {
                 Thread.sleep(1_000)
             }
             override fun syncStatusChanged(status: SyncStatus) {}
+            override fun localDataWiped(reason: WipeReason) {}
         })
         val started = System.nanoTime()
         val ids = (0 until 10).map { dave.createKol(newKolProfile("Dr. $it", "Clinic")) }
@@ -292,6 +323,44 @@ fun main() {
         assertTrue(ms < 5_000, "10 writes beside a slow observer took $ms ms")
         eventually("the observer read every new record back") { ids.all { it in seen } }
         dave.close()
+    }
+
+    test("sign-in: the provider is asked on first connect and again when the relay revokes the credential; with nothing new the records are wiped") {
+        val dan = open("dan", "dan-phone")
+        val rec = Recorder().also { dan.setObserver(it) }
+        dan.createKol(newKolProfile("Dr. Revoked", "Clinic"))
+        val provider = ScriptedProvider(CredentialAnswer.DeviceCredential(tokenDan), CredentialAnswer.NoCredential)
+        dan.startSyncWithSignIn(sync(""), provider)
+        runBlocking { dan.waitUntilSynced(30_000u) }
+        assertEq(listOf(CredentialReason.INITIAL), provider.reasons.toList(), "asked once, on first connect")
+        revokeDan()
+        eventually("the status reads revoked") { dan.syncStatus().problem is SyncProblem.Revoked }
+        val problem = dan.syncStatus().problem as SyncProblem.Revoked
+        assertEq(listOf(CredentialReason.INITIAL, CredentialReason.REVOKED), provider.reasons.toList(), "asked again, told why")
+        assertEq(4001.toUShort(), problem.closeCode, "the live socket was cut with the auth close code")
+        assertTrue(problem.wiped, "wiped")
+        assertEq(WipeReason.REVOKED, dan.syncStatus().wiped, "the status says the records were erased")
+        eventually("the observer hears of the wipe") { rec.wiped == WipeReason.REVOKED }
+        assertEq(0, dan.listKols().size, "no record of the tenant remains")
+        assertTrue(provider.threads.none { it.contains("main") }, "the provider ran on a library thread: ${provider.threads}")
+        Thread.sleep(1_500)
+        assertEq(2, provider.reasons.size, "no retry storm: the provider is not asked again")
+        runBlocking { dan.stopSync() }
+        dan.close()
+    }
+
+    test("sign-out removes the store's files; the object refuses further use and a reopened store is empty") {
+        val erin = open("alice", "erin-phone")
+        erin.createKol(newKolProfile("Dr. Signed Out", "Clinic"))
+        val dir = File(work, "erin-phone")
+        assertTrue(dir.exists(), "the store has files")
+        runBlocking { erin.signOut() }
+        assertTrue(!dir.exists(), "the store's directory is gone")
+        assertThrows<LiaisonException.SignedOut>("a read after sign-out") { erin.listKols() }
+        val again = open("alice", "erin-phone")
+        assertEq(0, again.listKols().size, "a store reopened at the same path is empty")
+        again.close()
+        erin.close()
     }
 
     test("the library's logs reach the app's logger, without credentials") {
