@@ -9,10 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use liaison_core::Role;
-use liaison_core::client::SyncProblem;
+use liaison_core::client::{
+    ClientOptions, ConnState, Credential, CredentialProvider, CredentialReason, IssuedCredential, ProviderFailed,
+    SyncClient, SyncProblem, Trust, WipeReason,
+};
 use liaison_core::model::*;
+use liaison_core::storage::SledKv;
+use liaison_core::store::{StoreOptions, SystemClock};
+use liaison_core::{DocStore, Identity};
 use liaison_e2e::*;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
@@ -485,4 +492,126 @@ async fn the_audit_log_records_every_admin_action_and_no_secret() {
         let tail = &secret[secret.len().saturating_sub(20)..];
         assert!(!all.contains(tail), "part of a secret is in the audit log");
     }
+}
+
+/// The app's side of sign-in, as MSAL or AppAuth would do it: each call hands out a fresh IdP
+/// access token for the user with the IdP roles set now; what it was asked and what the library
+/// handed back are recorded.
+#[derive(Debug)]
+struct IdpProvider {
+    key: Key,
+    user: String,
+    roles: Mutex<Vec<String>>,
+    asked: Mutex<Vec<CredentialReason>>,
+    issued: Mutex<Vec<IssuedCredential>>,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.kid)
+    }
+}
+
+impl CredentialProvider for IdpProvider {
+    fn credential(&self, reason: CredentialReason) -> BoxFuture<'static, Result<Option<Credential>, ProviderFailed>> {
+        self.asked.lock().unwrap().push(reason);
+        let roles = self.roles.lock().unwrap().clone();
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let token = self.key.sign(&claims(&self.user, &roles));
+        Box::pin(async move { Ok(Some(Credential::IdpAccessToken(token))) })
+    }
+
+    fn issued(&self, credential: IssuedCredential) {
+        self.issued.lock().unwrap().push(credential);
+    }
+}
+
+/// The library itself enrols: the app's provider gives an IdP access token, the library
+/// exchanges it at `POST /v1/enrol` for a device credential, hands that back to the app, and
+/// syncs. When the user loses the role at the IdP, the relay revokes the user's credentials on
+/// the next check of a token, the live socket is cut, the provider is asked again, its new token
+/// maps to no role, and the device wipes its records (remote wipe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_enrols_the_providers_idp_token_and_wipes_when_the_user_loses_the_role() {
+    let es = Key::es256("es-1");
+    let idp = Idp::start(&[&es]).await;
+    let data = tempfile::tempdir().unwrap();
+    let relay = relay_for(&idp, data.path());
+    let user = "sato@pharma-a.example";
+
+    let dir = tempfile::tempdir().unwrap();
+    let who = Identity {
+        tenant: "pharma-a".into(),
+        user: user.into(),
+        device: "sato-phone".into(),
+        role: Role::Msl,
+        install: [5; 8],
+    };
+    let kv = SledKv::open(dir.path()).unwrap();
+    let store = Arc::new(DocStore::with_kv(Arc::new(kv), who, Arc::new(SystemClock), StoreOptions::default()).unwrap());
+    let provider = Arc::new(IdpProvider {
+        key: es.clone(),
+        user: user.into(),
+        roles: Mutex::new(vec!["Liaison.MSL".into(), "Liaison.Team.OncEast".into()]),
+        asked: Mutex::new(Vec::new()),
+        issued: Mutex::new(Vec::new()),
+    });
+    let client = SyncClient::start(
+        store.clone(),
+        ClientOptions {
+            url: relay.url.clone(),
+            token: String::new(),
+            credentials: Some(provider.clone()),
+            peer_id: "sato-phone".into(),
+            storage_id: "sato-phone-store".into(),
+            trust: Trust::PinnedKeys { pins: vec![relay.spki_pin] },
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(200),
+        },
+    )
+    .unwrap();
+    let kol = store.create("onc-east", &KolProfile::new("Dr. Ito", "Osaka")).unwrap();
+    client.announce(kol);
+    let mut rx = client.watch_status();
+    let synced = tokio::time::timeout(WAIT, async {
+        while !matches!(&*rx.borrow_and_update(), s if s.state == ConnState::UpToDate && s.pending_documents == 0) {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(synced.is_ok(), "enrolled and synced: {:?}", client.status());
+    assert_eq!(*provider.asked.lock().unwrap(), vec![CredentialReason::Initial]);
+    let issued = provider.issued.lock().unwrap().clone();
+    assert_eq!(issued.len(), 1, "the device credential was handed to the app to keep");
+    assert!(issued[0].token.starts_with("lsn_") && issued[0].expires_at_ms.is_some());
+    let (status, me) = relay.api_on(&relay.base, "GET", "/v1/whoami", &issued[0].token, None);
+    assert_eq!((status, &me["user"], &me["device"]), (200, &json!(user), &json!("sato-phone")));
+    // A colleague reads the record: it reached the relay under the enrolled identity.
+    let (_, suzuki_token) = relay.issue_live("pharma-a", "suzuki", "suzuki-phone");
+    let suzuki = Device::new(&relay, "pharma-a", "suzuki", "suzuki-phone", &suzuki_token, Role::Msl);
+    suzuki.client().find(kol);
+    suzuki.until_store("sato's record arrives", |s| s.get::<KolProfile>(&kol).is_ok()).await;
+
+    // Removed from the IdP's group: the next token the relay checks maps to no role.
+    *provider.roles.lock().unwrap() = vec!["Other".into()];
+    assert_eq!(refusal(&relay, &es.sign(&claims(user, &["Other"]))), (401, "no-role".to_owned()));
+    let mut rx = client.watch_status();
+    let wiped = tokio::time::timeout(WAIT, async {
+        while rx.borrow_and_update().wiped.is_none() {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await;
+    let s = client.status();
+    assert!(wiped.is_ok(), "the device wiped itself: {s:?}");
+    assert_eq!(s.wiped, Some(WipeReason::Revoked));
+    assert!(matches!(s.problem, Some(SyncProblem::Revoked { wiped: true, .. })), "{s:?}");
+    assert!(provider.asked.lock().unwrap().len() >= 2, "asked again after the cut");
+    assert!(store.get::<KolProfile>(&kol).is_err(), "the record is gone from the phone");
+    assert!(store.all_documents().unwrap().is_empty());
+    // No retry storm: sync stopped, the provider is not asked again.
+    let asked = provider.asked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(provider.asked.lock().unwrap().len(), asked, "stopped after the wipe");
+    client.shutdown().await;
 }
