@@ -176,3 +176,39 @@ fn migrations_run_at_once_by_several_relays_apply_once() {
     assert_eq!(results.iter().filter(|m| m.from == 0).count(), 1, "{results:?}");
     storage::open_postgres(&storage).unwrap();
 }
+
+#[test]
+fn tls_to_the_database_verifies_its_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let (ours, theirs) = (ca("liaison test CA"), ca("another CA"));
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert =
+        CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&server_key, &ours).unwrap();
+
+    let pg = testing::PrivatePostgres::start().unwrap();
+    pg.enable_tls(&server_cert.pem(), &server_key.serialize_pem()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (our_ca, their_ca) = (dir.path().join("ours.pem"), dir.path().join("theirs.pem"));
+    std::fs::write(&our_ca, ours.pem()).unwrap();
+    std::fs::write(&their_ca, theirs.pem()).unwrap();
+
+    let url = pg.fresh_database().unwrap().replace("postgres@", "postgres:not-the-password@");
+    let storage =
+        StorageConfig { tls: DbTls::VerifyFull, ca_file: Some(our_ca), pool_size: 2, ..storage_at(url.clone()) };
+    storage::migrate(&storage).unwrap();
+    let kv = storage::open_postgres(&storage).unwrap();
+    kv.put(b"over", b"tls").unwrap();
+    assert_eq!(kv.get(b"over").unwrap(), Some(b"tls".to_vec()));
+
+    // A server whose certificate the configured CA did not sign is refused, and the error
+    // shows neither the URL nor its password.
+    let wrong = StorageConfig { ca_file: Some(their_ca), ..storage };
+    let e = storage::open_postgres(&wrong).unwrap_err().to_string();
+    assert!(e.contains("PostgreSQL connection") && !e.contains("not-the-password"), "{e}");
+}

@@ -123,6 +123,21 @@ impl PrivatePostgres {
         run(self.pg_ctl().args(["start", "-w", "-o", &self.options()]))
     }
 
+    /// Turns TLS on with this certificate chain and key (PEM), without a restart.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = self.data().join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {name}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            if running_as_root() {
+                run(Command::new("chown").arg("postgres").arg(&path))?;
+            }
+        }
+        psql(&self.admin_url(), "ALTER SYSTEM SET ssl = on")?;
+        psql(&self.admin_url(), "SELECT pg_reload_conf()")
+    }
+
     /// Creates a database of its own for one test; returns its URL.
     pub fn fresh_database(&self) -> Result<String> {
         fresh_database_at(&self.admin_url())
