@@ -103,6 +103,52 @@ impl Default for Limits {
     }
 }
 
+/// Where the relay keeps its data (`[storage] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A sled database in the data directory (one relay).
+    #[default]
+    Sled,
+    /// A PostgreSQL database (`storage.url`); its schema is made by `liaison-relay migrate`.
+    Postgres,
+}
+
+/// TLS to PostgreSQL (`[storage] tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DbTls {
+    /// TLS, with the server's certificate and name verified against the system's roots or
+    /// `ca_file` (libpq's `sslmode=verify-full`).
+    #[default]
+    VerifyFull,
+    /// No TLS: only for a database on a loopback address or a Unix socket.
+    Disable,
+}
+
+/// The `[storage]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: Backend,
+    /// PostgreSQL: `postgres://USER:PASSWORD@HOST:PORT/DATABASE` or `host=... dbname=...`
+    /// (`LIAISON_STORAGE_URL` overrides it; shown as `<redacted>`). Its `sslmode` is ignored:
+    /// `tls` decides.
+    pub url: Option<Secret>,
+    /// PostgreSQL connections this relay opens at most.
+    pub pool_size: usize,
+    pub tls: DbTls,
+    /// PEM file of the CA(s) that sign the database's certificate (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        // The relay's writer, its actor and a few HTTP handlers query at once.
+        Self { backend: Backend::Sled, url: None, pool_size: 16, tls: DbTls::VerifyFull, ca_file: None }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -122,6 +168,8 @@ pub struct Config {
     pub resident_documents: usize,
     /// sled's page cache in MiB (the store's memory beyond resident documents).
     pub store_cache_mb: u64,
+    /// sled in the data directory (default) or PostgreSQL.
+    pub storage: StorageConfig,
     pub log_format: LogFormat,
     /// The relay's peer id on the wire.
     pub peer_id: String,
@@ -182,6 +230,7 @@ impl Default for Config {
             limits: Limits::default(),
             resident_documents: 2_000,
             store_cache_mb: 64,
+            storage: StorageConfig::default(),
             log_format: LogFormat::Text,
             peer_id: "liaison-relay".into(),
             backup_root: None,
@@ -278,6 +327,27 @@ impl Config {
                 reason: "expected a number".into(),
             })?;
         }
+        if let Some(v) = env("LIAISON_STORAGE_BACKEND") {
+            self.storage.backend = match v.as_str() {
+                "sled" => Backend::Sled,
+                "postgres" => Backend::Postgres,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "LIAISON_STORAGE_BACKEND",
+                        reason: "expected sled or postgres".into(),
+                    });
+                }
+            };
+        }
+        if let Some(v) = env("LIAISON_STORAGE_URL") {
+            self.storage.url = Some(Secret(v));
+        }
+        if let Some(v) = env("LIAISON_STORAGE_POOL_SIZE") {
+            self.storage.pool_size = v.parse().map_err(|_| ConfigError::Env {
+                name: "LIAISON_STORAGE_POOL_SIZE",
+                reason: "expected a number".into(),
+            })?;
+        }
         if let Some(v) = env("LIAISON_STORE_CACHE_MB") {
             self.store_cache_mb = v
                 .parse()
@@ -365,6 +435,12 @@ impl Config {
             return Err(ConfigError::Invalid("peer_id must not be empty".into()));
         }
         crate::oidc::config::validate_all(&self.oidc, l.max_token_ttl_secs).map_err(ConfigError::Invalid)?;
+        if self.storage.backend == Backend::Postgres {
+            if self.storage.pool_size == 0 {
+                return Err(ConfigError::Invalid("storage.pool_size must be at least 1".into()));
+            }
+            crate::storage::check_config(&self.storage).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         Ok(())
     }
 }
@@ -505,6 +581,51 @@ mod tests {
         assert_eq!(e.to_string(), "oidc: issuer https://idp.example/a is configured for two tenants");
         std::fs::write(&path, tenant("pharma-a", "https://idp.example/a").replace("ES256", "HS256")).unwrap();
         assert!(matches!(Config::load(Some(&path), &no_env), Err(ConfigError::Parse(_))), "HS256 is not an option");
+    }
+
+    #[test]
+    fn postgres_storage_from_a_table_or_the_environment_and_its_password_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "[storage]\nbackend = \"postgres\"\nurl = \"postgres://relay:hunter2-pw@db.internal/liaison\"\npool_size = 4\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &no_env).unwrap();
+        assert_eq!((c.storage.backend, c.storage.pool_size, c.storage.tls), (Backend::Postgres, 4, DbTls::VerifyFull));
+        c.validate().unwrap();
+        let shown = format!("{c:?}\n{}", toml::to_string_pretty(&c).unwrap());
+        assert!(!shown.contains("hunter2-pw"), "{shown}");
+
+        let env = |k: &str| match k {
+            "LIAISON_STORAGE_URL" => Some("postgres://relay:other-pw@db.internal/liaison".to_owned()),
+            "LIAISON_STORAGE_POOL_SIZE" => Some("0".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(Some(&path), &env).unwrap();
+        assert_eq!(c.storage.url.as_ref().map(Secret::expose), Some("postgres://relay:other-pw@db.internal/liaison"));
+        assert_eq!(c.validate().unwrap_err().to_string(), "storage.pool_size must be at least 1");
+
+        let plain = Config {
+            storage: StorageConfig {
+                backend: Backend::Postgres,
+                tls: DbTls::Disable,
+                pool_size: 4,
+                ..c.storage.clone()
+            },
+            ..Config::default()
+        };
+        let e = plain.validate().unwrap_err().to_string();
+        assert!(e.contains("only allowed for a database on a loopback") && !e.contains("other-pw"), "{e}");
+        let missing = Config {
+            storage: StorageConfig { backend: Backend::Postgres, ..StorageConfig::default() },
+            ..Config::default()
+        };
+        assert!(missing.validate().unwrap_err().to_string().contains("LIAISON_STORAGE_URL"));
+        let bad = |k: &str| (k == "LIAISON_STORAGE_BACKEND").then(|| "mysql".to_owned());
+        assert!(Config::load(None, &bad).is_err());
+        assert_eq!(Config::default().storage.backend, Backend::Sled, "sled stays the default");
     }
 
     #[test]

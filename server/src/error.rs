@@ -180,7 +180,11 @@ impl From<MaintenanceError> for ApiError {
 
 impl From<BackupError> for ApiError {
     fn from(e: BackupError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            // A fixed text, for the operator who asked.
+            BackupError::OnPostgres => ApiError::BadRequest(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }
 

@@ -34,6 +34,7 @@ pub mod policy;
 pub mod process;
 pub mod ready;
 pub mod relay;
+pub mod storage;
 pub mod storage_ids;
 pub mod support;
 pub mod tls;
@@ -43,12 +44,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use liaison_core::storage::{SledKv, StorageError};
+use liaison_core::storage::{KvStore, SledKv, StorageError};
 use liaison_core::store::{StoreOptions, SystemClock};
 use liaison_core::{DocStore, Identity, Role};
 
 use crate::auth::AuthStore;
-use crate::config::{Config, TlsMode};
+use crate::config::{Backend, Config, TlsMode};
 use crate::metrics::Metrics;
 
 /// The relay's own identity, for changes it makes itself (admin unlocks). Its install bytes are
@@ -64,7 +65,7 @@ fn relay_identity(config: &Config, install: [u8; 8]) -> Identity {
 }
 
 /// The relay's install bytes, made and stored on first use.
-fn relay_install(kv: &dyn liaison_core::storage::KvStore) -> Result<[u8; 8]> {
+fn relay_install(kv: &dyn KvStore) -> Result<[u8; 8]> {
     if let Some(v) = kv.get(backup::INSTALL_KEY)?
         && let Ok(install) = <[u8; 8]>::try_from(v.as_slice())
     {
@@ -84,10 +85,13 @@ pub struct Data {
     /// The store every write goes through (a live backup journals them).
     pub kv: Arc<backup::tap::TappedKv>,
     pub ledger: Arc<ledger::Ledger>,
+    /// Where `kv` keeps its data: backups of a PostgreSQL store are PostgreSQL's own.
+    pub backend: Backend,
 }
 
-/// Opens the data directory: documents and identities share one sled database; revocations,
-/// erasures and purges go into the security ledger first.
+/// Opens the relay's data: documents and identities share one database (sled in the data
+/// directory, or PostgreSQL); revocations, erasures and purges go into the security ledger
+/// first, a file in the data directory in both cases.
 pub fn open_data(config: &Config) -> Result<Data> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
@@ -98,32 +102,39 @@ pub fn open_data(config: &Config) -> Result<Data> {
             format!("cannot restrict the data directory {} to the relay's user", config.data_dir.display())
         })?;
     }
-    let sled = match SledKv::open_with_cache(&config.data_dir.join("db"), config.store_cache_mb << 20) {
-        Ok(kv) => Arc::new(kv),
-        Err(StorageError::InUse) => anyhow::bail!(
-            "the data directory {} is in use: is a relay already running on it? \
-             (while it runs, use the admin API instead of the admin CLI)",
-            config.data_dir.display()
-        ),
-        Err(e) => return Err(e).context("cannot open the data directory"),
+    let base: Arc<dyn KvStore> = match config.storage.backend {
+        Backend::Sled => match SledKv::open_with_cache(&config.data_dir.join("db"), config.store_cache_mb << 20) {
+            Ok(kv) => Arc::new(kv),
+            Err(StorageError::InUse) => anyhow::bail!(
+                "the data directory {} is in use: is a relay already running on it? \
+                 (while it runs, use the admin API instead of the admin CLI)",
+                config.data_dir.display()
+            ),
+            Err(e) => return Err(e).context("cannot open the data directory"),
+        },
+        Backend::Postgres => {
+            Arc::new(storage::open_postgres(&config.storage).context("cannot open the PostgreSQL store")?)
+        }
     };
     // Sync writes append received changes without loading documents (`append_sync_batch`), so
     // the store's cache serves only the relay's own edits (admin unlocks): the default size.
     let options = StoreOptions::default();
-    let install = relay_install(sled.as_ref()).context("cannot read the relay's install bytes")?;
-    let kv = Arc::new(backup::tap::TappedKv::new(sled));
+    let install = relay_install(base.as_ref()).context("cannot read the relay's install bytes")?;
+    let kv = Arc::new(backup::tap::TappedKv::new(base));
     let store = DocStore::with_kv(kv.clone(), relay_identity(config, install), Arc::new(SystemClock), options)
         .context("cannot open the document store")?;
     // Documents stored by a relay older than the catalog enter the change feed once, so the
     // catalog lists them.
     store.backfill_feed().context("cannot enter stored documents into the change feed")?;
     let ledger = Arc::new(ledger::Ledger::open(&config.ledger_path())?);
-    // Files too: sled makes its own with the process's umask.
-    backup::restrict(&config.data_dir.join("db"))
-        .with_context(|| format!("cannot restrict {} to the relay's user", config.data_dir.display()))?;
+    if config.storage.backend == Backend::Sled {
+        // Files too: sled makes its own with the process's umask.
+        backup::restrict(&config.data_dir.join("db"))
+            .with_context(|| format!("cannot restrict {} to the relay's user", config.data_dir.display()))?;
+    }
     let lifetimes = auth::TokenLifetimes::from_limits(&config.limits);
     let auth = AuthStore::with_ledger(kv.clone(), ledger.clone()).with_lifetimes(lifetimes);
-    Ok(Data { store: Arc::new(store), auth, kv, ledger })
+    Ok(Data { store: Arc::new(store), auth, kv, ledger, backend: config.storage.backend })
 }
 
 /// Milliseconds since the epoch, from core's clock.

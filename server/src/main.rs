@@ -45,6 +45,9 @@ enum Command {
     },
     /// Check the configuration and exit.
     CheckConfig(Common),
+    /// Create or upgrade the PostgreSQL schema (`[storage] backend = "postgres"`); run it before
+    /// `serve` after installing or upgrading the relay. Safe to run again, and by several nodes.
+    Migrate(Common),
     /// Administer a data directory while the relay is stopped (use the admin API while it runs).
     Admin {
         #[command(flatten)]
@@ -164,8 +167,23 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Migrate(common) => {
+            let config = load(&common)?;
+            init_logs(config.log_format);
+            if config.storage.backend != liaison_server::config::Backend::Postgres {
+                anyhow::bail!("migrate is for backend = \"postgres\"; a sled data directory needs no migration");
+            }
+            let migrated = liaison_server::storage::migrate(&config.storage)?;
+            if migrated.from == migrated.to {
+                println!("the schema is up to date (version {})", migrated.to);
+            } else {
+                println!("the schema went from version {} to {}", migrated.from, migrated.to);
+            }
+            Ok(())
+        }
         Command::Admin { common, action: Admin::Restore { from, ledger } } => {
             let config = load(&common)?;
+            liaison_server::backup::supported(config.storage.backend)?;
             let ledger = ledger.unwrap_or_else(|| config.ledger_path());
             let entries = liaison_server::backup::restore_database(&from, &config.data_dir, &ledger)?;
             // The restored relay goes on appending to its configured ledger.
@@ -248,6 +266,7 @@ fn main() -> Result<()> {
                     }
                 }
                 Admin::Backup { dest } => {
+                    liaison_server::backup::supported(config.storage.backend)?;
                     let m =
                         liaison_server::backup::backup_stopped(store.kv().as_ref(), ledger.path(), &dest, now_ms())?;
                     println!("backed up {} entries into {}", m.entries, dest.display());

@@ -48,12 +48,60 @@ pub fn relay_bin() -> PathBuf {
     dir.join("liaison-relay")
 }
 
+/// Where a test relay keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// sled in the data directory (the default).
+    Sled,
+    /// A database of its own on the tests' PostgreSQL (`LIAISON_TEST_PG_URL`, or a private
+    /// instance this process starts: `liaison_server::storage::testing`).
+    Postgres,
+}
+
+/// The configuration file of a data directory made by [`data_dir`] for PostgreSQL; every
+/// relay command of this harness (`serve`, `admin`) reads it when it is there, unless the test
+/// gives `serve` a `--config` of its own.
+pub const CONFIG_FILE: &str = "e2e-storage.toml";
+
+/// A new data directory for a relay on `store`. For PostgreSQL it holds [`CONFIG_FILE`] naming
+/// a new database, already migrated with `liaison-relay migrate`.
+pub fn data_dir(store: Store) -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    if store == Store::Postgres {
+        let url = liaison_server::storage::testing::fresh_database().unwrap();
+        let config = format!("[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\ntls = \"disable\"\npool_size = 8\n");
+        std::fs::write(data.path().join(CONFIG_FILE), config).unwrap();
+        let out = Command::new(relay_bin())
+            .arg("migrate")
+            .args(config_args(data.path()))
+            .output()
+            .expect("running liaison-relay migrate");
+        assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    data
+}
+
+/// The configuration the harness's relay runs `data` with (for opening its data in a test).
+pub fn relay_config(data: &Path) -> liaison_server::config::Config {
+    let file = data.join(CONFIG_FILE);
+    let mut config = liaison_server::config::Config::load(file.exists().then_some(file.as_path()), &|_| None).unwrap();
+    config.data_dir = data.to_owned();
+    config
+}
+
+/// `--config DATA/relay.toml` when [`data_dir`] wrote one.
+fn config_args(data: &Path) -> Vec<std::ffi::OsString> {
+    let file = data.join(CONFIG_FILE);
+    if file.exists() { vec!["--config".into(), file.into_os_string()] } else { Vec::new() }
+}
+
 /// Runs `liaison-relay admin --data DIR ARGS` and returns its stdout.
 pub fn admin(data: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new(relay_bin())
         .arg("admin")
         .arg("--data")
         .arg(data)
+        .args(config_args(data))
         .args(args)
         .output()
         .context("running the admin CLI")?;
@@ -105,6 +153,7 @@ impl Relay {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(if extra.contains(&"--config") { Vec::new() } else { config_args(data) })
             .args(extra)
             .env("RUST_LOG", std::env::var("LIAISON_RELAY_LOG").unwrap_or_else(|_| "warn".into()))
             .stderr(Stdio::inherit());

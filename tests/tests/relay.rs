@@ -9,7 +9,11 @@ use liaison_core::model::*;
 use liaison_e2e::*;
 
 fn team_relay() -> (tempfile::TempDir, String, String, String) {
-    let data = tempfile::tempdir().unwrap();
+    team_relay_on(Store::Sled)
+}
+
+fn team_relay_on(store: Store) -> (tempfile::TempDir, String, String, String) {
+    let data = data_dir(store);
     setup_tenant(data.path(), "pharma-a", "onc-east", &[("sato", "msl"), ("suzuki", "msl"), ("tanaka", "manager")]);
     let (_, sato) = issue(data.path(), "pharma-a", "sato", "sato-phone", &[]);
     let (_, suzuki) = issue(data.path(), "pharma-a", "suzuki", "suzuki-phone", &[]);
@@ -23,7 +27,16 @@ fn plan_notes(d: &Device, plan: &DocumentId) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_edit_offline_converge_through_the_relay_and_a_late_device_gets_everything() {
-    let (data, sato_t, suzuki_t, tanaka_t) = team_relay();
+    devices_converge(Store::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_converge_through_a_relay_on_postgres() {
+    devices_converge(Store::Postgres).await;
+}
+
+async fn devices_converge(store: Store) {
+    let (data, sato_t, suzuki_t, tanaka_t) = team_relay_on(store);
     let relay = Relay::start(data.path(), &[]).unwrap();
     let mut sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
     let mut suzuki = Device::new(&relay, "pharma-a", "suzuki", "suzuki-phone", &suzuki_t, Role::Msl);
@@ -83,6 +96,11 @@ async fn devices_edit_offline_converge_through_the_relay_and_a_late_device_gets_
         .await;
     assert_eq!(plan_notes(&tanaka, &plan).as_deref(), Some(expected));
     assert_eq!(sato.store.load(&plan).unwrap().get_heads(), tanaka.store.load(&plan).unwrap().get_heads());
+    if store == Store::Postgres {
+        // The relay's own backups copy sled; PostgreSQL's tools back up PostgreSQL.
+        let refused = admin(data.path(), &["backup", &data.path().join("copy").display().to_string()]).unwrap_err();
+        assert!(refused.to_string().contains("pg_dump"), "{refused}");
+    }
 }
 
 /// (document, relay heads) pairs a device was told.
@@ -156,7 +174,18 @@ async fn a_restarted_relay_has_lost_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_during_a_storm_of_edits_keeps_every_acknowledged_change() {
-    let (data, sato_t, suzuki_t, _) = team_relay();
+    killed_during_a_storm(Store::Sled).await;
+}
+
+/// On PostgreSQL the relay acknowledges only what a committed transaction holds: SIGKILLed and
+/// started again on the same database, it has every acknowledged edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_on_postgres_killed_during_a_storm_of_edits_keeps_every_acknowledged_change() {
+    killed_during_a_storm(Store::Postgres).await;
+}
+
+async fn killed_during_a_storm(store: Store) {
+    let (data, sato_t, suzuki_t, _) = team_relay_on(store);
     let mut relay = Relay::start(data.path(), &[]).unwrap();
     let mut sato = Device::new(&relay, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
     let mut suzuki = Device::new(&relay, "pharma-a", "suzuki", "suzuki-phone", &suzuki_t, Role::Msl);
@@ -194,13 +223,13 @@ async fn a_relay_killed_during_a_storm_of_edits_keeps_every_acknowledged_change(
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 
-    // Open the dead relay's data directory: every head a device saw acknowledged is there.
+    // Open the dead relay's data (directory or database): every head a device saw acknowledged
+    // is there.
     let acked: Vec<(DocumentId, Vec<automerge::ChangeHash>)> =
         sato_acks.lock().unwrap().iter().chain(suzuki_acks.lock().unwrap().iter()).cloned().collect();
     assert!(acked.len() >= 4, "devices saw acknowledgements before the kill ({})", acked.len());
     {
-        let config = liaison_server::config::Config { data_dir: data.path().to_owned(), ..Default::default() };
-        let store = liaison_server::open_data(&config).unwrap().store;
+        let store = liaison_server::open_data(&relay_config(data.path())).unwrap().store;
         for (doc, heads) in &acked {
             let stored = store.load(doc).unwrap();
             for h in heads {

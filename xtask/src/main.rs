@@ -14,6 +14,8 @@
 //!   mobile-bindings/generated/.
 //! - `kotlin-bench [KOLS]`: the Kotlin benchmark on the release library (default 2,000 KOLs).
 //! - `mobile-release`: the size-optimised library and its stripped size.
+//! - `postgres`: the tests' private PostgreSQL, for running tests by hand
+//!   (`LIAISON_TEST_PG_URL=... cargo test ...`); stopped on Enter.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -22,6 +24,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod mobile;
+mod postgres;
 
 fn main() -> Result<()> {
     // Tasks run from the workspace root whatever the caller's directory.
@@ -39,10 +42,11 @@ fn main() -> Result<()> {
         Some("prepare-binding-tests") => mobile::prepare_binding_tests(),
         Some("kotlin-bench") => mobile::kotlin_bench(args.get(1).map(String::as_str).unwrap_or("2000")),
         Some("mobile-release") => mobile::mobile_release(),
+        Some("postgres") => postgres::until_enter(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <ci|test|bench [liaison-bench args]|bench criterion [args]|fuzz [seconds]|soak [cases]|\
-                 bindings [--release]|prepare-binding-tests|kotlin-bench [kols]|mobile-release>"
+                 bindings [--release]|prepare-binding-tests|kotlin-bench [kols]|mobile-release|postgres>"
             );
             std::process::exit(2);
         }
@@ -84,6 +88,8 @@ fn run(program: &str, args: &[&str], dir: Option<&str>) -> Result<()> {
 }
 
 /// What the tests need beyond the Rust toolchain:
+/// - PostgreSQL (Debian's `postgresql`, installed by `postgres::start` if missing), for the
+///   relay's PostgreSQL backend;
 /// - Node.js and npm (Debian's packages if missing) and the npm packages of the JavaScript
 ///   interop test (tests/js) and the benchmark's Node peer (bench/node), installed exactly as locked.
 fn install_test_dependencies() -> Result<()> {
@@ -117,9 +123,12 @@ fn test() -> Result<()> {
     // and the binding tests load the ffi library through Kotlin and Python: build the workspace,
     // generate the bindings and compile the Kotlin first.
     mobile::prepare_binding_tests()?;
+    // One PostgreSQL for the whole run, stopped when `database` drops (the tests ended,
+    // passed or not) or, if xtask itself dies, when its pipe closes.
+    let database = postgres::start()?;
     let mut totals = Totals::default();
-    let all = cargo_test(&["test", "--workspace", "--all-targets", "--no-fail-fast"], &mut totals);
-    let doc = cargo_test(&["test", "--workspace", "--doc"], &mut totals);
+    let all = cargo_test(&["test", "--workspace", "--all-targets", "--no-fail-fast"], &database.url, &mut totals);
+    let doc = cargo_test(&["test", "--workspace", "--doc"], &database.url, &mut totals);
     // One closing line for the whole run, after cargo's per-binary ones.
     println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
     all.and(doc)
@@ -133,7 +142,7 @@ struct Totals {
 }
 
 /// Runs a cargo test command, echoing its output and adding up its `test result:` lines.
-fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
+fn cargo_test(args: &[&str], postgres_url: &str, totals: &mut Totals) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
     let mut child = Command::new(&cargo)
@@ -141,6 +150,7 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
         // test() built the relay binary just before; the e2e harness need not build it again.
         .env("LIAISON_RELAY_PREBUILT", "1")
         .env("LIAISON_BINDINGS_PREPARED", "1")
+        .env("LIAISON_TEST_PG_URL", postgres_url)
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;

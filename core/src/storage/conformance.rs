@@ -1,12 +1,18 @@
 //! One test suite every [`super::KvStore`] backend must pass.
+//!
+//! Exported behind the `testing` feature, so a backend in another crate runs it too:
+//! `liaison_core::kv_conformance!(make_store());` in a test file, where each call of
+//! `make_store()` returns an empty store.
 
-/// Expands to a `conformance` test module run against the store built by `$make`.
+/// Expands to a `conformance` test module run against the store built by `$make`, which must
+/// give a new, empty store each time it is evaluated (tests run in parallel).
+#[macro_export]
 macro_rules! kv_conformance {
     ($make:expr) => {
         mod conformance {
             #[allow(unused_imports)]
             use super::*;
-            use $crate::storage::{Batch, KvStore};
+            use $crate::storage::{Batch, KvStore, StorageError};
 
             fn store() -> impl KvStore {
                 $make
@@ -127,6 +133,85 @@ macro_rules! kv_conformance {
                 s.apply(b).unwrap();
                 assert_eq!(s.scan_keys(&[]).unwrap().len(), 2048);
                 assert_eq!(s.scan_prefix(&[0, 0, 7]).unwrap().len(), 256);
+            }
+
+            #[test]
+            fn preconditions_hold_or_nothing_is_written() {
+                let s = store();
+                s.put(b"a", b"1").unwrap();
+                let mut b = Batch::new();
+                b.expect(b"a".to_vec(), Some(b"1".to_vec()))
+                    .expect(b"b".to_vec(), None)
+                    .put(b"a".to_vec(), b"2".to_vec())
+                    .put(b"b".to_vec(), b"x".to_vec());
+                s.apply(b).unwrap();
+                assert_eq!(s.get(b"a").unwrap(), Some(b"2".to_vec()));
+                assert_eq!(s.get(b"b").unwrap(), Some(b"x".to_vec()));
+
+                // Each failing precondition: wrong value, present where absent was expected,
+                // absent where a value was expected. Nothing of the batch is written.
+                for (key, want) in [(b"a", Some(b"1".to_vec())), (b"b", None), (b"c", Some(Vec::new()))] {
+                    let mut b = Batch::new();
+                    b.put(b"z".to_vec(), b"z".to_vec()).delete(b"a".to_vec()).expect(key.to_vec(), want);
+                    assert!(matches!(s.apply(b), Err(StorageError::Conflict)));
+                    assert_eq!(s.get(b"z").unwrap(), None);
+                    assert_eq!(s.get(b"a").unwrap(), Some(b"2".to_vec()));
+                }
+
+                // Checked against the store before the batch's own writes.
+                let mut b = Batch::new();
+                b.put(b"c".to_vec(), b"1".to_vec()).expect(b"c".to_vec(), None);
+                s.apply(b).unwrap();
+                let mut b = Batch::new();
+                b.expect(b"c".to_vec(), Some(b"1".to_vec())).delete(b"c".to_vec());
+                s.apply(b).unwrap();
+                assert_eq!(s.get(b"c").unwrap(), None);
+                // An empty value is a value, not an absence.
+                s.put(b"e", b"").unwrap();
+                let mut b = Batch::new();
+                b.expect(b"e".to_vec(), None);
+                assert!(matches!(s.apply(b), Err(StorageError::Conflict)));
+            }
+
+            #[test]
+            fn preconditions_make_compare_and_set_safe_across_threads() {
+                const THREADS: usize = 4;
+                const INCREMENTS: u64 = 40;
+                let s = store();
+                s.put(b"counter", &0u64.to_be_bytes()).unwrap();
+                let created = std::sync::atomic::AtomicUsize::new(0);
+                std::thread::scope(|scope| {
+                    for _ in 0..THREADS {
+                        scope.spawn(|| {
+                            // Exactly one thread creates the key that must be absent.
+                            let mut once = Batch::new();
+                            once.expect(b"once".to_vec(), None).put(b"once".to_vec(), b"1".to_vec());
+                            match s.apply(once) {
+                                Ok(()) => {
+                                    created.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                }
+                                Err(StorageError::Conflict) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                            let mut done = 0;
+                            while done < INCREMENTS {
+                                let old = s.get(b"counter").unwrap().unwrap();
+                                let n = u64::from_be_bytes(old.as_slice().try_into().unwrap());
+                                let mut b = Batch::new();
+                                b.expect(b"counter".to_vec(), Some(old))
+                                    .put(b"counter".to_vec(), (n + 1).to_be_bytes().to_vec());
+                                match s.apply(b) {
+                                    Ok(()) => done += 1,
+                                    Err(StorageError::Conflict) => {}
+                                    Err(e) => panic!("{e}"),
+                                }
+                            }
+                        });
+                    }
+                });
+                let total = s.get(b"counter").unwrap().unwrap();
+                assert_eq!(u64::from_be_bytes(total.as_slice().try_into().unwrap()), THREADS as u64 * INCREMENTS);
+                assert_eq!(created.load(std::sync::atomic::Ordering::SeqCst), 1);
             }
         }
     };

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Batch, BatchOp, KeyValue, KvStore, StorageError, page_range, take_page};
+use super::{Batch, BatchOp, KeyValue, KvStore, StorageError, check_expectations, page_range, take_page};
 
 /// An in-memory store: tests, simulations, and ephemeral peers.
 ///
@@ -72,6 +72,7 @@ impl KvStore for MemoryKv {
     fn apply(&self, batch: Batch) -> Result<(), StorageError> {
         self.check_space()?;
         let mut map = self.map();
+        check_expectations(&batch, |key| Ok(map.get(key).cloned()))?;
         for op in batch.into_ops() {
             match op {
                 BatchOp::Put(k, v) => {

@@ -3,10 +3,12 @@
 //! The trait is deliberately small (get, put, delete, scan by prefix, atomic batch, flush) so
 //! that sled, which calls itself beta, can be replaced without touching anything above it.
 
-// Declared first: its macro is used by the backends' tests.
-#[cfg(test)]
+// Declared first: its macro is used by the backends' tests. Behind `testing` it is exported
+// (`liaison_core::kv_conformance!`) so backends in other crates (the relay's PostgreSQL store)
+// pass the same suite.
+#[cfg(any(test, feature = "testing"))]
 #[macro_use]
-pub(crate) mod conformance;
+pub mod conformance;
 
 mod memory;
 mod sled_kv;
@@ -37,6 +39,10 @@ pub enum StorageError {
     /// Any other failure the backend reports, with its message.
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// A precondition of the batch ([`Batch::expect`]) did not hold when it was applied: nothing
+    /// of the batch was written. Another writer changed a key first; read again and retry.
+    #[error("a batch's precondition did not hold; nothing was written")]
+    Conflict,
 }
 
 impl StorageError {
@@ -54,11 +60,21 @@ pub enum BatchOp {
     Delete(Vec<u8>),
 }
 
+/// A precondition of a [`Batch`]: the key holds this value (`None`: the key is absent).
+pub type Expectation = (Vec<u8>, Option<Vec<u8>>);
+
 /// Writes applied all together or not at all, by [`KvStore::apply`]. They are applied in the
 /// order they were added, so of two writes to one key the later wins.
+///
+/// A batch may also carry preconditions ([`Batch::expect`]): they are checked atomically with
+/// the writes, against every other writer of the store (another thread, or with PostgreSQL
+/// another process), and if one does not hold nothing is written and `apply` fails with
+/// [`StorageError::Conflict`]. That is the compare-and-set a store shared by several relays
+/// needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Batch {
     ops: Vec<BatchOp>,
+    expected: Vec<Expectation>,
 }
 
 impl Batch {
@@ -79,9 +95,23 @@ impl Batch {
         self
     }
 
-    /// Whether the batch holds no writes.
+    /// Adds a precondition: when the batch is applied, `key` must hold `value` (`None`: must be
+    /// absent), or nothing is written and [`KvStore::apply`] fails with
+    /// [`StorageError::Conflict`]. Checked before any write of the batch, so it sees the store
+    /// as it was, not as the batch's own writes leave it.
+    pub fn expect(&mut self, key: impl Into<Vec<u8>>, value: Option<Vec<u8>>) -> &mut Self {
+        self.expected.push((key.into(), value));
+        self
+    }
+
+    /// The preconditions, in the order they were added.
+    pub fn expectations(&self) -> &[Expectation] {
+        &self.expected
+    }
+
+    /// Whether the batch holds no writes and no preconditions.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.expected.is_empty()
     }
 
     /// How many writes the batch holds, each put and delete counted, to the same key or not.
@@ -99,10 +129,25 @@ impl Batch {
         self.ops
     }
 
-    /// Appends another batch's writes after this one's.
+    /// Appends another batch's writes after this one's, and adds its preconditions.
     pub fn extend(&mut self, other: Batch) {
         self.ops.extend(other.ops);
+        self.expected.extend(other.expected);
     }
+}
+
+/// For backends that check preconditions under their own lock: [`StorageError::Conflict`]
+/// unless every expectation of `batch` holds, reading current values with `get`.
+pub(crate) fn check_expectations(
+    batch: &Batch,
+    mut get: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, StorageError>,
+) -> Result<(), StorageError> {
+    for (key, want) in batch.expectations() {
+        if get(key)? != *want {
+            return Err(StorageError::Conflict);
+        }
+    }
+    Ok(())
 }
 
 /// A key and its value, as returned by [`KvStore::scan_prefix`].
@@ -177,7 +222,9 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
         Ok(page)
     }
     /// Applies every write of `batch` atomically: after a crash either all are visible or none.
-    /// Like any write, durable only after [`KvStore::flush`].
+    /// Like any write, durable only after [`KvStore::flush`]. If a precondition of the batch
+    /// ([`Batch::expect`]) does not hold, writes nothing and fails with
+    /// [`StorageError::Conflict`].
     fn apply(&self, batch: Batch) -> Result<(), StorageError>;
     /// Makes every write applied so far durable (survives a killed process and a power cut).
     fn flush(&self) -> Result<(), StorageError>;

@@ -1,11 +1,18 @@
 use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{Batch, BatchOp, KeyValue, KvStore, StorageError};
+use super::{Batch, BatchOp, KeyValue, KvStore, StorageError, check_expectations};
 
 /// The on-device and relay backend: one sled database in a directory.
+///
+/// A batch with preconditions ([`Batch::expect`]) is checked and applied under `writers`
+/// taken exclusively; every other write takes it shared, so plain writes still run side by
+/// side and none slips between a precondition's check and its batch. One lock per process is
+/// enough: sled's directory lock keeps other processes out.
 #[derive(Debug, Clone)]
 pub struct SledKv {
     db: sled::Db,
+    writers: Arc<RwLock<()>>,
 }
 
 /// sled's page cache unless told otherwise: 64 MiB.
@@ -35,7 +42,7 @@ impl SledKv {
                 .cache_capacity(cache_bytes)
                 .open();
             match opened {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => return Ok(Self::wrap(db)),
                 Err(sled::Error::Io(e)) if is_lock_conflict(&e) => {
                     if started.elapsed() >= LOCK_WAIT {
                         return Err(StorageError::InUse);
@@ -51,7 +58,20 @@ impl SledKv {
     /// A database that lives only in memory and temporary files; for tests of sled itself.
     pub fn temporary() -> Result<Self, StorageError> {
         let db = sled::Config::new().temporary(true).open().map_err(map_err)?;
-        Ok(Self { db })
+        Ok(Self::wrap(db))
+    }
+
+    fn wrap(db: sled::Db) -> Self {
+        Self { db, writers: Arc::new(RwLock::new(())) }
+    }
+
+    // A poisoned lock guards no data (`()`): a writer that panicked left nothing half-done.
+    fn plain_write(&self) -> RwLockReadGuard<'_, ()> {
+        self.writers.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn conditional_write(&self) -> RwLockWriteGuard<'_, ()> {
+        self.writers.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Bytes the database occupies on disk.
@@ -82,11 +102,13 @@ impl KvStore for SledKv {
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let _writing = self.plain_write();
         self.db.insert(key, value).map_err(map_err)?;
         Ok(())
     }
 
     fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
+        let _writing = self.plain_write();
         self.db.remove(key).map_err(map_err)?;
         Ok(())
     }
@@ -119,6 +141,13 @@ impl KvStore for SledKv {
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        let _writing = if batch.expectations().is_empty() {
+            (Some(self.plain_write()), None)
+        } else {
+            let exclusive = self.conditional_write();
+            check_expectations(&batch, |key| Ok(self.db.get(key).map_err(map_err)?.map(|v| v.to_vec())))?;
+            (None, Some(exclusive))
+        };
         let mut b = sled::Batch::default();
         for op in batch.into_ops() {
             match op {

@@ -59,6 +59,19 @@ pub enum BackupError {
     NotADocumentId(String),
     #[error("backup I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "this relay stores its data in PostgreSQL: back it up and restore it with PostgreSQL's tools \
+         (pg_dump and pg_restore, or pg_basebackup), as the operator guide describes"
+    )]
+    OnPostgres,
+}
+
+/// The relay's own backups copy a sled database; on PostgreSQL, PostgreSQL's tools do it.
+pub fn supported(backend: crate::config::Backend) -> Result<(), BackupError> {
+    match backend {
+        crate::config::Backend::Sled => Ok(()),
+        crate::config::Backend::Postgres => Err(BackupError::OnPostgres),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -238,6 +238,7 @@ async fn stats(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, Ap
 /// A consistent backup while serving (system admins only), into a new directory the relay
 /// names under `backup_root`. Writes and acknowledgements go on meanwhile (see `backup`).
 async fn backup(_: SystemAdmin, State(s): State<AppState>) -> Result<Response, ApiError> {
+    crate::backup::supported(s.data.backend)?;
     let (root, data) = (s.backup_root.clone(), s.data.clone());
     let (name, manifest) = tokio::task::spawn_blocking(move || {
         let now = now_ms();

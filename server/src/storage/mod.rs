@@ -1,0 +1,94 @@
+//! The relay's storage backends behind core's `KvStore`: sled in the data directory (core's
+//! `SledKv`), or PostgreSQL ([`PgKv`], `[storage] backend = "postgres"`).
+//!
+//! **Architecture Invariant:** only this module knows PostgreSQL. tokio-postgres, its pool and
+//! its TLS are dependencies of the relay, never of core, and everything above `KvStore` (the
+//! document store, the relay's keys) is the same on both backends.
+//!
+//! - [`bridge`]: the store's own runtime, and how synchronous calls wait on it.
+//! - [`pg_kv`]: the `KvStore` over one table; [`pg_batch`]: a batch as one transaction.
+//! - [`connect`]: URL, TLS to the database, the pool.
+//! - [`migrate`]: versioned migrations (`liaison-relay migrate`) and the check `serve` makes.
+//! - `testing` (feature `testing`): a private PostgreSQL for tests.
+
+mod bridge;
+mod connect;
+pub mod migrate;
+mod pg_batch;
+mod pg_kv;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use liaison_core::storage::StorageError;
+pub use pg_kv::PgKv;
+
+use crate::config::StorageConfig;
+
+/// Errors of the storage layer's set-up: configuration, schema, TLS. Messages never show the
+/// URL (it may hold the password), keys or values.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("backend \"postgres\" needs storage.url (or LIAISON_STORAGE_URL)")]
+    MissingUrl,
+    #[error("storage.url is not a valid PostgreSQL URL or connection string")]
+    InvalidUrl,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot set up TLS to PostgreSQL: {0}")]
+    Tls(String),
+    #[error(
+        "the database schema is at version {have}, this relay needs version {need}: run `liaison-relay migrate` first"
+    )]
+    SchemaTooOld { have: u32, need: u32 },
+    #[error("the database schema is at version {have}, newer than this relay knows ({known}): upgrade the relay")]
+    SchemaTooNew { have: u32, known: u32 },
+    #[error("migration {version} applied to this database differs from this relay's: the schema cannot be trusted")]
+    MigrationChanged { version: u32 },
+    #[error("migration {version} failed, nothing of it was applied: {reason}")]
+    Migration { version: u32, reason: String },
+    #[error(
+        "synchronous_commit is off for this database: a crash would lose edits the relay acknowledged; set it to \
+         on (or local, remote_write, remote_apply)"
+    )]
+    NotDurable,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Checks `[storage]` for PostgreSQL without connecting (`check-config`, `serve`'s start).
+pub fn check_config(storage: &StorageConfig) -> Result<(), DbError> {
+    connect::pg_config(storage).map(drop)
+}
+
+/// Opens the PostgreSQL store for `serve` and the admin CLI: connects, and refuses a schema
+/// other than the one this relay needs and a database that does not make commits durable.
+pub fn open_postgres(storage: &StorageConfig) -> Result<PgKv, DbError> {
+    let pool = connect::pool(storage)?;
+    let bridge = bridge::Bridge::start().map_err(|e| DbError::Storage(StorageError::Io(e)))?;
+    let checked = pool.clone();
+    bridge.run(async move {
+        let client = checked.get().await.map_err(pg_kv::map_pool_err)?;
+        Ok(durability(&client).await.and(migrate::check(&client).await))
+    })??;
+    Ok(PgKv::new(pool, bridge))
+}
+
+/// Creates or upgrades the schema (`liaison-relay migrate`).
+pub fn migrate(storage: &StorageConfig) -> Result<migrate::Migrated, DbError> {
+    let pool = connect::pool(storage)?;
+    let bridge = bridge::Bridge::start().map_err(|e| DbError::Storage(StorageError::Io(e)))?;
+    bridge.run(async move {
+        let object = pool.get().await.map_err(pg_kv::map_pool_err)?;
+        // Out of the pool: the connection (and the session's advisory lock) ends with the run.
+        let mut client = deadpool_postgres::Object::take(object);
+        Ok(migrate::run(&mut client).await)
+    })?
+}
+
+/// Acknowledged edits must survive a crash of PostgreSQL's host: refuse `synchronous_commit =
+/// off`, keep whatever stronger setting the operator chose (`remote_apply` for a standby).
+async fn durability(client: &tokio_postgres::Client) -> Result<(), DbError> {
+    let row = client.query_one("SHOW synchronous_commit", &[]).await.map_err(|e| pg_kv::map_pg_err(&e))?;
+    let setting: String = row.try_get(0).map_err(|e| pg_kv::map_pg_err(&e))?;
+    if setting == "off" { Err(DbError::NotDurable) } else { Ok(()) }
+}
