@@ -31,9 +31,18 @@ kotlin {
     jvmToolchain(17)
 }
 
+// The platform verifier's Kotlin component must be the version of the native one the library
+// was built with: read it from the workspace's Cargo.lock (rustls-platform-verifier-android).
+val platformVerifierVersion: String = workspace.resolve("Cargo.lock").readLines().let { lines ->
+    val at = lines.indexOfFirst { it.trim() == "name = \"rustls-platform-verifier-android\"" }
+    lines.getOrNull(at + 1)?.substringAfter('"')?.substringBefore('"')
+        ?: error("rustls-platform-verifier-android not found in Cargo.lock")
+}
+
 dependencies {
     implementation("net.java.dev.jna:jna:5.13.0@aar")
     implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.10.1")
+    implementation("rustls:rustls-platform-verifier:$platformVerifierVersion")
 }
 
 val cargoNdk by tasks.registering(Exec::class) {
