@@ -109,7 +109,8 @@ fn a_stopped_database_is_a_clear_error_and_work_goes_on_after_a_restart() {
 fn two_stores_writing_the_same_keys_never_tear_a_batch() {
     let storage = storage_at(testing::fresh_database().unwrap());
     storage::migrate(&storage).unwrap();
-    let (one, two) = (storage::open_postgres(&storage).unwrap(), storage::open_postgres(&storage).unwrap());
+    let (one, two) =
+        (storage::open_postgres_shared(&storage).unwrap(), storage::open_postgres_shared(&storage).unwrap());
     let keys: Vec<Vec<u8>> = (0u8..16).map(|i| vec![b'k', i]).collect();
     std::thread::scope(|scope| {
         for (kv, name, reversed) in [(&one, b'A', false), (&two, b'B', true)] {
@@ -164,6 +165,30 @@ fn migrate_makes_the_schema_once_and_serve_refuses_what_it_cannot_use() {
         .unwrap();
     assert!(matches!(storage::migrate(&storage), Err(DbError::SchemaTooNew { have: 999, .. })));
     assert!(matches!(storage::open_postgres(&storage), Err(DbError::SchemaTooNew { have: 999, .. })));
+}
+
+#[test]
+fn a_second_relay_on_one_database_is_refused_until_the_first_closes() {
+    let storage = storage_at(testing::fresh_database().unwrap());
+    storage::migrate(&storage).unwrap();
+    let first = storage::open_postgres(&storage).unwrap();
+    first.put(b"k", b"1").unwrap();
+    let e = storage::open_postgres(&storage).unwrap_err();
+    assert!(matches!(e, DbError::InUse), "{e}");
+    assert!(e.to_string().contains("one relay per database"), "{e}");
+    // The first relay goes (as a killed one's session ends): the database is free again.
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let second = loop {
+        match storage::open_postgres(&storage) {
+            Ok(kv) => break kv,
+            Err(DbError::InUse) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("the lock outlived its relay: {e}"),
+        }
+    };
+    assert_eq!(second.get(b"k").unwrap(), Some(b"1".to_vec()));
 }
 
 #[test]

@@ -336,7 +336,7 @@ async fn contract_end_exports_a_tenant_then_purges_it_and_leaves_the_other_untou
     // relay then answers its devices 410 Gone, and they erase their local copies.
     last_error_contains(kim.client(), "retired this workspace").await;
     let status = kim.client().status();
-    assert_eq!(status.problem, Some(liaison_core::client::SyncProblem::Retired), "the typed state reads retired");
+    assert_eq!(status.problem, Some(SyncProblem::Retired), "the typed state reads retired");
     assert_eq!(status.wiped, Some(liaison_core::client::WipeReason::Retired));
     for p in &b_plans {
         kim.until_store("the purged tenant's local copies are erased", |s| s.get::<EngagementPlan>(p).is_err()).await;

@@ -51,6 +51,11 @@ pub enum DbError {
          on (or local, remote_write, remote_apply)"
     )]
     NotDurable,
+    #[error(
+        "another relay (or `liaison-relay admin` while a relay runs) is using this database: one relay per \
+         database until the cluster mode lands"
+    )]
+    InUse,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -60,17 +65,52 @@ pub fn check_config(storage: &StorageConfig) -> Result<(), DbError> {
     connect::pg_config(storage).map(drop)
 }
 
-/// Opens the PostgreSQL store for `serve` and the admin CLI: connects, and refuses a schema
-/// other than the one this relay needs and a database that does not make commits durable.
+/// An arbitrary constant naming the one-relay-per-database lock among the database's advisory
+/// locks (the migration lock is `...01`).
+const SINGLE_RELAY_LOCK: i64 = 0x6c69_6169_736f_6e02;
+
+/// Opens the PostgreSQL store for `serve` and the admin CLI: connects, refuses a schema other
+/// than the one this relay needs and a database that does not make commits durable, and takes
+/// the database for this process alone.
+///
+/// **One relay per database** until the cluster mode lands: the document store keeps a
+/// document's meta, its chunk numbers and the change feed's counter in memory, so two relays
+/// writing one database would overwrite each other's chunks. The relay holds a session-level
+/// advisory lock on a connection of its own for as long as the store is open (a killed relay's
+/// session ends, and the lock with it); a second relay, or the admin CLI while a relay runs, is
+/// refused with [`DbError::InUse`], as sled refuses a second process on its directory.
 pub fn open_postgres(storage: &StorageConfig) -> Result<PgKv, DbError> {
+    open(storage, true)
+}
+
+/// [`open_postgres`] without the one-relay lock: for tests of several stores on one database
+/// (what the cluster mode builds on), never for a relay.
+pub fn open_postgres_shared(storage: &StorageConfig) -> Result<PgKv, DbError> {
+    open(storage, false)
+}
+
+fn open(storage: &StorageConfig, alone: bool) -> Result<PgKv, DbError> {
     let pool = connect::pool(storage)?;
     let bridge = bridge::Bridge::start().map_err(|e| DbError::Storage(StorageError::Io(e)))?;
     let checked = pool.clone();
-    bridge.run(async move {
-        let client = checked.get().await.map_err(pg_kv::map_pool_err)?;
-        Ok(durability(&client).await.and(migrate::check(&client).await))
+    let single = bridge.run(async move {
+        let object = checked.get().await.map_err(pg_kv::map_pool_err)?;
+        if let Err(e) = durability(&object).await.and(migrate::check(&object).await) {
+            return Ok(Err(e));
+        }
+        if !alone {
+            return Ok(Ok(None));
+        }
+        // Out of the pool: the lock lives as long as this session.
+        let client = deadpool_postgres::Object::take(object);
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&SINGLE_RELAY_LOCK])
+            .await
+            .map_err(|e| pg_kv::map_pg_err(&e))?;
+        let taken: bool = row.try_get(0).map_err(|e| pg_kv::map_pg_err(&e))?;
+        Ok(if taken { Ok(Some(client)) } else { Err(DbError::InUse) })
     })??;
-    Ok(PgKv::new(pool, bridge))
+    Ok(PgKv::new(pool, bridge, single))
 }
 
 /// Creates or upgrades the schema (`liaison-relay migrate`).

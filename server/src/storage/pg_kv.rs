@@ -34,11 +34,14 @@ const BATCH_ATTEMPTS: usize = 5;
 pub struct PgKv {
     pool: Pool,
     bridge: Bridge,
+    /// The connection holding the one-relay-per-database lock (see `super::open_postgres`),
+    /// kept out of the pool for the store's life: dropping it releases the lock.
+    _single: Option<deadpool_postgres::ClientWrapper>,
 }
 
 impl PgKv {
-    pub(crate) fn new(pool: Pool, bridge: Bridge) -> Self {
-        Self { pool, bridge }
+    pub(crate) fn new(pool: Pool, bridge: Bridge, single: Option<deadpool_postgres::ClientWrapper>) -> Self {
+        Self { pool, bridge, _single: single }
     }
 
     /// Runs `work` with a pooled connection on the store's runtime.
