@@ -204,6 +204,11 @@ fn main() -> Result<()> {
         }
         Command::Admin { common, action } => {
             let config = load(&common)?;
+            if matches!(action, Admin::Backup { .. }) {
+                // Before opening the store: on PostgreSQL the answer is PostgreSQL's tools, also
+                // while a relay holds the database.
+                liaison_server::backup::supported(config.storage.backend)?;
+            }
             let liaison_server::Data { store, auth, ledger, .. } = liaison_server::open_data(&config)?;
             match action {
                 Admin::AddTenant { tenant } => {
@@ -266,7 +271,6 @@ fn main() -> Result<()> {
                     }
                 }
                 Admin::Backup { dest } => {
-                    liaison_server::backup::supported(config.storage.backend)?;
                     let m =
                         liaison_server::backup::backup_stopped(store.kv().as_ref(), ledger.path(), &dest, now_ms())?;
                     println!("backed up {} entries into {}", m.entries, dest.display());
