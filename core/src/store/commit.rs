@@ -19,6 +19,9 @@ pub(super) struct Pending {
     pub(super) origin: Origin,
     /// The losing profile of a KOL merge (reported [`ChangeReason::MergedAway`]).
     pub(super) merged_away: bool,
+    /// The stored meta's bytes this write was built on (`None`: not stored yet): in a shared
+    /// store the write expects them.
+    pub(super) stored: Option<Vec<u8>>,
 }
 
 impl DocStore {
@@ -28,13 +31,13 @@ impl DocStore {
         id: &DocumentId,
         origin: Origin,
     ) -> Result<Pending, StoreError> {
-        let meta = self.read_meta(id)?.ok_or(StoreError::NotFound(*id))?;
+        let (meta, stored) = self.read_meta_raw(id)?.ok_or(StoreError::NotFound(*id))?;
         let doc = match cache.take(id) {
-            Some(d) => d,
-            None => self.load_from_disk(id)?,
+            Some(d) if self.cached_is_current(&d, &meta) => d,
+            _ => self.load_from_disk(id)?,
         };
         let before = doc.get_heads();
-        Ok(Pending { id: *id, doc, before, meta, origin, merged_away: false })
+        Ok(Pending { id: *id, doc, before, meta, origin, merged_away: false, stored: Some(stored) })
     }
 
     /// The stored document for a remote write, or a new empty one if it is new here.
@@ -47,6 +50,7 @@ impl DocStore {
                 meta: DocMeta::default(),
                 origin: Origin::Remote,
                 merged_away: false,
+                stored: None,
             }),
             other => other,
         }
@@ -93,6 +97,9 @@ impl DocStore {
                 continue;
             }
             let old_meta = p.meta.clone();
+            if self.options.shared {
+                batch.expect(keys::meta(&p.id), p.stored.take());
+            }
             if p.meta.chunks == 0 {
                 batch.put(keys::chunk(&p.id, p.meta.next_chunk), frame(&p.doc.save()));
                 p.meta.chunks = 1;

@@ -60,3 +60,11 @@ pub enum StoreError {
         kind: Option<Kind>,
     },
 }
+
+impl StoreError {
+    /// Another writer of a shared store ([`StoreOptions::shared`](super::StoreOptions::shared))
+    /// changed a document this write was built on: nothing was written; read and try again.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Storage(StorageError::Conflict))
+    }
+}

@@ -9,12 +9,25 @@ use crate::id::DocumentId;
 
 impl DocStore {
     pub(super) fn read_meta(&self, id: &DocumentId) -> Result<Option<DocMeta>, StoreError> {
+        Ok(self.read_meta_raw(id)?.map(|(meta, _)| meta))
+    }
+
+    /// The meta and the bytes it was read from: a write to a shared store expects exactly
+    /// those bytes (see [`super::StoreOptions::shared`]).
+    pub(super) fn read_meta_raw(&self, id: &DocumentId) -> Result<Option<(DocMeta, Vec<u8>)>, StoreError> {
         match self.kv.get(&keys::meta(id))? {
-            Some(v) => Ok(Some(
+            Some(v) => Ok(Some((
                 minicbor::decode(&v).map_err(|_| StoreError::Corrupt { id: *id, reason: "metadata unreadable" })?,
-            )),
+                v,
+            ))),
             None => Ok(None),
         }
+    }
+
+    /// A cached copy is current unless another process wrote the document since: in a shared
+    /// store, its heads must be the stored ones.
+    pub(super) fn cached_is_current(&self, doc: &Automerge, meta: &DocMeta) -> bool {
+        !self.options.shared || doc.get_heads() == meta.heads
     }
 
     /// A document's chunks, concatenated (empty if it has none).
@@ -41,6 +54,10 @@ impl DocStore {
     pub(super) fn load_cached(&self, id: &DocumentId) -> Result<Automerge, StoreError> {
         let mut cache = lock(&self.cache);
         if let Some(doc) = cache.take(id) {
+            if self.options.shared && !self.read_meta(id)?.is_some_and(|m| self.cached_is_current(&doc, &m)) {
+                drop(cache);
+                return self.load_from_disk(id);
+            }
             let copy = doc.clone();
             cache.put(*id, doc, self.options.cache_docs);
             return Ok(copy);

@@ -40,6 +40,8 @@ mod pending;
 mod position;
 mod raw;
 mod records;
+#[cfg(test)]
+mod shared_tests;
 mod sync_group;
 mod sync_writes;
 #[cfg(test)]
@@ -87,11 +89,20 @@ pub struct StoreOptions {
     /// How many loaded documents are kept in memory for the next read or edit, the least
     /// recently used evicted first; 0 keeps none. Default 32.
     pub cache_docs: usize,
+    /// Other processes write the same key-value store (relay nodes on one PostgreSQL). Then
+    /// every document write is conditional on the metadata it was built on (`m/ID`, which a
+    /// write always changes: a per-document version), and a cached document is used only
+    /// while its heads are the stored ones. A write that lost the race to another process
+    /// fails with [`StoreError::Storage`]`(`[`StorageError::Conflict`](crate::storage::StorageError::Conflict)`)`
+    /// ([`StoreError::is_conflict`]): nothing of it is written and its documents are dropped
+    /// from memory, so reading again sees both writes. Default `false` (one writer: a device, a
+    /// relay on sled).
+    pub shared: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { durability: Durability::Immediate, compact_after_chunks: 64, cache_docs: 32 }
+        Self { durability: Durability::Immediate, compact_after_chunks: 64, cache_docs: 32, shared: false }
     }
 }
 

@@ -9,6 +9,9 @@ use crate::id::DocumentId;
 use crate::model::{Kind, ModelError};
 use crate::storage::Batch;
 
+/// Times a removal is tried in a shared store when another process wrote the document meanwhile.
+const REMOVE_ATTEMPTS: usize = 5;
+
 impl DocStore {
     /// The document as automerge-repo would load it.
     pub fn load(&self, id: &DocumentId) -> Result<Automerge, StoreError> {
@@ -73,9 +76,27 @@ impl DocStore {
 
     /// Deletes a document and its index entries with `extra`, reporting `reason`
     /// ([`ChangeReason::Erased`] or [`ChangeReason::AccessRemoved`]).
+    ///
+    /// In a shared store a write by another process between reading the document's keys and
+    /// deleting them (a chunk the delete would miss) makes the batch conflict; the removal is
+    /// then tried again from the start, a few times.
     fn remove(&self, id: &DocumentId, extra: Batch, reason: ChangeReason) -> Result<bool, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.remove_once(id, extra.clone(), reason) {
+                Err(e) if e.is_conflict() && attempt < REMOVE_ATTEMPTS => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn remove_once(&self, id: &DocumentId, extra: Batch, reason: ChangeReason) -> Result<bool, StoreError> {
         let mut cache = lock(&self.cache);
-        let Some(meta) = self.read_meta(id)? else {
+        let Some((meta, stored)) = self.read_meta_raw(id)? else {
+            let mut extra = extra;
+            if self.options.shared {
+                extra.expect(keys::meta(id), None);
+            }
             if !extra.is_empty() {
                 self.kv.apply(extra)?;
                 self.durable()?;
@@ -84,6 +105,9 @@ impl DocStore {
         };
         cache.take(id);
         let mut batch = extra;
+        if self.options.shared {
+            batch.expect(keys::meta(id), Some(stored));
+        }
         for k in self.kv.scan_keys(&keys::chunk_prefix(id))? {
             batch.delete(k);
         }
@@ -121,11 +145,13 @@ impl DocStore {
     /// Rewrites a document as a single chunk.
     pub fn compact(&self, id: &DocumentId) -> Result<(), StoreError> {
         let mut cache = lock(&self.cache);
-        let p = self.take_pending(&mut cache, id, Origin::Local)?;
-        let batch = self.compaction_batch(&p)?;
+        let mut p = self.take_pending(&mut cache, id, Origin::Local)?;
+        let mut batch = self.compaction_batch(&p)?;
+        if self.options.shared {
+            batch.expect(keys::meta(id), p.stored.take());
+        }
         // The heads do not change; a meta written before heads were kept gets them here.
         let meta = DocMeta { next_chunk: p.meta.next_chunk + 1, chunks: 1, heads: p.doc.get_heads(), ..p.meta.clone() };
-        let mut batch = batch;
         batch.put(keys::meta(id), encode(&meta));
         self.kv.apply(batch)?;
         self.durable()?;

@@ -33,6 +33,7 @@ impl DocStore {
                 meta: DocMeta::default(),
                 origin: Origin::Local,
                 merged_away: false,
+                stored: None,
             }],
         )
     }

@@ -163,7 +163,14 @@ impl DocStore {
         }
         let mut meta = match state.metas.get(&w.doc) {
             Some(m) => m.clone(),
-            None => self.read_meta(&w.doc)?.unwrap_or_default(),
+            None => {
+                let stored = self.read_meta_raw(&w.doc)?;
+                if self.options.shared {
+                    // Built on this meta: another process's write since makes the group conflict.
+                    batch.expect(keys::meta(&w.doc), stored.as_ref().map(|(_, raw)| raw.clone()));
+                }
+                stored.map(|(m, _)| m).unwrap_or_default()
+            }
         };
         let created = meta.chunks == 0;
         let must_load = created || meta.kind.is_none();
