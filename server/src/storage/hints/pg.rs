@@ -209,11 +209,12 @@ impl Session<'_> {
         let writer = async {
             answered(client.batch_execute(&format!("LISTEN {CHANNEL}"))).await?;
             *listened = true;
+            // Sent after LISTEN took effect: whatever a receiver missed before, it catches up.
+            // Before `connect` returns, so a receiver subscribed after it has one resync only.
+            let _ = events.send(Arrival::Resync);
             if let Some(first) = first.take() {
                 let _ = first.send(Ok(()));
             }
-            // Sent after LISTEN took effect: whatever a receiver missed before, it catches up.
-            let _ = events.send(Arrival::Resync);
             let notify = answered(client.prepare(NOTIFY_SQL)).await?;
             let mut health = tokio::time::interval(HEALTH_EVERY);
             health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
