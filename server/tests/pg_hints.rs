@@ -59,6 +59,47 @@ async fn kill_listener(url: &str, node: &PgHints) {
     .await;
 }
 
+/// The PostgreSQL backend of `node`'s listener.
+async fn listener_pid(url: &str, node: &PgHints) -> String {
+    let query = format!(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = '{} {}'",
+        hints::pg::APPLICATION_NAME,
+        node.node()
+    );
+    let url = url.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("psql").arg(url).args(["-tAc", &query]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let pid = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()), "{pid:?}");
+    pid
+}
+
+/// A backend stopped with SIGSTOP: ended and let go on drop, even when the test fails (a
+/// stopped backend would hold up the server's shutdown).
+struct StoppedBackend {
+    url: String,
+    pid: String,
+}
+
+impl StoppedBackend {
+    fn stop(url: &str, pid: String) -> Self {
+        let status = std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+        assert!(status.success(), "kill -STOP {pid}");
+        Self { url: url.to_owned(), pid }
+    }
+}
+
+impl Drop for StoppedBackend {
+    fn drop(&mut self) {
+        // Whatever it does with the query it holds, it does last.
+        let _ = testing::psql(&self.url, &format!("SELECT pg_terminate_backend({})", self.pid));
+        let _ = std::process::Command::new("kill").args(["-CONT", &self.pid]).status();
+    }
+}
+
 /// Two nodes on one fresh database, each receiver past its first (initial) resync.
 async fn two_nodes(storage: &StorageConfig) -> ((PgHints, HintReceiver), (PgHints, HintReceiver)) {
     let (a, b) = (PgHints::connect(storage).await.unwrap(), PgHints::connect(storage).await.unwrap());
@@ -143,6 +184,19 @@ async fn a_killed_listener_reconnects_resyncs_and_hears_again() {
     let mut got = vec![next(&mut b_events).await, next(&mut b_events).await];
     got.sort_by_key(|event| format!("{event:?}"));
     assert_eq!(got, [HintEvent::Hint(doc(2, 1)), HintEvent::Hint(Hint::Security)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_gone_silent_is_replaced_and_what_it_was_sending_is_sent_again() {
+    let url = testing::fresh_database().unwrap();
+    let ((a, mut a_events), (_b, mut b_events)) = two_nodes(&storage_at(url.clone())).await;
+    // A's backend stops answering (a hung server, a network that drops packets): its socket
+    // stays open, so only the missing answer tells.
+    let stopped = StoppedBackend::stop(&url, listener_pid(&url, &a).await);
+    a.publish(&[doc(7, 1)]).unwrap();
+    assert_eq!(next_within(&mut a_events, 15).await, HintEvent::Resync, "A noticed the silence and reconnected");
+    drop(stopped);
+    assert_eq!(next(&mut b_events).await, HintEvent::Hint(doc(7, 1)), "the hint in flight was sent again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
