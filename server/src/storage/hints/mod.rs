@@ -15,7 +15,7 @@
 //! touching the store:
 //! - [`MemoryHints`] ([`memory`]): nodes in one process sharing a [`MemoryHub`], for tests.
 //! - [`PgHints`] ([`pg`]): PostgreSQL's `LISTEN`/`NOTIFY` on one dedicated connection.
-//! - [`payload`]: the text a `NOTIFY` carries, and its decoder, which treats every payload as
+//! - `payload`: the text a `NOTIFY` carries, and its decoder, which treats every payload as
 //!   hostile (anyone who can connect to the database can `NOTIFY`).
 
 pub mod memory;

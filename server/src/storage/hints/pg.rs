@@ -5,9 +5,9 @@
 //!   it listens, and it also sends what [`Hints::publish`] queued. Its `application_name` is
 //!   `liaison-relay-hints <node id>`, so an operator can tell the nodes' listeners apart.
 //! - Notifications are read by driving the connection with `poll_message`; each payload is
-//!   decoded as hostile ([`super::payload`]) and a refused one is logged and skipped.
+//!   decoded as hostile (see `payload.rs`) and a refused one is logged and skipped.
 //! - **Reconnects forever** once started: 100 ms after a loss, doubling to 5 s between tries,
-//!   back to 100 ms once a connection got as far as `LISTEN`. Notifications sent while no
+//!   back to 100 ms once a connection listened for 30 s. Notifications sent while no
 //!   connection listens are lost, so after every `LISTEN` the receivers get
 //!   [`HintEvent::Resync`](super::HintEvent::Resync). A query every 10 s (5 s to answer)
 //!   finds a connection that died without closing.
@@ -44,8 +44,13 @@ pub const APPLICATION_NAME: &str = "liaison-relay-hints";
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A session that stayed up this long resets the pause between tries; a shorter one (a
+/// database that accepts the connection and then fails every query) keeps it growing.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole connect (TCP, TLS, authentication); `connect_timeout` bounds only the socket's.
+const CONNECT_LIMIT: Duration = Duration::from_secs(15);
 
 /// A node's hint channel over PostgreSQL. Dropping it closes its connection and ends its
 /// receivers' streams.
@@ -149,6 +154,7 @@ async fn listen<T>(
     let mut first = Some(first);
     let mut backoff = FIRST_BACKOFF;
     loop {
+        let started = tokio::time::Instant::now();
         let mut session = Session { node, shared: &shared, in_flight: Pending::default(), listened: false };
         let lost = session.run(&config, tls.clone(), &mut first).await;
         let (in_flight, listened) = (session.in_flight, session.listened);
@@ -157,7 +163,7 @@ async fn listen<T>(
             let _ = first.send(Err(HintError::Listen(lost)));
             return;
         }
-        if listened {
+        if listened && started.elapsed() >= STABLE_SESSION {
             backoff = FIRST_BACKOFF;
         }
         tracing::warn!(error = %lost, retry_in_ms = backoff.as_millis(), "the hint listener lost PostgreSQL");
@@ -186,9 +192,10 @@ impl Session<'_> {
     where
         T: MakeTlsConnect<Socket>,
     {
-        let (client, mut connection) = match config.connect(tls).await {
-            Ok(connected) => connected,
-            Err(e) => return map_pg_err(&e),
+        let (client, mut connection) = match tokio::time::timeout(CONNECT_LIMIT, config.connect(tls)).await {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(e)) => return map_pg_err(&e),
+            Err(_) => return StorageError::Backend("PostgreSQL did not accept the hint listener within 15 s".into()),
         };
         let (node, shared) = (self.node, self.shared);
         let (in_flight, listened) = (&mut self.in_flight, &mut self.listened);
