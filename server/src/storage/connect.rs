@@ -81,7 +81,7 @@ pub(crate) fn pool(storage: &StorageConfig) -> Result<Pool, DbError> {
         .map_err(|e| DbError::Invalid(format!("cannot build the connection pool: {e}")))
 }
 
-fn rustls_connector(storage: &StorageConfig) -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
+pub(crate) fn rustls_connector(storage: &StorageConfig) -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();

@@ -9,10 +9,13 @@
 //! - [`pg_kv`]: the `KvStore` over one table; [`pg_batch`]: a batch as one transaction.
 //! - [`connect`]: URL, TLS to the database, the pool.
 //! - [`migrate`]: versioned migrations (`liaison-relay migrate`) and the check `serve` makes.
+//! - [`hints`]: what relays sharing one database tell each other (the cluster mode): a small
+//!   trait, an in-process hub for tests, and PostgreSQL's `LISTEN`/`NOTIFY`.
 //! - `testing` (feature `testing`): a private PostgreSQL for tests.
 
 mod bridge;
 mod connect;
+pub mod hints;
 pub mod migrate;
 mod pg_batch;
 mod pg_kv;
