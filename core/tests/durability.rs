@@ -382,7 +382,13 @@ fn group_commits_append_without_loading_and_store_all_or_nothing() {
         }
         let writes: Vec<SyncWrite<'_>> = owned
             .iter()
-            .map(|(doc, changes, heads, states)| SyncWrite { doc: *doc, changes, heads, sync_states: states })
+            .map(|(doc, changes, heads, states)| SyncWrite {
+                base: None,
+                doc: *doc,
+                changes,
+                heads,
+                sync_states: states,
+            })
             .collect();
         for (doc, ..) in &owned {
             let i = plans.iter().position(|p| p == doc).unwrap();
@@ -423,7 +429,7 @@ fn group_commits_append_without_loading_and_store_all_or_nothing() {
     let changes = doc.save_after(&stored[1]);
     let heads = doc.get_heads();
     let state = vec![("peer-x".to_owned(), vec![9u8])];
-    let write = [SyncWrite { doc: plans[1], changes: &changes, heads: &heads, sync_states: &state }];
+    let write = [SyncWrite { base: None, doc: plans[1], changes: &changes, heads: &heads, sync_states: &state }];
     kv.set_full(true);
     let err = relay.append_sync_batch(&write).unwrap_err();
     assert!(matches!(err, StoreError::Storage(StorageError::Full)));
@@ -434,8 +440,10 @@ fn group_commits_append_without_loading_and_store_all_or_nothing() {
     // Beside a write that cannot be stored (a new document whose bytes are not automerge), the
     // rest of the group is stored: one damaged document never holds back the others.
     let stranger = DocumentId::random();
-    let garbage =
-        [SyncWrite { doc: stranger, changes: b"not automerge", heads: &[], sync_states: &[] }, write[0].clone()];
+    let garbage = [
+        SyncWrite { base: None, doc: stranger, changes: b"not automerge", heads: &[], sync_states: &[] },
+        write[0].clone(),
+    ];
     let outcomes = relay.append_sync_batch(&garbage).unwrap();
     assert!(matches!(outcomes[0], Err(StoreError::Corrupt { .. })), "{:?}", outcomes[0]);
     assert!(outcomes[1].is_ok());
@@ -488,8 +496,8 @@ fn store_steps() -> (Vec<Step>, Vec<DocumentId>) {
             Box::new(move |s| {
                 let a = state("peer-b", 2);
                 let writes = [
-                    SyncWrite { doc: x, changes: &x_more, heads: &x_heads, sync_states: &a },
-                    SyncWrite { doc: y, changes: &y_first, heads: &y_heads, sync_states: &[] },
+                    SyncWrite { base: None, doc: x, changes: &x_more, heads: &x_heads, sync_states: &a },
+                    SyncWrite { base: None, doc: y, changes: &y_first, heads: &y_heads, sync_states: &[] },
                 ];
                 let outcomes = s.append_sync_batch(&writes)?;
                 assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");

@@ -71,11 +71,15 @@ struct Net {
 }
 
 fn new_store_on(user: &str, kv: Arc<MemoryKv>) -> DocStore {
+    new_store_with(user, kv, StoreOptions::default())
+}
+
+fn new_store_with(user: &str, kv: Arc<MemoryKv>, options: StoreOptions) -> DocStore {
     DocStore::with_kv(
         kv,
         common::identity(user, &format!("{user}-phone"), Role::Msl),
         Arc::new(ManualClock::new(1_700_000_000_000)),
-        StoreOptions::default(),
+        options,
     )
     .unwrap()
 }
@@ -97,12 +101,29 @@ impl Net {
         policy: Box<dyn Policy>,
         kv: Arc<MemoryKv>,
     ) -> usize {
+        self.add_with(name, announce, resident_cap, policy, new_store_on(name, kv))
+    }
+
+    /// A relay node over a key-value store it shares with other nodes (the cluster mode).
+    fn add_node_of_cluster(&mut self, name: &str, policy: Box<dyn Policy>, kv: Arc<MemoryKv>) -> usize {
+        let store = new_store_with(name, kv, StoreOptions { shared: true, ..StoreOptions::default() });
+        self.add_with(name, false, 10_000, policy, store)
+    }
+
+    fn add_with(
+        &mut self,
+        name: &str,
+        announce: bool,
+        resident_cap: usize,
+        policy: Box<dyn Policy>,
+        store: DocStore,
+    ) -> usize {
         let mut c = EngineConfig::new(name);
         c.storage_id = Some(StorageId(format!("{name}-storage")));
         c.announce = announce;
         c.resident_cap = resident_cap;
         let engine = Engine::new(c, policy, format!("{name}-session"));
-        let d = Driver::new(engine, new_store_on(name, kv), Storage::Immediate);
+        let d = Driver::new(engine, store, Storage::Immediate);
         self.nodes.push(Node { d, events: Vec::new(), closed: Vec::new() });
         self.nodes.len() - 1
     }
@@ -888,4 +909,100 @@ fn a_peer_asking_for_many_documents_at_once_does_not_make_every_load_rescan_the_
     assert!(answered >= docs.len(), "every request answered ({answered})");
     relay.handle_at(4, Input::Tick);
     assert!(relay.engine.resident() <= 100, "{} resident", relay.engine.resident());
+}
+
+/// Two relay nodes over one store: a record submitted through node B, while node A still holds
+/// it unlocked, stays locked against an edit a device sends through node A. A's write loses the
+/// race (the store's precondition), A loads the record again, the device is asked to send again
+/// (sync reset) and its edit is judged against the locked record and refused.
+#[test]
+fn a_record_locked_through_one_relay_node_stays_locked_against_an_edit_through_another() {
+    let policy = TestPolicy::default();
+    let mut net = Net::new();
+    let kv = Arc::new(MemoryKv::new());
+    let node_a = net.add_node_of_cluster("relay-a", Box::new(policy.clone()), kv.clone());
+    let node_b = net.add_node_of_cluster("relay-b", Box::new(policy.clone()), kv);
+    let dev0 = net.add("dev0", true, 10_000, Box::new(OpenPolicy));
+    let dev1 = net.add("dev1", true, 10_000, Box::new(OpenPolicy));
+    let kol = DocumentId::from_bytes([1; 16]);
+    let mut visit = Interaction::new(&kol, 1_700_000_000_000, Channel::InPerson);
+    visit.summary = "Discussed dosing.".into();
+    let id = net.nodes[dev0].d.store.create("team", &visit).unwrap();
+    net.handle(dev0, Input::Announce { doc: id });
+    net.connect(dev0, node_a);
+    net.connect(dev1, node_b);
+    net.settle();
+    net.handle(dev1, Input::Find { doc: id });
+    net.settle();
+    assert!(net.nodes[dev1].d.store.get::<Interaction>(&id).is_ok(), "dev1 got the record through node B");
+
+    // dev1 submits through node B; node A is not told (no hint) and still holds it unlocked.
+    let before1 = net.nodes[dev1].d.store.load(&id).unwrap().get_heads();
+    net.nodes[dev1].d.store.submit::<Interaction>(&id).unwrap();
+    let submit = net.nodes[dev1].d.store.changes_since(&id, &before1).unwrap();
+    net.handle(dev1, Input::LocalChanges { doc: id, changes: submit });
+    net.settle();
+    assert!(is_locked(&net.nodes[node_b].d.store.load(&id).unwrap()), "the lock is stored");
+    assert!(!is_locked(net.nodes[node_a].d.engine.document(&id).unwrap()), "node A's copy is stale");
+
+    // dev0 edits through node A.
+    let s0 = &net.nodes[dev0].d.store;
+    let before0 = s0.load(&id).unwrap().get_heads();
+    s0.update(&id, |i: &mut Interaction| i.summary.splice(0, 0, "Through A: ")).unwrap();
+    let edit = s0.changes_since(&id, &before0).unwrap();
+    net.handle(dev0, Input::LocalChanges { doc: id, changes: edit });
+    net.settle();
+    for _ in 0..3 {
+        // Retries on the tick must not store the edit either.
+        net.handle(node_a, Input::Tick);
+        net.settle();
+    }
+
+    let stored: Interaction = net.nodes[node_b].d.store.get(&id).unwrap();
+    assert_eq!(stored.summary.as_str(), "Discussed dosing.", "the locked record did not change on any node");
+    assert!(is_locked(&net.nodes[node_a].d.store.load(&id).unwrap()));
+    assert!(is_locked(net.nodes[node_a].d.engine.document(&id).unwrap()), "node A holds the stored record now");
+    let told =
+        net.nodes[dev0].events.iter().any(|e| matches!(e, Event::RefusedByPeer { code, .. } if code == "locked"));
+    assert!(told, "dev0 learned its edit was refused because the record is locked");
+    assert!(
+        net.nodes[dev0].d.store.get::<Interaction>(&id).unwrap().summary.as_str().starts_with("Through A: "),
+        "nothing is lost on the device"
+    );
+    assert!(is_locked(&net.nodes[dev0].d.store.load(&id).unwrap()), "dev0 received the lock from node A");
+}
+
+/// Two relay nodes over one store: a change stored through node B reaches a device connected
+/// to node A once A is told the document changed (`Input::Reload`, what a hint from B does).
+#[test]
+fn a_hint_makes_a_relay_node_load_another_nodes_change_and_push_it_to_its_devices() {
+    let policy = TestPolicy::default();
+    let mut net = Net::new();
+    let kv = Arc::new(MemoryKv::new());
+    let node_a = net.add_node_of_cluster("relay-a", Box::new(policy.clone()), kv.clone());
+    let node_b = net.add_node_of_cluster("relay-b", Box::new(policy.clone()), kv);
+    let dev0 = net.add("dev0", true, 10_000, Box::new(OpenPolicy));
+    let dev1 = net.add("dev1", true, 10_000, Box::new(OpenPolicy));
+    let id = net.create_plan(dev0, "v1.");
+    net.connect(dev0, node_a);
+    net.connect(dev1, node_b);
+    net.settle();
+    net.handle(dev1, Input::Find { doc: id });
+    net.settle();
+
+    net.edit(dev1, id, " From B.");
+    net.settle();
+    assert_eq!(net.notes(node_b, id).as_deref(), Some("v1. From B."), "stored through B");
+    assert_eq!(net.notes(dev0, id).as_deref(), Some("v1."), "A does not know yet");
+
+    net.handle(node_a, Input::Reload { doc: id });
+    net.settle();
+    assert_eq!(net.notes(dev0, id).as_deref(), Some("v1. From B."), "A pushed B's change to its device");
+    // And the other way, still converging after the reload.
+    net.edit(dev0, id, " From A.");
+    net.settle();
+    net.handle(node_b, Input::Reload { doc: id });
+    net.settle();
+    assert_eq!(net.notes(dev1, id).as_deref(), Some("v1. From B. From A."));
+    assert_eq!(net.notes(dev0, id), net.notes(dev1, id));
 }

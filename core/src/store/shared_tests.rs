@@ -143,7 +143,7 @@ fn a_relay_group_commit_conflicts_with_another_nodes_write_to_one_of_its_documen
     for doc in [id, first, second] {
         let changes = device.changes_since(&doc, &[]).unwrap();
         let h = heads(&device, &doc);
-        let w = SyncWrite { doc, changes: &changes, heads: &h, sync_states: &[] };
+        let w = SyncWrite { base: None, doc, changes: &changes, heads: &h, sync_states: &[] };
         assert!(b.append_sync_batch(&[w]).unwrap().iter().all(Result::is_ok));
     }
     let known = heads(&device, &id);
@@ -153,8 +153,8 @@ fn a_relay_group_commit_conflicts_with_another_nodes_write_to_one_of_its_documen
     let other = b.clone();
     race.race(move || append_note(&other, &id, "[b]").unwrap());
     let writes = [
-        SyncWrite { doc: first, changes: &[], heads: &[], sync_states: &[("s".into(), vec![1])] },
-        SyncWrite { doc: id, changes: &changes, heads: &h, sync_states: &[] },
+        SyncWrite { base: None, doc: first, changes: &[], heads: &[], sync_states: &[("s".into(), vec![1])] },
+        SyncWrite { base: None, doc: id, changes: &changes, heads: &h, sync_states: &[] },
     ];
     let lost = a.append_sync_batch(&writes).unwrap_err();
     assert!(lost.is_conflict(), "{lost}");

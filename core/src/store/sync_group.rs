@@ -78,9 +78,9 @@ mod tests {
         let bad = DocumentId::random();
         let states = vec![("relay".to_owned(), vec![1, 2, 3])];
         let writes = [
-            SyncWrite { doc: kol, changes: &k, heads: &[], sync_states: &states },
-            SyncWrite { doc: bad, changes: b"not automerge", heads: &[], sync_states: &[] },
-            SyncWrite { doc: plan, changes: &p, heads: &[], sync_states: &[] },
+            SyncWrite { base: None, doc: kol, changes: &k, heads: &[], sync_states: &states },
+            SyncWrite { base: None, doc: bad, changes: b"not automerge", heads: &[], sync_states: &[] },
+            SyncWrite { base: None, doc: plan, changes: &p, heads: &[], sync_states: &[] },
         ];
         let outcomes = b.apply_sync_group(&writes).unwrap();
         assert!(outcomes[0].is_ok() && outcomes[1].is_err() && outcomes[2].is_ok(), "{outcomes:?}");
@@ -94,8 +94,8 @@ mod tests {
         later.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(automerge::ROOT, "x", 1).map(|_| ())).unwrap();
         let more = later.save_after(&before);
         let writes = [
-            SyncWrite { doc: plan, changes: &more, heads: &[], sync_states: &[] },
-            SyncWrite { doc: plan, changes: &[], heads: &[], sync_states: &states },
+            SyncWrite { base: None, doc: plan, changes: &more, heads: &[], sync_states: &[] },
+            SyncWrite { base: None, doc: plan, changes: &[], heads: &[], sync_states: &states },
         ];
         assert!(b.apply_sync_group(&writes).unwrap().iter().all(Result::is_ok));
         assert!(b.load(&plan).unwrap().get(automerge::ROOT, "x").unwrap().is_some());

@@ -29,6 +29,11 @@ pub struct SyncWrite<'a> {
     /// state) pairs; each replaces the state kept for that storage id. Stored even when
     /// `changes` is empty.
     pub sync_states: &'a [(String, Vec<u8>)],
+    /// The stored heads `changes` were judged against (the sync engine's durable heads; empty:
+    /// the document was not stored). In a shared store ([`super::StoreOptions::shared`]) the
+    /// write conflicts unless the document is stored exactly so: another node's write since
+    /// means the changes must be judged again. `None`: no such check.
+    pub base: Option<&'a [ChangeHash]>,
 }
 
 /// What a group commit has done so far to documents that come more than once in it.
@@ -81,8 +86,24 @@ impl DocStore {
         changes: &[u8],
         sync_states: &[(String, Vec<u8>)],
     ) -> Result<(), StoreError> {
+        self.apply_sync_changes_on(id, None, changes, sync_states)
+    }
+
+    /// [`DocStore::apply_sync_changes`] of changes judged against the stored heads `base`
+    /// (see [`SyncWrite::base`]).
+    pub fn apply_sync_changes_on(
+        &self,
+        id: &DocumentId,
+        base: Option<&[ChangeHash]>,
+        changes: &[u8],
+        sync_states: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
         let mut cache = lock(&self.cache);
         let mut p = self.take_or_new_remote(&mut cache, id)?;
+        if !self.stored_as(&p.meta, p.stored.is_some(), base) {
+            cache.put(*id, p.doc, self.options.cache_docs);
+            return Err(StoreError::Storage(crate::storage::StorageError::Conflict));
+        }
         p.doc.load_incremental(changes).map_err(|_| StoreError::Invalid("received changes do not load"))?;
         let mut extra = Batch::new();
         for (storage, state) in sync_states {
@@ -160,6 +181,13 @@ impl DocStore {
         }
         if w.changes.is_empty() {
             return Ok((batch, None));
+        }
+        let stored_meta = match state.metas.get(&w.doc) {
+            Some(m) => Some(m.clone()),
+            None => self.read_meta(&w.doc)?,
+        };
+        if !self.stored_as(&stored_meta.clone().unwrap_or_default(), stored_meta.is_some(), w.base) {
+            return Err(StoreError::Storage(crate::storage::StorageError::Conflict));
         }
         let mut meta = match state.metas.get(&w.doc) {
             Some(m) => m.clone(),
@@ -247,6 +275,18 @@ impl DocStore {
             }
         }
         Ok((batch, Some(event)))
+    }
+
+    /// In a shared store, whether the document is stored exactly at `base` (see
+    /// [`SyncWrite::base`]); always true otherwise, or without a base. A meta written before
+    /// heads were kept (no heads, some chunks) cannot tell and passes.
+    fn stored_as(&self, meta: &DocMeta, stored: bool, base: Option<&[ChangeHash]>) -> bool {
+        let Some(base) = base.filter(|_| self.options.shared) else { return true };
+        match stored {
+            false => base.is_empty(),
+            true if meta.heads.is_empty() && meta.chunks > 0 => true,
+            true => meta.heads == base,
+        }
     }
 
     /// Changes to a document since `heads` (for telling the sync engine about local edits).

@@ -51,7 +51,7 @@ pub(super) fn heads(store: &DocStore, id: &DocumentId) -> Vec<ChangeHash> {
 pub(super) fn sync_write(from: &DocStore, to: &DocStore, id: &DocumentId, known: &[ChangeHash]) {
     let changes = from.changes_since(id, known).unwrap();
     let heads = heads(from, id);
-    let write = SyncWrite { doc: *id, changes: &changes, heads: &heads, sync_states: &[] };
+    let write = SyncWrite { base: None, doc: *id, changes: &changes, heads: &heads, sync_states: &[] };
     let outcomes = to.append_sync_batch(&[write]).unwrap();
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
 }

@@ -16,17 +16,25 @@ pub fn execute(store: &DocStore, task: &StorageTask) -> StorageResult {
             },
             None => StorageResult::Loaded { data: None, sync_states: Vec::new() },
         }),
-        StorageTask::Append { doc, changes, sync_states, .. } => {
-            store.apply_sync_changes(doc, changes, &plain(sync_states)).map(|()| StorageResult::Stored)
+        StorageTask::Append { doc, changes, sync_states, base, .. } => {
+            store.apply_sync_changes_on(doc, Some(base), changes, &plain(sync_states)).map(|()| StorageResult::Stored)
         }
         StorageTask::SaveSyncStates { doc, sync_states } => {
             store.save_sync_states(doc, &plain(sync_states)).map(|()| StorageResult::Stored)
         }
     };
-    result.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "storage task failed");
-        StorageResult::Failed(e.to_string())
-    })
+    result.unwrap_or_else(|e| failed(&e))
+}
+
+/// A failed task's result: a conflict with another writer of a shared store is the engine's
+/// to resolve (it loads the document again), anything else a failure it retries.
+fn failed(e: &crate::StoreError) -> StorageResult {
+    if e.is_conflict() {
+        tracing::debug!("storage task lost the race to another writer");
+        return StorageResult::Conflict;
+    }
+    tracing::warn!(error = %e, "storage task failed");
+    StorageResult::Failed(e.to_string())
 }
 
 /// Executes a device's tasks of one round: loads one by one, then every write as one group
@@ -46,7 +54,7 @@ pub fn execute_device_group(store: &DocStore, tasks: &[StorageTask]) -> Vec<Stor
     }
     let writes: Vec<SyncWrite<'_>> = owned
         .iter()
-        .map(|(_, doc, changes, states)| SyncWrite { doc: *doc, changes, heads: &[], sync_states: states })
+        .map(|(_, doc, changes, states)| SyncWrite { base: None, doc: *doc, changes, heads: &[], sync_states: states })
         .collect();
     if !writes.is_empty() {
         let at: Vec<usize> = owned.iter().map(|(i, ..)| *i).collect();
@@ -65,14 +73,16 @@ fn record_outcomes(
         Ok(outcomes) => {
             for (i, outcome) in at.iter().zip(outcomes) {
                 if let Err(e) = outcome {
-                    results[*i] = StorageResult::Failed(e.to_string());
+                    results[*i] = failed(&e);
                 }
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, writes = at.len(), "group commit failed");
+            if !e.is_conflict() {
+                tracing::warn!(error = %e, writes = at.len(), "group commit failed");
+            }
             for i in at {
-                results[*i] = StorageResult::Failed(e.to_string());
+                results[*i] = failed(&e);
             }
         }
     }
@@ -88,23 +98,47 @@ fn plain(states: &[(StorageId, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
 /// are not writes: a `Load` among `tasks` fails (use [`execute`]).
 pub fn execute_group(store: &DocStore, tasks: &[StorageTask]) -> Vec<StorageResult> {
     /// A write and the index of the task it came from.
-    type Owned<'a> = (usize, crate::DocumentId, &'a [u8], &'a [automerge::ChangeHash], Vec<(String, Vec<u8>)>);
+    type Owned<'a> = (
+        usize,
+        crate::DocumentId,
+        &'a [u8],
+        &'a [automerge::ChangeHash],
+        Vec<(String, Vec<u8>)>,
+        Option<&'a [automerge::ChangeHash]>,
+    );
     let mut owned: Vec<Owned<'_>> = Vec::with_capacity(tasks.len());
     let mut results = vec![StorageResult::Stored; tasks.len()];
     for (i, task) in tasks.iter().enumerate() {
         match task {
             StorageTask::Load { .. } => results[i] = StorageResult::Failed("a load is not a write".into()),
-            StorageTask::Append { doc, changes, heads, sync_states } => {
-                owned.push((i, *doc, changes.as_slice(), heads.as_slice(), plain(sync_states)))
+            StorageTask::Append { doc, changes, heads, sync_states, base } => {
+                owned.push((i, *doc, changes.as_slice(), heads.as_slice(), plain(sync_states), Some(base.as_slice())))
             }
-            StorageTask::SaveSyncStates { doc, sync_states } => owned.push((i, *doc, &[], &[], plain(sync_states))),
+            StorageTask::SaveSyncStates { doc, sync_states } => {
+                owned.push((i, *doc, &[], &[], plain(sync_states), None))
+            }
         }
     }
     let writes: Vec<SyncWrite<'_>> = owned
         .iter()
-        .map(|(_, doc, changes, heads, states)| SyncWrite { doc: *doc, changes, heads, sync_states: states })
+        .map(|(_, doc, changes, heads, states, base)| SyncWrite {
+            base: *base,
+            doc: *doc,
+            changes,
+            heads,
+            sync_states: states,
+        })
         .collect();
     let at: Vec<usize> = owned.iter().map(|(i, ..)| *i).collect();
-    record_outcomes(&mut results, &at, store.append_sync_batch(&writes));
+    match store.append_sync_batch(&writes) {
+        // In a shared store another writer changed one of the group's documents: nothing was
+        // written. Each write alone finds which (those conflict); the others are stored.
+        Err(e) if e.is_conflict() && writes.len() > 1 => {
+            for (i, w) in at.iter().zip(&writes) {
+                record_outcomes(&mut results, &[*i], store.append_sync_batch(std::slice::from_ref(w)));
+            }
+        }
+        outcomes => record_outcomes(&mut results, &at, outcomes),
+    }
     results
 }

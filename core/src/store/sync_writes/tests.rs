@@ -95,7 +95,7 @@ struct Received {
 
 impl Received {
     fn write<'a>(&'a self, sync_states: &'a [(String, Vec<u8>)]) -> SyncWrite<'a> {
-        SyncWrite { doc: self.doc, changes: &self.changes, heads: &self.heads, sync_states }
+        SyncWrite { base: None, doc: self.doc, changes: &self.changes, heads: &self.heads, sync_states }
     }
 }
 
@@ -244,8 +244,9 @@ fn a_write_with_only_sync_states_stores_them_and_tells_no_one() {
     let feed = relay.subscribe();
     let before = kv.counts();
     let st = states(2);
-    let outcomes =
-        relay.append_sync_batch(&[SyncWrite { doc: plan.doc, changes: &[], heads: &[], sync_states: &st }]).unwrap();
+    let outcomes = relay
+        .append_sync_batch(&[SyncWrite { base: None, doc: plan.doc, changes: &[], heads: &[], sync_states: &st }])
+        .unwrap();
     assert!(outcomes[0].is_ok());
     assert_eq!(kv.since(before), (1, 1, 0));
     assert_eq!(stored_states(&relay, &plan.doc)[0].1, vec![2; 4]);

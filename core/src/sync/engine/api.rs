@@ -42,6 +42,10 @@ pub enum StorageTask {
         heads: Vec<ChangeHash>,
         /// Encoded Automerge sync states, per peer storage id, to store in the same batch.
         sync_states: Vec<(StorageId, Vec<u8>)>,
+        /// The stored heads `changes` follow and were judged against (empty: the document is
+        /// not stored yet). A store shared with other writers refuses the write with
+        /// [`StorageResult::Conflict`] unless it holds the document exactly so.
+        base: Vec<ChangeHash>,
     },
     /// Store sync states only.
     SaveSyncStates {
@@ -64,6 +68,11 @@ pub enum StorageResult {
     },
     /// An `Append` or `SaveSyncStates` is durable (flushed).
     Stored,
+    /// An `Append` lost the race to another writer of a shared store (relay nodes on one
+    /// database): nothing of it was written, and the document changed under it. The engine
+    /// drops its copy, loads the document again and has its peers send again what it lacks,
+    /// so their changes are judged against the other writer's (see `Input::Reload`).
+    Conflict,
     /// The task failed; the message must not contain personal data.
     Failed(String),
 }
@@ -255,6 +264,15 @@ pub enum Input {
     },
     /// Time passed: evictions and timeouts.
     Tick,
+    /// Another writer of the store changed this document (a hint from another relay node):
+    /// if resident, the engine drops its copy and loads it again, once any write or load of it
+    /// in flight is done; changes it held unstored are dropped and its peers asked to send
+    /// again what it lacks (automerge's sync reset), so every change is judged against the
+    /// document as stored. Nothing happens for a document not resident.
+    Reload {
+        /// The document.
+        doc: DocumentId,
+    },
     /// Sync this document with peers (a device: its local documents).
     Announce {
         /// The document.

@@ -23,6 +23,8 @@ pub(super) struct OnDisk {
 pub(super) struct Write {
     pub(super) changes: Vec<u8>,
     pub(super) heads: Vec<ChangeHash>,
+    /// The durable heads the changes follow.
+    pub(super) base: Vec<ChangeHash>,
 }
 
 impl OnDisk {
@@ -73,7 +75,7 @@ impl OnDisk {
         let changes = am.save_after(&self.durable);
         let heads = am.get_heads();
         self.in_flight = Some((task, heads.clone()));
-        Some(Write { changes, heads })
+        Some(Write { changes, heads, base: self.durable.clone() })
     }
 
     /// `task` completed: its heads are durable. Returns them, or `None` if `task` is not the

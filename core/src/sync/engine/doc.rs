@@ -39,6 +39,12 @@ pub(super) struct DocEntry {
     pub(super) announced: bool,
     /// Peers that asked while we did not have it; they hear from us once it arrives.
     pub(super) waiting: BTreeSet<ConnId>,
+    /// Another writer changed the document while a load or write of ours was in flight: load
+    /// it again once that is done (see `reload`).
+    pub(super) reload_after: bool,
+    /// Peers that were syncing the copy a reload dropped: their next state starts with a sync
+    /// reset, so they send again what we lack.
+    pub(super) reset_peers: BTreeSet<ConnId>,
 }
 
 impl DocEntry {
@@ -54,8 +60,30 @@ impl DocEntry {
             wanted: false,
             announced: false,
             waiting: BTreeSet::new(),
+            reload_after: false,
+            reset_peers: BTreeSet::new(),
         }
     }
+}
+
+/// A peer's state for a document (`d.peers`), made on first use: resumed from its parked or
+/// stored state, with a sync reset if a reload dropped the copy it was syncing. A function of
+/// the entry's fields, so the caller may go on using the others.
+pub(super) fn peer_entry<'a>(
+    peers: &'a mut BTreeMap<ConnId, PeerDoc>,
+    stored: &BTreeMap<StorageId, Vec<u8>>,
+    reset: &mut BTreeSet<ConnId>,
+    conn: ConnId,
+    peer: &super::PeerInfo,
+    parked: Option<Vec<u8>>,
+) -> &'a mut PeerDoc {
+    peers.entry(conn).or_insert_with(|| {
+        let mut pd = PeerDoc::resume(stored, peer, parked);
+        if reset.remove(&conn) {
+            pd.sync.needs_reset = true;
+        }
+        pd
+    })
 }
 
 impl Engine {
@@ -184,6 +212,10 @@ impl Engine {
                         self.start_sync_with(doc, c);
                     }
                 }
+                if self.docs.get(&doc).is_some_and(|d| d.reload_after) {
+                    // Another writer's change may have come after what this load read.
+                    self.reload(doc);
+                }
                 self.evict_over_cap();
             }
             (DocPhase::Loading { .. }, StorageResult::Failed(message)) => {
@@ -194,8 +226,16 @@ impl Engine {
                 tracing::debug!(document = %doc, task = task.0, in_flight = ?d.disk.in_flight_task(), "stored");
                 if let Some(heads) = d.disk.write_done(task) {
                     self.out.push(Output::Event(Event::DocChanged { doc, heads: heads.to_vec() }));
-                    self.after_change(doc);
+                    if d.reload_after {
+                        self.reload(doc);
+                    } else {
+                        self.after_change(doc);
+                    }
                 }
+            }
+            (_, StorageResult::Conflict) if d.disk.write_failed(task) => {
+                tracing::info!(document = %doc, "another writer changed the document first; loading it again");
+                self.reload(doc);
             }
             // Changes stay in memory but are never advertised; the next change or tick retries.
             // The sender still has them: nothing is lost.
@@ -212,9 +252,9 @@ impl Engine {
         if d.disk.writing() {
             return;
         }
-        if let Some(Write { changes, heads }) = d.disk.begin_write(&d.am, TaskId(self.next_task)) {
+        if let Some(Write { changes, heads, base }) = d.disk.begin_write(&d.am, TaskId(self.next_task)) {
             let sync_states = collect_sync_states(d, &self.conns);
-            self.task(doc, StorageTask::Append { doc, changes, heads, sync_states });
+            self.task(doc, StorageTask::Append { doc, changes, heads, sync_states, base });
             return;
         }
         let conns: Vec<ConnId> = d.peers.iter().filter(|(_, p)| p.active).map(|(c, _)| *c).collect();

@@ -1,7 +1,7 @@
 //! Sending: starting to sync a document with a peer, generating its next message, and
 //! "unavailable".
 
-use super::{Access, ConnId, DocPhase, Engine, PeerDoc, Progress};
+use super::{Access, ConnId, DocPhase, Engine, Progress};
 use crate::DocumentId;
 use crate::sync::wire::Message;
 
@@ -14,7 +14,7 @@ impl Engine {
         }
         let parked = self.conns.get_mut(&conn).and_then(|c| c.parked.remove(&doc));
         let Some(d) = self.docs.get_mut(&doc) else { return };
-        let pd = d.peers.entry(conn).or_insert_with(|| PeerDoc::resume(&d.stored_states, &peer, parked));
+        let pd = super::doc::peer_entry(&mut d.peers, &d.stored_states, &mut d.reset_peers, conn, &peer, parked);
         pd.active = true;
         self.generate(doc, conn);
     }

@@ -27,6 +27,7 @@ mod generate;
 mod peer;
 mod policy;
 mod receive;
+mod reload;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -135,6 +136,7 @@ impl Engine {
             Input::Disconnected { conn } => self.on_disconnected(conn),
             Input::StorageDone { task, result } => self.on_storage(task, result),
             Input::Tick => self.on_tick(),
+            Input::Reload { doc } => self.reload(doc),
             Input::Announce { doc } => self.on_announce(doc),
             Input::Find { doc } => self.on_find(doc),
             Input::LocalChanges { doc, changes } => self.on_local_changes(doc, &changes),

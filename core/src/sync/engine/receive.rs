@@ -6,7 +6,7 @@ use automerge::ChangeHash;
 use automerge::sync::{self, SyncDoc};
 
 use super::{
-    Access, CloseReason, ConnId, DocEntry, DocPhase, Engine, Event, Output, PeerDoc, PeerInfo, Refusal, encode_refusal,
+    Access, CloseReason, ConnId, DocEntry, DocPhase, Engine, Event, Output, PeerInfo, Refusal, encode_refusal,
 };
 use crate::DocumentId;
 use crate::sync::inflation;
@@ -96,7 +96,7 @@ impl Engine {
                 return;
             }
         }
-        let pd = d.peers.entry(conn).or_insert_with(|| PeerDoc::resume(&d.stored_states, peer, parked));
+        let pd = super::doc::peer_entry(&mut d.peers, &d.stored_states, &mut d.reset_peers, conn, peer, parked);
         pd.active = true;
         pd.said_unavailable = false;
         let before = d.am.get_heads();
