@@ -11,6 +11,7 @@ use crate::id::DocumentId;
 use crate::storage::Batch;
 
 /// A document being written in this commit.
+#[derive(Clone)]
 pub(super) struct Pending {
     pub(super) id: DocumentId,
     pub(super) doc: Automerge,
@@ -23,6 +24,9 @@ pub(super) struct Pending {
     /// store the write expects them.
     pub(super) stored: Option<Vec<u8>>,
 }
+
+/// Times a write to a shared store is tried when only the feed's counter moved under it.
+pub(super) const FEED_ATTEMPTS: usize = 8;
 
 impl DocStore {
     pub(super) fn take_pending(
@@ -85,9 +89,40 @@ impl DocStore {
     }
 
     /// Like `commit`, with `extra` writes in the same atomic batch (sync states).
+    ///
+    /// In a shared store a batch also conflicts when another node only took feed numbers
+    /// (`!feed` moved) while none of the documents changed: that one is tried again with new
+    /// numbers, a few times. A document another node changed is the caller's conflict.
     pub(super) fn commit_with(&self, cache: &mut Cache, pending: Vec<Pending>, extra: Batch) -> Result<(), StoreError> {
+        if !self.options.shared {
+            return self.commit_once(cache, pending, extra);
+        }
+        let mut attempt = 1;
+        loop {
+            let built_on: Vec<(DocumentId, Option<Vec<u8>>)> =
+                pending.iter().map(|p| (p.id, p.stored.clone())).collect();
+            match self.commit_once(cache, pending.clone(), extra.clone()) {
+                Err(e) if e.is_conflict() && attempt < FEED_ATTEMPTS && self.metas_unchanged(&built_on)? => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether every document's meta is still the one its write was built on.
+    fn metas_unchanged(&self, built_on: &[(DocumentId, Option<Vec<u8>>)]) -> Result<bool, StoreError> {
+        for (id, stored) in built_on {
+            if self.kv.get(&keys::meta(id))? != *stored {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn commit_once(&self, cache: &mut Cache, pending: Vec<Pending>, extra: Batch) -> Result<(), StoreError> {
         let mut batch = Batch::new();
-        let mut seqs = self.feed_seqs(cache);
+        let mut seqs = self.feed_seqs(cache)?;
         let mut events = Vec::new();
         let mut written = Vec::new();
         for mut p in pending {

@@ -50,7 +50,7 @@ impl DocStore {
         p.meta.next_chunk += 1;
         reindex(&mut batch, id, &old, &mut p.meta, &idx);
         p.meta.heads = p.doc.get_heads();
-        let mut seqs = self.feed_seqs(&cache);
+        let mut seqs = self.feed_seqs(&cache)?;
         feed::move_to_end(&mut batch, id, &mut p.meta, &mut seqs);
         batch.put(keys::meta(id), encode(&p.meta));
         pending::mark(&mut batch, id, &p.meta.heads);

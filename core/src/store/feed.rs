@@ -135,6 +135,10 @@ fn highest_entry(kv: &dyn KvStore) -> Result<u64, StoreError> {
 pub(super) struct FeedSeqs {
     start: u64,
     last: u64,
+    /// In a shared store, `!feed` as read when the numbers were taken: a batch that assigns
+    /// numbers expects it, so two nodes never hand out one number twice, and numbers commit in
+    /// order (a later batch read the earlier one's counter).
+    expect: Option<Option<Vec<u8>>>,
 }
 
 impl FeedSeqs {
@@ -147,8 +151,18 @@ impl FeedSeqs {
 impl DocStore {
     /// Highest sequence number whose entries are all committed (applied and flushed): pages
     /// never go past it, so a reader that remembers it misses nothing written later.
+    ///
+    /// In a shared store it is the counter other nodes move too, read from the store (numbers
+    /// commit in order there, see `FeedSeqs`); if that read fails, this store's own.
     pub fn feed_cursor(&self) -> u64 {
-        self.feed.committed.load(Ordering::SeqCst)
+        let own = self.feed.committed.load(Ordering::SeqCst);
+        if !self.options.shared {
+            return own;
+        }
+        match read_last(self.kv.as_ref()) {
+            Ok(Some(stored)) => stored.max(own),
+            _ => own,
+        }
     }
 
     /// Up to `limit` entries of `tenant`'s feed with `after < seq <= feed_cursor()`, in seq
@@ -200,9 +214,20 @@ impl DocStore {
 
     /// Sequence numbers for one batch. The cache lock must be held (`_held` is its contents)
     /// until the batch is written with [`DocStore::write_batch`].
-    pub(super) fn feed_seqs(&self, _held: &Cache) -> FeedSeqs {
+    ///
+    /// In a shared store the numbers continue from `!feed` as stored now, which the batch then
+    /// expects (see `FeedSeqs::expect`).
+    pub(super) fn feed_seqs(&self, _held: &Cache) -> Result<FeedSeqs, StoreError> {
+        if self.options.shared {
+            let raw = self.kv.get(keys::FEED)?;
+            let last = match read_last(self.kv.as_ref())? {
+                Some(last) => last,
+                None => highest_entry(self.kv.as_ref())?,
+            };
+            return Ok(FeedSeqs { start: last, last, expect: Some(raw) });
+        }
         let last = self.feed.last.load(Ordering::SeqCst);
-        FeedSeqs { start: last, last }
+        Ok(FeedSeqs { start: last, last, expect: None })
     }
 
     /// Applies a write's batch, with `!feed` if it assigned numbers, and makes it durable;
@@ -211,10 +236,13 @@ impl DocStore {
         let assigned = seqs.last > seqs.start;
         if assigned {
             batch.put(keys::FEED, seqs.last.to_be_bytes());
+            if let Some(stored) = seqs.expect {
+                batch.expect(keys::FEED, stored);
+            }
         }
         let result = self.kv.apply(batch).map_err(StoreError::from).and_then(|()| {
-            self.feed.last.store(seqs.last, Ordering::SeqCst);
-            self.feed.applied.store(seqs.last, Ordering::SeqCst);
+            self.feed.last.fetch_max(seqs.last, Ordering::SeqCst);
+            self.feed.applied.fetch_max(seqs.last, Ordering::SeqCst);
             self.durable()
         });
         if result.is_err() && assigned {

@@ -26,7 +26,7 @@ impl DocStore {
         let mut entered = 0;
         for chunk in metas.chunks(PER_BATCH) {
             let mut cache = lock(&self.cache);
-            let mut seqs = self.feed_seqs(&cache);
+            let mut seqs = self.feed_seqs(&cache)?;
             let mut batch = Batch::new();
             for key in chunk {
                 let Some(id) = keys::trailing_id(key).filter(|_| key.len() == keys::META_PREFIX.len() + 16) else {

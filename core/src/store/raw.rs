@@ -116,7 +116,7 @@ impl DocStore {
         }
         batch.delete(keys::meta(id));
         batch.delete(keys::pending(id));
-        let mut seqs = self.feed_seqs(&cache);
+        let mut seqs = self.feed_seqs(&cache)?;
         match reason {
             ChangeReason::AccessRemoved => feed::leave(&mut batch, id, &meta),
             _ => feed::erase(&mut batch, id, &meta, &mut seqs),

@@ -135,15 +135,15 @@ fn a_cached_copy_another_node_made_stale_is_not_used() {
 }
 
 #[test]
-fn a_relay_group_commit_conflicts_with_another_nodes_write_to_one_of_its_documents() {
+fn a_relay_group_commit_refuses_a_write_judged_against_a_version_another_node_replaced() {
     let (a, race, b) = two_nodes(true);
     let (device, _) = super::test_stores::memory_store("t");
     let id = plan(&device, "east", "FY27");
-    let (first, second) = (plan(&device, "east", "one"), plan(&device, "east", "two"));
-    for doc in [id, first, second] {
+    let first = plan(&device, "east", "one");
+    for doc in [id, first] {
         let changes = device.changes_since(&doc, &[]).unwrap();
         let h = heads(&device, &doc);
-        let w = SyncWrite { base: None, doc, changes: &changes, heads: &h, sync_states: &[] };
+        let w = SyncWrite { base: Some(&[]), doc, changes: &changes, heads: &h, sync_states: &[] };
         assert!(b.append_sync_batch(&[w]).unwrap().iter().all(Result::is_ok));
     }
     let known = heads(&device, &id);
@@ -152,16 +152,20 @@ fn a_relay_group_commit_conflicts_with_another_nodes_write_to_one_of_its_documen
     let h = heads(&device, &id);
     let other = b.clone();
     race.race(move || append_note(&other, &id, "[b]").unwrap());
+    let states = [("s".to_owned(), vec![1])];
     let writes = [
-        SyncWrite { base: None, doc: first, changes: &[], heads: &[], sync_states: &[("s".into(), vec![1])] },
-        SyncWrite { base: None, doc: id, changes: &changes, heads: &h, sync_states: &[] },
+        SyncWrite { base: None, doc: first, changes: &[], heads: &[], sync_states: &states },
+        SyncWrite { base: Some(&known), doc: id, changes: &changes, heads: &h, sync_states: &[] },
     ];
-    let lost = a.append_sync_batch(&writes).unwrap_err();
-    assert!(lost.is_conflict(), "{lost}");
-    assert_eq!(notes(&b, &id), "[b]", "the group wrote nothing");
-    assert!(a.load_for_sync(&first).unwrap().unwrap().1.is_empty(), "not even another document's sync state");
-    // Tried again (the engine would first check the changes against B's write), both stay.
-    assert!(a.append_sync_batch(&writes).unwrap().iter().all(Result::is_ok));
+    let outcomes = a.append_sync_batch(&writes).unwrap();
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    assert!(outcomes[1].as_ref().is_err_and(super::StoreError::is_conflict), "{outcomes:?}");
+    assert_eq!(notes(&b, &id), "[b]", "the write judged against the old version stored nothing");
+    assert_eq!(a.load_for_sync(&first).unwrap().unwrap().1, states, "the rest of the group is stored");
+    // Judged again against the document as stored now (the engine reloads it), it goes in.
+    let now = heads(&b, &id);
+    let again = [SyncWrite { base: Some(&now), doc: id, changes: &changes, heads: &h, sync_states: &[] }];
+    assert!(a.append_sync_batch(&again).unwrap().iter().all(Result::is_ok));
     let n = notes(&a, &id);
     assert!(n.contains("[device]") && n.contains("[b]"), "{n}");
 }
@@ -180,4 +184,43 @@ fn an_erasure_racing_another_nodes_write_leaves_nothing_of_the_document() {
     assert!(a.kv().get(&super::keys::meta(&id)).unwrap().is_none());
     assert_eq!(a.kv().get(b"z/tombstone").unwrap(), Some(b"1".to_vec()));
     assert!(b.get::<EngagementPlan>(&id).is_err(), "B no longer reads it");
+}
+
+fn feed_seqs(store: &DocStore) -> Vec<u64> {
+    store.feed_page("t", 0, 1000).unwrap().iter().map(|e| e.seq).collect()
+}
+
+#[test]
+fn two_nodes_never_hand_out_one_feed_number_twice_even_when_racing() {
+    let (a, race, b) = two_nodes(true);
+    let mut made = vec![plan(&a, "east", "a1"), plan(&b, "east", "b1"), plan(&a, "east", "a2")];
+    // B takes a feed number between A reading the counter and A's batch: only `!feed` moved,
+    // so A's write is numbered again, not refused.
+    let other = b.clone();
+    let from_b = Arc::new(Mutex::new(None));
+    let slot = from_b.clone();
+    race.race(move || *slot.lock().unwrap() = Some(plan(&other, "east", "b2")));
+    made.push(plan(&a, "east", "a3"));
+    made.push(from_b.lock().unwrap().unwrap());
+    // And a relay group commit racing the same way.
+    let (device, _) = super::test_stores::memory_store("t");
+    let synced = plan(&device, "east", "synced");
+    let changes = device.changes_since(&synced, &[]).unwrap();
+    let h = heads(&device, &synced);
+    let other = b.clone();
+    let slot = from_b.clone();
+    race.race(move || *slot.lock().unwrap() = Some(plan(&other, "east", "b3")));
+    let w = SyncWrite { base: Some(&[]), doc: synced, changes: &changes, heads: &h, sync_states: &[] };
+    assert!(a.append_sync_batch(&[w]).unwrap().iter().all(Result::is_ok));
+    made.push(synced);
+    made.push(from_b.lock().unwrap().unwrap());
+
+    for node in [&a, &*b] {
+        let seqs = feed_seqs(node);
+        assert_eq!(seqs, (1..=made.len() as u64).collect::<Vec<_>>(), "one number each, no gap, in order");
+        assert_eq!(node.feed_cursor(), made.len() as u64, "each node's cursor is the cluster's");
+        let listed: std::collections::HashSet<_> =
+            node.feed_page("t", 0, 1000).unwrap().iter().map(|e| e.doc).collect();
+        assert_eq!(listed, made.iter().copied().collect(), "every document listed once");
+    }
 }

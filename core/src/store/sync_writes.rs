@@ -132,11 +132,27 @@ impl DocStore {
     /// stored in order. Returns one outcome per write: a write whose document cannot be read
     /// (damaged chunks, unreadable metadata) fails alone and the others are stored. `Err` when
     /// the batch could not be written or flushed: then nothing of it is stored.
+    ///
+    /// In a shared store the group is tried again whole, a few times, when its batch conflicts:
+    /// each write's `base` is checked again on the way, so a document another node changed
+    /// fails alone (a conflict outcome) and the others get new feed numbers.
     pub fn append_sync_batch(&self, writes: &[SyncWrite<'_>]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.append_sync_batch_once(writes) {
+                Err(e) if e.is_conflict() && self.options.shared && attempt < super::commit::FEED_ATTEMPTS => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn append_sync_batch_once(&self, writes: &[SyncWrite<'_>]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut cache = lock(&self.cache);
         let mut batch = Batch::new();
         let mut state = GroupState::default();
-        let mut feed_seqs = self.feed_seqs(&cache);
+        let mut feed_seqs = self.feed_seqs(&cache)?;
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(writes.len());
         for w in writes {
@@ -151,8 +167,11 @@ impl DocStore {
                     outcomes.push(Ok(()));
                 }
                 Err(e) => {
-                    // A damaged document fails only its own write, never its neighbours'.
-                    tracing::warn!(document = %w.doc, error = %e, "sync write not stored; the rest of the group is");
+                    // A damaged document fails only its own write, never its neighbours'; in a
+                    // shared store a write judged against an older version is the engine's to redo.
+                    if !e.is_conflict() {
+                        tracing::warn!(document = %w.doc, error = %e, "sync write not stored; the rest of the group is");
+                    }
                     outcomes.push(Err(e));
                 }
             }
