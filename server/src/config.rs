@@ -140,12 +140,16 @@ pub struct StorageConfig {
     pub tls: DbTls,
     /// PEM file of the CA(s) that sign the database's certificate (default: the system's roots).
     pub ca_file: Option<PathBuf>,
+    /// PostgreSQL only: this relay is one node of a cluster sharing the database (a preview:
+    /// see the operator guide's "Cluster" section). Off: the relay takes the database for
+    /// itself and a second one is refused.
+    pub cluster: bool,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         // The relay's writer, its actor and a few HTTP handlers query at once.
-        Self { backend: Backend::Sled, url: None, pool_size: 16, tls: DbTls::VerifyFull, ca_file: None }
+        Self { backend: Backend::Sled, url: None, pool_size: 16, tls: DbTls::VerifyFull, ca_file: None, cluster: false }
     }
 }
 
@@ -440,6 +444,8 @@ impl Config {
                 return Err(ConfigError::Invalid("storage.pool_size must be at least 1".into()));
             }
             crate::storage::check_config(&self.storage).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        } else if self.storage.cluster {
+            return Err(ConfigError::Invalid("storage.cluster needs backend = \"postgres\"".into()));
         }
         Ok(())
     }

@@ -54,14 +54,18 @@ use crate::metrics::Metrics;
 
 /// The relay's own identity, for changes it makes itself (admin unlocks). Its install bytes are
 /// random, made on the database's first start and again by a restore (see [`backup`]).
+///
+/// In a cluster every node shares the store's install bytes, so each process names itself
+/// apart (`PEER_ID#RANDOM`): two nodes editing (an admin unlock) must never write under one
+/// automerge actor, nor a restarted node under its old one.
 fn relay_identity(config: &Config, install: [u8; 8]) -> Identity {
-    Identity {
-        tenant: auth::SYSTEM_TENANT.into(),
-        user: "relay".into(),
-        device: config.peer_id.clone(),
-        role: Role::Admin,
-        install,
-    }
+    let device = if config.storage.cluster {
+        let node: [u8; 4] = auth::random_bytes::<4>();
+        format!("{}#{}", config.peer_id, node.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    } else {
+        config.peer_id.clone()
+    };
+    Identity { tenant: auth::SYSTEM_TENANT.into(), user: "relay".into(), device, role: Role::Admin, install }
 }
 
 /// The relay's install bytes, made and stored on first use.
@@ -87,6 +91,8 @@ pub struct Data {
     pub ledger: Arc<ledger::Ledger>,
     /// Where `kv` keeps its data: backups of a PostgreSQL store are PostgreSQL's own.
     pub backend: Backend,
+    /// In a cluster: the channel to the other nodes (set by `start`).
+    pub hints: Option<Arc<dyn storage::hints::Hints>>,
 }
 
 /// Opens the relay's data: documents and identities share one database (sled in the data
@@ -112,13 +118,17 @@ pub fn open_data(config: &Config) -> Result<Data> {
             ),
             Err(e) => return Err(e).context("cannot open the data directory"),
         },
+        Backend::Postgres if config.storage.cluster => {
+            Arc::new(storage::open_postgres_cluster(&config.storage).context("cannot open the PostgreSQL store")?)
+        }
         Backend::Postgres => {
             Arc::new(storage::open_postgres(&config.storage).context("cannot open the PostgreSQL store")?)
         }
     };
     // Sync writes append received changes without loading documents (`append_sync_batch`), so
     // the store's cache serves only the relay's own edits (admin unlocks): the default size.
-    let options = StoreOptions::default();
+    // In a cluster every write is conditional on what it was built on (other nodes write too).
+    let options = StoreOptions { shared: config.storage.cluster, ..StoreOptions::default() };
     let install = relay_install(base.as_ref()).context("cannot read the relay's install bytes")?;
     let kv = Arc::new(backup::tap::TappedKv::new(base));
     let store = DocStore::with_kv(kv.clone(), relay_identity(config, install), Arc::new(SystemClock), options)
@@ -134,7 +144,7 @@ pub fn open_data(config: &Config) -> Result<Data> {
     }
     let lifetimes = auth::TokenLifetimes::from_limits(&config.limits);
     let auth = AuthStore::with_ledger(kv.clone(), ledger.clone()).with_lifetimes(lifetimes);
-    Ok(Data { store: Arc::new(store), auth, kv, ledger, backend: config.storage.backend })
+    Ok(Data { store: Arc::new(store), auth, kv, ledger, backend: config.storage.backend, hints: None })
 }
 
 /// Milliseconds since the epoch, from core's clock.
@@ -211,7 +221,14 @@ const ADMIN_HTTP_CONNECTIONS: usize = 1024;
 pub async fn start(config: Config) -> Result<Running> {
     config.validate()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let data = open_data(&config)?;
+    let mut data = open_data(&config)?;
+    if config.storage.cluster {
+        let hints = storage::hints::PgHints::connect(&config.storage)
+            .await
+            .context("cannot listen for the other relays of the cluster")?;
+        tracing::info!(node = %hints.node(), "cluster mode: hints to and from the other relays on this database");
+        data.hints = Some(Arc::new(hints));
+    }
     let (store, auth) = (data.store.clone(), data.auth.clone());
     let bootstrap_credential = bootstrap(&auth, &config.data_dir)?;
     let admin = http::AdminOptions {

@@ -19,7 +19,7 @@ fn storage_at(url: String) -> StorageConfig {
         url: Some(Secret::new(url)),
         pool_size: 2,
         tls: DbTls::Disable,
-        ca_file: None,
+        ..StorageConfig::default()
     }
 }
 

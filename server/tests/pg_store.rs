@@ -14,7 +14,7 @@ fn storage_at(url: String) -> StorageConfig {
         url: Some(Secret::new(url)),
         pool_size: 4,
         tls: DbTls::Disable,
-        ca_file: None,
+        ..StorageConfig::default()
     }
 }
 
@@ -189,6 +189,39 @@ fn a_second_relay_on_one_database_is_refused_until_the_first_closes() {
         }
     };
     assert_eq!(second.get(b"k").unwrap(), Some(b"1".to_vec()));
+}
+
+#[test]
+fn cluster_nodes_share_a_database_and_exclude_a_relay_that_is_not_one() {
+    let storage = storage_at(testing::fresh_database().unwrap());
+    storage::migrate(&storage).unwrap();
+    let a = storage::open_postgres_cluster(&storage).unwrap();
+    let b = storage::open_postgres_cluster(&storage).unwrap();
+    a.put(b"k", b"1").unwrap();
+    assert_eq!(b.get(b"k").unwrap(), Some(b"1".to_vec()));
+    let alone = storage::open_postgres(&storage).unwrap_err();
+    assert!(matches!(alone, DbError::InUse), "a relay not in cluster mode is refused while nodes run: {alone}");
+    drop((a, b));
+    let single = wait_free(|| storage::open_postgres(&storage));
+    let node = storage::open_postgres_cluster(&storage).unwrap_err();
+    assert!(matches!(node, DbError::InUse), "and a node while a relay has the database alone: {node}");
+    drop(single);
+    let _node = wait_free(|| storage::open_postgres_cluster(&storage));
+}
+
+/// Opens again until the advisory lock of a store just dropped is released (its session ends
+/// a moment after the drop).
+fn wait_free(open: impl Fn() -> Result<PgKv, DbError>) -> PgKv {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(kv) => return kv,
+            Err(DbError::InUse) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("the lock outlived its holder: {e}"),
+        }
+    }
 }
 
 #[test]

@@ -81,6 +81,25 @@ pub fn data_dir(store: Store) -> tempfile::TempDir {
     data
 }
 
+/// Data directories for `n` relays of one cluster on one new PostgreSQL database
+/// (`[storage] cluster = true`, migrated once): each node has its own directory (certificate,
+/// ready file), all name the same database.
+pub fn cluster_data_dirs(n: usize) -> Vec<tempfile::TempDir> {
+    let first = data_dir(Store::Postgres);
+    let file = first.path().join(CONFIG_FILE);
+    let mut config = std::fs::read_to_string(&file).unwrap();
+    // `[storage]` is the file's only table: a line appended belongs to it.
+    config.push_str("cluster = true\n");
+    std::fs::write(&file, &config).unwrap();
+    let mut dirs = vec![first];
+    for _ in 1..n {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), &config).unwrap();
+        dirs.push(dir);
+    }
+    dirs
+}
+
 /// The configuration the harness's relay runs `data` with (for opening its data in a test).
 pub fn relay_config(data: &Path) -> liaison_server::config::Config {
     let file = data.join(CONFIG_FILE);

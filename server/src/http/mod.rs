@@ -66,6 +66,7 @@ impl AppState {
             data.ledger.clone(),
             metrics.clone(),
             crate::relay::RelaySettings::from_config(config),
+            data.hints.clone(),
         );
         Self {
             store: data.store.clone(),

@@ -36,6 +36,7 @@ pub mod close {
 pub use crate::outbox::{Outbox, Outgoing};
 
 mod catalog;
+mod cluster;
 mod ending;
 mod maintenance;
 #[cfg(test)]
@@ -100,6 +101,8 @@ pub enum ActorMsg {
     CatalogPages {
         conn: ConnId,
     },
+    /// Another relay of the cluster stored or erased a document, or changed tokens or grants.
+    Hint(crate::storage::hints::HintEvent),
     /// Liveness: the actor answers (for `/readyz`).
     Ping(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
@@ -191,6 +194,7 @@ pub fn spawn(
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
     settings: RelaySettings,
+    hints: Option<Arc<dyn crate::storage::hints::Hints>>,
 ) -> RelayHandle {
     let (tx, rx) = mpsc::channel(8192);
     let inbound_max = settings.max_inbound_queue_bytes.min(tokio::sync::Semaphore::MAX_PERMITS).min(u32::MAX as usize);
@@ -212,6 +216,9 @@ pub fn spawn(
     let policy = RelayPolicy::new(store.clone(), principals.clone(), pending_owners.clone());
     let engine = Engine::new(config, Box::new(policy), uuid::Uuid::new_v4().to_string());
     let writer = writer::spawn_writer(store.clone(), tx.clone(), metrics.clone());
+    if let Some(hints) = &hints {
+        cluster::forward(hints, tx.clone());
+    }
     let actor = Actor {
         engine,
         writer,
@@ -231,6 +238,7 @@ pub fn spawn(
         maintenance: None,
         held: Vec::new(),
         catalog: catalog::Subscriptions::default(),
+        hints,
     };
     tokio::spawn(actor.run(rx));
     handle
@@ -262,6 +270,8 @@ struct Actor {
     held: Vec<(liaison_core::sync::TaskId, liaison_core::sync::StorageTask)>,
     /// Devices that asked for the catalog.
     catalog: catalog::Subscriptions,
+    /// In a cluster: the channel to the other relays on the database (see `cluster`).
+    hints: Option<Arc<dyn crate::storage::hints::Hints>>,
 }
 
 impl Actor {
@@ -269,6 +279,7 @@ impl Actor {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_count = Instant::now() - Duration::from_secs(60);
+        let mut last_catch_up = Instant::now();
         loop {
             tokio::select! {
                 msg = rx.recv() => {
@@ -279,6 +290,10 @@ impl Actor {
                     self.input(Input::Tick);
                     self.recheck();
                     self.catalog_tick();
+                    if last_catch_up.elapsed() >= cluster::CATCH_UP {
+                        last_catch_up = Instant::now();
+                        self.catch_up();
+                    }
                     if last_count.elapsed() > Duration::from_secs(10) {
                         last_count = Instant::now();
                         let n = self.store.all_documents().map(|d| d.len() as u64).unwrap_or(0);
@@ -351,8 +366,10 @@ impl Actor {
                     self.pending_owners.forget(&doc);
                     self.input(Input::Erase { doc, notify: true });
                     self.catalog_erased(doc);
+                    self.hint_stored(doc);
                     tracing::info!(document = %doc, "document erased");
                 }
+                self.hint_security();
                 // A purged tenant's connections go now, not at the next tick.
                 self.recheck();
                 for (task, op) in held {
@@ -362,12 +379,17 @@ impl Actor {
             ActorMsg::Recheck => {
                 self.recheck();
                 self.catalog_tick();
+                self.hint_security();
             }
             ActorMsg::CatalogPages { conn } => self.drain_catalog(conn),
             ActorMsg::Ping(reply) => {
                 let _ = reply.send(());
             }
-            ActorMsg::LocalChanges { doc, changes } => self.input(Input::LocalChanges { doc, changes }),
+            ActorMsg::LocalChanges { doc, changes } => {
+                self.input(Input::LocalChanges { doc, changes });
+                self.hint_stored(doc);
+            }
+            ActorMsg::Hint(event) => self.on_hint(event),
             ActorMsg::Shutdown(done) => {
                 let conns: Vec<ConnId> = self.outboxes.keys().copied().collect();
                 for conn in conns {
@@ -485,6 +507,7 @@ impl Actor {
             Event::DocChanged { doc, heads } => {
                 self.pending_owners.forget(&doc);
                 self.catalog_changed(doc, &heads);
+                self.hint_stored(doc);
             }
             _ => {}
         }

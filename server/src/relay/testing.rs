@@ -46,6 +46,7 @@ pub(crate) fn start() -> TestRelay {
         data.ledger.clone(),
         metrics.clone(),
         RelaySettings::from_config(&config),
+        None,
     );
     TestRelay { _dir: dir, data, relay, metrics, config, token_id: token.id, principal }
 }

@@ -56,7 +56,7 @@ pub enum DbError {
     NotDurable,
     #[error(
         "another relay (or `liaison-relay admin` while a relay runs) is using this database: one relay per \
-         database until the cluster mode lands"
+         database, unless every relay on it runs with storage.cluster = true"
     )]
     InUse,
     #[error(transparent)]
@@ -83,16 +83,34 @@ const SINGLE_RELAY_LOCK: i64 = 0x6c69_6169_736f_6e02;
 /// session ends, and the lock with it); a second relay, or the admin CLI while a relay runs, is
 /// refused with [`DbError::InUse`], as sled refuses a second process on its directory.
 pub fn open_postgres(storage: &StorageConfig) -> Result<PgKv, DbError> {
-    open(storage, true)
+    open(storage, Some(Hold::Alone))
 }
 
 /// [`open_postgres`] without the one-relay lock: for tests of several stores on one database
 /// (what the cluster mode builds on), never for a relay.
 pub fn open_postgres_shared(storage: &StorageConfig) -> Result<PgKv, DbError> {
-    open(storage, false)
+    open(storage, None)
 }
 
-fn open(storage: &StorageConfig, alone: bool) -> Result<PgKv, DbError> {
+/// Opens the PostgreSQL store for one node of a cluster (`[storage] cluster = true`): no
+/// one-relay lock, and the caller opens its document store with `StoreOptions::shared`, so
+/// every write is conditional on what it was built on. The nodes hold the one-relay lock
+/// *shared*: a relay not in cluster mode is refused while any node runs, and a node while such
+/// a relay runs ([`DbError::InUse`]), since that relay's in-memory counters would go wrong.
+pub fn open_postgres_cluster(storage: &StorageConfig) -> Result<PgKv, DbError> {
+    open(storage, Some(Hold::Shared))
+}
+
+/// How a relay holds the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// One relay alone (the exclusive advisory lock).
+    Alone,
+    /// One node of a cluster (the same lock, shared).
+    Shared,
+}
+
+fn open(storage: &StorageConfig, hold: Option<Hold>) -> Result<PgKv, DbError> {
     let pool = connect::pool(storage)?;
     let bridge = bridge::Bridge::start().map_err(|e| DbError::Storage(StorageError::Io(e)))?;
     let checked = pool.clone();
@@ -101,15 +119,16 @@ fn open(storage: &StorageConfig, alone: bool) -> Result<PgKv, DbError> {
         if let Err(e) = durability(&object).await.and(migrate::check(&object).await) {
             return Ok(Err(e));
         }
-        if !alone {
+        let Some(hold) = hold else {
             return Ok(Ok(None));
-        }
+        };
         // Out of the pool: the lock lives as long as this session.
         let client = deadpool_postgres::Object::take(object);
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&SINGLE_RELAY_LOCK])
-            .await
-            .map_err(|e| pg_kv::map_pg_err(&e))?;
+        let take = match hold {
+            Hold::Alone => "SELECT pg_try_advisory_lock($1)",
+            Hold::Shared => "SELECT pg_try_advisory_lock_shared($1)",
+        };
+        let row = client.query_one(take, &[&SINGLE_RELAY_LOCK]).await.map_err(|e| pg_kv::map_pg_err(&e))?;
         let taken: bool = row.try_get(0).map_err(|e| pg_kv::map_pg_err(&e))?;
         Ok(if taken { Ok(Some(client)) } else { Err(DbError::InUse) })
     })??;

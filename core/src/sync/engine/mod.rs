@@ -105,6 +105,17 @@ impl Engine {
         self.docs.len()
     }
 
+    /// Every resident document with its durable heads (what this engine knows is stored),
+    /// loaded ones with nothing unstored only (a write of the others is on its way, and
+    /// conflicts if another writer changed them): for comparing with the store.
+    pub fn resident_heads(&self) -> Vec<(DocumentId, Vec<automerge::ChangeHash>)> {
+        self.docs
+            .iter()
+            .filter(|(_, d)| matches!(d.phase, DocPhase::Ready) && !d.disk.unstored(&d.am))
+            .map(|(id, d)| (*id, d.disk.durable().to_vec()))
+            .collect()
+    }
+
     /// How many times the resident set was scanned for documents to evict (a diagnostic: each
     /// scan reads every resident document).
     pub fn eviction_scans(&self) -> u64 {
