@@ -58,6 +58,14 @@ async fn devices_on_different_relays_converge_live_and_a_third_relay_serves_a_la
     append(&suzuki, plan, "[B1]");
     sato.until_store("suzuki's edit arrives through relay A", |_| notes(&sato, &plan).contains("[B1]")).await;
 
+    // A record created through node A reaches suzuki on node B without asking for it: B's
+    // catalog hears of it from A's hint.
+    let visit = sato.store.create("onc-east", &Interaction::new(&kol, 1_700_000_000_000, Channel::InPerson)).unwrap();
+    sato.created(visit);
+    suzuki
+        .until_store("the new visit is listed and fetched through relay B", |s| s.get::<Interaction>(&visit).is_ok())
+        .await;
+
     // Offline edits to the same plan converge when they come back, each through its node.
     sato.offline();
     suzuki.offline();
