@@ -66,9 +66,16 @@ pub const CONFIG_FILE: &str = "e2e-storage.toml";
 /// A new data directory for a relay on `store`. For PostgreSQL it holds [`CONFIG_FILE`] naming
 /// a new database, already migrated with `liaison-relay migrate`.
 pub fn data_dir(store: Store) -> tempfile::TempDir {
+    match store {
+        Store::Sled => tempfile::tempdir().unwrap(),
+        Store::Postgres => postgres_data_dir(liaison_server::storage::testing::fresh_database().unwrap()),
+    }
+}
+
+/// A new data directory for a relay on the PostgreSQL database `url` (migrated here).
+pub fn postgres_data_dir(url: String) -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
-    if store == Store::Postgres {
-        let url = liaison_server::storage::testing::fresh_database().unwrap();
+    {
         let config = format!("[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\ntls = \"disable\"\npool_size = 8\n");
         std::fs::write(data.path().join(CONFIG_FILE), config).unwrap();
         let out = Command::new(relay_bin())
@@ -85,7 +92,12 @@ pub fn data_dir(store: Store) -> tempfile::TempDir {
 /// (`[storage] cluster = true`, migrated once): each node has its own directory (certificate,
 /// ready file), all name the same database.
 pub fn cluster_data_dirs(n: usize) -> Vec<tempfile::TempDir> {
-    let first = data_dir(Store::Postgres);
+    cluster_data_dirs_on(liaison_server::storage::testing::fresh_database().unwrap(), n)
+}
+
+/// [`cluster_data_dirs`] on the database `url` (a private instance a test may restart).
+pub fn cluster_data_dirs_on(url: String, n: usize) -> Vec<tempfile::TempDir> {
+    let first = postgres_data_dir(url);
     let file = first.path().join(CONFIG_FILE);
     let mut config = std::fs::read_to_string(&file).unwrap();
     // `[storage]` is the file's only table: a line appended belongs to it.
