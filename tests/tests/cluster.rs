@@ -299,8 +299,11 @@ async fn a_relay_killed_in_a_storm_loses_nothing_acknowledged_and_its_devices_go
     }
 }
 
+/// (document, relay heads) pairs a device was told.
+type Acks = std::sync::Arc<std::sync::Mutex<Vec<(DocumentId, Vec<automerge::ChangeHash>)>>>;
+
 /// (document, relay heads) a device was told, from its event stream.
-fn acks_of(d: &Device) -> std::sync::Arc<std::sync::Mutex<Vec<(DocumentId, Vec<automerge::ChangeHash>)>>> {
+fn acks_of(d: &Device) -> Acks {
     let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut events = d.client().events();
     let sink = acks.clone();
