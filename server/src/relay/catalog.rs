@@ -168,6 +168,16 @@ impl Actor {
     pub(super) fn unsubscribe(&mut self, conn: ConnId) {
         self.catalog.0.remove(&conn);
     }
+
+    /// The tenants whose documents some subscriber may be told of.
+    pub(super) fn catalog_tenants(&self) -> BTreeSet<String> {
+        self.catalog
+            .0
+            .values()
+            .filter(|s| s.list)
+            .flat_map(|s| s.scope.rules.iter().map(|r| r.tenant.clone()))
+            .collect()
+    }
 }
 
 /// Reads the feed of every tenant the scope names, after `after`, and hands the readable

@@ -7,14 +7,18 @@
 //!   erased here too, its devices told; any other is loaded again if resident (the engine's
 //!   `Input::Reload`: its devices get the other node's changes) and offered to catalog
 //!   subscribers that may read it. `Hint::Security` re-checks every connection now.
-//! - Hints can be lost (a listener reconnecting, a slow consumer): `Resync`, and a timer every
-//!   `CATCH_UP` seconds, compare every resident document's heads with the store's and treat
-//!   each that differs as hinted.
+//! - Hints can be lost: a listener reconnecting or a slow consumer (then `Resync` comes), or a
+//!   node killed between its commit and its NOTIFY (nothing comes). On `Resync` and on a timer
+//!   (`CATCH_UP`) the node compares every resident document's heads with the store's, off the
+//!   actor (one read per document), and treats each that differs as hinted; and it reads the
+//!   change feed of its catalog subscribers' tenants past the point it had read, so documents
+//!   it does not hold (a colleague's new record) still reach their catalogs.
 //!
 //! Nothing here is needed for correctness of what is stored: a write judged against a stale
 //! copy conflicts in the store and the engine reloads. Hints make other nodes' changes reach
 //! this node's devices now instead of at their next write or reconnect.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +26,16 @@ use liaison_core::DocumentId;
 use liaison_core::sync::Input;
 use tokio::sync::mpsc;
 
+use liaison_core::DocStore;
+use liaison_core::store::FeedEntry;
+
 use super::{Actor, ActorMsg};
 use crate::policy::erased_owner;
 use crate::storage::hints::{Hint, HintEvent, Hints};
 
-/// How often a node compares its resident documents with the store, hints or not.
-pub(super) const CATCH_UP: Duration = Duration::from_secs(5);
+/// How often a node compares its resident documents with the store, hints or not: the most a
+/// hint lost without a `Resync` (its sender killed after its commit) delays a change.
+pub(super) const CATCH_UP: Duration = Duration::from_secs(15);
 
 /// Forwards the other nodes' hints to the actor until either side stops.
 pub(super) fn forward(hints: &Arc<dyn Hints>, tx: mpsc::Sender<ActorMsg>) {
@@ -88,25 +96,81 @@ impl Actor {
         }
     }
 
-    /// Every resident document whose stored heads are not the ones this node holds is treated
-    /// as hinted: what a lost hint would have said.
+    /// Compares every resident document with the store, off the actor; each whose stored heads
+    /// are not the ones this node holds comes back as `ActorMsg::Stale`: what a lost hint would
+    /// have said.
     pub(super) fn catch_up(&mut self) {
         if self.hints.is_none() {
             return;
         }
-        let mut stale = Vec::new();
-        for (doc, heads) in self.engine.resident_heads() {
-            match self.store.stored_heads(&doc) {
-                Ok(Some(stored)) if stored == heads => {}
-                Ok(_) => stale.push(doc),
-                Err(e) => tracing::warn!(document = %doc, error = %e, "cannot compare a document with the store"),
+        let resident = self.engine.resident_heads();
+        let tenants = self.catalog_tenants();
+        let after = self.feed_read;
+        let (store, tx) = (self.store.clone(), self.tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut stale = Vec::new();
+            for (doc, heads) in resident {
+                match store.stored_heads(&doc) {
+                    Ok(Some(stored)) if stored == heads => {}
+                    Ok(_) => stale.push(doc),
+                    Err(e) => tracing::warn!(document = %doc, error = %e, "cannot compare a document with the store"),
+                }
             }
-        }
-        if !stale.is_empty() {
-            tracing::debug!(documents = stale.len(), "catching up with the other relays' changes");
-        }
-        for doc in stale {
+            let (entries, read) = feed_since(&store, &tenants, after);
+            if !stale.is_empty() || !entries.is_empty() || read != after {
+                tracing::debug!(documents = stale.len(), listed = entries.len(), "catching up with the other relays");
+                let _ = tx.blocking_send(ActorMsg::Stale { docs: stale, entries, read });
+            }
+        });
+    }
+
+    /// What `catch_up` found: resident documents another node changed, and feed entries past
+    /// the point this node had read.
+    pub(super) fn on_stale(&mut self, docs: Vec<DocumentId>, entries: Vec<FeedEntry>, read: u64) {
+        for doc in docs {
             self.changed_elsewhere(doc);
         }
+        for e in entries {
+            if e.erased {
+                self.catalog_erased(e.doc);
+            } else {
+                self.catalog_changed(e.doc, &e.heads);
+            }
+        }
+        self.feed_read = self.feed_read.max(read);
     }
 }
+
+/// Entries of `tenants`' feeds after `after`, and the feed's position they were read up to.
+/// On a read error, what was read so far and `after` (read again next time).
+fn feed_since(store: &DocStore, tenants: &BTreeSet<String>, after: u64) -> (Vec<FeedEntry>, u64) {
+    let cursor = store.feed_cursor();
+    let mut entries = Vec::new();
+    if cursor <= after {
+        return (entries, after);
+    }
+    for tenant in tenants {
+        let mut from = after;
+        loop {
+            match store.feed_page(tenant, from, FEED_PAGE) {
+                Ok(page) => {
+                    let Some(last) = page.last().map(|e| e.seq) else { break };
+                    let full = page.len() == FEED_PAGE;
+                    entries.extend(page);
+                    from = last;
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the change feed; caught up next time");
+                    return (entries, after);
+                }
+            }
+        }
+    }
+    (entries, cursor)
+}
+
+/// Feed entries read per page by the catch-up.
+const FEED_PAGE: usize = 2_000;

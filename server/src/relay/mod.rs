@@ -103,6 +103,13 @@ pub enum ActorMsg {
     },
     /// Another relay of the cluster stored or erased a document, or changed tokens or grants.
     Hint(crate::storage::hints::HintEvent),
+    /// What the catch-up found: resident documents another relay changed, and change-feed
+    /// entries past `read` (see `cluster`).
+    Stale {
+        docs: Vec<liaison_core::DocumentId>,
+        entries: Vec<liaison_core::store::FeedEntry>,
+        read: u64,
+    },
     /// Liveness: the actor answers (for `/readyz`).
     Ping(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
@@ -216,6 +223,7 @@ pub fn spawn(
     let policy = RelayPolicy::new(store.clone(), principals.clone(), pending_owners.clone());
     let engine = Engine::new(config, Box::new(policy), uuid::Uuid::new_v4().to_string());
     let writer = writer::spawn_writer(store.clone(), tx.clone(), metrics.clone());
+    let store_cursor = store.feed_cursor();
     if let Some(hints) = &hints {
         cluster::forward(hints, tx.clone());
     }
@@ -238,6 +246,7 @@ pub fn spawn(
         maintenance: None,
         held: Vec::new(),
         catalog: catalog::Subscriptions::default(),
+        feed_read: if hints.is_some() { store_cursor } else { 0 },
         hints,
     };
     tokio::spawn(actor.run(rx));
@@ -272,6 +281,8 @@ struct Actor {
     catalog: catalog::Subscriptions,
     /// In a cluster: the channel to the other relays on the database (see `cluster`).
     hints: Option<Arc<dyn crate::storage::hints::Hints>>,
+    /// In a cluster: how far the catch-up has read the change feed.
+    feed_read: u64,
 }
 
 impl Actor {
@@ -390,6 +401,7 @@ impl Actor {
                 self.hint_stored(doc);
             }
             ActorMsg::Hint(event) => self.on_hint(event),
+            ActorMsg::Stale { docs, entries, read } => self.on_stale(docs, entries, read),
             ActorMsg::Shutdown(done) => {
                 let conns: Vec<ConnId> = self.outboxes.keys().copied().collect();
                 for conn in conns {
