@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask bench [ARGS]`: builds the relays and the load generator in release, installs
 //!   the Node peer's locked packages, and runs `liaison-bench ARGS` (full sizes unless `--quick`;
-//!   see `liaison-bench --help`). The rows are also written to target/bench-results.json.
+//!   see `liaison-bench --help`). The rows are also written to target/bench-results.json
+//!   (`$CARGO_TARGET_DIR/bench-results.json` when that is set).
 //!   `--servers liaison,liaison-pg,liaison-pg2` compares liaison on sled, on PostgreSQL and as
 //!   two cluster nodes on one database (a private PostgreSQL for the run, or
 //!   `LIAISON_TEST_PG_URL`'s); the Node peer's packages are installed only when `node` is run.
@@ -20,11 +21,15 @@ pub fn bench(args: &[String]) -> Result<()> {
     if needs_node(args) {
         prepare_node()?;
     }
+    // Where cargo built (CARGO_TARGET_DIR when a shared machine gives worktrees one target).
+    let target = crate::mobile::target_dir();
+    let results = target.join("bench-results.json").to_string_lossy().into_owned();
+    let program = target.join("release/liaison-bench").to_string_lossy().into_owned();
     let mut bench_args: Vec<&str> = args.iter().map(String::as_str).collect();
     if !args.iter().any(|a| a == "--json") {
-        bench_args.extend(["--json", "target/bench-results.json"]);
+        bench_args.extend(["--json", &results]);
     }
-    crate::run("target/release/liaison-bench", &bench_args, None)
+    crate::run(&program, &bench_args, None)
 }
 
 /// Installs the Node peer's packages exactly as locked (bench/node/package-lock.json). Needs
