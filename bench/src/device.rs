@@ -25,10 +25,20 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Where devices connect, and how.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub url: String,
+    /// One URL per node of the relay (one for a single relay); device i connects to
+    /// `urls[i % urls.len()]` ([`crate::servers::node_for`]).
+    pub urls: Vec<String>,
+    /// Trusts every node's certificate.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Device name to bearer token (liaison's relay); `None` for relays without authentication.
     pub tokens: Option<Arc<HashMap<String, String>>>,
+}
+
+impl Target {
+    /// The URL device (or connection) number `index` connects to.
+    pub fn url_for(&self, index: usize) -> &str {
+        self.urls.get(crate::servers::node_for(index, self.urls.len())).map_or("", String::as_str)
+    }
 }
 
 /// Counters shared by every device of a run; the load generator's view of the wire.
@@ -98,6 +108,8 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Device {
     pub name: String,
+    /// Which device (or connection) of the run: picks the node of a cluster it connects to.
+    pub index: usize,
     pub peer_id: String,
     pub actor: ActorId,
     pub docs: HashMap<DocumentId, Doc>,
@@ -114,10 +126,12 @@ pub struct Device {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Device {
-    /// A device with no connection yet; `name` picks its token, `peer_id` is what it claims.
-    pub fn new(name: &str, peer_id: &str, wire: Arc<Wire>) -> Self {
+    /// A device with no connection yet; `name` picks its token, `peer_id` is what it claims,
+    /// `index` the node of a cluster it connects to ([`Target::url_for`]).
+    pub fn new(name: &str, peer_id: &str, index: usize, wire: Arc<Wire>) -> Self {
         Self {
             name: name.to_owned(),
+            index,
             peer_id: peer_id.to_owned(),
             actor: ActorId::random(),
             docs: HashMap::new(),
@@ -139,7 +153,7 @@ impl Device {
     }
 
     async fn connect_inner(&mut self, target: &Target) -> Result<()> {
-        let mut req = target.url.as_str().into_client_request().context("bad url")?;
+        let mut req = target.url_for(self.index).into_client_request().context("bad url")?;
         if let Some(tokens) = &target.tokens {
             let token = tokens.get(&self.name).with_context(|| format!("no token for {}", self.name))?;
             req.headers_mut().insert("authorization", format!("Bearer {token}").parse().context("token header")?);

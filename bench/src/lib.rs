@@ -1,9 +1,11 @@
 //! liaison's benchmark harness: a load generator that simulates devices over real WebSockets
-//! against any automerge-repo relay, and a runner that starts liaison's relay, the JavaScript
-//! automerge-repo sync server and a samod relay on the same workloads and prints them side by
-//! side. See docs/benchmarks.md.
+//! against any automerge-repo relay, and a runner that starts liaison's relay (on sled, on
+//! PostgreSQL, or two cluster nodes on one PostgreSQL database), the JavaScript automerge-repo
+//! sync server and a samod relay on the same workloads and prints them side by side. See
+//! docs/benchmarks.md.
 
 pub mod device;
+pub mod postgres;
 pub mod procstat;
 pub mod report;
 pub mod scenarios;
@@ -15,7 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::device::{Device, Target, Wire};
-use crate::procstat::{CpuMeter, RssSampler};
+use crate::postgres::Postgres;
+use crate::procstat::{CpuMeter, RssSampler, TreeCpuMeter};
 use crate::scenarios::{Measured, Scenario, Sizes};
 use crate::seed::SeedDoc;
 use crate::servers::{Kind, Programs, Server};
@@ -26,12 +29,26 @@ pub struct Row {
     pub scenario: Scenario,
     pub server: String,
     pub measured: Measured,
-    /// Peak RSS of the relay process during the scenario (sampled every 50 ms), bytes.
+    /// Peak RSS of the relay process during the scenario (sampled every 50 ms), bytes; for a
+    /// relay of several nodes, the sum of each node's peak.
     pub peak_rss: Option<u64>,
-    /// CPU seconds (user + system) the relay used during the scenario.
+    /// CPU seconds (user + system) the relay used during the scenario, summed over its nodes.
     pub cpu_s: Option<f64>,
     /// CPU seconds the load generator used during the scenario.
     pub loadgen_cpu_s: f64,
+    /// CPU seconds of the PostgreSQL instance (postmaster and children) during the scenario:
+    /// liaison-pg relays on a private instance; `None` otherwise (no database, or an external
+    /// one whose processes are not ours to read).
+    pub db_cpu_s: Option<f64>,
+}
+
+impl Row {
+    /// Relay CPU milliseconds per operation completed (per edit visible at every teammate,
+    /// per document pulled...), the figure that does not depend on how fast the load came.
+    pub fn relay_cpu_ms_per_op(&self) -> Option<f64> {
+        let cpu = self.cpu_s?;
+        (self.measured.ops > 0).then(|| cpu * 1000.0 / self.measured.ops as f64)
+    }
 }
 
 /// What to run.
@@ -44,35 +61,63 @@ pub struct Plan {
     pub programs: Programs,
 }
 
+/// What was measured around one scenario.
+struct Measurement {
+    measured: Measured,
+    peak_rss: Option<u64>,
+    cpu_s: Option<f64>,
+    loadgen_cpu_s: f64,
+    db_cpu_s: Option<f64>,
+}
+
+/// Runs `scenario` against `target`, measuring the relay's processes `pids` (none for a relay
+/// not started here) and the PostgreSQL process tree rooted at `db_pid`.
 async fn measure(
     scenario: Scenario,
     sizes: &Sizes,
     target: &Target,
-    pid: Option<u32>,
+    pids: &[u32],
+    db_pid: Option<u32>,
     docs: &[SeedDoc],
-) -> Result<(Measured, Option<u64>, Option<f64>, f64)> {
-    let sampler = pid.map(RssSampler::start);
-    let cpu = pid.map(CpuMeter::start);
+) -> Result<Measurement> {
+    let sampler = (!pids.is_empty()).then(|| RssSampler::start(pids));
+    let cpu = (!pids.is_empty()).then(|| CpuMeter::start(pids));
+    let db = db_pid.map(TreeCpuMeter::start);
     let me = CpuMeter::this_process();
-    let m = match scenario {
+    let measured = match scenario {
         Scenario::InitialSync => scenarios::initial_sync(target, sizes, docs).await?,
         Scenario::TeamEditing => scenarios::team_editing(target, sizes, docs, false).await?,
         Scenario::TeamEditingMax => scenarios::team_editing(target, sizes, docs, true).await?,
         Scenario::ReconnectStorm => scenarios::reconnect_storm(target, sizes, docs).await?,
-        Scenario::IdleScale => scenarios::idle_scale(target, sizes, pid).await?,
+        Scenario::IdleScale => scenarios::idle_scale(target, sizes, pids).await?,
         Scenario::ColdStore => scenarios::cold_store(target, sizes, docs).await?,
         Scenario::NewPhone => scenarios::new_phone(target, sizes, docs).await?,
     };
-    let peak = match sampler {
+    let peak_rss = match sampler {
         Some(s) => Some(s.finish().await),
         None => None,
     };
-    Ok((m, peak, cpu.map(|c| c.elapsed()), me.elapsed()))
+    Ok(Measurement {
+        measured,
+        peak_rss,
+        cpu_s: cpu.map(|c| c.elapsed()),
+        loadgen_cpu_s: me.elapsed(),
+        db_cpu_s: db.and_then(|d| d.elapsed()),
+    })
 }
 
 /// Runs every scenario against every relay, each on a fresh process and directory.
 pub async fn run(plan: &Plan, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
+    // One PostgreSQL instance for the whole run, if a relay needs it; each start of such a
+    // relay gets a database of its own on it.
+    let postgres = if plan.servers.iter().any(|k| k.uses_postgres()) {
+        let postgres = tokio::task::spawn_blocking(Postgres::start).await??;
+        tracing::info!(postmaster = ?postgres.postmaster_pid(), "PostgreSQL ready");
+        Some(std::sync::Arc::new(postgres))
+    } else {
+        None
+    };
     for &scenario in &plan.scenarios {
         let t = Instant::now();
         let sizes = plan.sizes.clone();
@@ -86,18 +131,28 @@ pub async fn run(plan: &Plan, mut on_row: impl FnMut(&Row)) -> Result<Vec<Row>> 
         for &kind in &plan.servers {
             let (programs, tls, devices) = (plan.programs.clone(), plan.tls, plan.sizes.devices);
             let seed = docs.clone();
+            let pg = postgres.clone().filter(|_| kind.uses_postgres());
             let t = Instant::now();
-            let server = tokio::task::spawn_blocking(move || Server::start(kind, &programs, tls, devices, &seed))
-                .await?
-                .with_context(|| format!("starting {}", kind.name()))?;
+            let server =
+                tokio::task::spawn_blocking(move || Server::start(kind, &programs, tls, devices, &seed, pg.as_ref()))
+                    .await?
+                    .with_context(|| format!("starting {}", kind.name()))?;
             tracing::info!(server = kind.name(), secs = t.elapsed().as_secs_f64(), "relay seeded and started");
             // Let start-up work (loading, JIT) settle before measuring.
             tokio::time::sleep(plan.sizes.settle).await;
-            let result = measure(scenario, &plan.sizes, &server.target, Some(server.pid()), &docs).await;
+            let db_pid = postgres.as_ref().filter(|_| kind.uses_postgres()).and_then(|p| p.postmaster_pid());
+            let result = measure(scenario, &plan.sizes, &server.target, &server.pids(), db_pid, &docs).await;
             tokio::task::spawn_blocking(move || server.stop()).await?;
-            let (measured, peak_rss, cpu_s, loadgen_cpu_s) =
-                result.with_context(|| format!("{} against {}", scenario.name(), kind.name()))?;
-            let row = Row { scenario, server: kind.name().into(), measured, peak_rss, cpu_s, loadgen_cpu_s };
+            let m = result.with_context(|| format!("{} against {}", scenario.name(), kind.name()))?;
+            let row = Row {
+                scenario,
+                server: kind.name().into(),
+                measured: m.measured,
+                peak_rss: m.peak_rss,
+                cpu_s: m.cpu_s,
+                loadgen_cpu_s: m.loadgen_cpu_s,
+                db_cpu_s: m.db_cpu_s,
+            };
             on_row(&row);
             rows.push(row);
         }
@@ -118,8 +173,16 @@ pub async fn run_against(
         let s = sizes.clone();
         let docs = tokio::task::spawn_blocking(move || scenario.seed(&s)).await??;
         push_docs(target, &docs, sizes.timeout).await?;
-        let (measured, peak_rss, cpu_s, loadgen_cpu_s) = measure(scenario, sizes, target, None, &docs).await?;
-        let row = Row { scenario, server: "external".into(), measured, peak_rss, cpu_s, loadgen_cpu_s };
+        let m = measure(scenario, sizes, target, &[], None, &docs).await?;
+        let row = Row {
+            scenario,
+            server: "external".into(),
+            measured: m.measured,
+            peak_rss: m.peak_rss,
+            cpu_s: m.cpu_s,
+            loadgen_cpu_s: m.loadgen_cpu_s,
+            db_cpu_s: m.db_cpu_s,
+        };
         on_row(&row);
         rows.push(row);
     }
@@ -139,7 +202,7 @@ pub async fn push_docs(target: &Target, docs: &[SeedDoc], timeout: Duration) -> 
             let (target, wire) = (target.clone(), wire.clone());
             tokio::spawn(async move {
                 let name = seed::device_name(team * 5);
-                let mut dev = Device::new(&name, &format!("{name}/seeder"), wire);
+                let mut dev = Device::new(&name, &format!("{name}/seeder"), team * 5, wire);
                 dev.connect(&target).await?;
                 for chunk in list.chunks(200) {
                     for d in chunk {

@@ -18,7 +18,10 @@ struct Args {
     /// Small sizes for a smoke run (seconds, not minutes).
     #[arg(long)]
     quick: bool,
-    /// Relays to start and compare, comma-separated: liaison,node,samod.
+    /// Relays to start and compare, comma-separated: liaison (on sled), liaison-pg (on a
+    /// PostgreSQL database), liaison-pg2 (two cluster nodes on one PostgreSQL database, device i
+    /// on node i % 2), node, samod. The liaison-pg relays run on one private PostgreSQL started
+    /// for the run (Debian's, installed if missing), or on LIAISON_TEST_PG_URL's instance.
     #[arg(long, default_value = "liaison,node,samod")]
     servers: String,
     /// Scenarios, comma-separated: initial-sync, team-editing, team-editing-max,
@@ -120,7 +123,7 @@ fn sizes(a: &Args) -> Sizes {
 fn print_row(r: &Row) {
     let m = &r.measured;
     eprintln!(
-        "  {} / {}: {:.0} {}, p50 {} ms, p99 {} ms, {} errors, peak RSS {} MiB, relay CPU {:.1} s, loadgen CPU {:.1} s",
+        "  {} / {}: {:.0} {}, p50 {} ms, p99 {} ms, {} errors, peak RSS {} MiB, relay CPU {:.1} s, db CPU {}, loadgen CPU {:.1} s",
         r.scenario.name(),
         r.server,
         m.throughput(),
@@ -130,6 +133,7 @@ fn print_row(r: &Row) {
         m.errors,
         r.peak_rss.map_or("-".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
         r.cpu_s.unwrap_or(0.0),
+        r.db_cpu_s.map_or("-".into(), |v| format!("{v:.1} s")),
         r.loadgen_cpu_s,
     );
 }
@@ -178,7 +182,7 @@ fn main() -> Result<()> {
             }
             None => None,
         };
-        let target = Target { url: url.clone(), tls, tokens };
+        let target = Target { urls: vec![url.clone()], tls, tokens };
         rt.block_on(liaison_bench::run_against(&target, &sizes, &scenarios, print_row))?
     } else {
         let servers: Vec<Kind> = args
@@ -193,7 +197,7 @@ fn main() -> Result<()> {
         }
         for k in &servers {
             let ok = match k {
-                Kind::Liaison => programs.bin_dir.join("liaison-relay").is_file(),
+                Kind::Liaison | Kind::LiaisonPg | Kind::LiaisonPg2 => programs.bin_dir.join("liaison-relay").is_file(),
                 Kind::Samod => programs.bin_dir.join("samod-relay").is_file(),
                 Kind::Node => programs.node_available(),
             };
@@ -210,8 +214,18 @@ fn main() -> Result<()> {
         rt.block_on(liaison_bench::run(&plan, print_row))?
     };
     println!("\n{}", report::table(&rows));
-    println!("liaison relative to each peer (throughput: higher is better; p99, RSS, CPU, bytes: lower is better):\n");
-    println!("{}", report::ratios(&rows));
+    if rows.iter().any(|r| Kind::parse(&r.server).is_none_or(|k| !k.is_liaison())) {
+        println!(
+            "liaison relative to each peer (throughput: higher is better; p99, RSS, CPU, bytes: lower is better):\n"
+        );
+        println!("{}", report::ratios(&rows));
+    }
+    if rows.iter().any(|r| Kind::parse(&r.server).is_some_and(Kind::uses_postgres)) {
+        println!(
+            "liaison on PostgreSQL relative to liaison on sled (throughput: higher is better; the rest: lower is better):\n"
+        );
+        println!("{}", report::backend_ratios(&rows));
+    }
     println!("{}", report::details(&rows));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report::json(&rows))?).context("writing the JSON")?;

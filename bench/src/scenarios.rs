@@ -185,7 +185,7 @@ fn by_team(docs: &[SeedDoc]) -> HashMap<usize, Vec<SeedDoc>> {
 }
 
 fn new_device(i: usize, wire: &Arc<Wire>) -> Device {
-    let mut device = Device::new(&device_name(i), &device_name(i), wire.clone());
+    let mut device = Device::new(&device_name(i), &device_name(i), i, wire.clone());
     // liaison's relay accepts only changes under the uploader's own actor ids (ARCHITECTURE.md,
     // the actor scheme); other relays do not care which actor a change has.
     let install: [u8; 8] = uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([0; 8]);
@@ -594,10 +594,11 @@ pub async fn reconnect_storm(target: &Target, sizes: &Sizes, docs: &[SeedDoc]) -
 // 4. Idle scale
 
 /// Opens `idle_connections` connections (handshake done, no documents) and holds them. A sample
-/// is one connection's connect + handshake time. The server's RSS is sampled once all are open.
-pub async fn idle_scale(target: &Target, sizes: &Sizes, server_pid: Option<u32>) -> Result<Measured> {
+/// is one connection's connect + handshake time. The server's RSS (its nodes' summed) is
+/// sampled once all are open.
+pub async fn idle_scale(target: &Target, sizes: &Sizes, server_pids: &[u32]) -> Result<Measured> {
     let wire = Arc::new(Wire::default());
-    let baseline = server_pid.and_then(|p| crate::procstat::status_bytes(&p.to_string(), "VmRSS"));
+    let baseline = crate::procstat::rss_now(server_pids);
     let gate = Arc::new(Semaphore::new(256));
     let open = Arc::new(AtomicU64::new(0));
     let release = Arc::new(Notify::new());
@@ -620,7 +621,7 @@ pub async fn idle_scale(target: &Target, sizes: &Sizes, server_pid: Option<u32>)
                 // One token per device; several connections per device, as several app
                 // processes would, each with its own peer id.
                 let name = device_name(k % devices);
-                let mut dev = Device::new(&name, &format!("{name}/idle{k}"), wire.clone());
+                let mut dev = Device::new(&name, &format!("{name}/idle{k}"), k, wire.clone());
                 let t0 = Instant::now();
                 {
                     let _permit = gate.acquire().await?;
@@ -655,7 +656,7 @@ pub async fn idle_scale(target: &Target, sizes: &Sizes, server_pid: Option<u32>)
     let connect_wall = start.elapsed();
     tokio::time::sleep(sizes.idle_hold).await;
     let held = open.load(Ordering::Relaxed) - dropped.load(Ordering::Relaxed);
-    let rss = server_pid.and_then(|p| crate::procstat::status_bytes(&p.to_string(), "VmRSS"));
+    let rss = crate::procstat::rss_now(server_pids);
     released.store(true, Ordering::Relaxed);
     release.notify_waiters();
     // Tasks still connecting see the release too late; let them notice through the flag.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use automerge::ChangeHash;
 use liaison_core::model::{EngagementPlan, NewDocument, create_document};
-use liaison_core::storage::{KvStore as _, SledKv};
+use liaison_core::storage::{KvStore, SledKv};
 use liaison_core::store::{Durability, StoreOptions, SystemClock};
 use liaison_core::{DocStore, DocumentId, Identity, Role};
 use sha2::{Digest, Sha256};
@@ -94,12 +94,19 @@ pub fn write_nodefs(dir: &Path, docs: &[SeedDoc]) -> Result<()> {
     Ok(())
 }
 
-/// Prepares a liaison relay data directory: the tenant, teams, one MSL user per team, a token
-/// per device (issued in bulk through the relay's own identity store, not 1,000 CLI runs), and
-/// the documents through the relay's own document store. Returns device name to token.
-pub fn prepare_liaison(data_dir: &Path, devices: usize, docs: &[SeedDoc]) -> Result<HashMap<String, String>> {
+/// Prepares a liaison relay data directory on sled: see [`prepare_liaison`].
+pub fn prepare_liaison_sled(data_dir: &Path, devices: usize, docs: &[SeedDoc]) -> Result<HashMap<String, String>> {
     std::fs::create_dir_all(data_dir)?;
     let kv = Arc::new(SledKv::open(&data_dir.join("db")).context("opening the relay's database")?);
+    prepare_liaison(kv, devices, docs)
+}
+
+/// Prepares a liaison relay's store (sled, or a PostgreSQL database every node of a cluster
+/// shares): the tenant, teams, one MSL user per team, a token per device (issued in bulk
+/// through the relay's own identity store, not 1,000 CLI runs), and the documents through the
+/// relay's own document store. Returns device name to token. The caller drops `kv` before a
+/// relay opens the store.
+pub fn prepare_liaison(kv: Arc<dyn KvStore>, devices: usize, docs: &[SeedDoc]) -> Result<HashMap<String, String>> {
     // The relay's own identity (see liaison_server::open_data); deferred flushes, one at the end.
     let identity = Identity {
         tenant: liaison_server::auth::SYSTEM_TENANT.into(),

@@ -1,4 +1,5 @@
-//! The relays under test, each started as a child process over a fresh temporary directory.
+//! The relays under test, each started as child processes (one per node) over a fresh
+//! temporary directory; the liaison-pg ones over a fresh database of the run's PostgreSQL.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -11,32 +12,59 @@ use anyhow::{Context, Result, bail};
 use liaison_core::client::{Trust, parse_spki_pin, tls_config};
 
 use crate::device::Target;
+use crate::postgres::Postgres;
 use crate::seed::{self, SeedDoc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// liaison's relay on sled (its default).
     Liaison,
+    /// liaison's relay on PostgreSQL, one relay alone on its database.
+    LiaisonPg,
+    /// Two liaison relays in cluster mode on one PostgreSQL database, the devices split
+    /// between them ([`node_for`]).
+    LiaisonPg2,
     Node,
     Samod,
 }
 
 impl Kind {
+    pub const ALL: [Kind; 5] = [Kind::Liaison, Kind::LiaisonPg, Kind::LiaisonPg2, Kind::Node, Kind::Samod];
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Liaison => "liaison",
+            Kind::LiaisonPg => "liaison-pg",
+            Kind::LiaisonPg2 => "liaison-pg2",
             Kind::Node => "node",
             Kind::Samod => "samod",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "liaison" => Some(Kind::Liaison),
-            "node" => Some(Kind::Node),
-            "samod" => Some(Kind::Samod),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|k| k.name() == s)
     }
+
+    /// liaison's relay, on any backend.
+    pub fn is_liaison(self) -> bool {
+        matches!(self, Kind::Liaison | Kind::LiaisonPg | Kind::LiaisonPg2)
+    }
+
+    /// Whether it needs the run's PostgreSQL instance.
+    pub fn uses_postgres(self) -> bool {
+        matches!(self, Kind::LiaisonPg | Kind::LiaisonPg2)
+    }
+
+    /// Relay processes it runs.
+    pub fn nodes(self) -> usize {
+        if self == Kind::LiaisonPg2 { 2 } else { 1 }
+    }
+}
+
+/// The node device `device` connects to, of `nodes`: device i to node i % nodes, so each team
+/// of five has members on both nodes of a pair and every edit crosses between them.
+pub fn node_for(device: usize, nodes: usize) -> usize {
+    device % nodes.max(1)
 }
 
 /// Where the programs are.
@@ -69,37 +97,75 @@ impl Programs {
     }
 }
 
-/// A relay process being measured.
+/// A relay being measured: one process, or one per node of a cluster.
 #[derive(Debug)]
 pub struct Server {
     pub kind: Kind,
-    child: Child,
+    nodes: Vec<Child>,
     pub target: Target,
+    /// The database of a liaison-pg relay, dropped once its nodes stop.
+    database: Option<(Arc<Postgres>, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The relay's processes (one per node).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(Child::id).collect()
     }
 
-    /// Starts `kind` over a fresh directory holding `docs`, for `devices` devices.
-    pub fn start(kind: Kind, programs: &Programs, tls: bool, devices: usize, docs: &[SeedDoc]) -> Result<Self> {
+    /// Starts `kind` over a fresh directory (and, for liaison-pg, a fresh database on
+    /// `postgres`) holding `docs`, for `devices` devices.
+    pub fn start(
+        kind: Kind,
+        programs: &Programs,
+        tls: bool,
+        devices: usize,
+        docs: &[SeedDoc],
+        postgres: Option<&Arc<Postgres>>,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix(&format!("liaison-bench-{}-", kind.name())).tempdir()?;
         let data = dir.path().join("data");
-        let (child, url, certificate, tokens) = match kind {
+        let mut database = None;
+        let (nodes, urls, certificates, tokens) = match kind {
             Kind::Liaison => {
-                let tokens = seed::prepare_liaison(&data, devices, docs)?;
-                let mut cmd = Command::new(programs.bin_dir.join("liaison-relay"));
-                cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(&data);
-                if !tls {
-                    cmd.arg("--plain");
+                let tokens = seed::prepare_liaison_sled(&data, devices, docs)?;
+                let (child, ready) = start_liaison(programs, tls, dir.path(), &data, None)?;
+                (vec![child], vec![ready.url], ready.certificate.into_iter().collect(), Some(Arc::new(tokens)))
+            }
+            Kind::LiaisonPg | Kind::LiaisonPg2 => {
+                let postgres = postgres.context("liaison-pg needs the run's PostgreSQL")?;
+                let url = postgres.fresh_database()?;
+                database = Some((postgres.clone(), url.clone()));
+                let config = dir.path().join("storage.toml");
+                std::fs::write(&config, storage_toml(&url, kind == Kind::LiaisonPg2))?;
+                migrate(programs, &config)?;
+                let tokens = {
+                    let loaded = liaison_server::config::Config::load(Some(&config), &|_| None)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    // No lock: nothing else uses the database yet, and the store is dropped
+                    // before the relays open it.
+                    let kv = liaison_server::storage::open_postgres_shared(&loaded.storage)
+                        .context("opening the benchmark's database")?;
+                    seed::prepare_liaison(Arc::new(kv), devices, docs)?
+                };
+                let (mut nodes, mut urls, mut certificates) = (Vec::new(), Vec::new(), Vec::new());
+                for n in 0..kind.nodes() {
+                    let node_dir = dir.path().join(format!("node{n}"));
+                    std::fs::create_dir_all(&node_dir)?;
+                    let started = start_liaison(programs, tls, &node_dir, &node_dir.join("data"), Some(&config));
+                    let (child, ready) = match started {
+                        Ok(started) => started,
+                        Err(e) => {
+                            stop_all(&mut nodes);
+                            return Err(e.context(format!("node {n}")));
+                        }
+                    };
+                    nodes.push(child);
+                    urls.push(ready.url);
+                    certificates.extend(ready.certificate);
                 }
-                cmd.env("RUST_LOG", std::env::var("LIAISON_RELAY_LOG").unwrap_or_else(|_| "warn".into()));
-                cmd.stderr(Stdio::inherit());
-                let (child, ready) = liaison_server::process::start(cmd, &dir.path().join("ready.json"), START_TIMEOUT)
-                    .context("the liaison relay did not start")?;
-                (child, ready.url, ready.certificate, Some(Arc::new(tokens)))
+                (nodes, urls, certificates, Some(Arc::new(tokens)))
             }
             Kind::Node | Kind::Samod => {
                 seed::write_nodefs(&data, docs)?;
@@ -118,48 +184,112 @@ impl Server {
                     c
                 };
                 cmd.arg("--data").arg(&data);
-                let mut certificate = None;
+                let mut certificates = Vec::new();
                 if tls {
                     let (cert, key) = liaison_server::tls::dev_certificate(dir.path())?;
                     cmd.arg("--cert").arg(&cert).arg("--key").arg(key);
-                    certificate = Some(cert);
+                    certificates.push(cert);
                 }
                 let (child, url) = start_announcing(cmd, kind)?;
-                (child, url, certificate, None)
+                (vec![child], vec![url], certificates, None)
             }
         };
-        let trust = match certificate {
-            Some(cert) => {
-                let pin = parse_spki_pin(&liaison_server::tls::spki_pin(&cert)?).context("public-key pin")?;
-                Some(Arc::new(tls_config(&Trust::PinnedKeys { pins: vec![pin] }).map_err(|e| anyhow::anyhow!("{e}"))?))
-            }
-            None => None,
+        let trust = if certificates.is_empty() {
+            None
+        } else {
+            // Every node's own certificate (each made its dev certificate in its own directory).
+            let pins = certificates
+                .iter()
+                .map(|cert| parse_spki_pin(&liaison_server::tls::spki_pin(cert)?).context("public-key pin"))
+                .collect::<Result<Vec<_>>>()?;
+            Some(Arc::new(tls_config(&Trust::PinnedKeys { pins }).map_err(|e| anyhow::anyhow!("{e}"))?))
         };
-        tracing::info!(server = kind.name(), %url, "started");
-        Ok(Self { kind, child, target: Target { url, tls: trust, tokens }, _dir: dir })
+        tracing::info!(server = kind.name(), urls = ?urls, "started");
+        Ok(Self { kind, nodes, target: Target { urls, tls: trust, tokens }, database, _dir: dir })
     }
 
-    /// SIGTERM, then SIGKILL if it lingers.
+    /// SIGTERM to every node, then SIGKILL to any that lingers; then drops its database.
     pub fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        stop_all(&mut self.nodes);
+        if let Some((postgres, url)) = self.database.take()
+            && let Err(e) = postgres.drop_database(&url)
+        {
+            tracing::warn!("could not drop the benchmark's database: {e:#}");
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        for child in &mut self.nodes {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
+}
+
+/// SIGTERM to every process, then SIGKILL to those still running after 5 s.
+fn stop_all(children: &mut [Child]) {
+    for child in children.iter() {
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    }
+    for _ in 0..50 {
+        if children.iter_mut().all(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for child in children.iter_mut() {
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `[storage]` of a liaison-pg relay: PostgreSQL on loopback (so `tls = "disable"`), the
+/// default pool size, and `cluster = true` for the nodes of a pair.
+pub fn storage_toml(url: &str, cluster: bool) -> String {
+    format!("[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\ntls = \"disable\"\ncluster = {cluster}\n")
+}
+
+/// `liaison-relay migrate --config FILE`: the schema, as an operator makes it.
+fn migrate(programs: &Programs, config: &Path) -> Result<()> {
+    let out = Command::new(programs.bin_dir.join("liaison-relay"))
+        .arg("migrate")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .context("running liaison-relay migrate")?;
+    if !out.status.success() {
+        bail!("liaison-relay migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Starts `liaison-relay serve` over `data` (its ready file in `dir`), with a `--config` for
+/// PostgreSQL.
+fn start_liaison(
+    programs: &Programs,
+    tls: bool,
+    dir: &Path,
+    data: &Path,
+    config: Option<&Path>,
+) -> Result<(Child, liaison_server::ready::Ready)> {
+    let mut cmd = Command::new(programs.bin_dir.join("liaison-relay"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    if !tls {
+        cmd.arg("--plain");
+    }
+    cmd.env("RUST_LOG", std::env::var("LIAISON_RELAY_LOG").unwrap_or_else(|_| "warn".into()));
+    cmd.stderr(Stdio::inherit());
+    liaison_server::process::start(cmd, &dir.join("ready.json"), START_TIMEOUT)
+        .context("the liaison relay did not start")
 }
 
 /// Device tokens of a target, if it needs them.
@@ -201,5 +331,46 @@ fn start_announcing(mut cmd: Command, kind: Kind) -> Result<(Child, String)> {
             let _ = child.wait();
             bail!("the {} relay did not start", kind.name());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_alternate_between_the_nodes_so_every_team_spans_both() {
+        assert_eq!((0..6).map(|d| node_for(d, 2)).collect::<Vec<_>>(), [0, 1, 0, 1, 0, 1]);
+        assert!((0..10).all(|d| node_for(d, 1) == 0));
+        // A team is five consecutive devices: both nodes serve some of each team.
+        for team in 0..4 {
+            let nodes: std::collections::HashSet<usize> = (team * 5..team * 5 + 5).map(|d| node_for(d, 2)).collect();
+            assert_eq!(nodes.len(), 2);
+        }
+        assert_eq!(node_for(3, 0), 0, "no nodes is read as one");
+    }
+
+    #[test]
+    fn relay_names_round_trip_and_only_the_pg_relays_need_postgres() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(Kind::parse("liaison-pg3"), None);
+        assert_eq!(Kind::ALL.iter().filter(|k| k.uses_postgres()).count(), 2);
+        assert!(Kind::ALL.iter().filter(|k| k.uses_postgres()).all(|k| k.is_liaison()));
+        assert_eq!(Kind::LiaisonPg2.nodes(), 2);
+        assert_eq!(Kind::LiaisonPg.nodes(), 1);
+    }
+
+    #[test]
+    fn the_storage_table_parses_as_the_relay_reads_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("storage.toml");
+        std::fs::write(&file, storage_toml("postgres://postgres@127.0.0.1:5432/bench_1", true)).expect("write");
+        let config = liaison_server::config::Config::load(Some(&file), &|_| None).expect("a valid config");
+        assert_eq!(config.storage.backend, liaison_server::config::Backend::Postgres);
+        assert!(config.storage.cluster);
+        assert_eq!(config.storage.tls, liaison_server::config::DbTls::Disable);
+        liaison_server::storage::check_config(&config.storage).expect("accepted for loopback");
     }
 }

@@ -117,3 +117,34 @@ fn every_scenario_against_liaison_and_the_peers_on_three() {
         }
     }
 }
+
+/// liaison on PostgreSQL, alone and as two cluster nodes (device i on node i % 2), on the two
+/// scenarios of issue 15: nothing lost, the database's CPU measured. Starts a private
+/// PostgreSQL (or uses `LIAISON_TEST_PG_URL`'s, whose CPU is then not measured).
+#[test]
+fn liaison_on_postgres_alone_and_as_two_cluster_nodes_completes_team_editing_and_initial_sync() {
+    build_bins();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let plan = Plan {
+        sizes: tiny(),
+        scenarios: vec![Scenario::InitialSync, Scenario::TeamEditing],
+        servers: vec![Kind::LiaisonPg, Kind::LiaisonPg2],
+        tls: true,
+        programs: Programs::beside_exe().unwrap(),
+    };
+    let rows = rt.block_on(run(&plan, |_| {})).unwrap();
+    println!("{}", liaison_bench::report::table(&rows));
+    assert_eq!(rows.len(), 4);
+    let private = std::env::var_os(liaison_server::storage::testing::URL_VAR).is_none();
+    for r in &rows {
+        let m = &r.measured;
+        let what = format!("{} against {}", r.scenario.name(), r.server);
+        assert_eq!(m.errors, 0, "{what}: errors ({:?})", m.extra);
+        let expected = if r.scenario == Scenario::InitialSync { 40 } else { 10 };
+        assert!(m.ops >= expected, "{what}: {} done, expected at least {expected}", m.ops);
+        assert!(r.cpu_s.is_some_and(|s| s > 0.0), "{what}: the relay's CPU was measured");
+        assert_eq!(r.db_cpu_s.is_some(), private, "{what}: the database's CPU is measured when the instance is ours");
+        assert!(r.db_cpu_s.is_none_or(|s| s > 0.0), "{what}: the database worked");
+    }
+}

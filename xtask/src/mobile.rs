@@ -21,7 +21,7 @@ const KOTLIN_SOURCES: &str = "mobile-bindings/kotlin/src";
 
 /// Where cargo builds: `CARGO_TARGET_DIR` if set (a shared machine gives each worktree its
 /// own), else `target/`.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
 }
 

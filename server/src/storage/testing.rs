@@ -66,6 +66,12 @@ impl PrivatePostgres {
         self.dir.path().join("data")
     }
 
+    /// The instance's data directory (`postmaster.pid` is there: the benchmark measures the
+    /// postmaster's process tree).
+    pub fn data_directory(&self) -> PathBuf {
+        self.data()
+    }
+
     fn options(&self) -> String {
         format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=300",
