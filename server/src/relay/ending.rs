@@ -6,7 +6,7 @@ use liaison_core::sync::engine::CloseReason;
 use liaison_core::sync::{ConnId, Input};
 
 use super::{Actor, close};
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Principal};
 use crate::now_ms;
 
 /// How the actor ends a connection (see `Actor::end`).
@@ -34,6 +34,9 @@ pub(super) fn close_reason(r: &CloseReason) -> (u16, &'static str) {
         CloseReason::ByApplication(_) => (close::AUTH, "closed by the relay"),
     }
 }
+
+/// One connection's re-check: its principal as read, and what its token says now.
+pub(super) type Checked = (ConnId, Principal, Result<Principal, AuthError>);
 
 impl Actor {
     /// The one way the actor ends a connection: counted once under its reason (by whichever
@@ -71,15 +74,58 @@ impl Actor {
         }
     }
 
-    /// Re-checks every connection's token and grants: revoked or expired ones are closed,
-    /// changed grants take effect on the live connection.
+    /// Re-checks every connection's token and grants now, on the actor: revoked or expired
+    /// ones are closed, changed grants take effect on the live connection. For the moments
+    /// that must act at once (a purge, an admin's change); the once-a-second re-check reads
+    /// off the actor (`recheck_in_background`).
     pub(super) fn recheck(&mut self) {
         let now = now_ms();
+        let checked: Vec<Checked> = self
+            .principals
+            .all()
+            .into_iter()
+            .map(|(conn, p)| {
+                let r = self.auth.check_hash(&p.token_hash, now);
+                (conn, p, r)
+            })
+            .collect();
+        self.apply_recheck(checked);
+    }
+
+    /// The once-a-second re-check: the reads (several per connection; round trips on
+    /// PostgreSQL, where a thousand devices made them most of the actor's second) run on a
+    /// blocking thread and come back as `ActorMsg::Rechecked`. One at a time.
+    pub(super) fn recheck_in_background(&mut self) {
+        if self.rechecking {
+            return;
+        }
+        self.rechecking = true;
+        let (auth, tx, all) = (self.auth.clone(), self.tx.clone(), self.principals.all());
+        tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            let checked: Vec<Checked> = all
+                .into_iter()
+                .map(|(conn, p)| {
+                    let r = auth.check_hash(&p.token_hash, now);
+                    (conn, p, r)
+                })
+                .collect();
+            let _ = tx.blocking_send(super::ActorMsg::Rechecked(checked));
+        });
+    }
+
+    /// Acts on a re-check's results; a connection whose principal changed since it was read
+    /// (it ended, or an immediate re-check already acted) is left for the next one.
+    pub(super) fn apply_recheck(&mut self, checked: Vec<Checked>) {
         let mut changed = false;
-        for (conn, p) in self.principals.all() {
-            match self.auth.check_hash(&p.token_hash, now) {
+        for (conn, p, result) in checked {
+            if self.principals.get(conn).is_none_or(|now| now.token_hash != p.token_hash) {
+                continue;
+            }
+            match result {
                 Ok(fresh) => {
-                    if fresh.teams != p.teams || fresh.role != p.role || fresh.support != p.support {
+                    let current = self.principals.get(conn).unwrap_or(p);
+                    if fresh.teams != current.teams || fresh.role != current.role || fresh.support != current.support {
                         self.principals.set(conn, fresh);
                         changed = true;
                     }

@@ -110,6 +110,8 @@ pub enum ActorMsg {
         entries: Vec<liaison_core::store::FeedEntry>,
         read: u64,
     },
+    /// The once-a-second re-check's reads, done off the actor.
+    Rechecked(Vec<ending::Checked>),
     /// Liveness: the actor answers (for `/readyz`).
     Ping(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
@@ -247,6 +249,7 @@ pub fn spawn(
         held: Vec::new(),
         catalog: catalog::Subscriptions::default(),
         feed_read: if hints.is_some() { store_cursor } else { 0 },
+        rechecking: false,
         hints,
     };
     tokio::spawn(actor.run(rx));
@@ -283,6 +286,8 @@ struct Actor {
     hints: Option<Arc<dyn crate::storage::hints::Hints>>,
     /// In a cluster: how far the catch-up has read the change feed.
     feed_read: u64,
+    /// The once-a-second re-check is reading (see `ending::recheck_in_background`).
+    rechecking: bool,
 }
 
 impl Actor {
@@ -299,7 +304,7 @@ impl Actor {
                 }
                 _ = tick.tick() => {
                     self.input(Input::Tick);
-                    self.recheck();
+                    self.recheck_in_background();
                     self.catalog_tick();
                     if last_catch_up.elapsed() >= cluster::CATCH_UP {
                         last_catch_up = Instant::now();
@@ -401,6 +406,10 @@ impl Actor {
                 self.hint_stored(doc);
             }
             ActorMsg::Hint(event) => self.on_hint(event),
+            ActorMsg::Rechecked(checked) => {
+                self.rechecking = false;
+                self.apply_recheck(checked);
+            }
             ActorMsg::Stale { docs, entries, read } => self.on_stale(docs, entries, read),
             ActorMsg::Shutdown(done) => {
                 let conns: Vec<ConnId> = self.outboxes.keys().copied().collect();
