@@ -142,6 +142,9 @@ async fn a_revoked_credential_with_nothing_new_wipes_the_device_and_stops_withou
     client.set_network(liaison_core::client::Network::Down);
     store.update(&kol, |p: &mut KolProfile| p.institution = "Kyoto".into()).unwrap();
     client.set_network(liaison_core::client::Network::Up);
+    // Revoked on the live socket, not at the next handshake: wait until it is back (about one
+    // run in ten revoked it before the reconnect, and the device heard 401 instead of 4001).
+    until(&client, "connected again", |s| matches!(s.state, ConnState::Syncing | ConnState::UpToDate)).await;
 
     revoke(&relay, &id);
     let s = until(&client, "revoked", |s| matches!(s.problem, Some(SyncProblem::Revoked { .. }))).await;
