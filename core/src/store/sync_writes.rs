@@ -201,12 +201,14 @@ impl DocStore {
         if w.changes.is_empty() {
             return Ok((batch, None));
         }
-        let stored_meta = match state.metas.get(&w.doc) {
-            Some(m) => Some(m.clone()),
-            None => self.read_meta(&w.doc)?,
-        };
-        if !self.stored_as(&stored_meta.clone().unwrap_or_default(), stored_meta.is_some(), w.base) {
-            return Err(StoreError::Storage(crate::storage::StorageError::Conflict));
+        if self.options.shared && w.base.is_some() {
+            let stored_meta = match state.metas.get(&w.doc) {
+                Some(m) => Some(m.clone()),
+                None => self.read_meta(&w.doc)?,
+            };
+            if !self.stored_as(&stored_meta.clone().unwrap_or_default(), stored_meta.is_some(), w.base) {
+                return Err(StoreError::Storage(crate::storage::StorageError::Conflict));
+            }
         }
         let mut meta = match state.metas.get(&w.doc) {
             Some(m) => m.clone(),
