@@ -72,26 +72,47 @@ impl Actor {
         match event {
             HintEvent::Hint(Hint::Doc { id, .. }) => self.changed_elsewhere(id),
             HintEvent::Hint(Hint::Security) => {
-                self.recheck();
+                self.recheck_in_background();
                 self.catalog_tick();
             }
             HintEvent::Resync => {
                 self.catch_up();
-                self.recheck();
+                self.recheck_in_background();
             }
         }
     }
 
-    /// Another node stored or erased `doc`.
+    /// Another node stored or erased `doc`: what it means is read off the actor (every read is
+    /// a round trip on PostgreSQL) and comes back as `ActorMsg::Elsewhere`.
     fn changed_elsewhere(&mut self, doc: DocumentId) {
-        if erased_owner(&self.store, &doc).is_some() {
+        let held = self.engine.durable_heads(&doc);
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let news = read_elsewhere(&store, doc, held.as_deref());
+            let _ = tx.blocking_send(ActorMsg::Elsewhere(Box::new(news)));
+        });
+    }
+
+    /// What another node did to a document, read by `changed_elsewhere`: an erasure is erased
+    /// here too; the changes this node lacks of a document it holds go to its engine as changes
+    /// already stored (`Input::LocalChanges`: its devices get them, nothing is judged again or
+    /// written), and catalog subscribers hear of it. A document being loaded or written is
+    /// loaded again once that is done (`Input::Reload`).
+    pub(super) fn on_elsewhere(&mut self, news: Elsewhere) {
+        let Elsewhere { doc, erased, heads, changes } = news;
+        if erased {
             self.pending_owners.forget(&doc);
             self.input(Input::Erase { doc, notify: true });
             self.catalog_erased(doc);
             return;
         }
-        self.input(Input::Reload { doc });
-        if let Ok(Some(heads)) = self.store.stored_heads(&doc) {
+        match changes {
+            Some(changes) if !changes.is_empty() => self.input(Input::LocalChanges { doc, changes }),
+            Some(_) => {}
+            None => self.input(Input::Reload { doc }),
+        }
+        if let Some(heads) = heads {
             self.catalog_changed(doc, &heads);
         }
     }
@@ -174,3 +195,30 @@ fn feed_since(store: &DocStore, tenants: &BTreeSet<String>, after: u64) -> (Vec<
 
 /// Feed entries read per page by the catch-up.
 const FEED_PAGE: usize = 2_000;
+
+/// What another relay of the cluster did to a document (opaque: read off the actor and handed
+/// back to it; see `Actor::on_elsewhere`).
+#[derive(Debug)]
+pub struct Elsewhere {
+    doc: DocumentId,
+    /// Its tombstone is in the store.
+    erased: bool,
+    /// Its stored heads, if it is stored.
+    heads: Option<Vec<automerge::ChangeHash>>,
+    /// The stored changes after the heads this node holds, if it holds it loaded; `None` when it
+    /// does not (or the store could not be read: then it is loaded again).
+    changes: Option<Vec<u8>>,
+}
+
+fn read_elsewhere(store: &DocStore, doc: DocumentId, held: Option<&[automerge::ChangeHash]>) -> Elsewhere {
+    if erased_owner(store, &doc).is_some() {
+        return Elsewhere { doc, erased: true, heads: None, changes: None };
+    }
+    let heads = store.stored_heads(&doc).ok().flatten();
+    let changes = match (held, &heads) {
+        (Some(held), Some(stored)) if held == stored.as_slice() => Some(Vec::new()),
+        (Some(held), Some(_)) => store.changes_since(&doc, held).ok(),
+        _ => None,
+    };
+    Elsewhere { doc, erased: false, heads, changes }
+}

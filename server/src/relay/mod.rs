@@ -45,6 +45,7 @@ pub(crate) mod testing;
 mod tests;
 mod writer;
 
+pub use cluster::Elsewhere;
 use ending::{Ending, close_reason};
 use maintenance::{Erasing, Loads, Maintenance};
 
@@ -112,6 +113,8 @@ pub enum ActorMsg {
     },
     /// The once-a-second re-check's reads, done off the actor.
     Rechecked(Vec<ending::Checked>),
+    /// What another relay of the cluster did to a document, read off the actor.
+    Elsewhere(Box<Elsewhere>),
     /// Liveness: the actor answers (for `/readyz`).
     Ping(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
@@ -406,6 +409,7 @@ impl Actor {
                 self.hint_stored(doc);
             }
             ActorMsg::Hint(event) => self.on_hint(event),
+            ActorMsg::Elsewhere(news) => self.on_elsewhere(*news),
             ActorMsg::Rechecked(checked) => {
                 self.rechecking = false;
                 self.apply_recheck(checked);

@@ -105,6 +105,15 @@ impl Engine {
         self.docs.len()
     }
 
+    /// The durable heads of a resident, loaded document with nothing unstored (what this engine
+    /// knows is stored); `None` otherwise.
+    pub fn durable_heads(&self, doc: &DocumentId) -> Option<Vec<automerge::ChangeHash>> {
+        self.docs
+            .get(doc)
+            .filter(|d| matches!(d.phase, DocPhase::Ready) && !d.disk.unstored(&d.am))
+            .map(|d| d.disk.durable().to_vec())
+    }
+
     /// Every resident document with its durable heads (what this engine knows is stored),
     /// loaded ones with nothing unstored only (a write of the others is on its way, and
     /// conflicts if another writer changed them): for comparing with the store.
