@@ -111,3 +111,20 @@ impl From<automerge::AutomergeError> for LiaisonError {
 pub(crate) fn bad_id(what: &str) -> LiaisonError {
     LiaisonError::InvalidInput(format!("{what} is not a document id"))
 }
+
+/// What an app's callback (observer, log sink, credential provider) may throw. Whatever the
+/// app throws arrives as this (uniffi converts unexpected exceptions through the `From` below)
+/// instead of a panic on the library's thread: the library reports it in its log, without the
+/// exception's text (it may hold anything), and goes on calling.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum CallbackError {
+    /// The callback threw.
+    #[error("the app's callback threw")]
+    Failed,
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for CallbackError {
+    fn from(_: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        CallbackError::Failed
+    }
+}

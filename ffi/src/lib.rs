@@ -16,7 +16,7 @@ mod text;
 mod types;
 mod versioned;
 
-pub use error::LiaisonError;
+pub use error::{CallbackError, LiaisonError};
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
 pub use signin::{CredentialAnswer, CredentialProvider, CredentialReason};
 pub use status::{AuthProblem, SyncProblem, WipeReason};

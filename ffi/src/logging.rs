@@ -47,7 +47,14 @@ pub struct LogRecord {
 /// The app's logger.
 #[uniffi::export(with_foreign)]
 pub trait LogSink: Send + Sync {
-    fn log(&self, record: LogRecord);
+    /// One record. If it throws, the record is lost and the next one comes as usual.
+    fn log(&self, record: LogRecord) -> Result<(), crate::error::CallbackError>;
+}
+
+/// Hands `record` to the app's sink; what it throws (or a panic on the way) loses the record,
+/// never the forwarding thread.
+fn hand(sink: &Arc<dyn LogSink>, record: LogRecord) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.log(record)));
 }
 
 enum Msg {
@@ -118,17 +125,20 @@ fn deliver(rx: Receiver<Msg>) {
                 if let Some(s) = &sink {
                     let dropped = DROPPED.load(Ordering::Relaxed);
                     if dropped != reported {
-                        s.log(LogRecord {
-                            level: LogLevel::Warn,
-                            target: "liaison_ffi::logging".into(),
-                            message: format!(
-                                "{} log records dropped: the app's logger fell behind",
-                                dropped - reported
-                            ),
-                        });
+                        hand(
+                            s,
+                            LogRecord {
+                                level: LogLevel::Warn,
+                                target: "liaison_ffi::logging".into(),
+                                message: format!(
+                                    "{} log records dropped: the app's logger fell behind",
+                                    dropped - reported
+                                ),
+                            },
+                        );
                         reported = dropped;
                     }
-                    s.log(r);
+                    hand(s, r);
                 }
             }
         }

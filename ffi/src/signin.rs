@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use liaison_core::client::{self, Credential, IssuedCredential, ProviderFailed};
 
-use crate::error::LiaisonError;
+use crate::error::{CallbackError, LiaisonError};
 use crate::store::{LiaisonStore, lock};
 use crate::sync::{Note, SyncConfig, SyncStatus};
 
@@ -45,11 +45,12 @@ pub enum CredentialAnswer {
 /// block, up to 60 s), at most once per connection attempt. Must not show UI.
 #[uniffi::export(with_foreign)]
 pub trait CredentialProvider: Send + Sync {
-    /// A credential for the relay.
-    fn credential(&self, reason: CredentialReason) -> CredentialAnswer;
+    /// A credential for the relay. Throwing counts as `Failed`.
+    fn credential(&self, reason: CredentialReason) -> Result<CredentialAnswer, CallbackError>;
     /// A device credential the library got by enrolment: keep it in the Keychain/Keystore and
-    /// return it as `DeviceCredential` next time. `expires_at_ms` is when it expires.
-    fn credential_issued(&self, token: String, expires_at_ms: Option<i64>);
+    /// return it as `DeviceCredential` next time. `expires_at_ms` is when it expires. Throwing
+    /// is logged; the credential is used for this connection either way.
+    fn credential_issued(&self, token: String, expires_at_ms: Option<i64>) -> Result<(), CallbackError>;
 }
 
 /// The foreign provider as core's [`client::CredentialProvider`].
@@ -76,13 +77,13 @@ impl client::CredentialProvider for Foreign {
             // A blocking thread: the app's code may wait on its IdP; a panic or an exception
             // the bindings turn into one counts as a failure.
             match tokio::task::spawn_blocking(move || provider.credential(reason)).await {
-                Ok(CredentialAnswer::DeviceCredential { token }) if !token.is_empty() => {
+                Ok(Ok(CredentialAnswer::DeviceCredential { token })) if !token.is_empty() => {
                     Ok(Some(Credential::Device(token)))
                 }
-                Ok(CredentialAnswer::IdpAccessToken { token }) if !token.is_empty() => {
+                Ok(Ok(CredentialAnswer::IdpAccessToken { token })) if !token.is_empty() => {
                     Ok(Some(Credential::IdpAccessToken(token)))
                 }
-                Ok(CredentialAnswer::NoCredential) => Ok(None),
+                Ok(Ok(CredentialAnswer::NoCredential)) => Ok(None),
                 Ok(_) | Err(_) => Err(ProviderFailed),
             }
         })
@@ -92,7 +93,11 @@ impl client::CredentialProvider for Foreign {
         let provider = self.0.clone();
         let IssuedCredential { token, expires_at_ms } = credential;
         // Fire and forget, on a blocking thread: the sync task does not wait for the app.
-        drop(tokio::task::spawn_blocking(move || provider.credential_issued(token, expires_at_ms)));
+        drop(tokio::task::spawn_blocking(move || {
+            if provider.credential_issued(token, expires_at_ms).is_err() {
+                tracing::warn!("the app's credential provider threw on credential_issued");
+            }
+        }));
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use liaison_core::client::{self, ConnState, Trust};
 use liaison_core::store::{DocChange, Origin};
 
-use crate::error::LiaisonError;
+use crate::error::{CallbackError, LiaisonError};
 use crate::status::{SyncProblem, WipeReason};
 use crate::types::{ChangeReason, DocumentChange};
 
@@ -179,16 +179,28 @@ impl From<&client::SyncStatus> for SyncStatus {
 }
 
 /// The app's observer. Called from one library thread, never while the store is locked; keep
-/// the calls short (hand the work to the UI thread).
+/// the calls short (hand the work to the UI thread). A call that throws is logged (a warning,
+/// without the exception's text) and the next notification comes as usual.
 #[uniffi::export(with_foreign)]
 pub trait LiaisonObserver: Send + Sync {
     /// Documents changed, locally or from the relay. Several changes to one document arrive as one.
-    fn documents_changed(&self, changes: Vec<DocumentChange>);
+    fn documents_changed(&self, changes: Vec<DocumentChange>) -> Result<(), CallbackError>;
     /// The sync status changed.
-    fn sync_status_changed(&self, status: SyncStatus);
+    fn sync_status_changed(&self, status: SyncStatus) -> Result<(), CallbackError>;
     /// The library erased every local record (remote wipe: the device was revoked, or the
     /// tenant purged). Sign out (`sign_out`) to remove the files, and show the sign-in screen.
-    fn local_data_wiped(&self, reason: WipeReason);
+    fn local_data_wiped(&self, reason: WipeReason) -> Result<(), CallbackError>;
+}
+
+/// Calls the app's observer: an exception it threw (an `Err`) or a panic on the way is
+/// reported and swallowed, so the notifier thread lives on.
+fn notify(what: &'static str, call: impl FnOnce() -> Result<(), CallbackError>) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!(callback = what, "the app's observer threw; later notifications still come");
+        }
+    }
 }
 
 pub(crate) enum Note {
@@ -245,13 +257,13 @@ pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io:
             let current = observer.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(obs) = current {
                 if !docs.is_empty() {
-                    obs.documents_changed(docs);
+                    notify("documents_changed", || obs.documents_changed(docs));
                 }
                 if let Some(s) = status {
-                    obs.sync_status_changed(s);
+                    notify("sync_status_changed", || obs.sync_status_changed(s));
                 }
                 if let Some(reason) = wiped {
-                    obs.local_data_wiped(reason);
+                    notify("local_data_wiped", || obs.local_data_wiped(reason));
                 }
             }
             if stop {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use liaison_ffi::{
-    DocumentChange, LiaisonObserver, LiaisonStore, LogLevel, LogRecord, LogSink, StoreConfig, SyncStatus,
+    CallbackError, DocumentChange, LiaisonObserver, LiaisonStore, LogLevel, LogRecord, LogSink, StoreConfig, SyncStatus,
 };
 
 /// How long the library gets to show it did not wait for the app. Generous: the machine may be
@@ -55,14 +55,14 @@ struct SlowObserver {
 }
 
 impl LiaisonObserver for SlowObserver {
-    fn documents_changed(&self, changes: Vec<DocumentChange>) {
+    fn documents_changed(&self, changes: Vec<DocumentChange>) -> Result<(), CallbackError> {
         let _ = self.entered.send(());
         wait_at(&self.gate);
         // Once let through, call back into the store: read, replace the observer (itself), and
         // write, which brings another call here later.
         let (Some(store), Some(me)) = (self.store.get().and_then(Weak::upgrade), self.me.get().and_then(Weak::upgrade))
         else {
-            return; // the test is over
+            return Ok(()); // the test is over
         };
         for c in &changes {
             if !c.deleted {
@@ -77,10 +77,15 @@ impl LiaisonObserver for SlowObserver {
             *wrote = Some(id);
         }
         let _ = self.seen.send((on_thread("liaison-notify"), changes));
+        Ok(())
     }
 
-    fn sync_status_changed(&self, _status: SyncStatus) {}
-    fn local_data_wiped(&self, _reason: liaison_ffi::WipeReason) {}
+    fn sync_status_changed(&self, _status: SyncStatus) -> Result<(), CallbackError> {
+        Ok(())
+    }
+    fn local_data_wiped(&self, _reason: liaison_ffi::WipeReason) -> Result<(), CallbackError> {
+        Ok(())
+    }
 }
 
 /// Architecture Invariant: foreign code is called from library-owned threads only, never from
@@ -158,7 +163,7 @@ struct SlowSink {
 }
 
 impl LogSink for SlowSink {
-    fn log(&self, record: LogRecord) {
+    fn log(&self, record: LogRecord) -> Result<(), CallbackError> {
         let _ = self.entered.send(());
         wait_at(&self.gate);
         if record.message == "echo" {
@@ -166,6 +171,7 @@ impl LogSink for SlowSink {
             tracing::info!(target: "observers", "logged from inside the sink");
         }
         let _ = self.records.send((on_thread("liaison-log"), record));
+        Ok(())
     }
 }
 
@@ -206,4 +212,64 @@ fn a_blocked_log_sink_stalls_no_logging_and_may_log_itself() {
             own_log_seen |= record.message == "logged from inside the sink";
         }
     }
+}
+
+/// An observer that fails (what a thrown Kotlin or Swift exception arrives as) or panics on
+/// every other call: every later change is still delivered.
+struct Failing {
+    calls: Mutex<u32>,
+    seen: Sender<Vec<DocumentChange>>,
+}
+
+impl LiaisonObserver for Failing {
+    fn documents_changed(&self, changes: Vec<DocumentChange>) -> Result<(), CallbackError> {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        let _ = self.seen.send(changes);
+        match n % 3 {
+            1 => Err(CallbackError::Failed),
+            2 => panic!("the app's observer panicked"),
+            _ => Ok(()),
+        }
+    }
+    fn sync_status_changed(&self, _status: SyncStatus) -> Result<(), CallbackError> {
+        Err(CallbackError::Failed)
+    }
+    fn local_data_wiped(&self, _reason: liaison_ffi::WipeReason) -> Result<(), CallbackError> {
+        Err(CallbackError::Failed)
+    }
+}
+
+#[test]
+fn an_observer_that_throws_or_panics_still_hears_every_later_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LiaisonStore::open(StoreConfig {
+        path: dir.path().join("store").display().to_string(),
+        tenant: "pharma-a".into(),
+        user: "sato".into(),
+        device: "sato-phone".into(),
+        role: liaison_core::Role::Msl,
+        team: "onc-east".into(),
+    })
+    .unwrap();
+    let (seen_tx, seen) = channel();
+    store.set_observer(Some(Arc::new(Failing { calls: Mutex::new(0), seen: seen_tx })));
+    let mut created = Vec::new();
+    for i in 0..6 {
+        let id = store.create_kol(liaison_ffi::new_kol_profile(format!("Dr. {i}"), "Osaka".into())).unwrap();
+        created.push(id.clone());
+        // One at a time, so each change is its own call: fail, panic, succeed, fail, ...
+        let start = Instant::now();
+        loop {
+            let changes = seen.recv_timeout(DEADLINE).expect("the observer is still called after it failed");
+            if changes.iter().any(|c| c.id == id) {
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "change {i} never came");
+        }
+    }
+    store.set_observer(None);
 }

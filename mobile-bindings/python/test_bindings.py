@@ -287,6 +287,38 @@ class Bindings(unittest.TestCase):
         again = open_store("alice", "gina-phone")
         self.assertEqual(again.list_kols(), [], "a store reopened at the same path is empty")
 
+    def test_an_observer_that_raises_still_hears_every_later_change(self):
+        store = open_store("alice", "hana-phone")
+        seen, calls = queue.Queue(), []
+
+        class Raising(L.LiaisonObserver):
+            def documents_changed(self, changes):
+                calls.append(1)
+                for c in changes:
+                    seen.put(c.id)
+                if len(calls) % 2 == 1:
+                    raise RuntimeError("a bug in the app's observer")
+
+            def sync_status_changed(self, status):
+                raise ValueError("also broken")
+
+            def local_data_wiped(self, reason):
+                pass
+
+        store.set_observer(Raising())
+        arrived = set()
+        for i in range(4):
+            kol = store.create_kol(L.new_kol_profile(f"Dr. Raising {i}", "Clinic"))
+
+            def came(kol=kol):
+                while not seen.empty():
+                    arrived.add(seen.get())
+                return kol in arrived
+
+            eventually(f"change {i} reaches the observer after it raised", came)
+        self.assertGreaterEqual(len(calls), 4)
+        store.set_observer(None)
+
 
 if __name__ == "__main__":
     result = unittest.main(exit=False, verbosity=2).result

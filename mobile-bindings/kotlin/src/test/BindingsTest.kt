@@ -325,6 +325,28 @@ fun main() {
         dave.close()
     }
 
+    test("an observer that throws still hears every later change") {
+        val erin = open("alice", "erin-phone")
+        val seen = LinkedBlockingQueue<String>()
+        val calls = java.util.concurrent.atomic.AtomicInteger()
+        erin.setObserver(object : LiaisonObserver {
+            override fun documentsChanged(changes: List<DocumentChange>) {
+                com.sun.jna.Native.detach(false)
+                for (c in changes) seen.add(c.id)
+                if (calls.incrementAndGet() % 2 == 1) throw IllegalStateException("a bug in the app's observer")
+            }
+            override fun syncStatusChanged(status: SyncStatus) { throw RuntimeException("also broken") }
+            override fun localDataWiped(reason: WipeReason) {}
+        })
+        for (i in 0 until 4) {
+            val id = erin.createKol(newKolProfile("Dr. Throwing $i", "Clinic"))
+            eventually("change $i reaches the observer after it threw") { id in seen }
+        }
+        assertTrue(calls.get() >= 4, "the observer was called ${calls.get()} times")
+        erin.setObserver(null)
+        erin.close()
+    }
+
     test("sign-in: the provider is asked on first connect and again when the relay revokes the credential; with nothing new the records are wiped") {
         val dan = open("dan", "dan-phone")
         val rec = Recorder().also { dan.setObserver(it) }
