@@ -24,13 +24,7 @@ fn notes(d: &Device, plan: &DocumentId) -> String {
 }
 
 fn append(d: &Device, plan: DocumentId, text: &str) {
-    let t = text.to_owned();
-    d.store
-        .update(&plan, move |p: &mut EngagementPlan| {
-            let end = p.notes.as_str().len();
-            p.notes.splice(end, 0, &t)
-        })
-        .unwrap();
+    append_offline(d, plan, text);
     d.client().local_change(plan);
 }
 

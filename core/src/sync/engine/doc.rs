@@ -219,7 +219,12 @@ impl Engine {
                 self.evict_over_cap();
             }
             (DocPhase::Loading { .. }, StorageResult::Failed(message)) => {
-                self.docs.remove(&doc);
+                if let Some(entry) = self.docs.remove(&doc)
+                    && !entry.reset_peers.is_empty()
+                {
+                    // A reload: its peers wait for the document as stored; tried again.
+                    self.reloads_owed.insert(doc, entry);
+                }
                 self.out.push(Output::Event(Event::StorageFailed { doc, message }));
             }
             (_, StorageResult::Stored) => {

@@ -36,6 +36,7 @@ impl Engine {
         for doc in retry {
             self.after_change(doc);
         }
+        self.retry_reloads();
         self.evict_rescan_at = 0;
         self.evict_over_cap();
     }

@@ -62,6 +62,9 @@ pub struct Engine {
     ephemeral_count: u64,
     /// `evict_over_cap` scans again only once this many documents are resident (0: always).
     evict_rescan_at: usize,
+    /// Reloads whose load failed (the store unreachable), tried again on the next tick with
+    /// the peers they must reset (see `reload`).
+    reloads_owed: BTreeMap<DocumentId, DocEntry>,
     eviction_scans: u64,
 }
 
@@ -91,6 +94,7 @@ impl Engine {
             session_id,
             ephemeral_count: 0,
             evict_rescan_at: 0,
+            reloads_owed: BTreeMap::new(),
             eviction_scans: 0,
         }
     }

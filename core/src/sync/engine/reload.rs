@@ -36,4 +36,23 @@ impl Engine {
         fresh.reset_peers = old.peers.keys().copied().chain(old.reset_peers).collect::<BTreeSet<_>>();
         self.docs.insert(doc, fresh);
     }
+
+    /// On each tick: reloads whose load failed are tried again (the store was unreachable,
+    /// as while PostgreSQL restarts), keeping the peers to reset; without it those peers would
+    /// wait for an acknowledgement no one sends.
+    pub(super) fn retry_reloads(&mut self) {
+        for (doc, mut entry) in std::mem::take(&mut self.reloads_owed) {
+            if self.docs.contains_key(&doc) {
+                // Loaded again meanwhile (a peer asked): reset its peers there.
+                if let Some(d) = self.docs.get_mut(&doc) {
+                    d.reset_peers.extend(entry.reset_peers);
+                }
+                continue;
+            }
+            let task = self.task(doc, StorageTask::Load { doc });
+            entry.phase = DocPhase::Loading { task, queued: VecDeque::new() };
+            entry.last_used = self.now;
+            self.docs.insert(doc, entry);
+        }
+    }
 }
