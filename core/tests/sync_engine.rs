@@ -74,7 +74,7 @@ fn new_store_on(user: &str, kv: Arc<MemoryKv>) -> DocStore {
     new_store_with(user, kv, StoreOptions::default())
 }
 
-fn new_store_with(user: &str, kv: Arc<MemoryKv>, options: StoreOptions) -> DocStore {
+fn new_store_with(user: &str, kv: Arc<dyn liaison_core::storage::KvStore>, options: StoreOptions) -> DocStore {
     DocStore::with_kv(
         kv,
         common::identity(user, &format!("{user}-phone"), Role::Msl),
@@ -105,7 +105,12 @@ impl Net {
     }
 
     /// A relay node over a key-value store it shares with other nodes (the cluster mode).
-    fn add_node_of_cluster(&mut self, name: &str, policy: Box<dyn Policy>, kv: Arc<MemoryKv>) -> usize {
+    fn add_node_of_cluster(
+        &mut self,
+        name: &str,
+        policy: Box<dyn Policy>,
+        kv: Arc<dyn liaison_core::storage::KvStore>,
+    ) -> usize {
         let store = new_store_with(name, kv, StoreOptions { shared: true, ..StoreOptions::default() });
         self.add_with(name, false, 10_000, policy, store)
     }
@@ -1005,4 +1010,90 @@ fn a_hint_makes_a_relay_node_load_another_nodes_change_and_push_it_to_its_device
     net.settle();
     assert_eq!(net.notes(dev1, id).as_deref(), Some("v1. From B. From A."));
     assert_eq!(net.notes(dev0, id), net.notes(dev1, id));
+}
+
+/// A key-value store whose scans (document loads) fail once armed, after letting `skip` more
+/// through: the store unreachable for a moment, as while PostgreSQL restarts.
+#[derive(Debug)]
+struct ScansFail {
+    inner: Arc<MemoryKv>,
+    armed: std::sync::atomic::AtomicBool,
+    skip: std::sync::atomic::AtomicUsize,
+}
+
+impl liaison_core::storage::KvStore for ScansFail {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, liaison_core::storage::StorageError> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), liaison_core::storage::StorageError> {
+        self.inner.put(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> Result<(), liaison_core::storage::StorageError> {
+        self.inner.delete(key)
+    }
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<liaison_core::storage::KeyValue>, liaison_core::storage::StorageError> {
+        use std::sync::atomic::Ordering;
+        if self.armed.load(Ordering::SeqCst) {
+            if self.skip.load(Ordering::SeqCst) == 0 {
+                return Err(liaison_core::storage::StorageError::Backend("the database is restarting".into()));
+            }
+            self.skip.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.inner.scan_prefix(prefix)
+    }
+    fn apply(&self, batch: liaison_core::storage::Batch) -> Result<(), liaison_core::storage::StorageError> {
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> Result<(), liaison_core::storage::StorageError> {
+        self.inner.flush()
+    }
+}
+
+/// Node A's write conflicts with node B's, and the reload that follows cannot load the
+/// document (the store is unreachable for a moment). Once the store answers again, the reload
+/// is tried again and the device's edit is judged and stored: it is not left waiting for an
+/// acknowledgement nobody sends.
+#[test]
+fn a_reload_that_cannot_load_is_tried_again_and_the_device_is_heard() {
+    use std::sync::atomic::Ordering;
+    let policy = TestPolicy::default();
+    let mut net = Net::new();
+    let inner = Arc::new(MemoryKv::new());
+    let flaky = Arc::new(ScansFail {
+        inner: inner.clone(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+        skip: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let node_a = net.add_node_of_cluster("relay-a", Box::new(policy.clone()), flaky.clone());
+    let node_b = net.add_node_of_cluster("relay-b", Box::new(policy.clone()), inner);
+    let dev0 = net.add("dev0", true, 10_000, Box::new(OpenPolicy));
+    let dev1 = net.add("dev1", true, 10_000, Box::new(OpenPolicy));
+    let id = net.create_plan(dev0, "v1.");
+    net.connect(dev0, node_a);
+    net.connect(dev1, node_b);
+    net.settle();
+    net.handle(dev1, Input::Find { doc: id });
+    net.settle();
+    net.edit(dev1, id, " [B]");
+    net.settle();
+
+    // A's write is built on the copy B's write replaced: the write reads the stored document
+    // (one scan, let through), conflicts, and the reload's load finds the store unreachable.
+    flaky.skip.store(1, Ordering::SeqCst);
+    flaky.armed.store(true, Ordering::SeqCst);
+    net.edit(dev0, id, " [A]");
+    net.settle();
+    assert!(!net.notes(node_b, id).unwrap().contains("[A]"), "nothing of A's edit was stored yet");
+
+    flaky.armed.store(false, Ordering::SeqCst);
+    for _ in 0..3 {
+        net.handle(node_a, Input::Tick);
+        net.settle();
+    }
+    let stored = net.notes(node_b, id).unwrap();
+    assert!(stored.contains("[A]") && stored.contains("[B]"), "{stored}");
+    assert_eq!(net.notes(dev0, id), Some(stored), "dev0 converged through node A");
 }
