@@ -918,8 +918,8 @@ fn a_peer_asking_for_many_documents_at_once_does_not_make_every_load_rescan_the_
 
 /// Two relay nodes over one store: a record submitted through node B, while node A still holds
 /// it unlocked, stays locked against an edit a device sends through node A. A's write loses the
-/// race (the store's precondition), A loads the record again, the device is asked to send again
-/// (sync reset) and its edit is judged against the locked record and refused.
+/// race (the store's precondition), A loads the record as stored and judges the device's edit
+/// again on it: refused, because the record is locked.
 #[test]
 fn a_record_locked_through_one_relay_node_stays_locked_against_an_edit_through_another() {
     let policy = TestPolicy::default();
@@ -1012,6 +1012,61 @@ fn a_hint_makes_a_relay_node_load_another_nodes_change_and_push_it_to_its_device
     assert_eq!(net.notes(dev0, id), net.notes(dev1, id));
 }
 
+/// Sync messages a node sent that reset the peer: automerge's SYNC_RESET flag, or (to a peer
+/// whose capabilities a fresh sync state does not know yet) empty heads. Either way the peer
+/// sends again everything we lack.
+fn resets_sent_by(net: &Net, node: usize) -> usize {
+    net.sent
+        .iter()
+        .filter(|(n, _)| *n == node)
+        .filter_map(|(_, m)| match m {
+            Message::Sync { data, .. } | Message::Request { data, .. } => automerge::sync::Message::decode(data).ok(),
+            _ => None,
+        })
+        .filter(|m| {
+            m.heads.is_empty() || m.flags.is_some_and(|f| f.contains(automerge::sync::MessageFlags::SYNC_RESET))
+        })
+        .count()
+}
+
+/// Two relay nodes over one store, each with a device editing the same plan: node A's write
+/// loses to node B's (its copy was stale). A loads the stored document, judges again only the
+/// device's change it had not stored, and stores it on top: nothing is dropped, and no device
+/// is asked to send again (a reset per conflict made two busy nodes resend whole documents).
+#[test]
+fn a_write_that_loses_to_another_node_is_judged_again_without_resetting_the_devices() {
+    let policy = TestPolicy::default();
+    let mut net = Net::new();
+    let kv = Arc::new(MemoryKv::new());
+    let node_a = net.add_node_of_cluster("relay-a", Box::new(policy.clone()), kv.clone());
+    let node_b = net.add_node_of_cluster("relay-b", Box::new(policy.clone()), kv);
+    let dev0 = net.add("dev0", true, 10_000, Box::new(OpenPolicy));
+    let dev1 = net.add("dev1", true, 10_000, Box::new(OpenPolicy));
+    let dev2 = net.add("dev2", true, 10_000, Box::new(OpenPolicy));
+    let id = net.create_plan(dev0, "v1.");
+    net.connect(dev0, node_a);
+    net.connect(dev2, node_a);
+    net.connect(dev1, node_b);
+    net.settle();
+    for dev in [dev1, dev2] {
+        net.handle(dev, Input::Find { doc: id });
+        net.settle();
+    }
+    net.edit(dev1, id, " [B]");
+    net.settle();
+    let stale = net.nodes[node_a].d.engine.document(&id).unwrap().get_heads();
+    assert_ne!(stale, net.nodes[node_b].d.store.load(&id).unwrap().get_heads(), "node A's copy is stale");
+    let resets_before = resets_sent_by(&net, node_a);
+
+    net.edit(dev0, id, " [A]");
+    net.settle();
+    let stored = net.notes(node_b, id).unwrap();
+    assert!(stored.contains("[A]") && stored.contains("[B]"), "{stored}");
+    assert_eq!(net.notes(dev0, id), Some(stored.clone()), "dev0 has B's change and its own is acknowledged");
+    assert_eq!(net.notes(dev2, id), Some(stored), "dev2 on node A has both");
+    assert_eq!(resets_sent_by(&net, node_a), resets_before, "no device of node A was reset");
+}
+
 /// A key-value store whose scans (document loads) fail once armed, after letting `skip` more
 /// through: the store unreachable for a moment, as while PostgreSQL restarts.
 #[derive(Debug)]
@@ -1096,4 +1151,56 @@ fn a_reload_that_cannot_load_is_tried_again_and_the_device_is_heard() {
     let stored = net.notes(node_b, id).unwrap();
     assert!(stored.contains("[A]") && stored.contains("[B]"), "{stored}");
     assert_eq!(net.notes(dev0, id), Some(stored), "dev0 converged through node A");
+}
+
+/// A relay's policy fails closed while its database restarts (no access for anyone). A
+/// rebase judged then must leave the device's change without a verdict, not refuse it: once
+/// the policy answers again, the device sends it again and it is stored. (Refusing it as
+/// "read-only" made the refusal stick, and the edit never reached the other node: seen in
+/// `cluster::a_postgresql_restart_under_load_...`.)
+#[test]
+fn a_rebase_while_the_policy_cannot_answer_leaves_the_change_to_be_sent_again() {
+    use std::sync::atomic::Ordering;
+    let policy = TestPolicy::default();
+    let mut net = Net::new();
+    let inner = Arc::new(MemoryKv::new());
+    let flaky = Arc::new(ScansFail {
+        inner: inner.clone(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+        skip: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let node_a = net.add_node_of_cluster("relay-a", Box::new(policy.clone()), flaky.clone());
+    let node_b = net.add_node_of_cluster("relay-b", Box::new(policy.clone()), inner);
+    let dev0 = net.add("dev0", true, 10_000, Box::new(OpenPolicy));
+    let dev1 = net.add("dev1", true, 10_000, Box::new(OpenPolicy));
+    let id = net.create_plan(dev0, "v1.");
+    net.connect(dev0, node_a);
+    net.connect(dev1, node_b);
+    net.settle();
+    net.handle(dev1, Input::Find { doc: id });
+    net.settle();
+    net.edit(dev1, id, " [B]");
+    net.settle();
+    // A's write conflicts and the rebase's load fails: the rebase is owed.
+    flaky.skip.store(1, Ordering::SeqCst);
+    flaky.armed.store(true, Ordering::SeqCst);
+    net.edit(dev0, id, " [A]");
+    net.settle();
+    flaky.armed.store(false, Ordering::SeqCst);
+    // The rebase runs while the policy answers "no access" for everyone.
+    policy.0.lock().unwrap().default = Some(Access::None);
+    net.handle(node_a, Input::Tick);
+    assert!(!net.notes(node_b, id).unwrap().contains("[A]"));
+    // It answers again before the device hears from node A.
+    policy.0.lock().unwrap().default = None;
+    net.settle();
+    for _ in 0..3 {
+        net.handle(node_a, Input::Tick);
+        net.handle(dev0, Input::Tick);
+        net.settle();
+    }
+    let refused = net.nodes[dev0].events.iter().any(|e| matches!(e, Event::RefusedByPeer { .. }));
+    assert!(!refused, "the change was not refused");
+    let stored = net.notes(node_b, id).unwrap();
+    assert!(stored.contains("[A]") && stored.contains("[B]"), "{stored}");
 }

@@ -70,8 +70,8 @@ pub enum StorageResult {
     Stored,
     /// An `Append` lost the race to another writer of a shared store (relay nodes on one
     /// database): nothing of it was written, and the document changed under it. The engine
-    /// drops its copy, loads the document again and has its peers send again what it lacks,
-    /// so their changes are judged against the other writer's (see `Input::Reload`).
+    /// loads the document as stored and judges its unstored changes again on it, so they are
+    /// judged against the other writer's (see `Input::Reload`).
     Conflict,
     /// The task failed; the message must not contain personal data.
     Failed(String),
@@ -265,10 +265,11 @@ pub enum Input {
     /// Time passed: evictions and timeouts.
     Tick,
     /// Another writer of the store changed this document (a hint from another relay node):
-    /// if resident, the engine drops its copy and loads it again, once any write or load of it
-    /// in flight is done; changes it held unstored are dropped and its peers asked to send
-    /// again what it lacks (automerge's sync reset), so every change is judged against the
-    /// document as stored. Nothing happens for a document not resident.
+    /// if resident, the engine loads it as stored, once any write or load of it in flight is
+    /// done, and takes the stored document as its copy, with the changes it held unstored
+    /// judged again on it (each against the policy, for the peer that sent it), so every
+    /// change is judged against the document as stored. Nothing happens for a document not
+    /// resident.
     Reload {
         /// The document.
         doc: DocumentId,

@@ -45,6 +45,24 @@ pub(super) struct DocEntry {
     /// Peers that were syncing the copy a reload dropped: their next state starts with a sync
     /// reset, so they send again what we lack.
     pub(super) reset_peers: BTreeSet<ConnId>,
+    /// The changes received and not yet stored, each with the connection that sent it, in the
+    /// order they were applied: judged again if another writer's write wins (see `reload`).
+    pub(super) senders: Vec<(ChangeHash, ConnId)>,
+    /// How many of `senders` the write in flight covers (they were applied when it began).
+    pub(super) senders_in_write: usize,
+    /// Loading the stored document to judge the unstored changes again (see `reload`).
+    pub(super) rebase: Rebase,
+}
+
+/// Where a document stands on taking in another writer's stored changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rebase {
+    /// Nothing to take in.
+    Idle,
+    /// Loading the stored document, as this task.
+    Loading(TaskId),
+    /// A load failed (the store was unreachable): tried again on the next tick.
+    Owed,
 }
 
 impl DocEntry {
@@ -62,6 +80,9 @@ impl DocEntry {
             waiting: BTreeSet::new(),
             reload_after: false,
             reset_peers: BTreeSet::new(),
+            senders: Vec::new(),
+            senders_in_write: 0,
+            rebase: Rebase::Idle,
         }
     }
 }
@@ -167,6 +188,10 @@ impl Engine {
     pub(super) fn on_storage(&mut self, task: TaskId, result: StorageResult) {
         let Some(doc) = self.tasks.remove(&task) else { return };
         let Some(d) = self.docs.get_mut(&doc) else { return };
+        if d.rebase == Rebase::Loading(task) {
+            self.on_rebase_loaded(doc, result);
+            return;
+        }
         match (&mut d.phase, result) {
             (DocPhase::Loading { task: t, queued }, StorageResult::Loaded { data, sync_states }) if *t == task => {
                 let queued = std::mem::take(queued);
@@ -230,6 +255,8 @@ impl Engine {
             (_, StorageResult::Stored) => {
                 tracing::debug!(document = %doc, task = task.0, in_flight = ?d.disk.in_flight_task(), "stored");
                 if let Some(heads) = d.disk.write_done(task) {
+                    let covered = std::mem::take(&mut d.senders_in_write).min(d.senders.len());
+                    d.senders.drain(..covered);
                     self.out.push(Output::Event(Event::DocChanged { doc, heads: heads.to_vec() }));
                     if d.reload_after {
                         self.reload(doc);
@@ -239,12 +266,14 @@ impl Engine {
                 }
             }
             (_, StorageResult::Conflict) if d.disk.write_failed(task) => {
-                tracing::info!(document = %doc, "another writer changed the document first; loading it again");
+                tracing::info!(document = %doc, "another writer changed the document first; judging again on it");
+                d.senders_in_write = 0;
                 self.reload(doc);
             }
             // Changes stay in memory but are never advertised; the next change or tick retries.
             // The sender still has them: nothing is lost.
             (_, StorageResult::Failed(message)) if d.disk.write_failed(task) => {
+                d.senders_in_write = 0;
                 self.out.push(Output::Event(Event::StorageFailed { doc, message }));
             }
             _ => {}
@@ -254,10 +283,11 @@ impl Engine {
     /// After the document changed or became durable: write what is not durable, else sync.
     pub(super) fn after_change(&mut self, doc: DocumentId) {
         let Some(d) = self.docs.get_mut(&doc) else { return };
-        if d.disk.writing() {
+        if d.disk.writing() || d.rebase != Rebase::Idle {
             return;
         }
         if let Some(Write { changes, heads, base }) = d.disk.begin_write(&d.am, TaskId(self.next_task)) {
+            d.senders_in_write = d.senders.len();
             let sync_states = collect_sync_states(d, &self.conns);
             self.task(doc, StorageTask::Append { doc, changes, heads, sync_states, base });
             return;

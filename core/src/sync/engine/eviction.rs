@@ -82,7 +82,9 @@ impl Engine {
 
 pub(super) fn evictable(d: &DocEntry) -> bool {
     match &d.phase {
-        DocPhase::Ready | DocPhase::Missing => !d.disk.unstored(&d.am) && !d.wanted,
+        DocPhase::Ready | DocPhase::Missing => {
+            !d.disk.unstored(&d.am) && !d.wanted && d.rebase == super::doc::Rebase::Idle
+        }
         DocPhase::Loading { .. } => false,
     }
 }

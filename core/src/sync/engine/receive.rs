@@ -101,7 +101,13 @@ impl Engine {
         pd.said_unavailable = false;
         let before = d.am.get_heads();
         let screened = if msg.changes.is_empty() {
-            Screened { apply: Some(msg), trial: None, refused: Vec::new(), refused_raw: Vec::new() }
+            Screened {
+                apply: Some(msg),
+                trial: None,
+                refused: Vec::new(),
+                refused_raw: Vec::new(),
+                accepted: Vec::new(),
+            }
         } else {
             let input = ScreenInput {
                 policy: self.policy.as_mut(),
@@ -129,7 +135,7 @@ impl Engine {
                 }
             }
         };
-        let Screened { apply, trial, refused, refused_raw } = screened;
+        let Screened { apply, trial, refused, refused_raw, accepted } = screened;
         let their_before = pd.sync.their_heads.clone().unwrap_or_default();
         if let Some((am, state)) = trial {
             d.am = am;
@@ -141,6 +147,8 @@ impl Engine {
             self.protocol_error(conn, CloseReason::Malformed("sync message does not apply".into()), "bad changes");
             return;
         }
+        // Who sent what is not stored yet: judged again if another node's write wins (`reload`).
+        d.senders.extend(accepted.into_iter().map(|h| (h, conn)));
         pd.keep_ack_owed(d.disk.unstored(&d.am));
         let their = pd.sync.their_heads.clone().unwrap_or_default();
         pd.answer_withdrawn_heads(&d.am, &their_before, &their);
