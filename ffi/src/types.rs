@@ -42,6 +42,7 @@ uniffi::custom_type!(SharedText, String, {
 });
 
 #[uniffi::remote(Enum)]
+/// What the signed-in user may do (core's `Role`).
 #[uniffi(name = "UserRole")]
 pub enum Role {
     Msl,
@@ -51,6 +52,7 @@ pub enum Role {
 }
 
 #[uniffi::remote(Enum)]
+/// How an interaction took place (core's `Channel`).
 #[uniffi(name = "InteractionChannel")]
 pub enum Channel {
     InPerson,
@@ -207,6 +209,7 @@ pub struct Topic {
 }
 
 #[uniffi::remote(Record)]
+/// Approved material shown or left at an interaction (core's `Material`).
 #[uniffi(name = "InteractionMaterial")]
 pub struct Material {
     pub id: String,
@@ -321,6 +324,7 @@ pub enum Fulfilment {
 }
 
 #[uniffi::remote(Record)]
+/// The HCP's signature on a medical information request (core's `Signature`).
 #[uniffi(name = "RequestSignature")]
 pub struct Signature {
     pub signed_by: String,
@@ -361,6 +365,7 @@ pub struct PlanItem {
 }
 
 #[uniffi::remote(Record)]
+/// A planned activity of an engagement plan, with an owner and a status (core's `Activity`).
 #[uniffi(name = "PlanActivity")]
 pub struct Activity {
     pub id: String,
