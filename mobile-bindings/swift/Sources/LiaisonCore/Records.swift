@@ -5,7 +5,8 @@
 // ffi/src/types.rs); every other field defaults in the generated initialisers already. Each
 // lacks the enum-typed parameter the generated initialiser requires, so a call never matches
 // both. Same as mobile-bindings/kotlin/src/main/kotlin/app/liaison/core/Records.kt (compiled
-// on CI, unlike this file: there is no Swift compiler on the Linux machine).
+// on CI, unlike this file: there is no Swift compiler on the Linux machine; tests/tests/
+// bindings.rs checks this file's labels and types against the generated Swift instead).
 
 extension Interaction {
     /// A draft interaction with a KOL at `start` (milliseconds since the Unix epoch).
