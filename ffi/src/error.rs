@@ -49,7 +49,7 @@ pub enum LiaisonError {
     Sync(String),
     /// A wait ran out of time.
     #[error("timed out after {0} ms")]
-    Timeout(u64),
+    Timeout(i64),
     /// The store was closed.
     #[error("the store is closed")]
     Closed,

@@ -22,10 +22,8 @@ pub use signin::{CredentialAnswer, CredentialProvider, CredentialReason};
 pub use status::{AuthProblem, SyncProblem, WipeReason};
 pub use store::{LiaisonStore, StoreConfig};
 pub use sync::{LiaisonObserver, NetworkState, RefusedChange, SyncConfig, SyncState, SyncStatus, TrustConfig};
-pub use text::TextField;
-pub use types::{
-    DocumentChange, HistoryEntry, KolSummary, RecordKind, new_engagement_plan, new_interaction, new_kol_profile,
-};
+pub use text::SharedTextField;
+pub use types::{DocumentChange, HistoryEntry, KolSummary, RecordKind};
 pub use versioned::{InsightRead, InteractionRead, KolRead, PlanRead, RequestRead};
 
 uniffi::setup_scaffolding!("liaison");

@@ -25,14 +25,14 @@ pub enum SyncProblem {
     /// No network (the app said so, or there is no route to the relay).
     NoNetwork,
     /// No working credential; retried after the backoff (`next_attempt_ms`).
-    Unauthorized { http_status: Option<u16>, close_code: Option<u16>, reason: AuthProblem },
+    Unauthorized { http_status: Option<i32>, close_code: Option<i32>, reason: AuthProblem },
     /// The device was revoked and no new credential came: sync stopped (until
     /// `retry_sign_in`), and if `wiped`, the local records were erased.
-    Revoked { http_status: Option<u16>, close_code: Option<u16>, wiped: bool },
+    Revoked { http_status: Option<i32>, close_code: Option<i32>, wiped: bool },
     /// The relay's certificate is not trusted (CA, pin or host name).
     TlsUntrusted,
     /// Connecting failed otherwise; the next attempt is at `next_attempt_ms`.
-    BackingOff { retry_in_ms: u64, next_attempt_ms: i64 },
+    BackingOff { retry_in_ms: i64, next_attempt_ms: i64 },
     /// The tenant was purged (410): the local records were erased; sync stopped.
     Retired,
 }
@@ -61,12 +61,18 @@ impl From<client::SyncProblem> for SyncProblem {
         use client::SyncProblem as P;
         match p {
             P::NoNetwork => Self::NoNetwork,
-            P::Unauthorized { http_status, close_code, reason } => {
-                Self::Unauthorized { http_status, close_code, reason: reason.into() }
+            P::Unauthorized { http_status, close_code, reason } => Self::Unauthorized {
+                http_status: http_status.map(i32::from),
+                close_code: close_code.map(i32::from),
+                reason: reason.into(),
+            },
+            P::Revoked { http_status, close_code, wiped } => {
+                Self::Revoked { http_status: http_status.map(i32::from), close_code: close_code.map(i32::from), wiped }
             }
-            P::Revoked { http_status, close_code, wiped } => Self::Revoked { http_status, close_code, wiped },
             P::TlsUntrusted => Self::TlsUntrusted,
-            P::BackingOff { retry_in_ms, next_attempt_ms } => Self::BackingOff { retry_in_ms, next_attempt_ms },
+            P::BackingOff { retry_in_ms, next_attempt_ms } => {
+                Self::BackingOff { retry_in_ms: i64::try_from(retry_in_ms).unwrap_or(i64::MAX), next_attempt_ms }
+            }
             P::Retired => Self::Retired,
         }
     }

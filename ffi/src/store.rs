@@ -16,7 +16,7 @@ use crate::error::{LiaisonError, bad_id};
 use crate::sync::{
     LiaisonObserver, NetworkState, Note, Observer, SyncConfig, SyncState, SyncStatus, spawn_forwarder, spawn_notifier,
 };
-use crate::text::TextField;
+use crate::text::SharedTextField;
 use crate::types::{HistoryEntry, KolSummary, RecordKind};
 use crate::versioned::{InsightRead, InteractionRead, KolRead, PlanRead, RequestRead};
 
@@ -317,26 +317,26 @@ impl LiaisonStore {
 
     /// Replaces `delete_count` UTF-16 code units of the plan's notes at `index` with `insert`:
     /// what a text view reports. Concurrent splices by colleagues merge per character. The same
-    /// as `splice_text` with `TextField::PlanNotes`.
+    /// as `splice_text` with `SharedTextField::PlanNotes`.
     pub fn splice_plan_notes(
         &self,
         plan_id: String,
-        index: u32,
-        delete_count: u32,
+        index: i32,
+        delete_count: i32,
         insert: String,
     ) -> Result<(), LiaisonError> {
-        self.splice_text(plan_id, TextField::PlanNotes, index, delete_count, insert)
+        self.splice_text(plan_id, SharedTextField::PlanNotes, index, delete_count, insert)
     }
 
     /// A cursor at UTF-16 `index` of the plan's notes that stays with its character as
     /// colleagues' edits arrive. Resolve it with `plan_notes_cursor_position`.
-    pub fn plan_notes_cursor(&self, plan_id: String, index: u32) -> Result<String, LiaisonError> {
-        self.text_cursor(plan_id, TextField::PlanNotes, index)
+    pub fn plan_notes_cursor(&self, plan_id: String, index: i32) -> Result<String, LiaisonError> {
+        self.text_cursor(plan_id, SharedTextField::PlanNotes, index)
     }
 
     /// Where a cursor from `plan_notes_cursor` is now, as a UTF-16 index.
-    pub fn plan_notes_cursor_position(&self, plan_id: String, cursor: String) -> Result<u32, LiaisonError> {
-        self.text_cursor_position(plan_id, TextField::PlanNotes, cursor)
+    pub fn plan_notes_cursor_position(&self, plan_id: String, cursor: String) -> Result<i32, LiaisonError> {
+        self.text_cursor_position(plan_id, SharedTextField::PlanNotes, cursor)
     }
 
     // ---- History ---------------------------------------------------------------------------
@@ -398,21 +398,22 @@ impl LiaisonStore {
 
     /// Waits until every local change is acknowledged by the relay. Cancelling the call (Kotlin
     /// coroutine, Swift task) stops the wait, not the sync.
-    pub async fn wait_until_synced(&self, timeout_ms: u64) -> Result<SyncStatus, LiaisonError> {
+    pub async fn wait_until_synced(&self, timeout_ms: i64) -> Result<SyncStatus, LiaisonError> {
         self.wait_for_status(timeout_ms, |s| s.state == SyncState::UpToDate && s.pending_documents == 0).await
     }
 
     /// Waits until the first sync is over: every document the user may read has arrived (a new
     /// phone shows its progress from `SyncStatus.documents_known` / `documents_received`).
     /// Cancelling the call stops the wait, not the sync.
-    pub async fn wait_for_first_sync(&self, timeout_ms: u64) -> Result<SyncStatus, LiaisonError> {
+    pub async fn wait_for_first_sync(&self, timeout_ms: i64) -> Result<SyncStatus, LiaisonError> {
         self.wait_for_status(timeout_ms, |s| s.first_sync_complete && s.documents_received >= s.documents_known).await
     }
 
     /// Asks the relay for a document this device does not have (a link a colleague shared) and
     /// waits until it is stored here; returns its kind.
-    pub async fn fetch(&self, id: String, timeout_ms: u64) -> Result<Option<RecordKind>, LiaisonError> {
+    pub async fn fetch(&self, id: String, timeout_ms: i64) -> Result<Option<RecordKind>, LiaisonError> {
         let doc = parse_id(&id)?;
+        let limit = timeout(timeout_ms)?;
         let mut events = {
             let guard = lock(&self.client);
             let client = guard.as_ref().ok_or_else(|| LiaisonError::Sync("sync is not running".into()))?;
@@ -433,9 +434,7 @@ impl LiaisonStore {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
-            .await
-            .map_err(|_| LiaisonError::Timeout(timeout_ms))?
+        tokio::time::timeout(limit, wait).await.map_err(|_| LiaisonError::Timeout(timeout_ms))?
     }
 }
 
@@ -486,6 +485,10 @@ impl LiaisonStore {
         if config.url.trim().is_empty() {
             return Err(LiaisonError::InvalidInput("the relay URL and the token must not be empty".into()));
         }
+        let backoff = |ms: i64| {
+            u64::try_from(ms).map_err(|_| LiaisonError::InvalidInput("the backoff must not be negative".into()))
+        };
+        let (backoff_min, backoff_max) = (backoff(config.backoff_min_ms)?, backoff(config.backoff_max_ms)?);
         let store = self.core()?;
         let identity = store.identity();
         let install: String = identity.install.iter().map(|b| format!("{b:02x}")).collect();
@@ -496,8 +499,8 @@ impl LiaisonStore {
             peer_id: identity.device.clone(),
             storage_id: format!("{}-{install}", identity.device),
             trust: config.trust.into_trust()?,
-            backoff_min: Duration::from_millis(config.backoff_min_ms.max(10)),
-            backoff_max: Duration::from_millis(config.backoff_max_ms.max(config.backoff_min_ms).max(10)),
+            backoff_min: Duration::from_millis(backoff_min.max(10)),
+            backoff_max: Duration::from_millis(backoff_max.max(backoff_min).max(10)),
         };
         let _guard = rt.enter();
         let client = SyncClient::start(store, options)?;
@@ -514,9 +517,10 @@ impl LiaisonStore {
     /// Waits until the sync status satisfies `done`, or `timeout_ms` passes.
     async fn wait_for_status(
         &self,
-        timeout_ms: u64,
+        timeout_ms: i64,
         done: impl Fn(&SyncStatus) -> bool,
     ) -> Result<SyncStatus, LiaisonError> {
+        let limit = timeout(timeout_ms)?;
         let mut rx = lock(&self.client)
             .as_ref()
             .map(SyncClient::watch_status)
@@ -532,10 +536,16 @@ impl LiaisonStore {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
-            .await
-            .map_err(|_| LiaisonError::Timeout(timeout_ms))?
+        tokio::time::timeout(limit, wait).await.map_err(|_| LiaisonError::Timeout(timeout_ms))?
     }
+}
+
+/// A wait's timeout from the app's milliseconds (signed, as Kotlin and Swift count); negative is
+/// `InvalidInput`.
+fn timeout(ms: i64) -> Result<Duration, LiaisonError> {
+    u64::try_from(ms)
+        .map(Duration::from_millis)
+        .map_err(|_| LiaisonError::InvalidInput("the timeout must not be negative".into()))
 }
 
 /// Sends every status to the notifier, and a wipe once, as it happens.
@@ -584,9 +594,15 @@ fn keep_text(new: &mut autosurgeon::Text, stored: &mut autosurgeon::Text) {
     }
 }
 
+/// A UTF-16 index or count from the app (signed, as Kotlin and Swift count); negative is
+/// `InvalidInput`.
+pub(crate) fn utf16_count(value: i32, what: &str) -> Result<usize, LiaisonError> {
+    usize::try_from(value).map_err(|_| LiaisonError::InvalidInput(format!("{what} must not be negative")))
+}
+
 /// The byte offset of UTF-16 index `index` in `text`.
-pub(crate) fn utf16_to_byte(text: &str, index: u32) -> Result<usize, LiaisonError> {
-    let target = index as usize;
+pub(crate) fn utf16_to_byte(text: &str, index: usize) -> Result<usize, LiaisonError> {
+    let target = index;
     let mut units = 0usize;
     for (byte, c) in text.char_indices() {
         if units == target {

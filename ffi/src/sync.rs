@@ -60,11 +60,15 @@ pub struct SyncConfig {
     pub url: String,
     /// The device credential IT issued (`start_sync`); empty with `start_sync_with_sign_in`.
     /// Kept in memory only; never logged.
+    #[uniffi(default)]
     pub token: String,
     pub trust: TrustConfig,
-    /// Shortest and longest wait between reconnection attempts.
-    pub backoff_min_ms: u64,
-    pub backoff_max_ms: u64,
+    /// Shortest and longest wait between reconnection attempts (at least 10 ms; negative is
+    /// `InvalidInput`).
+    #[uniffi(default = 500)]
+    pub backoff_min_ms: i64,
+    #[uniffi(default = 60000)]
+    pub backoff_max_ms: i64,
 }
 
 /// What the app knows about the network.
@@ -114,16 +118,16 @@ pub struct SyncStatus {
     /// Set once the library erased the local records (remote wipe or retired tenant).
     pub wiped: Option<WipeReason>,
     /// Documents with local changes the relay has not yet acknowledged.
-    pub pending_documents: u32,
+    pub pending_documents: i32,
     /// When everything local was last acknowledged (ms since the epoch).
     pub last_all_acknowledged_ms: Option<i64>,
     pub refused: Vec<RefusedChange>,
     /// The last connection problem as text for logs, free of tokens and personal data.
     pub last_error: Option<String>,
     /// First-sync progress: documents the relay listed that this device lacked or had older.
-    pub documents_known: u64,
+    pub documents_known: i64,
     /// Of those, the ones received.
-    pub documents_received: u64,
+    pub documents_received: i64,
     /// Every document the user may read has arrived at least once (a new phone's first sync
     /// is over).
     pub first_sync_complete: bool,
@@ -159,7 +163,7 @@ impl From<&client::SyncStatus> for SyncStatus {
             problem: s.problem.clone().map(Into::into),
             next_attempt_ms: s.next_attempt_ms,
             wiped: s.wiped.map(Into::into),
-            pending_documents: u32::try_from(s.pending_documents).unwrap_or(u32::MAX),
+            pending_documents: i32::try_from(s.pending_documents).unwrap_or(i32::MAX),
             last_all_acknowledged_ms: s.last_all_acknowledged_ms,
             refused: s
                 .refused
@@ -171,8 +175,8 @@ impl From<&client::SyncStatus> for SyncStatus {
                 })
                 .collect(),
             last_error: s.last_error.clone(),
-            documents_known: s.documents_known,
-            documents_received: s.documents_received,
+            documents_known: i64::try_from(s.documents_known).unwrap_or(i64::MAX),
+            documents_received: i64::try_from(s.documents_received).unwrap_or(i64::MAX),
             first_sync_complete: s.first_sync_complete,
         }
     }

@@ -6,11 +6,12 @@ use automerge::{Automerge, ObjId, ObjType, ReadDoc, Value};
 use liaison_core::model::{EngagementPlan, Interaction, KolProfile, MedicalInformationRequest, MedicalInsight};
 
 use crate::error::LiaisonError;
-use crate::store::{LiaisonStore, parse_id, utf16_to_byte};
+use crate::store::{LiaisonStore, parse_id, utf16_count, utf16_to_byte};
 
-/// A text field edited per character.
+/// A text field edited per character (not `TextField`, which SwiftUI and Compose both name a
+/// text input view).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
-pub enum TextField {
+pub enum SharedTextField {
     /// An engagement plan's notes.
     PlanNotes,
     /// An interaction's summary.
@@ -25,7 +26,7 @@ pub enum TextField {
     KolScientificInterests,
 }
 
-impl TextField {
+impl SharedTextField {
     /// The text object in a document, or `WrongKind` (`NotFound` for an unknown topic).
     fn object(&self, doc: &Automerge) -> Result<ObjId, LiaisonError> {
         let wrong = || LiaisonError::WrongKind("the record has no such text field".into());
@@ -80,8 +81,8 @@ fn splice(text: &mut autosurgeon::Text, at: Splice) -> Result<(), LiaisonError> 
 
 /// One splice, in UTF-16 code units.
 struct Splice {
-    index: u32,
-    delete_count: u32,
+    index: usize,
+    delete_count: usize,
     insert: String,
 }
 
@@ -89,31 +90,38 @@ struct Splice {
 impl LiaisonStore {
     /// Replaces `delete_count` UTF-16 code units of a record's text field at `index` with
     /// `insert`: what a text view reports. Concurrent splices by colleagues merge per character.
-    /// `WrongKind` if the record has no such field; `Locked` for a submitted record.
+    /// `WrongKind` if the record has no such field; `Locked` for a submitted record;
+    /// `InvalidInput` for a negative index or count, or one past the end or inside a character.
     pub fn splice_text(
         &self,
         id: String,
-        field: TextField,
-        index: u32,
-        delete_count: u32,
+        field: SharedTextField,
+        index: i32,
+        delete_count: i32,
         insert: String,
     ) -> Result<(), LiaisonError> {
         let doc = parse_id(&id)?;
-        let at = Splice { index, delete_count, insert };
+        let at = Splice {
+            index: utf16_count(index, "the index")?,
+            delete_count: utf16_count(delete_count, "the delete count")?,
+            insert,
+        };
         let store = self.core()?;
         let done = match field {
-            TextField::PlanNotes => store.update(&doc, |r: &mut EngagementPlan| splice(&mut r.notes, at))?,
-            TextField::InteractionSummary => store.update(&doc, |r: &mut Interaction| splice(&mut r.summary, at))?,
-            TextField::TopicDiscussion { topic_id } => store.update(&doc, |r: &mut Interaction| {
+            SharedTextField::PlanNotes => store.update(&doc, |r: &mut EngagementPlan| splice(&mut r.notes, at))?,
+            SharedTextField::InteractionSummary => {
+                store.update(&doc, |r: &mut Interaction| splice(&mut r.summary, at))?
+            }
+            SharedTextField::TopicDiscussion { topic_id } => store.update(&doc, |r: &mut Interaction| {
                 let topic = r.topics.iter_mut().find(|t| t.id == topic_id);
                 let topic = topic.ok_or_else(|| LiaisonError::NotFound("no topic with that id".into()))?;
                 splice(&mut topic.discussion, at)
             })?,
-            TextField::InsightText => store.update(&doc, |r: &mut MedicalInsight| splice(&mut r.text, at))?,
-            TextField::RequestAnswer => {
+            SharedTextField::InsightText => store.update(&doc, |r: &mut MedicalInsight| splice(&mut r.text, at))?,
+            SharedTextField::RequestAnswer => {
                 store.update(&doc, |r: &mut MedicalInformationRequest| splice(&mut r.answer, at))?
             }
-            TextField::KolScientificInterests => {
+            SharedTextField::KolScientificInterests => {
                 store.update(&doc, |r: &mut KolProfile| splice(&mut r.scientific_interests, at))?
             }
         };
@@ -124,7 +132,8 @@ impl LiaisonStore {
 
     /// A cursor at UTF-16 `index` of a record's text field that stays with its character as
     /// colleagues' edits arrive. Resolve it with `text_cursor_position`.
-    pub fn text_cursor(&self, id: String, field: TextField, index: u32) -> Result<String, LiaisonError> {
+    pub fn text_cursor(&self, id: String, field: SharedTextField, index: i32) -> Result<String, LiaisonError> {
+        let index = utf16_count(index, "the index")?;
         let doc = self.core()?.load(&parse_id(&id)?)?;
         let obj = field.object(&doc)?;
         let text = doc.text(&obj)?;
@@ -134,7 +143,12 @@ impl LiaisonStore {
     }
 
     /// Where a cursor from `text_cursor` is now, as a UTF-16 index.
-    pub fn text_cursor_position(&self, id: String, field: TextField, cursor: String) -> Result<u32, LiaisonError> {
+    pub fn text_cursor_position(
+        &self,
+        id: String,
+        field: SharedTextField,
+        cursor: String,
+    ) -> Result<i32, LiaisonError> {
         let cursor = automerge::Cursor::try_from(cursor.as_str())
             .map_err(|_| LiaisonError::InvalidInput("the cursor is malformed".into()))?;
         let doc = self.core()?.load(&parse_id(&id)?)?;
@@ -142,6 +156,6 @@ impl LiaisonStore {
         let text = doc.text(&obj)?;
         let byte = doc.get_cursor_position(&obj, &cursor, None)?.min(text.len());
         let prefix = text.get(..byte).unwrap_or(&text);
-        u32::try_from(prefix.encode_utf16().count()).map_err(|_| LiaisonError::InvalidInput("text too long".into()))
+        i32::try_from(prefix.encode_utf16().count()).map_err(|_| LiaisonError::InvalidInput("text too long".into()))
     }
 }

@@ -6,6 +6,21 @@
 //! the new string against the text as it was at the version the form was read at, so a
 //! whole-record update still merges per character with a colleague's concurrent edits (see
 //! `LiaisonStore::update_*` and `versioned.rs`).
+//!
+//! **Names.** Where core's name would clash with a platform type that the same app file is
+//! likely to import, the apps see another name (`#[uniffi(name)]`, one rename for every
+//! language; core and Rust callers keep core's names): `Channel` is `InteractionChannel`
+//! (kotlinx.coroutines' `Channel`), `Activity` is `PlanActivity` (Android's and ActivityKit's
+//! `Activity`), `Signature` is `RequestSignature` (`java.security.Signature`), `Material` is
+//! `InteractionMaterial` (SwiftUI's `Material`), `Role` is `UserRole` (Compose's semantics
+//! `Role`) and `Text` is `SharedText` (SwiftUI's `Text`).
+//!
+//! **Defaults.** Every optional, list, text and flag field has a default, so an app names only
+//! what it sets. uniffi's proc-macros cannot give an enum-typed field a default (the generators
+//! accept only an enum literal, which only UDL can write), so the constructors that leave out a
+//! new record's `status` (and a KOL's `privacy`) are hand-written in mobile-bindings: Kotlin
+//! factory functions (`kotlin/src/main/.../Records.kt`) and Swift initialisers
+//! (`swift/Sources/LiaisonCore/Records.swift`).
 
 use autosurgeon::Text;
 use liaison_core::Role;
@@ -16,13 +31,19 @@ use liaison_core::model::{
     Unlock, Work, WorkKind,
 };
 
-uniffi::custom_type!(Text, String, {
+/// Collaborative text, as the apps see it: `SharedText`, an alias of their string type. The name
+/// is not `Text`, which would shadow SwiftUI's `Text` view in every file that imports both.
+type SharedText = Text;
+
+uniffi::custom_type!(SharedText, String, {
     remote,
     lower: |text| text.as_str().to_owned(),
     try_lift: |s| Ok(Text::with_value(s)),
 });
 
 #[uniffi::remote(Enum)]
+/// What the signed-in user may do (core's `Role`).
+#[uniffi(name = "UserRole")]
 pub enum Role {
     Msl,
     Manager,
@@ -31,6 +52,8 @@ pub enum Role {
 }
 
 #[uniffi::remote(Enum)]
+/// How an interaction took place (core's `Channel`).
+#[uniffi(name = "InteractionChannel")]
 pub enum Channel {
     InPerson,
     Phone,
@@ -64,8 +87,11 @@ pub struct Unlock {
 pub struct Affiliation {
     pub id: String,
     pub institution: String,
+    #[uniffi(default)]
     pub department: Option<String>,
+    #[uniffi(default)]
     pub title: Option<String>,
+    #[uniffi(default)]
     pub primary: bool,
 }
 
@@ -88,14 +114,19 @@ pub struct Work {
     pub id: String,
     pub kind: WorkKind,
     pub title: String,
+    #[uniffi(default)]
     pub year: Option<i64>,
+    #[uniffi(default)]
     pub reference: Option<String>,
 }
 
 #[uniffi::remote(Record)]
 pub struct ContactPreferences {
+    #[uniffi(default)]
     pub do_not_contact: bool,
+    #[uniffi(default)]
     pub best_times: Option<String>,
+    #[uniffi(default)]
     pub preferred_channel: Option<Channel>,
 }
 
@@ -105,6 +136,7 @@ pub struct Consent {
     pub channel: Channel,
     pub scope: String,
     pub captured_at: i64,
+    #[uniffi(default)]
     pub expires_at: Option<i64>,
 }
 
@@ -117,23 +149,38 @@ pub enum PrivacyState {
 
 #[uniffi::remote(Record)]
 pub struct KolProfile {
+    #[uniffi(default)]
     pub master_id: Option<String>,
     pub name: String,
+    #[uniffi(default)]
     pub name_kana: Option<String>,
     pub institution: String,
+    #[uniffi(default)]
     pub department: Option<String>,
+    #[uniffi(default)]
     pub title: Option<String>,
+    #[uniffi(default)]
     pub specialty: Option<String>,
+    #[uniffi(default)]
     pub therapeutic_areas: Vec<String>,
+    #[uniffi(default)]
     pub tier: Option<String>,
+    #[uniffi(default)]
     pub affiliations: Vec<Affiliation>,
+    #[uniffi(default)]
     pub society_roles: Vec<SocietyRole>,
+    #[uniffi(default)]
     pub works: Vec<Work>,
+    #[uniffi(default)]
     pub contact: ContactPreferences,
+    #[uniffi(default)]
     pub consents: Vec<Consent>,
-    pub scientific_interests: Text,
+    #[uniffi(default)]
+    pub scientific_interests: SharedText,
     pub privacy: PrivacyState,
+    #[uniffi(default)]
     pub merged_into: Option<String>,
+    #[uniffi(default)]
     pub merged_from: Vec<String>,
 }
 
@@ -149,6 +196,7 @@ pub struct Attendee {
     pub id: String,
     pub name: String,
     pub kind: AttendeeKind,
+    #[uniffi(default)]
     pub kol_id: Option<String>,
 }
 
@@ -156,13 +204,17 @@ pub struct Attendee {
 pub struct Topic {
     pub id: String,
     pub title: String,
-    pub discussion: Text,
+    #[uniffi(default)]
+    pub discussion: SharedText,
 }
 
 #[uniffi::remote(Record)]
+/// Approved material shown or left at an interaction (core's `Material`).
+#[uniffi(name = "InteractionMaterial")]
 pub struct Material {
     pub id: String,
     pub title: String,
+    #[uniffi(default)]
     pub reference: Option<String>,
 }
 
@@ -179,6 +231,7 @@ pub struct FollowUp {
     pub id: String,
     pub description: String,
     pub owner: String,
+    #[uniffi(default)]
     pub due: Option<i64>,
     pub status: TaskStatus,
 }
@@ -187,18 +240,29 @@ pub struct FollowUp {
 pub struct Interaction {
     pub kol_id: String,
     pub start: i64,
+    #[uniffi(default)]
     pub end: Option<i64>,
     pub channel: Channel,
+    #[uniffi(default)]
     pub location: Option<String>,
+    #[uniffi(default)]
     pub attendees: Vec<Attendee>,
+    #[uniffi(default)]
     pub topics: Vec<Topic>,
-    pub summary: Text,
+    #[uniffi(default)]
+    pub summary: SharedText,
+    #[uniffi(default)]
     pub materials: Vec<Material>,
+    #[uniffi(default)]
     pub follow_ups: Vec<FollowUp>,
+    #[uniffi(default)]
     pub insight_ids: Vec<String>,
+    #[uniffi(default)]
     pub mir_ids: Vec<String>,
     pub status: RecordStatus,
+    #[uniffi(default)]
     pub submission: Option<Submission>,
+    #[uniffi(default)]
     pub unlocks: Vec<Unlock>,
 }
 
@@ -206,22 +270,33 @@ pub struct Interaction {
 pub struct Review {
     pub reviewer: String,
     pub at: i64,
+    #[uniffi(default)]
     pub rating: Option<i64>,
     pub comment: String,
 }
 
 #[uniffi::remote(Record)]
 pub struct MedicalInsight {
-    pub text: Text,
+    #[uniffi(default)]
+    pub text: SharedText,
+    #[uniffi(default)]
     pub interaction_id: Option<String>,
+    #[uniffi(default)]
     pub event: Option<String>,
+    #[uniffi(default)]
     pub kol_ids: Vec<String>,
+    #[uniffi(default)]
     pub product: Option<String>,
+    #[uniffi(default)]
     pub disease: Option<String>,
+    #[uniffi(default)]
     pub themes: Vec<String>,
     pub status: RecordStatus,
+    #[uniffi(default)]
     pub submission: Option<Submission>,
+    #[uniffi(default)]
     pub review: Option<Review>,
+    #[uniffi(default)]
     pub unlocks: Vec<Unlock>,
 }
 
@@ -249,27 +324,37 @@ pub enum Fulfilment {
 }
 
 #[uniffi::remote(Record)]
+/// The HCP's signature on a medical information request (core's `Signature`).
+#[uniffi(name = "RequestSignature")]
 pub struct Signature {
     pub signed_by: String,
     pub signed_at: i64,
+    #[uniffi(default)]
     pub image_ref: Option<String>,
 }
 
 #[uniffi::remote(Record)]
 pub struct MedicalInformationRequest {
     pub kol_id: String,
+    #[uniffi(default)]
     pub interaction_id: Option<String>,
     pub question: String,
+    #[uniffi(default)]
     pub products: Vec<String>,
     pub origin: RequestOrigin,
+    #[uniffi(default)]
     pub origin_detail: String,
     pub recipient: String,
     pub delivery_method: DeliveryMethod,
-    pub answer: Text,
+    #[uniffi(default)]
+    pub answer: SharedText,
+    #[uniffi(default)]
     pub signature: Option<Signature>,
     pub fulfilment: Fulfilment,
     pub status: RecordStatus,
+    #[uniffi(default)]
     pub submission: Option<Submission>,
+    #[uniffi(default)]
     pub unlocks: Vec<Unlock>,
 }
 
@@ -280,10 +365,13 @@ pub struct PlanItem {
 }
 
 #[uniffi::remote(Record)]
+/// A planned activity of an engagement plan, with an owner and a status (core's `Activity`).
+#[uniffi(name = "PlanActivity")]
 pub struct Activity {
     pub id: String,
     pub description: String,
     pub owner: String,
+    #[uniffi(default)]
     pub due: Option<i64>,
     pub status: TaskStatus,
 }
@@ -292,10 +380,14 @@ pub struct Activity {
 pub struct EngagementPlan {
     pub kol_id: String,
     pub title: String,
+    #[uniffi(default)]
     pub objectives: Vec<PlanItem>,
+    #[uniffi(default)]
     pub tactics: Vec<PlanItem>,
+    #[uniffi(default)]
     pub activities: Vec<Activity>,
-    pub notes: Text,
+    #[uniffi(default)]
+    pub notes: SharedText,
 }
 
 /// The kind of a liaison document.
@@ -428,22 +520,4 @@ impl From<liaison_core::store::ChangeReason> for ChangeReason {
             R::MergedAway => Self::MergedAway,
         }
     }
-}
-
-/// A new KOL profile with only the required fields set.
-#[uniffi::export]
-pub fn new_kol_profile(name: String, institution: String) -> KolProfile {
-    KolProfile::new(name, institution)
-}
-
-/// A new, empty engagement plan for a KOL.
-#[uniffi::export]
-pub fn new_engagement_plan(kol_id: String, title: String) -> EngagementPlan {
-    EngagementPlan { kol_id, ..EngagementPlan::new(&liaison_core::DocumentId::random(), title) }
-}
-
-/// A new draft interaction with a KOL.
-#[uniffi::export]
-pub fn new_interaction(kol_id: String, start_ms: i64, channel: Channel) -> Interaction {
-    Interaction { kol_id, ..Interaction::new(&liaison_core::DocumentId::random(), start_ms, channel) }
 }

@@ -5,14 +5,15 @@
 mod common;
 
 use common::{open, send};
-use liaison_ffi::{LiaisonError, LiaisonStore, StoreConfig};
+use liaison_core::model::KolProfile;
+use liaison_ffi::{LiaisonError, LiaisonStore, SharedTextField, StoreConfig};
 
 #[test]
 fn a_whole_plan_update_merges_per_character_with_a_concurrent_splice() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (open(&dir, "alice"), open(&dir, "bob"));
-    let kol = a.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
-    let mut plan = liaison_ffi::new_engagement_plan(kol, "FY27".into());
+    let kol = a.create_kol(KolProfile::new("Dr. A", "Osaka")).unwrap();
+    let mut plan = common::new_plan(kol, "FY27");
     plan.notes = autosurgeon::Text::with_value("hello world");
     let id = a.create_plan(plan).unwrap();
     send(&a, &b, &id);
@@ -33,8 +34,8 @@ fn a_whole_plan_update_merges_per_character_with_a_concurrent_splice() {
 fn splices_and_cursors_count_utf16_units() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(&dir, "alice");
-    let kol = a.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
-    let id = a.create_plan(liaison_ffi::new_engagement_plan(kol, "FY27".into())).unwrap();
+    let kol = a.create_kol(KolProfile::new("Dr. A", "Osaka")).unwrap();
+    let id = a.create_plan(common::new_plan(kol, "FY27")).unwrap();
     a.splice_plan_notes(id.clone(), 0, 0, "😀患者 notes".into()).unwrap();
     // "😀" is two UTF-16 units, "患" and "者" one each: index 4 is the space.
     let cursor = a.plan_notes_cursor(id.clone(), 4).unwrap();
@@ -49,12 +50,32 @@ fn splices_and_cursors_count_utf16_units() {
     assert!(matches!(a.plan_notes_cursor_position(id, "garbage".into()), Err(LiaisonError::InvalidInput(_))));
 }
 
+/// Indexes, counts and timeouts are signed in the API (Kotlin's and Swift's `Int`, not `UInt`):
+/// a negative one is `InvalidInput`, and changes nothing.
+#[test]
+fn negative_indexes_counts_and_timeouts_are_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir, "alice");
+    let kol = a.create_kol(KolProfile::new("Dr. A", "Osaka")).unwrap();
+    let id = a.create_plan(common::new_plan(kol, "FY27")).unwrap();
+    a.splice_plan_notes(id.clone(), 0, 0, "notes".into()).unwrap();
+    let invalid =
+        |r: Result<_, LiaisonError>| matches!(r, Err(LiaisonError::InvalidInput(m)) if m.contains("negative"));
+    assert!(invalid(a.splice_plan_notes(id.clone(), -1, 0, "x".into()).map(drop)), "a negative index");
+    assert!(invalid(a.splice_plan_notes(id.clone(), 0, -1, "x".into()).map(drop)), "a negative delete count");
+    assert!(invalid(a.splice_text(id.clone(), SharedTextField::PlanNotes, i32::MIN, 0, "x".into()).map(drop)));
+    assert!(invalid(a.plan_notes_cursor(id.clone(), -1).map(drop)), "a cursor at a negative index");
+    assert_eq!(a.get_plan(id).unwrap().plan.notes.as_str(), "notes", "nothing changed");
+    assert!(invalid(futures::executor::block_on(a.wait_until_synced(-1)).map(drop)), "a negative timeout");
+    assert!(invalid(futures::executor::block_on(a.wait_for_first_sync(-5)).map(drop)));
+}
+
 #[test]
 fn updates_cannot_unlock_or_unmerge() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(&dir, "alice");
-    let kol = a.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
-    let dup = a.create_kol(liaison_ffi::new_kol_profile("Dr A.".into(), "Osaka".into())).unwrap();
+    let kol = a.create_kol(KolProfile::new("Dr. A", "Osaka")).unwrap();
+    let dup = a.create_kol(KolProfile::new("Dr A.", "Osaka")).unwrap();
     a.merge_kols(kol.clone(), dup.clone()).unwrap();
     let read = a.get_kol(kol.clone()).unwrap();
     let mut p = read.profile;
@@ -65,8 +86,7 @@ fn updates_cannot_unlock_or_unmerge() {
     assert_eq!(after.specialty.as_deref(), Some("Oncology"));
     assert_eq!(after.merged_from, vec![dup], "merge links are kept");
 
-    let visit =
-        a.create_interaction(liaison_ffi::new_interaction(kol, 1, liaison_core::model::Channel::Phone)).unwrap();
+    let visit = a.create_interaction(common::new_interaction(kol, 1, liaison_core::model::Channel::Phone)).unwrap();
     a.submit(visit.clone()).unwrap();
     let read = a.get_interaction(visit.clone()).unwrap();
     let mut draft = read.interaction;
@@ -80,7 +100,7 @@ fn errors_are_typed_and_name_no_values() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(&dir, "alice");
     assert!(matches!(a.get_kol("nope".into()), Err(LiaisonError::InvalidInput(_))));
-    let kol = a.create_kol(liaison_ffi::new_kol_profile("Dr. Secret Name".into(), "Osaka".into())).unwrap();
+    let kol = a.create_kol(KolProfile::new("Dr. Secret Name", "Osaka")).unwrap();
     let e = a.get_plan(kol.clone()).unwrap_err();
     assert!(matches!(e, LiaisonError::WrongKind(_)), "{e:?}");
     assert!(!e.to_string().contains("Secret"));

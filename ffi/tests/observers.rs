@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use liaison_core::model::KolProfile;
 use liaison_ffi::{
     CallbackError, DocumentChange, LiaisonObserver, LiaisonStore, LogLevel, LogRecord, LogSink, StoreConfig, SyncStatus,
 };
@@ -73,7 +74,7 @@ impl LiaisonObserver for SlowObserver {
         store.set_observer(Some(me));
         let mut wrote = self.wrote.lock().unwrap();
         if wrote.is_none() {
-            let id = store.create_kol(liaison_ffi::new_kol_profile("From the observer".into(), "X".into())).unwrap();
+            let id = store.create_kol(KolProfile::new("From the observer", "X")).unwrap();
             *wrote = Some(id);
         }
         let _ = self.seen.send((on_thread("liaison-notify"), changes));
@@ -118,7 +119,7 @@ fn a_blocked_observer_stalls_no_write_and_may_call_back_into_the_store() {
     observer.me.set(Arc::downgrade(&observer)).unwrap();
     store.set_observer(Some(observer.clone()));
 
-    let first = store.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
+    let first = store.create_kol(KolProfile::new("Dr. A", "Osaka")).unwrap();
     entered.recv_timeout(DEADLINE).expect("the observer was called");
 
     // The observer is stuck inside its first call. Writes go on regardless, each flushed.
@@ -126,7 +127,7 @@ fn a_blocked_observer_stalls_no_write_and_may_call_back_into_the_store() {
     let (ids_tx, ids) = channel();
     finishes_promptly("50 writes", move || {
         for i in 0..25 {
-            let id = writer.create_kol(liaison_ffi::new_kol_profile(format!("Dr. {i}"), "Kobe".into())).unwrap();
+            let id = writer.create_kol(KolProfile::new(format!("Dr. {i}"), "Kobe")).unwrap();
             let mut read = writer.get_kol(id.clone()).unwrap();
             read.profile.specialty = Some("Oncology".into());
             writer.update_kol(id.clone(), read.profile, read.version).unwrap();
@@ -259,7 +260,7 @@ fn an_observer_that_throws_or_panics_still_hears_every_later_change() {
     store.set_observer(Some(Arc::new(Failing { calls: Mutex::new(0), seen: seen_tx })));
     let mut created = Vec::new();
     for i in 0..6 {
-        let id = store.create_kol(liaison_ffi::new_kol_profile(format!("Dr. {i}"), "Osaka".into())).unwrap();
+        let id = store.create_kol(KolProfile::new(format!("Dr. {i}"), "Osaka")).unwrap();
         created.push(id.clone());
         // One at a time, so each change is its own call: fail, panic, succeed, fail, ...
         let start = Instant::now();

@@ -5,15 +5,15 @@
 mod common;
 
 use common::{open, send};
-use liaison_core::model::{Activity, Channel, FollowUp, PlanItem, TaskStatus};
+use liaison_core::model::{Activity, Channel, FollowUp, KolProfile, PlanItem, TaskStatus};
 use liaison_ffi::LiaisonError;
 
 #[test]
 fn a_stale_plan_form_keeps_the_colleagues_title_activity_and_notes() {
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob) = (open(&dir, "alice"), open(&dir, "bob"));
-    let kol = alice.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
-    let mut draft = liaison_ffi::new_engagement_plan(kol, "FY27".into());
+    let kol = alice.create_kol(KolProfile::new("Dr. A", "Osaka")).unwrap();
+    let mut draft = common::new_plan(kol, "FY27");
     draft.notes = autosurgeon::Text::with_value("Agenda");
     let id = alice.create_plan(draft).unwrap();
     send(&alice, &bob, &id);
@@ -54,8 +54,8 @@ fn a_stale_plan_form_keeps_the_colleagues_title_activity_and_notes() {
 fn a_stale_interaction_form_keeps_the_colleagues_summary_and_location() {
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob) = (open(&dir, "alice"), open(&dir, "bob"));
-    let kol = alice.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
-    let mut draft = liaison_ffi::new_interaction(kol, 1_700_000_000_000, Channel::InPerson);
+    let kol = alice.create_kol(KolProfile::new("Dr. A", "Osaka")).unwrap();
+    let mut draft = common::new_interaction(kol, 1_700_000_000_000, Channel::InPerson);
     draft.summary = autosurgeon::Text::with_value("Discussed the trial.");
     let id = alice.create_interaction(draft).unwrap();
     send(&alice, &bob, &id);
@@ -92,9 +92,9 @@ fn a_stale_interaction_form_keeps_the_colleagues_summary_and_location() {
 fn a_version_from_another_record_is_stale_and_junk_is_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let alice = open(&dir, "alice");
-    let kol = alice.create_kol(liaison_ffi::new_kol_profile("Dr. A".into(), "Osaka".into())).unwrap();
-    let a = alice.create_plan(liaison_ffi::new_engagement_plan(kol.clone(), "a".into())).unwrap();
-    let b = alice.create_plan(liaison_ffi::new_engagement_plan(kol, "b".into())).unwrap();
+    let kol = alice.create_kol(KolProfile::new("Dr. A", "Osaka")).unwrap();
+    let a = alice.create_plan(common::new_plan(kol.clone(), "a")).unwrap();
+    let b = alice.create_plan(common::new_plan(kol, "b")).unwrap();
     let (read_a, read_b) = (alice.get_plan(a.clone()).unwrap(), alice.get_plan(b).unwrap());
     let err = alice.update_plan(a.clone(), read_a.plan.clone(), read_b.version).unwrap_err();
     assert!(matches!(err, LiaisonError::StaleVersion(_)), "{err:?}");

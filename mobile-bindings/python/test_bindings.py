@@ -54,7 +54,13 @@ class Recorder(L.LiaisonObserver):
 
 def open_store(user, device):
     return L.LiaisonStore.open(L.StoreConfig(
-        path=os.path.join(WORK, "py-" + device), tenant=TENANT, user=user, device=device, role=L.Role.MSL, team=TEAM))
+        path=os.path.join(WORK, "py-" + device), tenant=TENANT, user=user, device=device, role=L.UserRole.MSL, team=TEAM))
+
+
+def new_kol(name, institution):
+    # Python has no hand-written constructors (Kotlin and Swift do): a new profile names its
+    # privacy state, the one field without a default.
+    return L.KolProfile(name=name, institution=institution, privacy=L.PrivacyState.ACTIVE)
 
 
 def sync_config(token):
@@ -98,7 +104,7 @@ class Bindings(unittest.TestCase):
         cls.rec_a, cls.rec_b = Recorder(), Recorder()
         cls.alice.set_observer(cls.rec_a)
         cls.bob.set_observer(cls.rec_b)
-        cls.kol = cls.alice.create_kol(L.new_kol_profile("Dr. Aiko Tanaka", "Osaka University Hospital"))
+        cls.kol = cls.alice.create_kol(new_kol("Dr. Aiko Tanaka", "Osaka University Hospital"))
         cls.alice.start_sync(sync_config(ENV["LIAISON_TOKEN_ALICE"]))
         cls.bob.start_sync(sync_config(ENV["LIAISON_TOKEN_BOB"]))
 
@@ -117,9 +123,7 @@ class Bindings(unittest.TestCase):
     def share_plan(self, title, notes):
         """Alice creates a plan; returns its id once Bob has it."""
         alice, bob = self.alice, self.bob
-        draft = L.new_engagement_plan(self.kol, title)
-        draft.notes = notes
-        plan = alice.create_plan(draft)
+        plan = alice.create_plan(L.EngagementPlan(kol_id=self.kol, title=title, notes=notes))
 
         async def first_sync():
             await alice.wait_until_synced(30_000)
@@ -169,7 +173,7 @@ class Bindings(unittest.TestCase):
             self.assertIn(self.kol, [k.id for k in carol.list_kols()], "the team's KOL is on the new phone")
             self.assertEqual(carol.sync_status().pending_documents, 0, "received records are not pending")
 
-            fresh = alice.create_kol(L.new_kol_profile("Dr. Ren Mori", "Nagoya"))
+            fresh = alice.create_kol(new_kol("Dr. Ren Mori", "Nagoya"))
             eventually("Alice's new KOL reaches the new phone", lambda: fresh in [k.id for k in carol.list_kols()])
             def created():
                 while not rec.changes.empty():
@@ -192,7 +196,7 @@ class Bindings(unittest.TestCase):
         # Bob retitles, adds an activity and types into the notes; it reaches Alice.
         bobs = bob.get_plan(plan)
         bobs.plan.title = "FY28, Bob's title"
-        visit = L.Activity(id="bob-visit", description="Visit in March", owner="bob", due=None, status=L.TaskStatus.OPEN)
+        visit = L.PlanActivity(id="bob-visit", description="Visit in March", owner="bob", status=L.TaskStatus.OPEN)
         bobs.plan.activities.append(visit)
         bob.update_plan(plan, bobs.plan, bobs.version)
         bob.splice_plan_notes(plan, 6, 0, " for Bob")
@@ -219,10 +223,8 @@ class Bindings(unittest.TestCase):
     def test_splice_indexes_count_utf16_units_after_non_bmp_characters(self):
         # Kotlin and Swift index text in UTF-16 units: an emoji outside the BMP is two of them.
         store = open_store("carol", "carol-phone")
-        kol = store.create_kol(L.new_kol_profile("Dr. Ren", "Kobe"))
-        draft = L.new_engagement_plan(kol, "emoji")
-        draft.notes = "😀😀 ab"
-        plan = store.create_plan(draft)
+        kol = store.create_kol(new_kol("Dr. Ren", "Kobe"))
+        plan = store.create_plan(L.EngagementPlan(kol_id=kol, title="emoji", notes="😀😀 ab"))
 
         def utf16(s):
             return len(s.encode("utf-16-le")) // 2
@@ -238,6 +240,9 @@ class Bindings(unittest.TestCase):
             store.splice_plan_notes(plan, 1, 0, "!")
         with self.assertRaises(L.LiaisonError.InvalidInput):
             store.splice_plan_notes(plan, 0, 1, "")
+        # Indexes are signed (Kotlin's and Swift's Int): a negative one is refused too.
+        with self.assertRaises(L.LiaisonError.InvalidInput):
+            store.splice_plan_notes(plan, -1, 0, "!")
         self.assertEqual(store.get_plan(plan).plan.notes, "😀 Xab")
 
 
@@ -245,7 +250,7 @@ class Bindings(unittest.TestCase):
         dan = open_store("dan", "dan-phone")
         rec = Recorder()
         dan.set_observer(rec)
-        dan.create_kol(L.new_kol_profile("Dr. Revoked", "Clinic"))
+        dan.create_kol(new_kol("Dr. Revoked", "Clinic"))
         provider = ScriptedProvider(L.CredentialAnswer.DEVICE_CREDENTIAL(token=ENV["LIAISON_TOKEN_DAN"]),
                                     L.CredentialAnswer.NO_CREDENTIAL())
         dan.start_sync_with_sign_in(sync_config(""), provider)
@@ -277,7 +282,7 @@ class Bindings(unittest.TestCase):
 
     def test_sign_out_removes_the_files_and_a_reopened_store_is_empty(self):
         store = open_store("alice", "gina-phone")
-        store.create_kol(L.new_kol_profile("Dr. Signed Out", "Clinic"))
+        store.create_kol(new_kol("Dr. Signed Out", "Clinic"))
         path = os.path.join(WORK, "py-gina-phone")
         self.assertTrue(os.path.isdir(path))
         asyncio.run(store.sign_out())
@@ -308,7 +313,7 @@ class Bindings(unittest.TestCase):
         store.set_observer(Raising())
         arrived = set()
         for i in range(4):
-            kol = store.create_kol(L.new_kol_profile(f"Dr. Raising {i}", "Clinic"))
+            kol = store.create_kol(new_kol(f"Dr. Raising {i}", "Clinic"))
 
             def came(kol=kol):
                 while not seen.empty():

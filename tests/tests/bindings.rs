@@ -1,6 +1,8 @@
 //! The foreign-language binding tests: Kotlin on the JVM and Python, each driving the real
 //! liaison-ffi library against a real relay. This file runs the relay and provisions two MSLs;
 //! the scenarios live in mobile-bindings/ (kotlin/src/test, python/).
+//! The Swift package is not compiled here; its hand-written initialisers are checked against
+//! the generated Swift (`hand_written_swift_initialisers_match_the_generated_ones`).
 //!
 //! `cargo xtask test` generates the bindings and compiles the Kotlin first; run alone, the test
 //! does it through `cargo xtask prepare-binding-tests`.
@@ -135,4 +137,97 @@ fn python_bindings_against_a_real_relay() {
             .success()
     });
     assert!(ok, "the Python binding tests failed (their output is above)");
+}
+
+/// One parameter of a Swift initialiser: its label, its type, and whether it has a default.
+#[derive(Debug, PartialEq)]
+struct SwiftParam {
+    label: String,
+    ty: String,
+    defaulted: bool,
+}
+
+/// The parameters of `public init(...)` starting at `text` (`label: Type = default, ...`).
+fn swift_params(text: &str) -> Vec<SwiftParam> {
+    let open = text.find("public init(").unwrap() + "public init(".len();
+    let (mut depth, mut end) = (1, open);
+    for (i, c) in text[open..].char_indices() {
+        depth += match c {
+            '(' | '[' => 1,
+            ')' | ']' => -1,
+            _ => 0,
+        };
+        if depth == 0 {
+            end = open + i;
+            break;
+        }
+    }
+    let (mut params, mut depth, mut start) = (Vec::new(), 0, open);
+    let list = &text[..end];
+    for (i, c) in list[open..].char_indices().map(|(i, c)| (open + i, c)).chain([(end, ',')]) {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                let param = list.get(start..i).unwrap_or("").trim();
+                if let Some((label, rest)) = param.split_once(':') {
+                    let (ty, default) = rest.split_once('=').map_or((rest, false), |(t, _)| (t, true));
+                    params.push(SwiftParam { label: label.trim().into(), ty: ty.trim().into(), defaulted: default });
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    params
+}
+
+/// The Swift package is not compiled here (no Swift compiler), so its hand-written
+/// initialisers (swift/Sources/LiaisonCore/Records.swift) are checked against the generated
+/// Swift instead: each declares only fields of its record, with the generated types; it leaves
+/// out a field the generated initialiser requires (so no call matches both); and its
+/// `self.init(...)` names, in order, the generated initialiser's labels and leaves out only
+/// defaulted ones.
+#[test]
+fn hand_written_swift_initialisers_match_the_generated_ones() {
+    prepare();
+    let root = root();
+    let generated = std::fs::read_to_string(root.join("mobile-bindings/generated/swift/LiaisonCore.swift")).unwrap();
+    let records =
+        std::fs::read_to_string(root.join("mobile-bindings/swift/Sources/LiaisonCore/Records.swift")).unwrap();
+    let mut checked = Vec::new();
+    for block in records.split("\nextension ").skip(1) {
+        let name = block.split_whitespace().next().unwrap();
+        let at = generated.find(&format!("public struct {name}: ")).unwrap_or_else(|| panic!("no struct {name}"));
+        let theirs = swift_params(&generated[at..]);
+        let ours = swift_params(block);
+        for p in &ours {
+            let field = theirs.iter().find(|t| t.label == p.label);
+            let field = field.unwrap_or_else(|| panic!("{name} has no field {}", p.label));
+            assert_eq!(field.ty, p.ty, "{name}.{}: the generated type", p.label);
+        }
+        assert!(
+            theirs.iter().any(|t| !t.defaulted && ours.iter().all(|p| p.label != t.label)),
+            "{name}: the hand-written initialiser must leave out a required field"
+        );
+        let call = block.split("self.init(").nth(1).unwrap().split(')').next().unwrap();
+        let labels: Vec<&str> =
+            call.split(',').filter_map(|arg| arg.split_once(':')).map(|(label, _)| label.trim()).collect();
+        let mut rest = theirs.iter();
+        for label in &labels {
+            loop {
+                let t = rest.next().unwrap_or_else(|| panic!("{name}: self.init names {label} out of order"));
+                if t.label == *label {
+                    break;
+                }
+                assert!(t.defaulted, "{name}: self.init leaves out the required {}", t.label);
+            }
+        }
+        assert!(rest.all(|t| t.defaulted), "{name}: self.init leaves out a required field at the end");
+        checked.push(name.to_owned());
+    }
+    assert_eq!(
+        checked,
+        ["Interaction", "MedicalInsight", "MedicalInformationRequest", "KolProfile", "FollowUp", "PlanActivity"]
+    );
 }

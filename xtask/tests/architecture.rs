@@ -239,6 +239,20 @@ fn unsafe_code_is_forbidden_outside_ffi_and_ffi_writes_none() {
     assert_eq!(uses(&ffi, &["unsafe"]), Vec::<String>::new(), "unsafe in ffi's own source");
 }
 
+/// The apps see no unsigned integer (Kotlin's `UInt` and `ULong` do not mix with `Int` and
+/// `Long`): ffi's records, enums and signatures are signed, and its source names an unsigned type
+/// only to check a signed value from the app (`u64::try_from`, negative is `InvalidInput`).
+#[test]
+fn ffi_exports_no_unsigned_integer() {
+    let ffi = rust_files(&root().join("ffi/src"));
+    assert!(ffi.iter().any(|f| f.ends_with("types.rs")));
+    let unsigned: Vec<String> = uses(&ffi, &["u8", "u16", "u32", "u64", "u128"])
+        .into_iter()
+        .filter(|line| !line.contains("::try_from("))
+        .collect();
+    assert_eq!(unsigned, Vec::<String>::new(), "an unsigned integer in ffi's API");
+}
+
 /// One concept per file: a file of core over 500 lines is named in ARCHITECTURE.md with a
 /// sentence on its size ("~N lines"), saying why it stays whole.
 #[test]

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use liaison_core::DocumentId;
+use liaison_core::model::{Channel, EngagementPlan, Interaction};
 use liaison_ffi::{LiaisonStore, StoreConfig};
 
 /// An MSL's store of tenant `pharma-a`, team `onc-east`, under `dir/user`.
@@ -23,4 +25,14 @@ pub fn open(dir: &tempfile::TempDir, user: &str) -> Arc<LiaisonStore> {
 pub fn send(from: &LiaisonStore, to: &LiaisonStore, id: &str) {
     let doc = id.parse().unwrap();
     to.core().unwrap().merge_remote(&doc, &from.core().unwrap().export(&doc).unwrap()).unwrap();
+}
+
+/// An empty engagement plan for the KOL `kol_id`.
+pub fn new_plan(kol_id: String, title: &str) -> EngagementPlan {
+    EngagementPlan { kol_id, ..EngagementPlan::new(&DocumentId::random(), title) }
+}
+
+/// A draft interaction with the KOL `kol_id`.
+pub fn new_interaction(kol_id: String, start: i64, channel: Channel) -> Interaction {
+    Interaction { kol_id, ..Interaction::new(&DocumentId::random(), start, channel) }
 }

@@ -20,6 +20,8 @@ android {
         consumerProguardFiles("consumer-rules.pro")
     }
     sourceSets["main"].java.srcDir(generated)
+    // Hand-written constructors for new records (Records.kt), shared with the JVM tests.
+    sourceSets["main"].java.srcDir(workspace.resolve("mobile-bindings/kotlin/src/main/kotlin"))
     sourceSets["main"].jniLibs.srcDir(jniOut)
     compileOptions {
         sourceCompatibility = JavaVersion.VERSION_17

@@ -11,15 +11,17 @@ fun ms(start: Long) = (System.nanoTime() - start) / 1e6
 fun main(args: Array<String>) {
     val dir = File(args.getOrElse(0) { "kol-bench-store" })
     val n = args.getOrElse(1) { "2000" }.toInt()
-    val config = StoreConfig(dir.path, "bench", "msl-1", "bench-phone", Role.MSL, "team-1")
+    val config = StoreConfig(dir.path, "bench", "msl-1", "bench-phone", UserRole.MSL, "team-1")
 
     LiaisonStore.open(config).use { store ->
         val have = store.listKols().size
         if (have < n) {
             val t = System.nanoTime()
             for (i in have until n) {
-                val p = newKolProfile("Dr. KOL ${i}", "Hospital ${i % 97}")
-                store.createKol(p.copy(nameKana = "ケーオーエル ${i}", specialty = "Oncology", therapeuticAreas = listOf("NSCLC")))
+                store.createKol(KolProfile(
+                    name = "Dr. KOL ${i}", institution = "Hospital ${i % 97}", nameKana = "ケーオーエル ${i}",
+                    specialty = "Oncology", therapeuticAreas = listOf("NSCLC"),
+                ))
             }
             println("created ${n - have} KOLs in %.0f ms".format(ms(t)))
         }

@@ -66,9 +66,9 @@ class Logs : LogSink {
 }
 
 fun open(user: String, device: String): LiaisonStore =
-    LiaisonStore.open(StoreConfig(File(work, device).path, tenant, user, device, Role.MSL, team))
+    LiaisonStore.open(StoreConfig(File(work, device).path, tenant, user, device, UserRole.MSL, team))
 
-fun sync(token: String) = SyncConfig(url, token, TrustConfig.PinnedKeys(listOf(spkiPin)), 50u, 500u)
+fun sync(token: String) = SyncConfig(url, token, TrustConfig.PinnedKeys(listOf(spkiPin)), backoffMinMs = 50, backoffMaxMs = 500)
 
 /** Has the test harness revoke dan's credential through the relay's admin API, and waits. */
 fun revokeDan() {
@@ -146,32 +146,32 @@ fun main() {
     var plan = ""
 
     test("two MSLs edit one plan offline, connect, and see each other's edits through the observer") {
-        kol = alice.createKol(newKolProfile("Dr. Aiko Tanaka", "Osaka University Hospital"))
-        plan = alice.createPlan(newEngagementPlan(kol, "FY27 engagement").copy(notes = "Agenda: "))
+        kol = alice.createKol(KolProfile(name = "Dr. Aiko Tanaka", institution = "Osaka University Hospital"))
+        plan = alice.createPlan(EngagementPlan(kolId = kol, title = "FY27 engagement", notes = "Agenda: "))
         alice.startSync(sync(tokenAlice))
         bob.startSync(sync(tokenBob))
         runBlocking {
-            alice.waitUntilSynced(30_000u)
-            assertEq(RecordKind.ENGAGEMENT_PLAN, bob.fetch(plan, 30_000u), "the plan reaches Bob")
-            assertEq(RecordKind.KOL_PROFILE, bob.fetch(kol, 30_000u), "the KOL reaches Bob")
+            alice.waitUntilSynced(30_000)
+            assertEq(RecordKind.ENGAGEMENT_PLAN, bob.fetch(plan, 30_000), "the plan reaches Bob")
+            assertEq(RecordKind.KOL_PROFILE, bob.fetch(kol, 30_000), "the KOL reaches Bob")
         }
         assertEq("Agenda: ", bob.getPlan(plan).plan.notes, "Bob's copy of the notes")
         // Bob keeps a cursor on the 'A' of "Agenda" while Alice inserts before it.
-        val cursor = bob.planNotesCursor(plan, 0u)
+        val cursor = bob.planNotesCursor(plan, 0)
 
         alice.setNetwork(NetworkState.DOWN)
         bob.setNetwork(NetworkState.DOWN)
-        alice.splicePlanNotes(plan, 0u, 0u, "患者 first. ")
-        bob.splicePlanNotes(plan, 8u, 0u, "discuss 😀 trial data")
+        alice.splicePlanNotes(plan, 0, 0, "患者 first. ")
+        bob.splicePlanNotes(plan, 8, 0, "discuss 😀 trial data")
         val read = bob.getPlan(plan)
         bob.updatePlan(plan, read.plan.copy(title = "FY27 plan"), read.version)
-        assertTrue(alice.syncStatus().pendingDocuments >= 1u, "Alice's offline edit is pending")
+        assertTrue(alice.syncStatus().pendingDocuments >= 1, "Alice's offline edit is pending")
 
         alice.setNetwork(NetworkState.UP)
         bob.setNetwork(NetworkState.UP)
         runBlocking {
-            alice.waitUntilSynced(30_000u)
-            bob.waitUntilSynced(30_000u)
+            alice.waitUntilSynced(30_000)
+            bob.waitUntilSynced(30_000)
         }
         recAlice.awaitRemote(plan)
         recBob.awaitRemote(plan)
@@ -180,7 +180,7 @@ fun main() {
             alice.getPlan(plan).plan.notes == expected && bob.getPlan(plan).plan.notes == expected
         }
         assertEq("FY27 plan", alice.getPlan(plan).plan.title, "Bob's title reached Alice")
-        assertEq("患者 first. ".length.toUInt(), bob.planNotesCursorPosition(plan, cursor), "Bob's cursor moved")
+        assertEq("患者 first. ".length, bob.planNotesCursorPosition(plan, cursor), "Bob's cursor moved")
         val authors = alice.history(plan).mapNotNull { it.user }.toSet()
         assertEq(setOf("alice", "bob"), authors, "history names both authors")
         assertTrue(alice.fieldHistory(plan, "notes").size >= 3, "the notes' history has every edit")
@@ -190,20 +190,20 @@ fun main() {
     }
 
     test("a form saved from a stale read keeps what a colleague did meanwhile") {
-        val id = alice.createPlan(newEngagementPlan(kol, "FY28 engagement").copy(notes = "Agenda"))
+        val id = alice.createPlan(EngagementPlan(kolId = kol, title = "FY28 engagement", notes = "Agenda"))
         runBlocking {
-            alice.waitUntilSynced(30_000u)
-            assertEq(RecordKind.ENGAGEMENT_PLAN, bob.fetch(id, 30_000u), "the plan reaches Bob")
+            alice.waitUntilSynced(30_000)
+            assertEq(RecordKind.ENGAGEMENT_PLAN, bob.fetch(id, 30_000), "the plan reaches Bob")
         }
         // Alice opens the plan's form.
         val form = alice.getPlan(id)
 
         // Bob retitles, adds an activity and types into the notes; it reaches Alice.
         val bobs = bob.getPlan(id)
-        val visit = Activity("bob-visit", "Visit in March", "bob", null, TaskStatus.OPEN)
+        val visit = PlanActivity(id = "bob-visit", description = "Visit in March", owner = "bob")
         bob.updatePlan(id, bobs.plan.copy(title = "FY28, Bob's title", activities = listOf(visit)), bobs.version)
-        bob.splicePlanNotes(id, 6u, 0u, " for Bob")
-        runBlocking { bob.waitUntilSynced(30_000u) }
+        bob.splicePlanNotes(id, 6, 0, " for Bob")
+        runBlocking { bob.waitUntilSynced(30_000) }
         eventually("Bob's edits reach Alice") { alice.getPlan(id).plan.notes == "Agenda for Bob" }
 
         // Alice saves her stale form with one objective added.
@@ -214,23 +214,23 @@ fun main() {
         assertEq(listOf(visit), saved.activities, "Bob's activity survives")
         assertEq("Agenda for Bob", saved.notes, "Bob's text survives")
         assertEq(listOf(objective), saved.objectives, "Alice's objective is there")
-        runBlocking { alice.waitUntilSynced(30_000u) }
+        runBlocking { alice.waitUntilSynced(30_000) }
         eventually("Bob sees the same plan") { bob.getPlan(id).plan == saved }
     }
 
     test("a new phone gets the team's records without ids, and a colleague's new record arrives while connected") {
-        runBlocking { alice.waitUntilSynced(30_000u) }
+        runBlocking { alice.waitUntilSynced(30_000) }
         val carol = open("carol", "carol-new-phone")
         val rec = Recorder().also { carol.setObserver(it) }
         carol.startSync(sync(tokenCarol))
-        val first = runBlocking { carol.waitForFirstSync(30_000u) }
+        val first = runBlocking { carol.waitForFirstSync(30_000) }
         assertTrue(first.firstSyncComplete, "the first sync completes")
-        assertTrue(first.documentsKnown >= 3u && first.documentsReceived == first.documentsKnown, "progress: $first")
+        assertTrue(first.documentsKnown >= 3 && first.documentsReceived == first.documentsKnown, "progress: $first")
         assertTrue(carol.listKols().any { it.id == kol }, "the team's KOL is on the new phone")
         assertTrue(runCatching { carol.getPlan(plan) }.isSuccess, "the team's plan is on the new phone")
-        assertEq(0u, carol.syncStatus().pendingDocuments, "received records are not pending")
+        assertEq(0, carol.syncStatus().pendingDocuments, "received records are not pending")
 
-        val fresh = alice.createKol(newKolProfile("Dr. Ren Mori", "Nagoya"))
+        val fresh = alice.createKol(KolProfile(name = "Dr. Ren Mori", institution = "Nagoya"))
         eventually("Alice's new KOL reaches the new phone") { carol.listKols().any { it.id == fresh } }
         eventually("the observer says it was created") {
             generateSequence { rec.changes.poll() }.any { it.id == fresh && it.reason == ChangeReason.CREATED && it.remote }
@@ -239,13 +239,46 @@ fun main() {
         carol.close()
     }
 
+    test("every kind of record is built from the fields that matter and reads back as built") {
+        val k = alice.createKol(KolProfile(name = "Dr. Defaults", institution = "Clinic", specialty = "Oncology"))
+        val visit = alice.createInteraction(Interaction(kolId = k, start = 1_700_000_000_000, channel = InteractionChannel.PHONE))
+        val insight = alice.createInsight(MedicalInsight(text = "Prefers shorter regimens", kolIds = listOf(k)))
+        val request = alice.createRequest(MedicalInformationRequest(
+            kolId = k, question = "Dosing in renal impairment?", origin = RequestOrigin.UNSOLICITED,
+            recipient = "Dr. Defaults", deliveryMethod = DeliveryMethod.EMAIL,
+        ))
+        val plan = alice.createPlan(EngagementPlan(kolId = k, title = "FY27"))
+        val profile = alice.getKol(k).profile
+        assertEq(PrivacyState.ACTIVE, profile.privacy, "a new KOL is active")
+        assertEq(ContactPreferences(), profile.contact, "no contact preferences")
+        assertEq("Oncology", profile.specialty, "the field given")
+        val read = alice.getInteraction(visit)
+        assertEq(RecordStatus.DRAFT, read.interaction.status, "a new interaction is a draft")
+        assertEq(InteractionChannel.PHONE, read.interaction.channel, "the channel given")
+        assertEq(listOf(k), alice.getInsight(insight).insight.kolIds, "the insight's KOLs")
+        assertEq(RecordStatus.DRAFT, alice.getInsight(insight).insight.status, "a new insight is a draft")
+        val mir = alice.getRequest(request).request
+        assertEq(Fulfilment.OPEN, mir.fulfilment, "a new request is open")
+        assertEq("", mir.answer, "no answer yet")
+        assertEq("", alice.getPlan(plan).plan.notes, "a new plan has no notes")
+        // Records are immutable: an edit is a copy.
+        val followUp = FollowUp(id = "f1", description = "Send the paper", owner = "alice")
+        assertEq(TaskStatus.OPEN, followUp.status, "a new follow-up is open")
+        alice.updateInteraction(visit, read.interaction.copy(followUps = listOf(followUp)), read.version)
+        assertEq(listOf(followUp), alice.getInteraction(visit).interaction.followUps, "the follow-up is saved")
+        assertTrue(InteractionChannel.entries.size == 5, "enum entries list every channel")
+        // Indexes and timeouts are Int and Long; a negative one is refused.
+        assertThrows<LiaisonException.InvalidInput>("a negative index") { alice.splicePlanNotes(plan, -1, 0, "x") }
+        assertThrows<LiaisonException.InvalidInput>("a negative timeout") { runBlocking { alice.waitUntilSynced(-1) } }
+    }
+
     test("errors arrive as the generated exception types") {
         assertThrows<LiaisonException.InvalidInput>("a malformed id") { alice.getKol("not-an-id") }
         assertThrows<LiaisonException.WrongKind>("a KOL read as a plan") { alice.getPlan(kol) }
         assertThrows<LiaisonException.InvalidInput>("a splice past the end") {
-            alice.splicePlanNotes(plan, 10_000u, 0u, "x")
+            alice.splicePlanNotes(plan, 10_000, 0, "x")
         }
-        val visit = alice.createInteraction(newInteraction(kol, System.currentTimeMillis(), Channel.IN_PERSON))
+        val visit = alice.createInteraction(Interaction(kolId = kol, start = System.currentTimeMillis(), channel = InteractionChannel.IN_PERSON))
         alice.submit(visit)
         val locked = assertThrows<LiaisonException.Locked>("editing a submitted interaction") {
             val read = alice.getInteraction(visit)
@@ -262,10 +295,10 @@ fun main() {
     test("a wrong credential shows in the status and a wait times out") {
         val carol = open("alice", "carol-phone")
         val rec = Recorder().also { carol.setObserver(it) }
-        carol.createKol(newKolProfile("Dr. Kenji Sato", "Kyoto Clinic"))
+        carol.createKol(KolProfile(name = "Dr. Kenji Sato", institution = "Kyoto Clinic"))
         carol.startSync(sync("lsn_not_a_real_token"))
         assertThrows<LiaisonException.Timeout>("waiting with a wrong token") {
-            runBlocking { carol.waitUntilSynced(1_500u) }
+            runBlocking { carol.waitUntilSynced(1_500) }
         }
         val status = carol.syncStatus()
         assertTrue(status.state != SyncState.UP_TO_DATE, "not up to date")
@@ -274,7 +307,7 @@ fun main() {
         val problem = status.problem
         assertTrue(problem is SyncProblem.Unauthorized, "the typed state reads unauthorized: $problem")
         problem as SyncProblem.Unauthorized
-        assertEq(401.toUShort(), problem.httpStatus, "the HTTP status is kept")
+        assertEq(401, problem.httpStatus, "the HTTP status is kept")
         assertEq(AuthProblem.Unknown, problem.reason, "an unknown credential")
         eventually("the observer hears the failure") { rec.status?.lastError != null }
         runBlocking { carol.stopSync() }
@@ -283,10 +316,10 @@ fun main() {
 
     test("a suspend call can be cancelled, and the store works after it") {
         bob.setNetwork(NetworkState.DOWN)
-        bob.splicePlanNotes(plan, 0u, 0u, "» ")
+        bob.splicePlanNotes(plan, 0, 0, "» ")
         runBlocking {
             val started = System.nanoTime()
-            val job = launch(Dispatchers.Default) { bob.waitUntilSynced(60_000u) }
+            val job = launch(Dispatchers.Default) { bob.waitUntilSynced(60_000) }
             delay(300)
             assertTrue(job.isActive, "the wait is still running while offline")
             job.cancelAndJoin()
@@ -294,7 +327,7 @@ fun main() {
             assertTrue(job.isCancelled, "the job was cancelled")
             assertTrue(ms < 5_000, "cancellation took $ms ms")
             bob.setNetwork(NetworkState.UP)
-            bob.waitUntilSynced(30_000u)
+            bob.waitUntilSynced(30_000)
         }
         eventually("Alice sees Bob's edit made after the cancelled wait") { alice.getPlan(plan).plan.notes.startsWith("» ") }
     }
@@ -317,7 +350,7 @@ fun main() {
             override fun localDataWiped(reason: WipeReason) {}
         })
         val started = System.nanoTime()
-        val ids = (0 until 10).map { dave.createKol(newKolProfile("Dr. $it", "Clinic")) }
+        val ids = (0 until 10).map { dave.createKol(KolProfile(name = "Dr. $it", institution = "Clinic")) }
         val ms = (System.nanoTime() - started) / 1_000_000
         // Were writes to wait for the observer, ten of them would take ten seconds or more.
         assertTrue(ms < 5_000, "10 writes beside a slow observer took $ms ms")
@@ -339,7 +372,7 @@ fun main() {
             override fun localDataWiped(reason: WipeReason) {}
         })
         for (i in 0 until 4) {
-            val id = erin.createKol(newKolProfile("Dr. Throwing $i", "Clinic"))
+            val id = erin.createKol(KolProfile(name = "Dr. Throwing $i", institution = "Clinic"))
             eventually("change $i reaches the observer after it threw") { id in seen }
         }
         assertTrue(calls.get() >= 4, "the observer was called ${calls.get()} times")
@@ -350,16 +383,16 @@ fun main() {
     test("sign-in: the provider is asked on first connect and again when the relay revokes the credential; with nothing new the records are wiped") {
         val dan = open("dan", "dan-phone")
         val rec = Recorder().also { dan.setObserver(it) }
-        dan.createKol(newKolProfile("Dr. Revoked", "Clinic"))
+        dan.createKol(KolProfile(name = "Dr. Revoked", institution = "Clinic"))
         val provider = ScriptedProvider(CredentialAnswer.DeviceCredential(tokenDan), CredentialAnswer.NoCredential)
         dan.startSyncWithSignIn(sync(""), provider)
-        runBlocking { dan.waitUntilSynced(30_000u) }
+        runBlocking { dan.waitUntilSynced(30_000) }
         assertEq(listOf(CredentialReason.INITIAL), provider.reasons.toList(), "asked once, on first connect")
         revokeDan()
         eventually("the status reads revoked") { dan.syncStatus().problem is SyncProblem.Revoked }
         val problem = dan.syncStatus().problem as SyncProblem.Revoked
         assertEq(listOf(CredentialReason.INITIAL, CredentialReason.REVOKED), provider.reasons.toList(), "asked again, told why")
-        assertEq(4001.toUShort(), problem.closeCode, "the live socket was cut with the auth close code")
+        assertEq(4001, problem.closeCode, "the live socket was cut with the auth close code")
         assertTrue(problem.wiped, "wiped")
         assertEq(WipeReason.REVOKED, dan.syncStatus().wiped, "the status says the records were erased")
         eventually("the observer hears of the wipe") { rec.wiped == WipeReason.REVOKED }
@@ -373,7 +406,7 @@ fun main() {
 
     test("sign-out removes the store's files; the object refuses further use and a reopened store is empty") {
         val erin = open("alice", "erin-phone")
-        erin.createKol(newKolProfile("Dr. Signed Out", "Clinic"))
+        erin.createKol(KolProfile(name = "Dr. Signed Out", institution = "Clinic"))
         val dir = File(work, "erin-phone")
         assertTrue(dir.exists(), "the store has files")
         runBlocking { erin.signOut() }

@@ -8,10 +8,8 @@ final class StoreTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent(UUID().uuidString)
         let store = try LiaisonStore.open(config: StoreConfig(
             path: dir.path, tenant: "pharma-a", user: "alice", device: "alice-iphone", role: .msl, team: "onc-east"))
-        let kol = try store.createKol(profile: newKolProfile(name: "Dr. Aiko Tanaka", institution: "Osaka University Hospital"))
-        var plan = newEngagementPlan(kolId: kol, title: "FY27")
-        plan.notes = "Agenda: "
-        let planId = try store.createPlan(plan: plan)
+        let kol = try store.createKol(profile: KolProfile(name: "Dr. Aiko Tanaka", institution: "Osaka University Hospital"))
+        let planId = try store.createPlan(plan: EngagementPlan(kolId: kol, title: "FY27", notes: "Agenda: "))
         try store.splicePlanNotes(planId: planId, index: 0, deleteCount: 0, insert: "患者 ")
         let read = try store.getPlan(id: planId)
         XCTAssertEqual(read.plan.notes, "患者 Agenda: ")
@@ -23,6 +21,30 @@ final class StoreTests: XCTestCase {
         XCTAssertThrowsError(try store.getKol(id: "not-an-id")) { error in
             guard case LiaisonError.InvalidInput = error else { return XCTFail("got \(error)") }
         }
+        XCTAssertThrowsError(try store.splicePlanNotes(planId: planId, index: -1, deleteCount: 0, insert: "x")) { error in
+            guard case LiaisonError.InvalidInput = error else { return XCTFail("got \(error)") }
+        }
+    }
+
+    func testNewRecordsNeedOnlyTheFieldsThatMatter() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(UUID().uuidString)
+        let store = try LiaisonStore.open(config: StoreConfig(
+            path: dir.path, tenant: "pharma-a", user: "alice", device: "alice-iphone", role: .msl, team: "onc-east"))
+        let kol = try store.createKol(profile: KolProfile(name: "Dr. Defaults", institution: "Clinic"))
+        let visit = try store.createInteraction(interaction: Interaction(kolId: kol, start: 1_700_000_000_000, channel: .phone))
+        XCTAssertEqual(try store.getInteraction(id: visit).interaction.status, .draft)
+        let insight = try store.createInsight(insight: MedicalInsight(text: "Prefers shorter regimens", kolIds: [kol]))
+        XCTAssertEqual(try store.getInsight(id: insight).insight.kolIds, [kol])
+        let request = try store.createRequest(request: MedicalInformationRequest(
+            kolId: kol, question: "Dosing in renal impairment?", origin: .unsolicited, recipient: "Dr. Defaults",
+            deliveryMethod: .email))
+        XCTAssertEqual(try store.getRequest(id: request).request.fulfilment, .open)
+        XCTAssertEqual(FollowUp(id: "f1", description: "Send the paper", owner: "alice").status, .open)
+        XCTAssertEqual(InteractionChannel.allCases.count, 5)
+        let profile = try store.getKol(id: kol).profile
+        XCTAssertEqual(profile.privacy, .active)
+        let decoded = try JSONDecoder().decode(KolProfile.self, from: JSONEncoder().encode(profile))
+        XCTAssertEqual(decoded, profile)
     }
 
     func testWaitWithoutSyncFails() async throws {
