@@ -138,11 +138,12 @@ async fn a_record_submitted_through_one_relay_stays_locked_against_an_edit_throu
     assert!(seen.is_locked());
 }
 
-/// A token revoked while its device is connected to another node: that node cuts it within
-/// its once-a-second re-check (the revocation is in the shared database; the hint makes it
-/// sooner).
+/// A token revoked while its device is connected to another node: that node cuts it within a
+/// second (the revocation is in the shared database; the `Security` hint makes the other node
+/// re-check at once: ~50 ms here on a busy machine, against up to a second for the periodic
+/// re-check).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_revoked_through_one_relay_cuts_its_device_on_another_within_seconds() {
+async fn a_token_revoked_through_one_relay_cuts_its_device_on_another_within_a_second() {
     let dirs = cluster_data_dirs(2);
     let data = dirs[0].path();
     setup_tenant(data, "pharma-a", "onc-east", &[("sato", "msl")]);
@@ -158,12 +159,13 @@ async fn a_token_revoked_through_one_relay_cuts_its_device_on_another_within_sec
     assert!(status < 300, "revoked through relay A: {status} {body}");
     let started = std::time::Instant::now();
     sato.until("cut by relay B", |s| matches!(s.problem, Some(SyncProblem::Revoked { .. }))).await;
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    eprintln!("revocation across nodes took {:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "took {:?}", started.elapsed());
     drop(b);
 }
 
 /// An HCP's profile erased through node A: the devices connected to node B lose their copies
-/// within seconds, and an offline copy edited and sent later through node B does not bring it
+/// within a second (~10 ms here: the erasure's hint), and an offline copy edited and sent later through node B does not bring it
 /// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_through_one_relay_reaches_devices_on_another_and_nothing_brings_it_back() {
@@ -186,7 +188,8 @@ async fn an_erasure_through_one_relay_reaches_devices_on_another_and_nothing_bri
     assert_eq!(status, 200, "{body}");
     let started = std::time::Instant::now();
     tanaka.until_store("the copy on relay B's device is erased", |s| s.get::<KolProfile>(&kol).is_err()).await;
-    assert!(started.elapsed() < std::time::Duration::from_secs(6), "took {:?}", started.elapsed());
+    eprintln!("erasure across nodes took {:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "took {:?}", started.elapsed());
     sato.until_store("and on relay A's", |s| s.get::<KolProfile>(&kol).is_err()).await;
 
     suzuki.store.update(&kol, |p: &mut KolProfile| p.department = Some("腫瘍内科".into())).unwrap();
