@@ -120,6 +120,15 @@ enum Admin {
         #[arg(long)]
         ledger: Option<PathBuf>,
     },
+    /// Carry out again every revocation, erasure and purge of these security ledgers, oldest
+    /// first: after restoring a PostgreSQL dump or base backup, with the ledger of every relay
+    /// that ran on the database (each node of a cluster keeps its own). Every relay on the
+    /// database must be stopped.
+    ReapplyLedger {
+        /// A ledger file; repeat for each relay's.
+        #[arg(long = "ledger", required = true)]
+        ledgers: Vec<PathBuf>,
+    },
 }
 
 fn load(common: &Common) -> Result<Config> {
@@ -202,6 +211,26 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Admin { common, action: Admin::ReapplyLedger { ledgers } } => {
+            let mut config = load(&common)?;
+            // Alone on the database (the one-relay lock, not a node's share of it): a node
+            // running meanwhile would go on holding copies of what is erased here.
+            config.storage.cluster = false;
+            let mut entries = Vec::new();
+            for path in &ledgers {
+                entries.extend(liaison_server::ledger::read(path)?);
+            }
+            // One history out of several nodes' (each act is idempotent; the order matters only
+            // for a token revoked and its tenant purged, which both end revoked).
+            entries.sort_by_key(|e| e.at_ms);
+            let data = liaison_server::open_data(&config)?;
+            // Carried out again without new ledger entries: they are in the ledgers already.
+            let auth = liaison_server::auth::AuthStore::new(data.kv.clone());
+            let n = liaison_server::backup::reapply(&data.store, &auth, &entries)?;
+            data.store.flush()?;
+            println!("{n} ledger entries from {} ledgers carried out again", ledgers.len());
+            Ok(())
+        }
         Command::Admin { common, action } => {
             let config = load(&common)?;
             if matches!(action, Admin::Backup { .. }) {
@@ -275,7 +304,7 @@ fn main() -> Result<()> {
                         liaison_server::backup::backup_stopped(store.kv().as_ref(), ledger.path(), &dest, now_ms())?;
                     println!("backed up {} entries into {}", m.entries, dest.display());
                 }
-                Admin::Restore { .. } => unreachable!("handled above"),
+                Admin::Restore { .. } | Admin::ReapplyLedger { .. } => unreachable!("handled above"),
                 Admin::Stats => {
                     let tenants = auth.tenants()?;
                     println!("tenants: {}", tenants.len());

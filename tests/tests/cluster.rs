@@ -371,3 +371,82 @@ async fn a_postgresql_restart_under_load_loses_nothing_acknowledged_and_the_node
     let p: EngagementPlan = store.get(&plan).unwrap();
     assert!((0..rounds).all(|k| p.notes.as_str().contains(&format!("<s{k}>"))), "the database holds every edit");
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// A PostgreSQL dump restored after a revocation went through node A and an erasure through
+/// node B: the dump alone brings the lost phone's token and the erased record back;
+/// `liaison-relay admin reapply-ledger` with both nodes' security ledgers carries both out
+/// again. It refuses to run while a node serves the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_dump_gets_every_nodes_revocations_and_erasures_back_from_their_ledgers() {
+    let (dirs, sato_t, _, _) = team_cluster(2);
+    let (lost_id, lost_secret) = issue(dirs[0].path(), "pharma-a", "sato", "sato-lost-phone", &[]);
+    let url = relay_config(dirs[0].path()).storage.url.unwrap().expose().to_owned();
+    let mut a = Relay::start(dirs[0].path(), &[]).unwrap();
+    let mut b = Relay::start(dirs[1].path(), &[]).unwrap();
+    let sato = Device::new(&a, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
+    let kol = sato.store.create("onc-east", &KolProfile::new("山田 太郎", "東京大学病院")).unwrap();
+    sato.created(kol);
+    sato.synced().await;
+
+    let work = tempfile::tempdir().unwrap();
+    let dump = work.path().join("liaison.dump");
+    let pg_bin = liaison_server::storage::testing::bin_dir().unwrap();
+    let out =
+        std::process::Command::new(pg_bin.join("pg_dump")).args(["-Fc", "-f"]).arg(&dump).arg(&url).output().unwrap();
+    assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+
+    let admin_token = a.admin_token();
+    let (status, body) = a.admin_api("DELETE", &format!("/admin/v1/tokens/{lost_id}"), &admin_token, None);
+    assert!(status < 300, "revoked through node A: {status} {body}");
+    let (status, body) = b.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &admin_token, None);
+    assert_eq!(status, 200, "erased through node B: {body}");
+    drop(sato);
+    a.stop();
+    b.stop();
+
+    let out = std::process::Command::new(pg_bin.join("pg_restore"))
+        .args(["--clean", "--if-exists", "-d"])
+        .arg(&url)
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_restore: {}", String::from_utf8_lossy(&out.stderr));
+    {
+        let data = liaison_server::open_data(&relay_config(dirs[0].path())).unwrap();
+        assert!(data.auth.authenticate(&lost_secret, now_ms()).is_ok(), "the dump alone brings the token back");
+        assert!(data.store.load(&kol).is_ok(), "and the erased record");
+    }
+
+    let ledgers: Vec<String> =
+        dirs.iter().map(|d| d.path().join("security-ledger.jsonl").to_string_lossy().into_owned()).collect();
+    let args = ["reapply-ledger", "--ledger", &ledgers[0], "--ledger", &ledgers[1]];
+    let mut running = Relay::start(dirs[1].path(), &[]).unwrap();
+    let refused = format!("{:#}", admin(dirs[0].path(), &args).unwrap_err());
+    assert!(refused.contains("is using this database"), "{refused}");
+    running.stop();
+    // PostgreSQL lets the stopped node's lock go when its backend sees the connection close.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let said = loop {
+        match admin(dirs[0].path(), &args) {
+            Ok(said) => break said,
+            Err(e) if std::time::Instant::now() < deadline && format!("{e:#}").contains("is using this database") => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e:#}"),
+        }
+    };
+    assert!(said.contains("carried out again"), "{said}");
+
+    let data = liaison_server::open_data(&relay_config(dirs[0].path())).unwrap();
+    assert!(data.auth.authenticate(&lost_secret, now_ms()).is_err(), "revoked again (node A's ledger)");
+    assert!(data.store.load(&kol).is_err(), "erased again (node B's ledger)");
+    assert!(
+        liaison_core::storage::KvStore::get(data.kv.as_ref(), &liaison_server::policy::tombstone_key(&kol))
+            .unwrap()
+            .is_some()
+    );
+}
