@@ -5,6 +5,7 @@
 //! - [`clock`]: where "now" comes from ([`clock::SystemClock`], or a [`clock::ManualClock`] in tests).
 //! - [`store`]: the document store on top: incremental saves, compaction, indexes, change feed.
 //! - [`id`]: document ids and the actor ids derived from (tenant, user, device).
+//! - [`live`]: how a live query's new rows differ from its previous ones.
 //! - [`sync`]: the automerge-repo wire protocol and the sans-IO engine that speaks it.
 //! - `client` (feature `client`): the device's network driver, the engine over a WebSocket.
 
@@ -14,6 +15,7 @@
 pub mod client;
 pub mod clock;
 pub mod id;
+pub mod live;
 pub mod model;
 pub mod storage;
 

@@ -108,7 +108,7 @@ impl Actor {
             return;
         }
         match changes {
-            Some(changes) if !changes.is_empty() => self.input(Input::LocalChanges { doc, changes }),
+            Some(changes) if !changes.is_empty() => self.input(Input::StoredElsewhere { doc, changes }),
             Some(_) => {}
             None => self.input(Input::Reload { doc }),
         }

@@ -291,6 +291,16 @@ pub enum Input {
         /// The new changes, as bytes `Automerge::load_incremental` accepts.
         changes: Vec<u8>,
     },
+    /// Changes another writer of a shared store stored (what a hint from another relay node
+    /// brings). Taken in as stored when the copy holds nothing unstored; otherwise the copy is
+    /// rebased once its write is done (`Input::Reload`): applied beside unstored changes they
+    /// would only make the next write conflict.
+    StoredElsewhere {
+        /// The document changed.
+        doc: DocumentId,
+        /// The changes, as bytes `Automerge::load_incremental` accepts.
+        changes: Vec<u8>,
+    },
     /// Send presence or other ephemeral data about a document to peers syncing it.
     SendEphemeral {
         /// The document it is about.

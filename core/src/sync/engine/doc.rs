@@ -52,6 +52,14 @@ pub(super) struct DocEntry {
     pub(super) senders_in_write: usize,
     /// Loading the stored document to judge the unstored changes again (see `reload`).
     pub(super) rebase: Rebase,
+    /// Sync messages that came while a rebase was owed or loading: screened once the copy is
+    /// the stored document, not twice (against the stale copy, then again).
+    pub(super) held: VecDeque<(ConnId, Message)>,
+    /// Changes another node stored while a write of ours was in flight: taken in once it is
+    /// done (`Input::StoredElsewhere`).
+    pub(super) elsewhere: Vec<Vec<u8>>,
+    /// Writes lost to another writer since the last one stored (see `reload`).
+    pub(super) conflicts_in_row: u32,
 }
 
 /// Where a document stands on taking in another writer's stored changes.
@@ -83,6 +91,9 @@ impl DocEntry {
             senders: Vec::new(),
             senders_in_write: 0,
             rebase: Rebase::Idle,
+            held: VecDeque::new(),
+            elsewhere: Vec::new(),
+            conflicts_in_row: 0,
         }
     }
 }
@@ -255,12 +266,17 @@ impl Engine {
             (_, StorageResult::Stored) => {
                 tracing::debug!(document = %doc, task = task.0, in_flight = ?d.disk.in_flight_task(), "stored");
                 if let Some(heads) = d.disk.write_done(task) {
+                    d.conflicts_in_row = 0;
                     let covered = std::mem::take(&mut d.senders_in_write).min(d.senders.len());
                     d.senders.drain(..covered);
                     self.out.push(Output::Event(Event::DocChanged { doc, heads: heads.to_vec() }));
+                    let elsewhere = std::mem::take(&mut d.elsewhere);
                     if d.reload_after {
                         self.reload(doc);
                     } else {
+                        for changes in elsewhere {
+                            self.on_stored_elsewhere(doc, &changes);
+                        }
                         self.after_change(doc);
                     }
                 }
@@ -268,12 +284,25 @@ impl Engine {
             (_, StorageResult::Conflict) if d.disk.write_failed(task) => {
                 tracing::info!(document = %doc, "another writer changed the document first; judging again on it");
                 d.senders_in_write = 0;
-                self.reload(doc);
+                d.elsewhere.clear(); // The rebase loads them.
+                d.conflicts_in_row += 1;
+                if d.conflicts_in_row > 1 {
+                    // Lost again: the nodes race on this document faster than a rebase
+                    // completes. Give way: drop the copy, and the devices send again later.
+                    self.reload_whole(doc);
+                } else {
+                    self.reload(doc);
+                }
             }
             // Changes stay in memory but are never advertised; the next change or tick retries.
             // The sender still has them: nothing is lost.
             (_, StorageResult::Failed(message)) if d.disk.write_failed(task) => {
                 d.senders_in_write = 0;
+                if !d.elsewhere.is_empty() {
+                    // Whether they came before or after what failed, the stored document has them.
+                    d.elsewhere.clear();
+                    d.reload_after = true;
+                }
                 self.out.push(Output::Event(Event::StorageFailed { doc, message }));
             }
             _ => {}

@@ -164,6 +164,7 @@ impl Engine {
             Input::Announce { doc } => self.on_announce(doc),
             Input::Find { doc } => self.on_find(doc),
             Input::LocalChanges { doc, changes } => self.on_local_changes(doc, &changes),
+            Input::StoredElsewhere { doc, changes } => self.on_stored_elsewhere(doc, &changes),
             Input::SendEphemeral { doc, data } => self.on_send_ephemeral(doc, data),
             Input::AccessChanged { conn } => self.on_access_changed(conn),
             Input::Close { conn, reason } => self.close(conn, CloseReason::ByApplication(reason)),

@@ -59,6 +59,13 @@ impl Engine {
                 queued.push_back((conn, msg));
                 return;
             }
+            Some(d)
+                if d.rebase != super::doc::Rebase::Idle
+                    && matches!(msg, Message::Request { .. } | Message::Sync { .. }) =>
+            {
+                d.held.push_back((conn, msg));
+                return;
+            }
             Some(d) => d.last_used = self.now,
         }
         match msg {

@@ -48,11 +48,30 @@ impl Engine {
         }
     }
 
+    /// Another writer stored `changes`: taken in as stored if the copy is clean, else the copy
+    /// is rebased (see [`Input::StoredElsewhere`](super::Input::StoredElsewhere)).
+    pub(super) fn on_stored_elsewhere(&mut self, doc: DocumentId, changes: &[u8]) {
+        let Some(d) = self.docs.get_mut(&doc) else { return };
+        if !matches!(d.phase, DocPhase::Ready) {
+            return; // Loading reads them; a missing document is loaded when asked for.
+        }
+        if d.disk.writing() {
+            // Stored before the write in flight: it conflicts and the rebase reads them.
+            // Stored after it: taken in once it is done, on top of what it stored.
+            d.elsewhere.push(changes.to_vec());
+        } else if d.disk.dirty(&d.am) || d.rebase != Rebase::Idle {
+            // The next write conflicts, or the rebase under way loads them: either way the
+            // copy is rebased on the stored document. Applied now they only add a conflict.
+        } else {
+            self.on_local_changes(doc, changes);
+        }
+    }
+
     /// Drops the resident copy of `doc` and loads it again; its peers are reset.
-    fn reload_whole(&mut self, doc: DocumentId) {
+    pub(super) fn reload_whole(&mut self, doc: DocumentId) {
         let Some(old) = self.docs.remove(&doc) else { return };
         let task = self.task(doc, StorageTask::Load { doc });
-        let mut fresh = DocEntry::new(DocPhase::Loading { task, queued: VecDeque::new() }, self.now);
+        let mut fresh = DocEntry::new(DocPhase::Loading { task, queued: old.held }, self.now);
         fresh.wanted = old.wanted;
         fresh.announced = old.announced;
         fresh.refused = old.refused;
@@ -159,6 +178,10 @@ impl Engine {
         }
         for (conn, refused, raw) in refusals {
             self.refuse(conn, doc, refused, raw);
+        }
+        let held = self.docs.get_mut(&doc).map(|d| std::mem::take(&mut d.held)).unwrap_or_default();
+        for (conn, msg) in held {
+            self.on_doc_message(conn, msg);
         }
         let Some(d) = self.docs.get_mut(&doc) else { return };
         if d.reload_after && !d.disk.dirty(&d.am) {
