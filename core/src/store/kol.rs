@@ -27,11 +27,25 @@ impl DocStore {
     }
 
     /// The KOLs to show: merged duplicates are left out when their winner is here. Sorted by
-    /// reading (kana) or name.
+    /// reading (kana) or name. Each carries its newest interaction's start, its merged
+    /// profiles' included (one key read per profile, from the interaction index).
     pub fn list_kols(&self) -> Result<Vec<KolSummary>, StoreError> {
         let all = self.all_summaries()?;
         let resolver = Resolver::new(&all);
-        let mut shown: Vec<KolSummary> = all.into_iter().filter(|s| resolver.resolve(s.id) == s.id).collect();
+        let mut newest: HashMap<DocumentId, i64> = HashMap::new();
+        if self.options.screen_indexes {
+            for s in &all {
+                if let Some(start) = self.newest_interaction(&s.id)? {
+                    let at = newest.entry(resolver.resolve(s.id)).or_insert(start);
+                    *at = (*at).max(start);
+                }
+            }
+        }
+        let mut shown: Vec<KolSummary> = all
+            .into_iter()
+            .filter(|s| resolver.resolve(s.id) == s.id)
+            .map(|s| KolSummary { last_interaction: newest.get(&s.id).copied(), ..s })
+            .collect();
         shown.sort_by_cached_key(|s| (s.sort_key(), s.id));
         Ok(shown)
     }
@@ -51,15 +65,8 @@ impl DocStore {
 
     /// Records of `kind` that belong to a KOL, including those filed under profiles merged into it.
     pub fn records_for_kol(&self, kol: &DocumentId, kind: Kind) -> Result<Vec<DocumentId>, StoreError> {
-        let all = self.all_summaries()?;
-        let resolver = Resolver::new(&all);
-        let target = resolver.resolve(*kol);
-        let mut members: HashSet<DocumentId> =
-            all.iter().map(|s| s.id).filter(|id| resolver.resolve(*id) == target).collect();
-        members.insert(target);
-        members.insert(*kol);
         let mut out = Vec::new();
-        for m in members {
+        for m in self.kol_members(kol)? {
             for k in self.kv.scan_keys(&keys::kol_ref_prefix(&m, kind))? {
                 out.extend(keys::trailing_id(&k));
             }
@@ -67,6 +74,19 @@ impl DocStore {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+
+    /// The profiles whose records count as `kol`'s: `kol`, what it resolves to, and every
+    /// profile resolving there (merged into it, directly or through a chain).
+    pub(super) fn kol_members(&self, kol: &DocumentId) -> Result<HashSet<DocumentId>, StoreError> {
+        let all = self.all_summaries()?;
+        let resolver = Resolver::new(&all);
+        let target = resolver.resolve(*kol);
+        let mut members: HashSet<DocumentId> =
+            all.iter().map(|s| s.id).filter(|id| resolver.resolve(*id) == target).collect();
+        members.insert(target);
+        members.insert(*kol);
+        Ok(members)
     }
 
     /// Merges duplicate KOL profiles: `winner` absorbs `loser`'s details, `loser` records
@@ -140,6 +160,11 @@ mod tests {
             institution: "Univ".into(),
             specialty: None,
             merged_into: merged_into.map(id),
+            do_not_contact: false,
+            privacy: crate::model::PrivacyState::Active,
+            tier: None,
+            therapeutic_areas: Vec::new(),
+            last_interaction: None,
         }
     }
 
