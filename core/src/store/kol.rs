@@ -161,7 +161,7 @@ mod tests {
             specialty: None,
             merged_into: merged_into.map(id),
             do_not_contact: false,
-            privacy: crate::model::PrivacyState::Active,
+            privacy: model::PrivacyState::Active,
             tier: None,
             therapeutic_areas: Vec::new(),
             last_interaction: None,
