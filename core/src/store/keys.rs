@@ -87,6 +87,8 @@ const SCREEN_INTERACTIONS: &[u8] = b"x/i/";
 const SCREEN_TASKS: &[u8] = b"x/t/";
 const SCREEN_MIRS: &[u8] = b"x/q/";
 const SCREEN_DRAFTS: &[u8] = b"x/d/";
+/// Profiles merged into another (`x/g/ID`, the other's 16 id bytes).
+pub const SCREEN_MERGED: &[u8] = b"x/g/";
 
 /// A time as 8 bytes that sort in time order (i64 with its sign bit flipped, big-endian).
 pub fn time_ascending(ms: i64) -> [u8; 8] {
@@ -158,4 +160,7 @@ pub fn screen_drafts_of(author: &str) -> Vec<u8> {
 }
 pub fn screen_draft(author: &str, id: &DocumentId) -> Vec<u8> {
     join(&[&screen_drafts_of(author), id.as_bytes()])
+}
+pub fn screen_merged(id: &DocumentId) -> Vec<u8> {
+    join(&[SCREEN_MERGED, id.as_bytes()])
 }

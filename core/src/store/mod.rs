@@ -22,6 +22,7 @@
 //! | `x/t/U R T↑ ID I` | a follow-up or plan activity in its owner's list: open dated, open undated, closed      |
 //! | `x/q/O T↑ ID`     | a medical information request, open (`O` = 0) or not, oldest first                       |
 //! | `x/d/U ID`        | a draft of a kind that locks on submit, by author                                       |
+//! | `x/g/ID`          | a KOL profile merged into another: the other's 16 id bytes                               |
 //!
 //! `TH` is the first 16 bytes of SHA-256 of the tenant and `SEQ` a u64, big-endian, so a
 //! tenant's feed is one range in sequence order (see `feed`). In `x/` keys, `U` is 16 bytes of

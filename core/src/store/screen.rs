@@ -118,6 +118,9 @@ pub(super) enum Entry {
     Task(StoredTask),
     Mir(StoredMir),
     Draft(StoredDraft),
+    /// A profile merged into another: `x/g/ID` holds that profile's 16 id bytes, so resolving
+    /// merges reads the merged profiles only, not every summary.
+    MergedInto(DocumentId),
 }
 
 impl Entry {
@@ -139,6 +142,7 @@ impl Entry {
                 (keys::screen_mir(open, m.created.unwrap_or_default(), id), encode(m))
             }
             Entry::Draft(d) => (keys::screen_draft(d.author.as_deref().unwrap_or_default(), id), encode(d)),
+            Entry::MergedInto(winner) => (keys::screen_merged(id), winner.as_bytes().to_vec()),
         })
     }
 }
@@ -168,6 +172,12 @@ fn draft(kind: Kind, status: RecordStatus, kols: Vec<String>, envelope: Option<&
             kols,
         })
     })
+}
+
+/// A profile's entries: its merge link, if it was merged into another (a link that is not a
+/// document id is none, as in [`super::KolSummary::merged_into`]).
+pub(super) fn of_profile(merged_into: Option<&str>) -> Vec<Entry> {
+    merged_into.and_then(|m| m.parse().ok()).map(Entry::MergedInto).into_iter().collect()
 }
 
 /// An interaction's entries: its row in its KOL's list, its follow-ups, and its draft entry.
@@ -261,7 +271,20 @@ pub(super) fn move_entries(
         return Ok(());
     }
     let new = key_values(id, entries);
-    for old in written_keys(kv, id)? {
+    // A back-reference that does not read must not block the document's writes: its entries
+    // may then linger (until a rebuild), and the new ones are listed from here on.
+    let old = match written_keys(kv, id) {
+        Err(e @ StoreError::Corrupt { .. }) => {
+            tracing::warn!(document = %id, error = %e, "old screen entries of a document left");
+            Vec::new()
+        }
+        other => other?,
+    };
+    if old.is_empty() && new.is_empty() {
+        // A profile, a record without tasks or drafts, or no liaison record: nothing to move.
+        return Ok(());
+    }
+    for old in old {
         if !new.iter().any(|(k, _)| *k == old) {
             batch.delete(old);
         }
@@ -272,7 +295,9 @@ pub(super) fn move_entries(
 
 /// Puts a document's entries and their back-reference, over none (a rebuild).
 pub(super) fn put_new_entries(batch: &mut Batch, id: &DocumentId, entries: &[Entry]) {
-    put_entries(batch, id, key_values(id, entries));
+    if !entries.is_empty() {
+        put_entries(batch, id, key_values(id, entries));
+    }
 }
 
 fn put_entries(batch: &mut Batch, id: &DocumentId, new: Vec<(Vec<u8>, Vec<u8>)>) {
@@ -288,18 +313,23 @@ fn put_entries(batch: &mut Batch, id: &DocumentId, new: Vec<(Vec<u8>, Vec<u8>)>)
 }
 
 /// Deletes a removed document's entries, in the removal's batch. A back-reference that does not
-/// read leaves its entries (the next rebuild drops them) rather than failing the removal.
+/// read leaves its entries (until a rebuild) rather than failing the removal.
 pub(super) fn remove_entries(batch: &mut Batch, kv: &dyn KvStore, id: &DocumentId) -> Result<(), StoreError> {
-    match written_keys(kv, id) {
-        Ok(old) => old.into_iter().for_each(|k| {
-            batch.delete(k);
-        }),
+    let old = match written_keys(kv, id) {
+        Ok(old) => old,
         Err(e @ StoreError::Corrupt { .. }) => {
             tracing::warn!(document = %id, error = %e, "screen entries of a removed document left");
+            batch.delete(keys::screen_backref(id));
+            return Ok(());
         }
         Err(e) => return Err(e),
+    };
+    if !old.is_empty() {
+        for k in old {
+            batch.delete(k);
+        }
+        batch.delete(keys::screen_backref(id));
     }
-    batch.delete(keys::screen_backref(id));
     Ok(())
 }
 

@@ -302,3 +302,16 @@ fn a_store_without_screen_indexes_writes_none_and_answers_empty() {
     assert_eq!(s.list_kols().unwrap()[0].last_interaction, None);
     assert_eq!(s.stored_index_version().unwrap(), None, "nothing to version");
 }
+
+#[test]
+fn a_damaged_back_reference_blocks_no_write_or_removal() {
+    let (s, _) = device("sato", Role::Msl);
+    let a = kol(&s, "Dr. A");
+    let it = interaction(&s, &a, T0, vec![]);
+    s.kv.put(&keys::screen_backref(&it), b"\xff not cbor").unwrap();
+    s.update(&it, |i: &mut Interaction| i.start = T0 + DAY).unwrap();
+    assert_eq!(s.interactions_of_kol(&a).unwrap()[0].start, T0 + DAY, "the new entry is written");
+    s.kv.put(&keys::screen_backref(&it), b"\xff not cbor").unwrap();
+    s.delete(&it).unwrap();
+    assert_eq!(s.kv.get(&keys::screen_backref(&it)).unwrap(), None);
+}
