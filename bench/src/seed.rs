@@ -115,7 +115,8 @@ pub fn prepare_liaison(kv: Arc<dyn KvStore>, devices: usize, docs: &[SeedDoc]) -
         role: Role::Admin,
         install: [0; 8],
     };
-    let options = StoreOptions { durability: Durability::Deferred, ..StoreOptions::default() };
+    // As the relay opens it: no screen indexes.
+    let options = StoreOptions { durability: Durability::Deferred, screen_indexes: false, ..StoreOptions::default() };
     let store = DocStore::with_kv(kv.clone(), identity, Arc::new(SystemClock), options)?;
     for d in docs {
         store.merge_remote(&d.id, &d.bytes)?;

@@ -164,12 +164,14 @@ mod tests {
 
     /// Core's key prefixes (`core/src/store/keys.rs`, a private module): copied
     /// here as bytes, so a new namespace on either side that overlaps the other fails this test.
-    const CORE: [&[u8]; 13] = [
+    const CORE: [&[u8]; 15] = [
         b"!install",
         b"!feed",
         b"!feed-v1",
         b"!pending-v1",
         b"!catalog",
+        b"!index-v",
+        b"x/",
         b"m/",
         b"c/",
         b"k/",

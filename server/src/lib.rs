@@ -128,7 +128,8 @@ pub fn open_data(config: &Config) -> Result<Data> {
     // Sync writes append received changes without loading documents (`append_sync_batch`), so
     // the store's cache serves only the relay's own edits (admin unlocks): the default size.
     // In a cluster every write is conditional on what it was built on (other nodes write too).
-    let options = StoreOptions { shared: config.storage.cluster, ..StoreOptions::default() };
+    // A relay lists nothing: no screen indexes, so opening it never rebuilds them (no loads).
+    let options = StoreOptions { shared: config.storage.cluster, screen_indexes: false, ..StoreOptions::default() };
     let install = relay_install(base.as_ref()).context("cannot read the relay's install bytes")?;
     let kv = Arc::new(backup::tap::TappedKv::new(base));
     let store = DocStore::with_kv(kv.clone(), relay_identity(config, install), Arc::new(SystemClock), options)

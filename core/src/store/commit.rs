@@ -6,7 +6,7 @@ use automerge::{Automerge, ChangeHash};
 use super::cache::Cache;
 use super::chunk::frame;
 use super::index::{DocMeta, encode, index_data, reindex};
-use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock, pending};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock, pending, screen};
 use crate::id::DocumentId;
 use crate::storage::Batch;
 
@@ -149,6 +149,7 @@ impl DocStore {
 
             let idx = index_data(&p.doc);
             reindex(&mut batch, &p.id, &old_meta, &mut p.meta, &idx);
+            screen::move_entries(&mut batch, self.kv.as_ref(), &self.options, &p.id, &idx.screen)?;
             p.meta.heads = heads.clone();
             feed::move_to_end(&mut batch, &p.id, &mut p.meta, &mut seqs);
             batch.put(keys::meta(&p.id), encode(&p.meta));

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use automerge::{Automerge, Change, ChangeHash};
 
 use super::index::{encode, index_data, reindex};
-use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock, pending};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock, pending, screen};
 use crate::DocumentId;
 use crate::model::ModelError;
 
@@ -49,6 +49,7 @@ impl DocStore {
         p.meta.chunks = 1;
         p.meta.next_chunk += 1;
         reindex(&mut batch, id, &old, &mut p.meta, &idx);
+        screen::move_entries(&mut batch, self.kv.as_ref(), &self.options, id, &idx.screen)?;
         p.meta.heads = p.doc.get_heads();
         let mut seqs = self.feed_seqs(&cache)?;
         feed::move_to_end(&mut batch, id, &mut p.meta, &mut seqs);

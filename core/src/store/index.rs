@@ -7,9 +7,11 @@ use minicbor::{Decode, Encode};
 use unicode_normalization::UnicodeNormalization;
 
 use super::keys;
+use super::screen::{self, Entry};
 use crate::DocumentId;
 use crate::model::{
-    self, EngagementPlan, Interaction, Kind, KolProfile, MedicalInformationRequest, MedicalInsight, Record,
+    self, EngagementPlan, Interaction, Kind, KolProfile, MedicalInformationRequest, MedicalInsight, PrivacyState,
+    Record,
 };
 use crate::storage::Batch;
 
@@ -32,6 +34,19 @@ pub struct KolSummary {
     /// is not a valid document id). [`DocStore::resolve_kol`](super::DocStore::resolve_kol)
     /// follows these links.
     pub merged_into: Option<DocumentId>,
+    /// The KOL asked not to be contacted.
+    pub do_not_contact: bool,
+    /// Opt-out or anonymisation state.
+    pub privacy: PrivacyState,
+    /// Tier or influence rating, as the company's segmentation names it.
+    pub tier: Option<String>,
+    /// Therapeutic areas the KOL works in.
+    pub therapeutic_areas: Vec<String>,
+    /// When the KOL's newest interaction began (milliseconds since the Unix epoch), counting
+    /// those filed under profiles merged into it; `None` without any (or in a store without
+    /// screen indexes). Read from the interaction index when listing, so it follows every
+    /// interaction written, moved or removed.
+    pub last_interaction: Option<i64>,
 }
 
 /// On-disk form of [`KolSummary`] (the id is in the key). Field numbers are the format: never
@@ -48,9 +63,40 @@ pub(crate) struct StoredKolSummary {
     pub specialty: Option<String>,
     #[n(4)]
     pub merged_into: Option<String>,
+    // Fields 5 to 8 came with the screen indexes: absent (so `None`) in summaries written
+    // before, and `None` when they hold the default, so a profile without them encodes as before.
+    /// `Some(true)` when the KOL asked not to be contacted.
+    #[n(5)]
+    pub do_not_contact: Option<bool>,
+    /// The privacy state's name when it is not active.
+    #[n(6)]
+    pub privacy: Option<String>,
+    #[n(7)]
+    pub tier: Option<String>,
+    /// `None` when there are none.
+    #[n(8)]
+    pub therapeutic_areas: Option<Vec<String>>,
 }
 
 impl StoredKolSummary {
+    pub fn from_profile(p: KolProfile) -> Self {
+        Self {
+            name: p.name,
+            name_kana: p.name_kana,
+            institution: p.institution,
+            specialty: p.specialty,
+            merged_into: p.merged_into,
+            do_not_contact: p.contact.do_not_contact.then_some(true),
+            privacy: match p.privacy {
+                PrivacyState::Active => None,
+                PrivacyState::OptedOut => Some("opted_out".into()),
+                PrivacyState::Anonymised => Some("anonymised".into()),
+            },
+            tier: p.tier,
+            therapeutic_areas: Some(p.therapeutic_areas).filter(|a| !a.is_empty()),
+        }
+    }
+
     pub fn into_summary(self, id: DocumentId) -> KolSummary {
         KolSummary {
             id,
@@ -59,6 +105,16 @@ impl StoredKolSummary {
             institution: self.institution,
             specialty: self.specialty,
             merged_into: self.merged_into.and_then(|m| m.parse().ok()),
+            do_not_contact: self.do_not_contact.unwrap_or(false),
+            privacy: match self.privacy.as_deref() {
+                Some("opted_out") => PrivacyState::OptedOut,
+                Some("anonymised") => PrivacyState::Anonymised,
+                // A state a newer build named reads as active: a recorded state only, nothing acts on it.
+                _ => PrivacyState::Active,
+            },
+            tier: self.tier,
+            therapeutic_areas: self.therapeutic_areas.unwrap_or_default(),
+            last_interaction: None,
         }
     }
 }
@@ -190,42 +246,59 @@ pub(super) struct IndexData {
     pub(super) summary: Option<StoredKolSummary>,
     pub(super) refs: Vec<String>,
     pub(super) owner: Option<(String, String)>,
+    /// Its screen index entries (written only by stores that keep them).
+    pub(super) screen: Vec<Entry>,
 }
 
 pub(super) fn index_data(doc: &Automerge) -> IndexData {
     let Ok(kind) = model::document_kind(doc) else {
         return IndexData::default();
     };
-    fn refs<R: Record>(doc: &Automerge) -> Vec<String> {
-        match model::read_record::<R>(doc) {
-            Ok(r) => r.kol_refs(),
-            Err(e) => {
-                tracing::warn!(kind = %R::KIND, error = %e, "record does not hydrate; not indexed by KOL");
-                Vec::new()
+    let owner = model::read_owner(doc).ok();
+    let mut data = IndexData { kind: Some(kind), owner, ..IndexData::default() };
+    // Creator and creation time, for the screens (author, a request's age); a profile needs none.
+    let envelope = || model::read_envelope(doc).ok();
+    match kind {
+        Kind::KolProfile => {
+            if let Some(p) = hydrate::<KolProfile>(doc) {
+                data.screen = screen::of_profile(p.merged_into.as_deref());
+                data.summary = Some(StoredKolSummary::from_profile(p));
+            }
+        }
+        Kind::Interaction => {
+            if let Some(i) = hydrate::<Interaction>(doc) {
+                data.refs = i.kol_refs();
+                data.screen = screen::of_interaction(&i, envelope().as_ref());
+            }
+        }
+        Kind::MedicalInsight => {
+            if let Some(i) = hydrate::<MedicalInsight>(doc) {
+                data.refs = i.kol_refs();
+                data.screen = screen::of_insight(i.status, i.kol_ids, envelope().as_ref());
+            }
+        }
+        Kind::MedicalInformationRequest => {
+            if let Some(m) = hydrate::<MedicalInformationRequest>(doc) {
+                data.refs = m.kol_refs();
+                data.screen = screen::of_mir(&m, envelope().as_ref());
+            }
+        }
+        Kind::EngagementPlan => {
+            if let Some(p) = hydrate::<EngagementPlan>(doc) {
+                data.refs = p.kol_refs();
+                data.screen = screen::of_plan(&p);
             }
         }
     }
-    let owner = model::read_owner(doc).ok();
-    let mut data = IndexData { kind: Some(kind), owner, ..IndexData::default() };
-    match kind {
-        Kind::KolProfile => match model::read_record::<KolProfile>(doc) {
-            Ok(p) => {
-                data.summary = Some(StoredKolSummary {
-                    name: p.name,
-                    name_kana: p.name_kana,
-                    institution: p.institution,
-                    specialty: p.specialty,
-                    merged_into: p.merged_into,
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "KOL profile does not hydrate; not listed"),
-        },
-        Kind::Interaction => data.refs = refs::<Interaction>(doc),
-        Kind::MedicalInsight => data.refs = refs::<MedicalInsight>(doc),
-        Kind::MedicalInformationRequest => data.refs = refs::<MedicalInformationRequest>(doc),
-        Kind::EngagementPlan => data.refs = refs::<EngagementPlan>(doc),
-    }
     data
+}
+
+/// The record, or `None` with a warning: a record that does not hydrate is not listed or
+/// indexed by KOL (the document itself is kept and synced).
+fn hydrate<R: Record>(doc: &Automerge) -> Option<R> {
+    model::read_record::<R>(doc)
+        .inspect_err(|e| tracing::warn!(kind = %R::KIND, error = %e, "record does not hydrate; not indexed"))
+        .ok()
 }
 
 /// Moves a document's index entries from what `old` says to what `idx` says; `meta` takes the
@@ -260,86 +333,5 @@ pub(super) fn reindex(batch: &mut Batch, id: &DocumentId, old: &DocMeta, meta: &
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fold_matches_kana_forms_and_case() {
-        assert_eq!(fold("ヤマダ"), "やまだ");
-        assert_eq!(fold("ﾔﾏﾀﾞ"), "やまだ");
-        assert_eq!(fold("ＴＯＫＹＯ Univ"), "tokyo univ");
-        assert_eq!(fold("ー"), "ー");
-    }
-
-    #[test]
-    fn stored_summary_format_is_stable() {
-        // Changing this fixture means every phone's index must be rebuilt: bump the store format.
-        let s = StoredKolSummary {
-            name: "A".into(),
-            name_kana: Some("あ".into()),
-            institution: "B".into(),
-            specialty: None,
-            merged_into: None,
-        };
-        let bytes = encode(&s);
-        // minicbor leaves trailing `None` fields out of the array.
-        assert_eq!(bytes, [0x83, 0x61, b'A', 0x63, 0xe3, 0x81, 0x82, 0x61, b'B']);
-        assert_eq!(minicbor::decode::<StoredKolSummary>(&bytes).ok(), Some(s));
-    }
-
-    #[test]
-    fn doc_meta_format_is_stable() {
-        let m = DocMeta {
-            kind: Some("interaction".into()),
-            next_chunk: 3,
-            chunks: 2,
-            refs: vec!["x".into()],
-            ..DocMeta::default()
-        };
-        let bytes = encode(&m);
-        let mut expected = vec![0x84, 0x6b];
-        expected.extend_from_slice(b"interaction");
-        expected.extend_from_slice(&[0x03, 0x02, 0x81, 0x61, b'x']);
-        assert_eq!(bytes, expected);
-        assert_eq!(minicbor::decode::<DocMeta>(&bytes).ok(), Some(m));
-    }
-
-    /// Heads (field 6) and the feed entry (field 7): one byte string of whole hashes, and a
-    /// number. A meta written before them (the fixture above) decodes with none.
-    #[test]
-    fn doc_meta_with_heads_and_feed_entry_format_is_stable() {
-        let m = DocMeta {
-            kind: Some("interaction".into()),
-            next_chunk: 3,
-            chunks: 2,
-            refs: vec![],
-            tenant: Some("t".into()),
-            team: None,
-            heads: vec![ChangeHash([0xaa; 32]), ChangeHash([0xbb; 32])],
-            feed: Some(300),
-        };
-        let bytes = encode(&m);
-        let mut expected = vec![0x88, 0x6b];
-        expected.extend_from_slice(b"interaction");
-        expected.extend_from_slice(&[0x03, 0x02, 0x80, 0x61, b't', 0xf6, 0x58, 64]);
-        expected.extend_from_slice(&[0xaa; 32]);
-        expected.extend_from_slice(&[0xbb; 32]);
-        expected.extend_from_slice(&[0x19, 0x01, 0x2c]);
-        assert_eq!(bytes, expected);
-        assert_eq!(minicbor::decode::<DocMeta>(&bytes).ok(), Some(m.clone()));
-
-        // No heads but a feed entry: the heads are a null in the array.
-        let no_heads = DocMeta { heads: vec![], ..m };
-        assert_eq!(minicbor::decode::<DocMeta>(&encode(&no_heads)).ok(), Some(no_heads));
-        // Heads that are not whole hashes do not decode.
-        let mut bad = bytes.clone();
-        let at = bad.iter().position(|b| *b == 64).unwrap_or(0);
-        bad[at] = 63;
-        bad.remove(at + 1);
-        assert!(minicbor::decode::<DocMeta>(&bad).is_err());
-
-        let old = [0x84, 0x61, b'x', 0x01, 0x01, 0x80];
-        let decoded: DocMeta = minicbor::decode(&old).unwrap_or_default();
-        assert_eq!((decoded.heads, decoded.feed, decoded.chunks), (vec![], None, 1));
-    }
-}
+#[path = "index/tests.rs"]
+mod tests;

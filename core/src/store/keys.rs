@@ -75,3 +75,92 @@ pub fn trailing_id(key: &[u8]) -> Option<DocumentId> {
     let tail: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
     Some(DocumentId::from_bytes(tail))
 }
+
+// The screen indexes (see `screen`): one namespace, so a rebuild deletes it whole.
+
+/// Every screen index key.
+pub const SCREEN_PREFIX: &[u8] = b"x/";
+/// The version of the derived indexes this store holds (u32, big-endian); see `index_version`.
+pub const INDEX_VERSION: &[u8] = b"!index-v";
+const SCREEN_BACKREF: &[u8] = b"x/b/";
+const SCREEN_INTERACTIONS: &[u8] = b"x/i/";
+const SCREEN_TASKS: &[u8] = b"x/t/";
+const SCREEN_MIRS: &[u8] = b"x/q/";
+const SCREEN_DRAFTS: &[u8] = b"x/d/";
+/// Profiles merged into another (`x/g/ID`, the other's 16 id bytes).
+pub const SCREEN_MERGED: &[u8] = b"x/g/";
+
+/// A time as 8 bytes that sort in time order (i64 with its sign bit flipped, big-endian).
+pub fn time_ascending(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+/// A time as 8 bytes that sort newest first.
+pub fn time_descending(ms: i64) -> [u8; 8] {
+    (!((ms as u64) ^ (1 << 63))).to_be_bytes()
+}
+/// The time of [`time_ascending`] bytes.
+pub fn time_from_ascending(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+/// The time of [`time_descending`] bytes.
+pub fn time_from_descending(bytes: [u8; 8]) -> i64 {
+    (!u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+/// A user name as 16 bytes (SHA-256 prefix): fixed length, so a user's entries are one range
+/// and no name is a prefix of another's.
+pub fn user_hash(user: &str) -> [u8; 16] {
+    let digest = Sha256::digest(user.as_bytes());
+    let mut out = [0; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+/// The screen keys a document wrote (a CBOR list), so its next write or removal finds them.
+pub fn screen_backref(id: &DocumentId) -> Vec<u8> {
+    join(&[SCREEN_BACKREF, id.as_bytes()])
+}
+/// Interactions of one KOL, newest first: `x/i/KOL START↓ ID`.
+pub fn screen_interactions_of(kol: &DocumentId) -> Vec<u8> {
+    join(&[SCREEN_INTERACTIONS, kol.as_bytes()])
+}
+pub fn screen_interaction(kol: &DocumentId, start: i64, id: &DocumentId) -> Vec<u8> {
+    join(&[&screen_interactions_of(kol), &time_descending(start), id.as_bytes()])
+}
+/// Where a task is in its owner's range: open ones first, and among those dated ones first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskRange {
+    /// Open or in progress, with a due date: sorted by due date.
+    OpenDated = 0,
+    /// Open or in progress, without a due date.
+    OpenUndated = 1,
+    /// Done or cancelled.
+    Closed = 2,
+}
+/// One owner's tasks in one [`TaskRange`]: `x/t/OWNER RANGE`.
+pub fn screen_tasks_of(owner: &str, range: TaskRange) -> Vec<u8> {
+    join(&[SCREEN_TASKS, &user_hash(owner), &[range as u8]])
+}
+/// `x/t/OWNER RANGE DUE↑ RECORD ITEM` (an undated task's DUE is zeros).
+pub fn screen_task(owner: &str, range: TaskRange, due: Option<i64>, record: &DocumentId, item: &str) -> Vec<u8> {
+    let due = due.map(time_ascending).unwrap_or_default();
+    join(&[&screen_tasks_of(owner, range), &due, record.as_bytes(), item.as_bytes()])
+}
+/// MIRs, open ones (`x/q/0`) or the others (`x/q/1`), oldest first: `x/q/OPEN CREATED↑ ID`.
+pub fn screen_mirs(open: bool) -> Vec<u8> {
+    join(&[SCREEN_MIRS, &[u8::from(!open)]])
+}
+pub fn screen_mir(open: bool, created: i64, id: &DocumentId) -> Vec<u8> {
+    join(&[&screen_mirs(open), &time_ascending(created), id.as_bytes()])
+}
+/// Drafts of the kinds that lock, every author's (`x/d/`) or one author's: `x/d/AUTHOR ID`.
+pub fn screen_drafts() -> Vec<u8> {
+    SCREEN_DRAFTS.to_vec()
+}
+pub fn screen_drafts_of(author: &str) -> Vec<u8> {
+    join(&[SCREEN_DRAFTS, &user_hash(author)])
+}
+pub fn screen_draft(author: &str, id: &DocumentId) -> Vec<u8> {
+    join(&[&screen_drafts_of(author), id.as_bytes()])
+}
+pub fn screen_merged(id: &DocumentId) -> Vec<u8> {
+    join(&[SCREEN_MERGED, id.as_bytes()])
+}

@@ -27,11 +27,25 @@ impl DocStore {
     }
 
     /// The KOLs to show: merged duplicates are left out when their winner is here. Sorted by
-    /// reading (kana) or name.
+    /// reading (kana) or name. Each carries its newest interaction's start, its merged
+    /// profiles' included (one key read per profile, from the interaction index).
     pub fn list_kols(&self) -> Result<Vec<KolSummary>, StoreError> {
         let all = self.all_summaries()?;
         let resolver = Resolver::new(&all);
-        let mut shown: Vec<KolSummary> = all.into_iter().filter(|s| resolver.resolve(s.id) == s.id).collect();
+        let mut newest: HashMap<DocumentId, i64> = HashMap::new();
+        if self.options.screen_indexes {
+            for s in &all {
+                if let Some(start) = self.newest_interaction(&s.id)? {
+                    let at = newest.entry(resolver.resolve(s.id)).or_insert(start);
+                    *at = (*at).max(start);
+                }
+            }
+        }
+        let mut shown: Vec<KolSummary> = all
+            .into_iter()
+            .filter(|s| resolver.resolve(s.id) == s.id)
+            .map(|s| KolSummary { last_interaction: newest.get(&s.id).copied(), ..s })
+            .collect();
         shown.sort_by_cached_key(|s| (s.sort_key(), s.id));
         Ok(shown)
     }
@@ -51,15 +65,8 @@ impl DocStore {
 
     /// Records of `kind` that belong to a KOL, including those filed under profiles merged into it.
     pub fn records_for_kol(&self, kol: &DocumentId, kind: Kind) -> Result<Vec<DocumentId>, StoreError> {
-        let all = self.all_summaries()?;
-        let resolver = Resolver::new(&all);
-        let target = resolver.resolve(*kol);
-        let mut members: HashSet<DocumentId> =
-            all.iter().map(|s| s.id).filter(|id| resolver.resolve(*id) == target).collect();
-        members.insert(target);
-        members.insert(*kol);
         let mut out = Vec::new();
-        for m in members {
+        for m in self.kol_members(kol)? {
             for k in self.kv.scan_keys(&keys::kol_ref_prefix(&m, kind))? {
                 out.extend(keys::trailing_id(&k));
             }
@@ -67,6 +74,40 @@ impl DocStore {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+
+    /// The profiles whose records count as `kol`'s: `kol`, what it resolves to, and every
+    /// profile resolving there (merged into it, directly or through a chain). With screen
+    /// indexes, read from the merged profiles' links (`x/g/`) instead of every summary: only a
+    /// merged profile resolves elsewhere than to itself.
+    pub(super) fn kol_members(&self, kol: &DocumentId) -> Result<HashSet<DocumentId>, StoreError> {
+        if self.options.screen_indexes { self.members_by_merge_links(kol) } else { self.members_by_summaries(kol) }
+    }
+
+    fn members_by_summaries(&self, kol: &DocumentId) -> Result<HashSet<DocumentId>, StoreError> {
+        let all = self.all_summaries()?;
+        let resolver = Resolver::new(&all);
+        let candidates: Vec<DocumentId> = all.iter().map(|s| s.id).collect();
+        Ok(members(&resolver, &candidates, kol))
+    }
+
+    fn members_by_merge_links(&self, kol: &DocumentId) -> Result<HashSet<DocumentId>, StoreError> {
+        let mut next = HashMap::new();
+        for (key, value) in self.kv.scan_prefix(keys::SCREEN_MERGED)? {
+            let (Some(from), Ok(into)) = (keys::trailing_id(&key), <[u8; 16]>::try_from(value.as_slice())) else {
+                tracing::warn!("skipping a malformed merge link");
+                continue;
+            };
+            let into = DocumentId::from_bytes(into);
+            // As `Resolver::new`: a link to a profile not listed here leads nowhere.
+            let listed =
+                self.kv.get(&keys::summary(&into))?.is_some_and(|v| minicbor::decode::<StoredKolSummary>(&v).is_ok());
+            if listed {
+                next.insert(from, into);
+            }
+        }
+        let candidates: Vec<DocumentId> = next.keys().copied().collect();
+        Ok(members(&Resolver { next }, &candidates, kol))
     }
 
     /// Merges duplicate KOL profiles: `winner` absorbs `loser`'s details, `loser` records
@@ -94,6 +135,16 @@ impl DocStore {
         })?;
         self.commit(&mut cache, vec![l, w])
     }
+}
+
+/// `kol`, what it resolves to, and each of `candidates` resolving there.
+fn members(resolver: &Resolver, candidates: &[DocumentId], kol: &DocumentId) -> HashSet<DocumentId> {
+    let target = resolver.resolve(*kol);
+    let mut members: HashSet<DocumentId> =
+        candidates.iter().copied().filter(|id| resolver.resolve(*id) == target).collect();
+    members.insert(target);
+    members.insert(*kol);
+    members
 }
 
 /// Follows `merged_into` links. Two devices may merge a pair in opposite directions while
@@ -140,7 +191,42 @@ mod tests {
             institution: "Univ".into(),
             specialty: None,
             merged_into: merged_into.map(id),
+            do_not_contact: false,
+            privacy: model::PrivacyState::Active,
+            tier: None,
+            therapeutic_areas: Vec::new(),
+            last_interaction: None,
         }
+    }
+
+    /// Merge links read from `x/g/` give the members every summary gives: chains, a cycle made
+    /// by opposite offline merges, a link to a profile not here.
+    #[test]
+    fn merge_links_give_the_members_every_summary_gives() {
+        let who = crate::Identity {
+            tenant: "t".into(),
+            user: "u".into(),
+            device: "d".into(),
+            role: crate::Role::Msl,
+            install: [1; 8],
+        };
+        let kv = std::sync::Arc::new(crate::storage::MemoryKv::new());
+        let clock = std::sync::Arc::new(super::super::ManualClock::new(1));
+        let s = DocStore::with_kv(kv, who, clock, super::super::StoreOptions::default()).unwrap();
+        let ids: Vec<DocumentId> =
+            (0..6).map(|n| s.create("x", &KolProfile::new(format!("Dr. {n}"), "U")).unwrap()).collect();
+        let link = |from: usize, into: String| {
+            s.update(&ids[from], |p: &mut KolProfile| p.merged_into = Some(into)).unwrap();
+        };
+        link(0, ids[1].to_string()); // a chain 0 -> 1 -> 2
+        link(1, ids[2].to_string());
+        link(3, ids[4].to_string()); // a cycle 3 <-> 4
+        link(4, ids[3].to_string());
+        link(5, DocumentId::from_bytes([9; 16]).to_string()); // to a profile not here
+        for id in &ids {
+            assert_eq!(s.members_by_merge_links(id).unwrap(), s.members_by_summaries(id).unwrap(), "{id}");
+        }
+        assert_eq!(s.members_by_merge_links(&ids[2]).unwrap().len(), 3);
     }
 
     /// Each profile and what it is merged into.

@@ -16,9 +16,17 @@
 //! | `y/ID/STORAGEID`  | a peer's encoded automerge sync state for the doc                                        |
 //! | `f/TH SEQ ID`     | feed entry (CBOR): team, kind, heads, erased (see [`FeedEntry`])                         |
 //! | `p/ID`            | the heads (32 bytes each) after the document's last local write                          |
+//! | `!index-v`        | the version of the derived indexes (`s/` and `x/`) the store holds (u32, big-endian)     |
+//! | `x/b/ID`          | the screen index keys the document wrote (CBOR list), see `screen`                       |
+//! | `x/i/KOL T↓ ID`   | an interaction in its KOL's list, newest first (CBOR row)                                 |
+//! | `x/t/U R T↑ ID I` | a follow-up or plan activity in its owner's list: open dated, open undated, closed      |
+//! | `x/q/O T↑ ID`     | a medical information request, open (`O` = 0) or not, oldest first                       |
+//! | `x/d/U ID`        | a draft of a kind that locks on submit, by author                                       |
+//! | `x/g/ID`          | a KOL profile merged into another: the other's 16 id bytes                               |
 //!
 //! `TH` is the first 16 bytes of SHA-256 of the tenant and `SEQ` a u64, big-endian, so a
-//! tenant's feed is one range in sequence order (see `feed`).
+//! tenant's feed is one range in sequence order (see `feed`). In `x/` keys, `U` is 16 bytes of
+//! SHA-256 of a user name, `T↑`/`T↓` a time that sorts oldest or newest first, `I` an item id.
 //!
 //! A write is one atomic batch: the new chunk, the meta and every index entry it changes. With
 //! [`Durability::Immediate`] the batch is flushed before the call returns, so a returned `Ok`
@@ -33,13 +41,16 @@ mod feed;
 mod feed_upkeep;
 mod heads;
 mod index;
+mod index_version;
 mod keys;
 mod kol;
 mod load;
 mod pending;
 mod position;
+mod queries;
 mod raw;
 mod records;
+mod screen;
 #[cfg(test)]
 mod shared_tests;
 mod sync_group;
@@ -60,6 +71,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use error::StoreError;
 pub use feed::FeedEntry;
 pub use index::{KolSummary, fold};
+pub use queries::{DraftRow, InteractionRow, MirRow, TaskRow};
 pub use sync_writes::SyncWrite;
 
 use crate::id::{DocumentId, Identity};
@@ -98,11 +110,24 @@ pub struct StoreOptions {
     /// from memory, so reading again sees both writes. Default `false` (one writer: a device, a
     /// relay on sled).
     pub shared: bool,
+    /// Keep the screen indexes (a KOL's interactions, open tasks, open requests, drafts; see
+    /// [`DocStore::interactions_of_kol`] and its neighbours) in every write's batch, and rebuild
+    /// them when the store opens with an older index version. Default `true` (a device). A relay
+    /// lists nothing: it opens with `false`, writes none and never rebuilds, so opening it loads
+    /// no document. [`DocStore::append_sync_batch`] (the relay's group commit) writes none either
+    /// way; a device's received changes go through [`DocStore::apply_sync_group`].
+    pub screen_indexes: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { durability: Durability::Immediate, compact_after_chunks: 64, cache_docs: 32, shared: false }
+        Self {
+            durability: Durability::Immediate,
+            compact_after_chunks: 64,
+            cache_docs: 32,
+            shared: false,
+            screen_indexes: true,
+        }
     }
 }
 
@@ -203,7 +228,7 @@ impl DocStore {
             }
         };
         let feed = FeedCounter::load(kv.as_ref())?;
-        Ok(Self {
+        let store = Self {
             kv,
             identity,
             clock,
@@ -211,7 +236,9 @@ impl DocStore {
             cache: Mutex::new(Cache::default()),
             feed,
             subscribers: Mutex::new(Vec::new()),
-        })
+        };
+        store.upgrade_indexes()?;
+        Ok(store)
     }
 
     /// The identity edits are made as, with this store's install id.

@@ -4,7 +4,7 @@
 use automerge::{Automerge, LoadOptions, OnPartialLoad};
 
 use super::index::{DocMeta, encode};
-use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock};
+use super::{ChangeReason, DocChange, DocStore, Origin, StoreError, feed, keys, lock, screen};
 use crate::id::DocumentId;
 use crate::model::{Kind, ModelError};
 use crate::storage::Batch;
@@ -116,6 +116,8 @@ impl DocStore {
         }
         batch.delete(keys::meta(id));
         batch.delete(keys::pending(id));
+        // Whatever the store's options: a removal leaves no entry behind.
+        screen::remove_entries(&mut batch, self.kv.as_ref(), id)?;
         let mut seqs = self.feed_seqs(&cache)?;
         match reason {
             ChangeReason::AccessRemoved => feed::leave(&mut batch, id, &meta),

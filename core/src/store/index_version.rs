@@ -1,0 +1,108 @@
+//! The version of the derived indexes, and their rebuild when a store opens with another one.
+//!
+//! The KOL summaries (`s/`) and the screen indexes (`x/`) are derived from the documents alone.
+//! `!index-v` records which derivation wrote them; a store that opens with another (or none: a
+//! store from before the screen indexes) derives them all again from the documents, so adding a
+//! field to an index is a bump of [`INDEX_VERSION`] and never a hand-written migration. `m/`,
+//! `k/` and `r/` are the store's own bookkeeping, kept by every build since the first, and stay.
+
+use std::time::Instant;
+
+use super::index::{encode, index_data};
+use super::{DocStore, StoreError, keys, screen};
+use crate::id::DocumentId;
+use crate::storage::Batch;
+
+/// The derivation this build writes. Bump it whenever `index_data` or a screen entry's key or
+/// value changes; the next open rebuilds.
+pub(super) const INDEX_VERSION: u32 = 1;
+/// Documents loaded and indexed per batch: one document in memory at a time, and a batch of
+/// their entries (tens of kilobytes).
+const DOCS_PER_BATCH: usize = 256;
+/// Bytes of old screen keys read per page while deleting them.
+const DELETE_PAGE_BYTES: usize = 1 << 20;
+
+impl DocStore {
+    /// At open: rebuilds the derived indexes unless `!index-v` says this build wrote them. A
+    /// store without screen indexes (a relay) is left alone: it loads no document here.
+    pub(super) fn upgrade_indexes(&self) -> Result<(), StoreError> {
+        if !self.options.screen_indexes || self.stored_index_version()? == Some(INDEX_VERSION) {
+            return Ok(());
+        }
+        self.rebuild_indexes()?;
+        Ok(())
+    }
+
+    /// The version `!index-v` holds; `None` when absent or unreadable (both rebuild).
+    pub(super) fn stored_index_version(&self) -> Result<Option<u32>, StoreError> {
+        Ok(self.kv.get(keys::INDEX_VERSION)?.and_then(|v| v.as_slice().try_into().ok()).map(u32::from_be_bytes))
+    }
+
+    /// Deletes every screen entry, derives the KOL summaries and screen entries of every stored
+    /// document again (each loaded once, in batches), then records [`INDEX_VERSION`]. Interrupted,
+    /// it starts again on the next open: the version is written last. A document that does not
+    /// load is skipped with a warning (a damaged document fails only itself). Returns how many
+    /// documents were indexed.
+    pub(super) fn rebuild_indexes(&self) -> Result<usize, StoreError> {
+        let started = Instant::now();
+        loop {
+            let page = self.kv.scan_page(keys::SCREEN_PREFIX, None, DELETE_PAGE_BYTES)?;
+            if page.is_empty() {
+                break;
+            }
+            let mut batch = Batch::new();
+            for (k, _) in page {
+                batch.delete(k);
+            }
+            self.kv.apply(batch)?;
+        }
+        let metas = self.kv.scan_keys(keys::META_PREFIX)?;
+        let mut indexed = 0;
+        for chunk in metas.chunks(DOCS_PER_BATCH) {
+            let mut batch = Batch::new();
+            for key in chunk {
+                let Some(id) = keys::trailing_id(key).filter(|_| key.len() == keys::META_PREFIX.len() + 16) else {
+                    continue;
+                };
+                if self.reindex_one(&mut batch, &id)? {
+                    indexed += 1;
+                }
+            }
+            self.kv.apply(batch)?;
+        }
+        let mut done = Batch::new();
+        done.put(keys::INDEX_VERSION, INDEX_VERSION.to_be_bytes());
+        self.kv.apply(done)?;
+        self.kv.flush()?;
+        tracing::info!(documents = indexed, ms = started.elapsed().as_millis() as u64, "derived indexes rebuilt");
+        Ok(indexed)
+    }
+
+    /// One document's summary and screen entries, into `batch`; `false` if it is no liaison
+    /// record or does not load.
+    fn reindex_one(&self, batch: &mut Batch, id: &DocumentId) -> Result<bool, StoreError> {
+        let Some(meta) = self.read_meta(id)? else { return Ok(false) };
+        if meta.kind().is_none() {
+            return Ok(false);
+        }
+        // From disk, not through the cache: a rebuild must not evict what the app uses.
+        let doc = match self.load_from_disk(id) {
+            Ok(doc) => doc,
+            Err(e @ (StoreError::Corrupt { .. } | StoreError::NotFound(_))) => {
+                tracing::warn!(document = %id, error = %e, "document not indexed: it does not load");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let idx = index_data(&doc);
+        if let Some(summary) = &idx.summary {
+            batch.put(keys::summary(id), encode(summary));
+        }
+        screen::put_new_entries(batch, id, &idx.screen);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+#[path = "index_version/tests.rs"]
+mod tests;

@@ -1,0 +1,178 @@
+//! The rebuild at open: a store written before the screen indexes (or by another derivation)
+//! reopens with complete answers; a current store and a relay's open load no document.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::model::{Channel, FollowUp, Interaction, KolProfile, TaskStatus};
+use crate::storage::{KeyValue, KvStore, MemoryKv, StorageError};
+use crate::store::index::StoredKolSummary;
+use crate::store::{ManualClock, StoreOptions};
+use crate::{Identity, Role};
+
+const T0: i64 = 1_700_000_000_000;
+
+/// A memory store counting chunk reads: each is a document load.
+#[derive(Debug, Default)]
+struct LoadCountingKv {
+    inner: MemoryKv,
+    chunk_scans: AtomicUsize,
+}
+
+impl KvStore for LoadCountingKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.inner.put(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.inner.delete(key)
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StorageError> {
+        if prefix.starts_with(b"c/") {
+            self.chunk_scans.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.scan_prefix(prefix)
+    }
+    fn scan_page(&self, prefix: &[u8], after: Option<&[u8]>, max_bytes: usize) -> Result<Vec<KeyValue>, StorageError> {
+        self.inner.scan_page(prefix, after, max_bytes)
+    }
+    fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        self.inner.flush()
+    }
+}
+
+fn open(kv: &Arc<LoadCountingKv>, screen_indexes: bool) -> DocStore {
+    let who =
+        Identity { tenant: "t".into(), user: "sato".into(), device: "d".into(), role: Role::Msl, install: [5; 8] };
+    let options = StoreOptions { screen_indexes, ..StoreOptions::default() };
+    DocStore::with_kv(kv.clone(), who, Arc::new(ManualClock::new(T0)), options).unwrap()
+}
+
+/// A KOL (do-not-contact, tier 1) with one interaction holding one open follow-up of sato's.
+fn populate(store: &DocStore) -> (DocumentId, DocumentId) {
+    let mut profile = KolProfile::new("Dr. A", "Univ");
+    profile.contact.do_not_contact = true;
+    profile.tier = Some("1".into());
+    let kol = store.create("east", &profile).unwrap();
+    let follow_up = FollowUp {
+        id: "f".into(),
+        description: "send paper".into(),
+        owner: "sato".into(),
+        due: Some(T0),
+        status: TaskStatus::Open,
+    };
+    let it = store
+        .create("east", &Interaction { follow_ups: vec![follow_up], ..Interaction::new(&kol, T0, Channel::Phone) })
+        .unwrap();
+    (kol, it)
+}
+
+/// What a store shows on its screens.
+fn answers(store: &DocStore, kol: &DocumentId) -> (usize, usize, usize, bool, Option<String>, Option<i64>) {
+    let listed = store.list_kols().unwrap();
+    let row = listed.iter().find(|k| k.id == *kol).unwrap();
+    (
+        store.interactions_of_kol(kol).unwrap().len(),
+        store.open_tasks_due_before("sato", T0 + 1).unwrap().len(),
+        store.drafts().unwrap().len(),
+        row.do_not_contact,
+        row.tier.clone(),
+        row.last_interaction,
+    )
+}
+
+/// Turns a store's disk into what a build before the screen indexes left: no `x/`, no
+/// `!index-v`, summaries without their new fields.
+fn make_old(kv: &LoadCountingKv) {
+    let mut batch = Batch::new();
+    for (k, _) in kv.scan_prefix(keys::SCREEN_PREFIX).unwrap() {
+        batch.delete(k);
+    }
+    batch.delete(keys::INDEX_VERSION);
+    for (k, v) in kv.scan_prefix(keys::SUMMARY_PREFIX).unwrap() {
+        let new: StoredKolSummary = minicbor::decode(&v).unwrap();
+        let old = StoredKolSummary { do_not_contact: None, privacy: None, tier: None, therapeutic_areas: None, ..new };
+        batch.put(k, encode(&old));
+    }
+    kv.apply(batch).unwrap();
+}
+
+#[test]
+fn a_store_written_before_the_screen_indexes_reopens_with_complete_answers() {
+    let kv = Arc::new(LoadCountingKv::default());
+    let store = open(&kv, true);
+    let (kol, _) = populate(&store);
+    let complete = answers(&store, &kol);
+    assert_eq!(complete, (1, 1, 1, true, Some("1".into()), Some(T0)));
+    drop(store);
+    make_old(&kv);
+    let old = open(&kv, false);
+    assert_eq!(answers(&old, &kol), (0, 0, 0, false, None, None), "the old disk really lacks them");
+    drop(old);
+
+    let loads = kv.chunk_scans.load(Ordering::SeqCst);
+    let reopened = open(&kv, true);
+    assert_eq!(kv.chunk_scans.load(Ordering::SeqCst) - loads, 2, "each document loaded once");
+    assert_eq!(answers(&reopened, &kol), complete);
+    assert_eq!(reopened.stored_index_version().unwrap(), Some(INDEX_VERSION));
+}
+
+#[test]
+fn another_index_version_rebuilds_and_drops_entries_no_document_has() {
+    let kv = Arc::new(LoadCountingKv::default());
+    let store = open(&kv, true);
+    let (kol, it) = populate(&store);
+    drop(store);
+    let stale = keys::screen_interaction(&kol, T0 - 1, &DocumentId::from_bytes([8; 16]));
+    let mut batch = Batch::new();
+    batch.put(stale.clone(), b"left by an older derivation".to_vec());
+    batch.put(keys::INDEX_VERSION, (INDEX_VERSION - 1).to_be_bytes());
+    kv.apply(batch).unwrap();
+
+    let reopened = open(&kv, true);
+    assert_eq!(kv.get(&stale).unwrap(), None);
+    assert_eq!(reopened.interactions_of_kol(&kol).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [it]);
+    assert_eq!(reopened.stored_index_version().unwrap(), Some(INDEX_VERSION));
+}
+
+#[test]
+fn a_current_store_and_a_relay_open_without_loading_a_document() {
+    let kv = Arc::new(LoadCountingKv::default());
+    let store = open(&kv, true);
+    populate(&store);
+    drop(store);
+    let loads = kv.chunk_scans.load(Ordering::SeqCst);
+    drop(open(&kv, true));
+    assert_eq!(kv.chunk_scans.load(Ordering::SeqCst), loads, "the version is current");
+
+    // A relay's store: no version, never rebuilt.
+    make_old(&kv);
+    drop(open(&kv, false));
+    assert_eq!(kv.chunk_scans.load(Ordering::SeqCst), loads, "a relay loads nothing at open");
+    assert!(kv.scan_prefix(keys::SCREEN_PREFIX).unwrap().is_empty());
+    assert_eq!(kv.get(keys::INDEX_VERSION).unwrap(), None);
+}
+
+#[test]
+fn a_damaged_document_is_skipped_by_the_rebuild_and_the_others_are_indexed() {
+    let kv = Arc::new(LoadCountingKv::default());
+    let store = open(&kv, true);
+    let (kol, it) = populate(&store);
+    let (_, broken) = populate(&store);
+    drop(store);
+    make_old(&kv);
+    let chunk = kv.scan_prefix(&keys::chunk_prefix(&broken)).unwrap().remove(0).0;
+    kv.put(&chunk, b"not a chunk").unwrap();
+
+    let reopened = open(&kv, true);
+    assert_eq!(reopened.interactions_of_kol(&kol).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [it]);
+    assert_eq!(reopened.stored_index_version().unwrap(), Some(INDEX_VERSION));
+}
