@@ -8,6 +8,7 @@
 mod android;
 mod error;
 mod logging;
+mod rows;
 mod signin;
 mod status;
 mod store;
@@ -15,6 +16,7 @@ mod sync;
 mod text;
 mod types;
 mod versioned;
+mod watch;
 
 pub use error::{CallbackError, LiaisonError};
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};

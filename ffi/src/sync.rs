@@ -211,6 +211,8 @@ pub(crate) enum Note {
     Doc(DocChange),
     Status(SyncStatus),
     Wiped(WipeReason),
+    /// A live query just made: answered first here, then after each change (`watch.rs`).
+    Watch(Arc<crate::watch::Watch>),
     Stop,
 }
 
@@ -219,6 +221,7 @@ pub(crate) type Observer = Arc<Mutex<Option<Arc<dyn LiaisonObserver>>>>;
 /// Runs the notifier until `Note::Stop` or every sender is gone.
 pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io::Result<()> {
     std::thread::Builder::new().name("liaison-notify".into()).spawn(move || {
+        let watches = crate::watch::Watches::default();
         while let Ok(first) = rx.recv() {
             // Coalesce what is already queued into one call of each kind.
             let mut docs: Vec<DocumentChange> = Vec::new();
@@ -226,9 +229,12 @@ pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io:
             let mut status = None;
             let mut wiped = None;
             let mut stop = false;
+            let mut changed = std::collections::HashSet::new();
+            let mut started = Vec::new();
             for note in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                 match note {
                     Note::Doc(c) => {
+                        changed.insert(c.id);
                         let change = DocumentChange {
                             id: c.id.to_string(),
                             kind: c.kind.map(Into::into),
@@ -255,6 +261,7 @@ pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io:
                     }
                     Note::Status(s) => status = Some(s),
                     Note::Wiped(reason) => wiped = Some(reason),
+                    Note::Watch(w) => started.push(w),
                     Note::Stop => stop = true,
                 }
             }
@@ -263,12 +270,16 @@ pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io:
                 if !docs.is_empty() {
                     notify("documents_changed", || obs.documents_changed(docs));
                 }
-                if let Some(s) = status {
+                if let Some(s) = status.clone() {
                     notify("sync_status_changed", || obs.sync_status_changed(s));
                 }
                 if let Some(reason) = wiped {
                     notify("local_data_wiped", || obs.local_data_wiped(reason));
                 }
+            }
+            watches.refresh(&changed, status.as_ref());
+            for w in started {
+                watches.start(w);
             }
             if stop {
                 return;

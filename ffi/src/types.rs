@@ -435,6 +435,14 @@ pub struct KolSummary {
     pub specialty: Option<String>,
     /// Set when this KOL was merged into another (the app should show that one).
     pub merged_into: Option<String>,
+    /// The KOL asked not to be contacted.
+    pub do_not_contact: bool,
+    pub privacy: PrivacyState,
+    pub tier: Option<String>,
+    pub therapeutic_areas: Vec<String>,
+    /// When the KOL's newest interaction began (ms since the epoch), counting those filed under
+    /// profiles merged into it.
+    pub last_interaction: Option<i64>,
 }
 
 impl From<liaison_core::store::KolSummary> for KolSummary {
@@ -446,6 +454,11 @@ impl From<liaison_core::store::KolSummary> for KolSummary {
             institution: s.institution,
             specialty: s.specialty,
             merged_into: s.merged_into.map(|m| m.to_string()),
+            do_not_contact: s.do_not_contact,
+            privacy: s.privacy,
+            tier: s.tier,
+            therapeutic_areas: s.therapeutic_areas,
+            last_interaction: s.last_interaction,
         }
     }
 }

@@ -44,3 +44,64 @@ pub struct PlanRead {
     pub plan: EngagementPlan,
     pub version: String,
 }
+
+/// A record as a live query of one record sees it (`watch_record`): its kind's read, with the
+/// version to save against, or `Missing` (not on this device, or erased).
+#[derive(Debug, Clone, uniffi::Enum)]
+pub enum RecordValue {
+    Kol { read: KolRead },
+    Interaction { read: InteractionRead },
+    Insight { read: InsightRead },
+    Request { read: RequestRead },
+    Plan { read: PlanRead },
+    Missing,
+}
+
+impl RecordValue {
+    /// Reads `id` as whatever kind it is; `Missing` if it cannot be read.
+    pub(crate) fn read(store: &liaison_core::DocStore, id: &liaison_core::DocumentId) -> Self {
+        use liaison_core::model::Kind;
+        fn versioned<R: liaison_core::model::Record>(
+            store: &liaison_core::DocStore,
+            id: &liaison_core::DocumentId,
+        ) -> Option<(R, String)> {
+            store.get_versioned::<R>(id).ok().map(|(r, v)| (r, v.to_string()))
+        }
+        let value =
+            match store.kind_of(id) {
+                Ok(Some(Kind::KolProfile)) => {
+                    versioned(store, id).map(|(profile, version)| Self::Kol { read: KolRead { profile, version } })
+                }
+                Ok(Some(Kind::Interaction)) => versioned(store, id)
+                    .map(|(interaction, version)| Self::Interaction { read: InteractionRead { interaction, version } }),
+                Ok(Some(Kind::MedicalInsight)) => versioned(store, id)
+                    .map(|(insight, version)| Self::Insight { read: InsightRead { insight, version } }),
+                Ok(Some(Kind::MedicalInformationRequest)) => versioned(store, id)
+                    .map(|(request, version)| Self::Request { read: RequestRead { request, version } }),
+                Ok(Some(Kind::EngagementPlan)) => {
+                    versioned(store, id).map(|(plan, version)| Self::Plan { read: PlanRead { plan, version } })
+                }
+                Ok(None) | Err(_) => None,
+            };
+        value.unwrap_or(Self::Missing)
+    }
+
+    fn version(&self) -> Option<&str> {
+        match self {
+            Self::Kol { read } => Some(&read.version),
+            Self::Interaction { read } => Some(&read.version),
+            Self::Insight { read } => Some(&read.version),
+            Self::Request { read } => Some(&read.version),
+            Self::Plan { read } => Some(&read.version),
+            Self::Missing => None,
+        }
+    }
+}
+
+/// Two reads are the same when they are of the same version (the version names the record's
+/// whole state).
+impl PartialEq for RecordValue {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other) && self.version() == other.version()
+    }
+}

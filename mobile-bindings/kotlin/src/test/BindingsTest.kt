@@ -425,6 +425,8 @@ fun main() {
         assertTrue(all.all { it.target.startsWith("liaison") || it.target.contains("::") || it.target.isNotEmpty() }, "targets set")
     }
 
+    liveQueryTests(alice, bob, kol)
+
     runBlocking {
         alice.stopSync()
         bob.stopSync()

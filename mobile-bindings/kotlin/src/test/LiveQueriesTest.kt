@@ -1,0 +1,132 @@
+// Live queries through the Flow adapters (Flows.kt), against the real library and relay: Bob
+// watches while Alice writes on her phone and the relay carries it over.
+
+import app.liaison.core.*
+import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.LinkedBlockingQueue
+import java.util.concurrent.TimeUnit
+import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+
+/** Collects [flow] into a queue on a background scope until [stop] is called. */
+class Collected<T>(scope: CoroutineScope, flow: kotlinx.coroutines.flow.Flow<T>) {
+    val items = LinkedBlockingQueue<T>()
+    val job = scope.launch { flow.collect { items.add(it) } }
+
+    /** The next item satisfying [cond], skipping the others. */
+    fun next(what: String, timeoutMs: Long = 30_000, cond: (T) -> Boolean): T {
+        val deadline = System.currentTimeMillis() + timeoutMs
+        while (true) {
+            val left = deadline - System.currentTimeMillis()
+            if (left <= 0) throw AssertionError("timed out waiting for $what")
+            val item = items.poll(left, TimeUnit.MILLISECONDS) ?: continue
+            if (cond(item)) return item
+        }
+    }
+
+    fun stop() = job.cancel()
+}
+
+fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) {
+    val scope = CoroutineScope(Dispatchers.Default)
+
+    test("the KOL list flow emits the list first, then a colleague's new KOL as an insertion") {
+        val kols = Collected(scope, bob.kolsFlow())
+        val first = kols.next("the first emission") { true }
+        assertEq(RowChange.Reset, first.change, "the first emission is a reset")
+        assertTrue(first.rows.any { it.id == kol }, "the team's KOL is in the first emission")
+        val fresh = runBlocking { alice.createKol(KolProfile(name = "Dr. Live Query", institution = "Kobe")) }
+        val update = kols.next("Alice's new KOL") { u -> u.rows.any { it.id == fresh } }
+        val change = update.change
+        assertTrue(change is RowChange.Diff, "an item-wise change, not a reset: $change")
+        change as RowChange.Diff
+        val at = update.rows.indexOfFirst { it.id == fresh }
+        assertTrue(change.inserted.contains(at), "inserted at $at: $change")
+        kols.stop()
+    }
+
+    test("a KOL's interactions flow is sorted newest first and follows new interactions") {
+        val interactions = Collected(scope, bob.interactionsFlow(kol))
+        interactions.next("the first emission") { true }
+        val day = 86_400_000L
+        val base = 1_760_000_000_000L
+        val made = runBlocking {
+            listOf(base + 2 * day, base, base + 5 * day).map { start ->
+                alice.createInteraction(Interaction(kolId = kol, start = start, channel = InteractionChannel.PHONE))
+            }
+        }
+        val all = interactions.next("Alice's three interactions") { u -> made.all { id -> u.rows.any { it.id == id } } }
+        val starts = all.rows.map { it.start }
+        assertEq(starts.sortedDescending(), starts, "newest first")
+        assertEq(made[2], all.rows.first { it.id in made }.id, "the latest visit first")
+        interactions.stop()
+    }
+
+    test("cancelling the collector cancels the live query: no more callbacks") {
+        val calls = java.util.concurrent.atomic.AtomicInteger()
+        val seen = CopyOnWriteArrayList<QueryUpdate>()
+        val handle = bob.watchKols(null, object : QueryObserver {
+            override fun onUpdate(update: QueryUpdate) {
+                calls.incrementAndGet()
+                seen.add(update)
+            }
+        })
+        eventually("the first answer") { calls.get() >= 1 }
+        handle.cancel()
+        assertTrue(handle.isCancelled(), "the handle says it is cancelled")
+        val before = calls.get()
+        // And through the Flow adapter: the collector's cancellation reaches the handle.
+        val flowed = Collected(scope, bob.kolsFlow())
+        flowed.next("the adapter's first emission") { true }
+        flowed.stop()
+        runBlocking { flowed.job.join() }
+        val fresh = runBlocking { alice.createKol(KolProfile(name = "Dr. After Cancel", institution = "Sendai")) }
+        eventually("the new KOL reached Bob") { runBlocking { bob.listKols() }.any { it.id == fresh } }
+        Thread.sleep(300)
+        assertEq(before, calls.get(), "the cancelled handle's observer heard nothing more")
+        assertTrue(flowed.items.none { u -> u.rows.any { it.id == fresh } }, "the cancelled flow emitted nothing more")
+    }
+
+    test("an observer that throws still hears later updates") {
+        val heard = LinkedBlockingQueue<QueryUpdate>()
+        var thrown = 0
+        val handle = bob.watchKols(null, object : QueryObserver {
+            override fun onUpdate(update: QueryUpdate) {
+                if (thrown == 0) {
+                    thrown++
+                    throw IllegalStateException("a bug in the app's observer")
+                }
+                heard.add(update)
+            }
+        })
+        eventually("the first answer was thrown at") { thrown == 1 }
+        val fresh = runBlocking { alice.createKol(KolProfile(name = "Dr. Still Heard", institution = "Fukuoka")) }
+        val deadline = System.currentTimeMillis() + 30_000
+        while (true) {
+            val u = heard.poll(deadline - System.currentTimeMillis(), TimeUnit.MILLISECONDS)
+                ?: throw AssertionError("no update after the observer threw")
+            if (u.rows.any { it.id == fresh }) break
+        }
+        handle.cancel()
+    }
+
+    test("the sync status and one record are live too") {
+        runBlocking {
+            val status = withTimeout(10_000) { bob.syncStatusFlow().first() }
+            assertTrue(status.state == SyncState.UP_TO_DATE || status.state == SyncState.SYNCING, "current status first: $status")
+        }
+        val plan = runBlocking { alice.createPlan(EngagementPlan(kolId = kol, title = "Live plan")) }
+        val record = Collected(scope, bob.recordFlow(plan))
+        record.next("the plan arrives on Bob's phone") { it is RecordValue.Plan }
+        runBlocking {
+            val read = alice.getPlan(plan)
+            alice.updatePlan(plan, read.plan.copy(title = "Live plan, retitled"), read.version)
+        }
+        record.next("Alice's new title") { it is RecordValue.Plan && it.read.plan.title == "Live plan, retitled" }
+        record.stop()
+    }
+}
