@@ -15,6 +15,7 @@ mod sync;
 mod text;
 mod types;
 mod versioned;
+mod work;
 
 pub use error::{CallbackError, LiaisonError};
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};

@@ -105,18 +105,19 @@ impl client::CredentialProvider for Foreign {
 impl LiaisonStore {
     /// Starts syncing with credentials from the app's provider (enterprise sign-in):
     /// `config.token` is ignored (leave it empty). See `CredentialProvider` for when it is
-    /// called, and mobile-bindings/README.md for the contract.
-    pub fn start_sync_with_sign_in(
+    /// called, and mobile-bindings/README.md for the contract. Async as `start_sync`.
+    pub async fn start_sync_with_sign_in(
         &self,
         config: SyncConfig,
         provider: Arc<dyn CredentialProvider>,
     ) -> Result<(), LiaisonError> {
         let config = SyncConfig { token: String::new(), ..config };
-        self.start_client(config, Some(Arc::new(Foreign(provider))))
+        self.start_client(config, Some(Arc::new(Foreign(provider)))).await
     }
 
     /// Asks the credential provider again and reconnects now: after the user signed in
-    /// interactively (status `Unauthorized`), or to resume after `Revoked`.
+    /// interactively (status `Unauthorized`), or to resume after `Revoked`. It only queues the
+    /// request for the sync client: synchronous.
     pub fn retry_sign_in(&self) -> Result<(), LiaisonError> {
         let guard = lock(&self.client);
         let client = guard.as_ref().ok_or_else(|| LiaisonError::Sync("sync is not running".into()))?;
