@@ -165,3 +165,26 @@ fn a_cancelled_read_delivers_nothing_and_a_store_call_after_sign_out_fails_typed
     rt.block_on(store.sign_out()).unwrap();
     assert!(matches!(block_on(store.list_kols()), Err(liaison_ffi::LiaisonError::SignedOut)));
 }
+
+#[test]
+fn a_sign_out_cancelled_while_calls_finish_leaves_the_store_open_and_its_files_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, "alice");
+    let id = block_on(store.create_kol(KolProfile::new("Dr. A", "Osaka"))).unwrap();
+    let (started, release) = hold_next_job(&store);
+    let mut read = Box::pin(store.get_kol(id.clone()));
+    assert!(poll_once(&mut read).is_pending());
+    started.recv_timeout(DEADLINE).unwrap();
+
+    // Sign-out waits for the read in flight; the app gives up on it meanwhile.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut sign_out = Box::pin(store.sign_out());
+        assert!(futures::poll!(sign_out.as_mut()).is_pending(), "waiting for the read");
+        drop(sign_out);
+    });
+    release.send(()).unwrap();
+    assert_eq!(block_on(read).unwrap().profile.name, "Dr. A");
+    assert_eq!(block_on(store.get_kol(id)).unwrap().profile.name, "Dr. A", "the store is open and usable");
+    assert!(dir.path().join("alice").exists(), "nothing was removed");
+}
