@@ -17,6 +17,7 @@ mod text;
 mod types;
 mod versioned;
 mod watch;
+mod work;
 
 pub use error::{CallbackError, LiaisonError};
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};

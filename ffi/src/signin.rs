@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use liaison_core::DocStore;
 use liaison_core::client::{self, Credential, IssuedCredential, ProviderFailed};
 
 use crate::error::{CallbackError, LiaisonError};
@@ -105,18 +106,19 @@ impl client::CredentialProvider for Foreign {
 impl LiaisonStore {
     /// Starts syncing with credentials from the app's provider (enterprise sign-in):
     /// `config.token` is ignored (leave it empty). See `CredentialProvider` for when it is
-    /// called, and mobile-bindings/README.md for the contract.
-    pub fn start_sync_with_sign_in(
+    /// called, and mobile-bindings/README.md for the contract. Async as `start_sync`.
+    pub async fn start_sync_with_sign_in(
         &self,
         config: SyncConfig,
         provider: Arc<dyn CredentialProvider>,
     ) -> Result<(), LiaisonError> {
         let config = SyncConfig { token: String::new(), ..config };
-        self.start_client(config, Some(Arc::new(Foreign(provider))))
+        self.start_client(config, Some(Arc::new(Foreign(provider)))).await
     }
 
     /// Asks the credential provider again and reconnects now: after the user signed in
-    /// interactively (status `Unauthorized`), or to resume after `Revoked`.
+    /// interactively (status `Unauthorized`), or to resume after `Revoked`. It only queues the
+    /// request for the sync client: synchronous.
     pub fn retry_sign_in(&self) -> Result<(), LiaisonError> {
         let guard = lock(&self.client);
         let client = guard.as_ref().ok_or_else(|| LiaisonError::Sync("sync is not running".into()))?;
@@ -128,6 +130,8 @@ impl LiaisonStore {
     /// the relay has not acknowledged included, sync states, the install id), so nothing of the
     /// tenant remains on the device. Afterwards every call fails with `SignedOut`; open a new
     /// store (an empty one) to sign in again. The app forgets its own credentials itself.
+    /// Cancelled while calls in flight finish, it leaves the store open (sync stopped); once the
+    /// files' removal began, it completes.
     pub async fn sign_out(&self) -> Result<(), LiaisonError> {
         let client = lock(&self.client).take();
         if let Some(c) = client {
@@ -135,33 +139,51 @@ impl LiaisonStore {
         }
         let Some(store) = lock(&self.store).take() else { return Ok(()) };
         // Calls in flight hold the store for a moment; it closes when the last one returns.
-        let mut store = store;
+        // Cancelled while it waits, sign-out puts the store back: open, usable, nothing removed.
+        let mut waiting = PutBack { slot: &self.store, store: Some(store) };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        let only = loop {
+            let Some(store) = waiting.store.take() else { return Err(LiaisonError::Closed) };
             match Arc::try_unwrap(store) {
-                Ok(only) => {
-                    drop(only);
-                    break;
-                }
-                Err(shared) if tokio::time::Instant::now() < deadline => {
-                    store = shared;
+                Ok(only) => break only,
+                Err(shared) => {
+                    waiting.store = Some(shared);
+                    if tokio::time::Instant::now() >= deadline {
+                        // Still in use: the store stays open and usable; nothing was removed.
+                        return Err(LiaisonError::StoreInUse);
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(shared) => {
-                    // Still in use: the store stays open and usable; nothing was removed.
-                    *lock(&self.store) = Some(shared);
-                    return Err(LiaisonError::StoreInUse);
-                }
             }
-        }
+        };
+        // From here on sign-out completes even if its caller leaves: the removal runs on.
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&path))
-            .await
-            .map_err(|_| LiaisonError::Storage("removing the store's files failed".into()))?
-            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
-            .map_err(|e| LiaisonError::Storage(format!("cannot remove the store's files: {}", e.kind())))?;
+        // Closing flushes the store: on a library thread too, not the caller's.
+        tokio::task::spawn_blocking(move || {
+            drop(only);
+            std::fs::remove_dir_all(&path)
+        })
+        .await
+        .map_err(|_| LiaisonError::Storage("removing the store's files failed".into()))?
+        .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+        .map_err(|e| LiaisonError::Storage(format!("cannot remove the store's files: {}", e.kind())))?;
         tracing::info!("signed out: the store's files are removed");
         let _ = self.notes.send(Note::Status(SyncStatus::stopped()));
         Ok(())
+    }
+}
+
+/// Puts the store back into its slot when dropped still holding it (a sign-out that gave up or
+/// was cancelled while calls were in flight).
+struct PutBack<'a> {
+    slot: &'a std::sync::Mutex<Option<Arc<DocStore>>>,
+    store: Option<Arc<DocStore>>,
+}
+
+impl Drop for PutBack<'_> {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.take() {
+            *lock(self.slot) = Some(store);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `LiaisonStore`: the one object the app holds. A thin wrapper over `DocStore` and `SyncClient`:
 //! it converts ids and indexes, tells the sync client about local writes, and runs the notifier.
+//! Every call that touches the disk is async and runs on a library thread (see `work.rs`).
 
 use std::path::Path;
 use std::sync::mpsc::{Sender, channel};
@@ -19,6 +20,7 @@ use crate::sync::{
 use crate::text::SharedTextField;
 use crate::types::{HistoryEntry, KolSummary, RecordKind};
 use crate::versioned::{InsightRead, InteractionRead, KolRead, PlanRead, RequestRead};
+use crate::work::{BLOCKING_THREADS, JobStartHook, Work};
 
 /// Who uses this store: the signed-in user on this device.
 #[derive(Debug, Clone, uniffi::Record)]
@@ -42,7 +44,10 @@ pub struct LiaisonStore {
     pub(crate) path: std::path::PathBuf,
     team: String,
     pub(crate) runtime: Option<tokio::runtime::Runtime>,
-    pub(crate) client: Mutex<Option<SyncClient>>,
+    /// Runs the calls' disk work on the runtime's blocking pool, writes in call order.
+    pub(crate) work: Work,
+    /// Shared with the library threads that write: they tell the client about their writes.
+    pub(crate) client: Arc<Mutex<Option<SyncClient>>>,
     network: Mutex<NetworkState>,
     pub(crate) notes: Sender<Note>,
     observer: Observer,
@@ -80,136 +85,121 @@ fn config_err(what: &str) -> LiaisonError {
 #[uniffi::export(async_runtime = "tokio")]
 impl LiaisonStore {
     /// Opens (or creates) the store at `config.path`. Fails with `StoreInUse` if another process
-    /// has it open.
+    /// has it open. Opening reads the disk, so it runs on a library thread; a cancelled open
+    /// either never began or closes the store it opened.
     #[uniffi::constructor]
-    pub fn open(config: StoreConfig) -> Result<Arc<Self>, LiaisonError> {
+    pub async fn open(config: StoreConfig) -> Result<Arc<Self>, LiaisonError> {
         for (value, what) in [(&config.tenant, "tenant"), (&config.user, "user"), (&config.device, "device")] {
             if value.trim().is_empty() {
                 return Err(config_err(what));
             }
         }
-        let identity = Identity {
-            tenant: config.tenant,
-            user: config.user,
-            device: config.device,
-            role: config.role,
-            install: [0; 8],
-        };
-        std::fs::create_dir_all(&config.path)
-            .map_err(|e| LiaisonError::Storage(format!("cannot create the store directory: {}", e.kind())))?;
-        let path = Path::new(&config.path).to_owned();
-        let store = Arc::new(DocStore::open(&path, identity)?);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("liaison-sync")
-            .enable_all()
-            .build()
-            .map_err(|e| LiaisonError::Sync(format!("cannot start the sync runtime: {}", e.kind())))?;
-        let (notes, rx) = channel();
-        let observer: Observer = Arc::new(Mutex::new(None));
-        let thread_err = |e: std::io::Error| LiaisonError::Sync(format!("cannot start a thread: {}", e.kind()));
-        spawn_notifier(rx, observer.clone()).map_err(thread_err)?;
-        spawn_forwarder(store.subscribe(), notes.clone()).map_err(thread_err)?;
-        tracing::info!("store opened");
-        Ok(Arc::new(Self {
-            store: Mutex::new(Some(store)),
-            path,
-            team: config.team,
-            runtime: Some(runtime),
-            client: Mutex::new(None),
-            network: Mutex::new(NetworkState::Up),
-            notes,
-            observer,
-        }))
+        let (opened_tx, opened_rx) = futures::channel::oneshot::channel();
+        std::thread::Builder::new()
+            .name("liaison-open".into())
+            .spawn(move || {
+                if !opened_tx.is_canceled() {
+                    let _ = opened_tx.send(Self::open_blocking(config));
+                }
+            })
+            .map_err(|e| LiaisonError::Sync(format!("cannot start a thread: {}", e.kind())))?;
+        opened_rx.await.map_err(|_| LiaisonError::Storage("opening the store failed inside the library".into()))?
     }
 
-    /// Sets (or clears) the observer called when documents or the sync status change.
+    /// Sets (or clears) the observer called when documents or the sync status change. Touches
+    /// no disk: synchronous.
     pub fn set_observer(&self, observer: Option<Arc<dyn LiaisonObserver>>) {
         *lock(&self.observer) = observer;
     }
 
     // ---- KOL profiles ----------------------------------------------------------------------
 
-    pub fn create_kol(&self, profile: KolProfile) -> Result<String, LiaisonError> {
-        self.create(&profile)
+    pub async fn create_kol(&self, profile: KolProfile) -> Result<String, LiaisonError> {
+        self.create(profile).await
     }
 
     /// The profile and the version it was read at, for `update_kol`.
-    pub fn get_kol(&self, id: String) -> Result<KolRead, LiaisonError> {
-        let (profile, version) = self.get_versioned(&id)?;
+    pub async fn get_kol(&self, id: String) -> Result<KolRead, LiaisonError> {
+        let (profile, version) = self.get_versioned(id).await?;
         Ok(KolRead { profile, version })
     }
 
     /// Saves the form the app filled from `get_kol` at `version`: the edit is applied to the
     /// profile as it was then and merged with what colleagues did since (as `update_plan`).
     /// Text merges per character; merge links are kept as stored.
-    pub fn update_kol(&self, id: String, profile: KolProfile, version: String) -> Result<(), LiaisonError> {
-        self.update_at(&id, &version, move |cur: &mut KolProfile| {
+    pub async fn update_kol(&self, id: String, profile: KolProfile, version: String) -> Result<(), LiaisonError> {
+        self.update_at(id, version, move |cur: &mut KolProfile| {
             let mut new = profile;
             keep_text(&mut new.scientific_interests, &mut cur.scientific_interests);
             new.merged_into = cur.merged_into.take();
             new.merged_from = std::mem::take(&mut cur.merged_from);
             *cur = new;
         })
+        .await
     }
 
     /// Every KOL on the device, from the index (no document is loaded).
-    pub fn list_kols(&self) -> Result<Vec<KolSummary>, LiaisonError> {
-        Ok(self.core()?.list_kols()?.into_iter().map(Into::into).collect())
+    pub async fn list_kols(&self) -> Result<Vec<KolSummary>, LiaisonError> {
+        self.read(|store| Ok(store.list_kols()?.into_iter().map(Into::into).collect())).await
     }
 
     /// KOLs whose name, kana or institution contains `query` (case, width and kana insensitive).
-    pub fn search_kols(&self, query: String) -> Result<Vec<KolSummary>, LiaisonError> {
-        Ok(self.core()?.search_kols(&query)?.into_iter().map(Into::into).collect())
+    pub async fn search_kols(&self, query: String) -> Result<Vec<KolSummary>, LiaisonError> {
+        self.read(move |store| Ok(store.search_kols(&query)?.into_iter().map(Into::into).collect())).await
     }
 
     /// Merges duplicate KOL `loser` into `winner`: everything recorded against the loser stays
     /// reachable from the winner.
-    pub fn merge_kols(&self, winner: String, loser: String) -> Result<(), LiaisonError> {
+    pub async fn merge_kols(&self, winner: String, loser: String) -> Result<(), LiaisonError> {
         let (w, l) = (parse_id(&winner)?, parse_id(&loser)?);
-        self.core()?.merge_kols(&w, &l)?;
-        self.changed(w);
-        self.changed(l);
-        Ok(())
+        self.write(move |store, sync| {
+            store.merge_kols(&w, &l)?;
+            sync.changed(w);
+            sync.changed(l);
+            Ok(())
+        })
+        .await
     }
 
     /// Ids of the records of `kind` about a KOL.
-    pub fn records_for_kol(&self, kol_id: String, kind: RecordKind) -> Result<Vec<String>, LiaisonError> {
+    pub async fn records_for_kol(&self, kol_id: String, kind: RecordKind) -> Result<Vec<String>, LiaisonError> {
         let kol = parse_id(&kol_id)?;
-        Ok(self.core()?.records_for_kol(&kol, kind.into())?.iter().map(ToString::to_string).collect())
+        self.read(move |store| Ok(store.records_for_kol(&kol, kind.into())?.iter().map(ToString::to_string).collect()))
+            .await
     }
 
     /// Ids of every document of `kind` on the device.
-    pub fn list(&self, kind: RecordKind) -> Result<Vec<String>, LiaisonError> {
-        Ok(self.core()?.list(kind.into())?.iter().map(ToString::to_string).collect())
+    pub async fn list(&self, kind: RecordKind) -> Result<Vec<String>, LiaisonError> {
+        self.read(move |store| Ok(store.list(kind.into())?.iter().map(ToString::to_string).collect())).await
     }
 
     /// The kind of a document on the device.
-    pub fn kind_of(&self, id: String) -> Result<Option<RecordKind>, LiaisonError> {
-        Ok(self.core()?.kind_of(&parse_id(&id)?)?.map(Into::into))
+    pub async fn kind_of(&self, id: String) -> Result<Option<RecordKind>, LiaisonError> {
+        let doc = parse_id(&id)?;
+        self.read(move |store| Ok(store.kind_of(&doc)?.map(Into::into))).await
     }
 
     // ---- Interactions, insights, requests --------------------------------------------------
 
-    pub fn create_interaction(&self, interaction: Interaction) -> Result<String, LiaisonError> {
-        self.create(&interaction)
+    pub async fn create_interaction(&self, interaction: Interaction) -> Result<String, LiaisonError> {
+        self.create(interaction).await
     }
 
     /// The interaction and the version it was read at, for `update_interaction`.
-    pub fn get_interaction(&self, id: String) -> Result<InteractionRead, LiaisonError> {
-        let (interaction, version) = self.get_versioned(&id)?;
+    pub async fn get_interaction(&self, id: String) -> Result<InteractionRead, LiaisonError> {
+        let (interaction, version) = self.get_versioned(id).await?;
         Ok(InteractionRead { interaction, version })
     }
 
     /// Saves the form filled from `get_interaction` at `version`, merged with what colleagues
     /// did since; submission state and unlocks are kept as stored.
-    pub fn update_interaction(
+    pub async fn update_interaction(
         &self,
         id: String,
         interaction: Interaction,
         version: String,
     ) -> Result<(), LiaisonError> {
-        self.update_at(&id, &version, move |cur: &mut Interaction| {
+        self.update_at(id, version, move |cur: &mut Interaction| {
             let mut new = interaction;
             keep_text(&mut new.summary, &mut cur.summary);
             for topic in &mut new.topics {
@@ -220,81 +210,95 @@ impl LiaisonStore {
             keep_lock_state(&mut new, cur);
             *cur = new;
         })
+        .await
     }
 
-    pub fn create_insight(&self, insight: MedicalInsight) -> Result<String, LiaisonError> {
-        self.create(&insight)
+    pub async fn create_insight(&self, insight: MedicalInsight) -> Result<String, LiaisonError> {
+        self.create(insight).await
     }
 
     /// The insight and the version it was read at, for `update_insight`.
-    pub fn get_insight(&self, id: String) -> Result<InsightRead, LiaisonError> {
-        let (insight, version) = self.get_versioned(&id)?;
+    pub async fn get_insight(&self, id: String) -> Result<InsightRead, LiaisonError> {
+        let (insight, version) = self.get_versioned(id).await?;
         Ok(InsightRead { insight, version })
     }
 
     /// Saves the form filled from `get_insight` at `version`, merged with what colleagues did
     /// since; submission state and unlocks are kept as stored.
-    pub fn update_insight(&self, id: String, insight: MedicalInsight, version: String) -> Result<(), LiaisonError> {
-        self.update_at(&id, &version, move |cur: &mut MedicalInsight| {
+    pub async fn update_insight(
+        &self,
+        id: String,
+        insight: MedicalInsight,
+        version: String,
+    ) -> Result<(), LiaisonError> {
+        self.update_at(id, version, move |cur: &mut MedicalInsight| {
             let mut new = insight;
             keep_text(&mut new.text, &mut cur.text);
             keep_lock_state(&mut new, cur);
             *cur = new;
         })
+        .await
     }
 
-    pub fn create_request(&self, request: MedicalInformationRequest) -> Result<String, LiaisonError> {
-        self.create(&request)
+    pub async fn create_request(&self, request: MedicalInformationRequest) -> Result<String, LiaisonError> {
+        self.create(request).await
     }
 
     /// The request and the version it was read at, for `update_request`.
-    pub fn get_request(&self, id: String) -> Result<RequestRead, LiaisonError> {
-        let (request, version) = self.get_versioned(&id)?;
+    pub async fn get_request(&self, id: String) -> Result<RequestRead, LiaisonError> {
+        let (request, version) = self.get_versioned(id).await?;
         Ok(RequestRead { request, version })
     }
 
     /// Saves the form filled from `get_request` at `version`, merged with what colleagues did
     /// since; submission state and unlocks are kept as stored.
-    pub fn update_request(
+    pub async fn update_request(
         &self,
         id: String,
         request: MedicalInformationRequest,
         version: String,
     ) -> Result<(), LiaisonError> {
-        self.update_at(&id, &version, move |cur: &mut MedicalInformationRequest| {
+        self.update_at(id, version, move |cur: &mut MedicalInformationRequest| {
             let mut new = request;
             keep_text(&mut new.answer, &mut cur.answer);
             keep_lock_state(&mut new, cur);
             *cur = new;
         })
+        .await
     }
 
     /// Submits (locks) an interaction, insight or request. Later edits are refused until an
     /// admin unlocks it.
-    pub fn submit(&self, id: String) -> Result<(), LiaisonError> {
+    pub async fn submit(&self, id: String) -> Result<(), LiaisonError> {
         let doc = parse_id(&id)?;
-        self.core()?.submit_any(&doc)?;
-        self.changed(doc);
-        Ok(())
+        self.write(move |store, sync| {
+            store.submit_any(&doc)?;
+            sync.changed(doc);
+            Ok(())
+        })
+        .await
     }
 
     /// Unlocks a submitted record (admins only); the reason is kept in the record.
-    pub fn unlock(&self, id: String, reason: String) -> Result<(), LiaisonError> {
+    pub async fn unlock(&self, id: String, reason: String) -> Result<(), LiaisonError> {
         let doc = parse_id(&id)?;
-        self.core()?.unlock_any(&doc, &reason)?;
-        self.changed(doc);
-        Ok(())
+        self.write(move |store, sync| {
+            store.unlock_any(&doc, &reason)?;
+            sync.changed(doc);
+            Ok(())
+        })
+        .await
     }
 
     // ---- Engagement plans ------------------------------------------------------------------
 
-    pub fn create_plan(&self, plan: EngagementPlan) -> Result<String, LiaisonError> {
-        self.create(&plan)
+    pub async fn create_plan(&self, plan: EngagementPlan) -> Result<String, LiaisonError> {
+        self.create(plan).await
     }
 
     /// The plan and the version it was read at, for `update_plan`.
-    pub fn get_plan(&self, id: String) -> Result<PlanRead, LiaisonError> {
-        let (plan, version) = self.get_versioned(&id)?;
+    pub async fn get_plan(&self, id: String) -> Result<PlanRead, LiaisonError> {
+        let (plan, version) = self.get_versioned(id).await?;
         Ok(PlanRead { plan, version })
     }
 
@@ -307,48 +311,51 @@ impl LiaisonStore {
     /// Errors: `InvalidInput` if `version` is not text a read returned; `StaleVersion` if this
     /// device does not have that version of this record (it came from another record, or the
     /// changes it names were discarded): read the record again and re-apply the user's edit.
-    pub fn update_plan(&self, id: String, plan: EngagementPlan, version: String) -> Result<(), LiaisonError> {
-        self.update_at(&id, &version, move |cur: &mut EngagementPlan| {
+    pub async fn update_plan(&self, id: String, plan: EngagementPlan, version: String) -> Result<(), LiaisonError> {
+        self.update_at(id, version, move |cur: &mut EngagementPlan| {
             let mut new = plan;
             keep_text(&mut new.notes, &mut cur.notes);
             *cur = new;
         })
+        .await
     }
 
     /// Replaces `delete_count` UTF-16 code units of the plan's notes at `index` with `insert`:
     /// what a text view reports. Concurrent splices by colleagues merge per character. The same
     /// as `splice_text` with `SharedTextField::PlanNotes`.
-    pub fn splice_plan_notes(
+    pub async fn splice_plan_notes(
         &self,
         plan_id: String,
         index: i32,
         delete_count: i32,
         insert: String,
     ) -> Result<(), LiaisonError> {
-        self.splice_text(plan_id, SharedTextField::PlanNotes, index, delete_count, insert)
+        self.splice_text(plan_id, SharedTextField::PlanNotes, index, delete_count, insert).await
     }
 
     /// A cursor at UTF-16 `index` of the plan's notes that stays with its character as
     /// colleagues' edits arrive. Resolve it with `plan_notes_cursor_position`.
-    pub fn plan_notes_cursor(&self, plan_id: String, index: i32) -> Result<String, LiaisonError> {
-        self.text_cursor(plan_id, SharedTextField::PlanNotes, index)
+    pub async fn plan_notes_cursor(&self, plan_id: String, index: i32) -> Result<String, LiaisonError> {
+        self.text_cursor(plan_id, SharedTextField::PlanNotes, index).await
     }
 
     /// Where a cursor from `plan_notes_cursor` is now, as a UTF-16 index.
-    pub fn plan_notes_cursor_position(&self, plan_id: String, cursor: String) -> Result<i32, LiaisonError> {
-        self.text_cursor_position(plan_id, SharedTextField::PlanNotes, cursor)
+    pub async fn plan_notes_cursor_position(&self, plan_id: String, cursor: String) -> Result<i32, LiaisonError> {
+        self.text_cursor_position(plan_id, SharedTextField::PlanNotes, cursor).await
     }
 
     // ---- History ---------------------------------------------------------------------------
 
     /// Every change to a document, oldest first, with its author.
-    pub fn history(&self, id: String) -> Result<Vec<HistoryEntry>, LiaisonError> {
-        Ok(self.core()?.history(&parse_id(&id)?)?.into_iter().map(Into::into).collect())
+    pub async fn history(&self, id: String) -> Result<Vec<HistoryEntry>, LiaisonError> {
+        let doc = parse_id(&id)?;
+        self.read(move |store| Ok(store.history(&doc)?.into_iter().map(Into::into).collect())).await
     }
 
     /// The changes that touched one field (for example `notes` or `institution`).
-    pub fn field_history(&self, id: String, field: String) -> Result<Vec<HistoryEntry>, LiaisonError> {
-        Ok(self.core()?.field_history(&parse_id(&id)?, &field)?.into_iter().map(Into::into).collect())
+    pub async fn field_history(&self, id: String, field: String) -> Result<Vec<HistoryEntry>, LiaisonError> {
+        let doc = parse_id(&id)?;
+        self.read(move |store| Ok(store.field_history(&doc, &field)?.into_iter().map(Into::into).collect())).await
     }
 
     // ---- Sync ------------------------------------------------------------------------------
@@ -356,12 +363,13 @@ impl LiaisonStore {
     /// Starts syncing every document with the relay, in the background, with the static
     /// device credential in `config.token` (installations without an identity provider; with
     /// one, use `start_sync_with_sign_in`). Edits made while offline are kept and sent when a
-    /// connection succeeds.
-    pub fn start_sync(&self, config: SyncConfig) -> Result<(), LiaisonError> {
+    /// connection succeeds. Starting reads sync state from the disk, so it runs on a library
+    /// thread; a cancelled start either never began or stops the client it started.
+    pub async fn start_sync(&self, config: SyncConfig) -> Result<(), LiaisonError> {
         if config.token.is_empty() {
             return Err(LiaisonError::InvalidInput("the relay URL and the token must not be empty".into()));
         }
-        self.start_client(config, None)
+        self.start_client(config, None).await
     }
 
     /// Stops syncing and closes the connection. Local edits stay and sync on the next start.
@@ -373,7 +381,8 @@ impl LiaisonStore {
         let _ = self.notes.send(Note::Status(SyncStatus::stopped()));
     }
 
-    /// Tells the library about the network, so it does not retry while there is none.
+    /// Tells the library about the network, so it does not retry while there is none. Touches no
+    /// disk: synchronous.
     pub fn set_network(&self, state: NetworkState) {
         *lock(&self.network) = state;
         if let Some(c) = lock(&self.client).as_ref() {
@@ -381,6 +390,7 @@ impl LiaisonStore {
         }
     }
 
+    /// The sync status now, from memory: synchronous.
     pub fn sync_status(&self) -> SyncStatus {
         lock(&self.client).as_ref().map_or_else(SyncStatus::stopped, |c| SyncStatus::from(&c.status()))
     }
@@ -388,6 +398,7 @@ impl LiaisonStore {
     /// Gives up this device's changes the relay refused on a record (listed in
     /// `sync_status().refused`) and the edits built on them, so the record continues from the
     /// relay's state and later edits sync again. Call it after showing the user the refusal.
+    /// It only queues the request for the sync client: synchronous.
     pub fn discard_refused(&self, id: String) -> Result<(), LiaisonError> {
         let doc = parse_id(&id)?;
         if let Some(c) = lock(&self.client).as_ref() {
@@ -421,13 +432,15 @@ impl LiaisonStore {
             client.find(doc);
             events
         };
-        let store = self.core()?;
         let wait = async move {
             loop {
-                match store.kind_of(&doc) {
-                    Ok(kind) => return Ok(kind.map(Into::into)),
-                    Err(liaison_core::StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
+                let stored = self.read(move |store| match store.kind_of(&doc) {
+                    Ok(kind) => Ok(Some(kind.map(Into::into))),
+                    Err(liaison_core::StoreError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e.into()),
+                });
+                if let Some(kind) = stored.await? {
+                    return Ok(kind);
                 }
                 if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {
                     return Err(LiaisonError::Sync("sync stopped".into()));
@@ -439,44 +452,120 @@ impl LiaisonStore {
 }
 
 impl LiaisonStore {
+    /// `open`'s work, on a library thread.
+    fn open_blocking(config: StoreConfig) -> Result<Arc<Self>, LiaisonError> {
+        let identity = Identity {
+            tenant: config.tenant,
+            user: config.user,
+            device: config.device,
+            role: config.role,
+            install: [0; 8],
+        };
+        std::fs::create_dir_all(&config.path)
+            .map_err(|e| LiaisonError::Storage(format!("cannot create the store directory: {}", e.kind())))?;
+        let path = Path::new(&config.path).to_owned();
+        let store = Arc::new(DocStore::open(&path, identity)?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(BLOCKING_THREADS)
+            .thread_name("liaison-sync")
+            .enable_all()
+            .build()
+            .map_err(|e| LiaisonError::Sync(format!("cannot start the sync runtime: {}", e.kind())))?;
+        let work = Work::new(runtime.handle().clone());
+        let (notes, rx) = channel();
+        let observer: Observer = Arc::new(Mutex::new(None));
+        let thread_err = |e: std::io::Error| LiaisonError::Sync(format!("cannot start a thread: {}", e.kind()));
+        spawn_notifier(rx, observer.clone()).map_err(thread_err)?;
+        spawn_forwarder(store.subscribe(), notes.clone()).map_err(thread_err)?;
+        tracing::info!("store opened");
+        Ok(Arc::new(Self {
+            store: Mutex::new(Some(store)),
+            path,
+            team: config.team,
+            runtime: Some(runtime),
+            work,
+            client: Arc::new(Mutex::new(None)),
+            network: Mutex::new(NetworkState::Up),
+            notes,
+            observer,
+        }))
+    }
+
     /// The core store underneath (for Rust callers and tests; not exported to the apps);
     /// `SignedOut` after `sign_out`.
     pub fn core(&self) -> Result<Arc<DocStore>, LiaisonError> {
         lock(&self.store).clone().ok_or(LiaisonError::SignedOut)
     }
 
-    fn create<R: Record>(&self, record: &R) -> Result<String, LiaisonError> {
-        let id = self.core()?.create(&self.team, record)?;
-        if let Some(c) = lock(&self.client).as_ref() {
-            c.announce(id);
-        }
-        Ok(id.to_string())
+    /// Holds every job that begins from now on (after its cancellation check) in `hook`, on the
+    /// library thread that runs it; `None` removes the hook. For tests of cancellation, which
+    /// need a call whose work is in flight; not exported to the apps.
+    #[doc(hidden)]
+    pub fn set_job_start_hook(&self, hook: Option<JobStartHook>) {
+        self.work.set_on_start(hook);
     }
 
-    fn get_versioned<R: Record>(&self, id: &str) -> Result<(R, String), LiaisonError> {
-        let (record, version) = self.core()?.get_versioned(&parse_id(id)?)?;
-        Ok((record, version.to_string()))
+    /// Runs `job` on the store on a library thread (see `work.rs`).
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&DocStore) -> Result<T, LiaisonError> + Send + 'static,
+    ) -> Result<T, LiaisonError> {
+        let store = self.core()?;
+        self.work.read(move || job(&store)).await
+    }
+
+    /// Runs the write `job` on a library thread after the writes called before it; `job` tells
+    /// the sync client what it changed, so a write whose caller left still syncs.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&DocStore, &SyncLink) -> Result<T, LiaisonError> + Send + 'static,
+    ) -> Result<T, LiaisonError> {
+        let store = self.core()?;
+        let sync = SyncLink(self.client.clone());
+        self.work.write(move || job(&store, &sync)).await
+    }
+
+    async fn create<R: Record + Send + 'static>(&self, record: R) -> Result<String, LiaisonError> {
+        let team = self.team.clone();
+        self.write(move |store, sync| {
+            let id = store.create(&team, &record)?;
+            sync.announce(id);
+            Ok(id.to_string())
+        })
+        .await
+    }
+
+    async fn get_versioned<R: Record + Send + 'static>(&self, id: String) -> Result<(R, String), LiaisonError> {
+        let doc = parse_id(&id)?;
+        self.read(move |store| {
+            let (record, version) = store.get_versioned(&doc)?;
+            Ok((record, version.to_string()))
+        })
+        .await
     }
 
     /// Applies `edit` to the record as it was at `version` (see `DocStore::update_at`). There is
     /// deliberately no update without a base version: it would overwrite colleagues' edits.
-    fn update_at<R: Record>(&self, id: &str, version: &str, edit: impl FnOnce(&mut R)) -> Result<(), LiaisonError> {
-        let doc = parse_id(id)?;
+    async fn update_at<R: Record + Send + 'static>(
+        &self,
+        id: String,
+        version: String,
+        edit: impl FnOnce(&mut R) + Send + 'static,
+    ) -> Result<(), LiaisonError> {
+        let doc = parse_id(&id)?;
         let base: Version =
             version.parse().map_err(|_| LiaisonError::InvalidInput("the version is not one a read returned".into()))?;
-        self.core()?.update_at(&doc, &base, edit)?;
-        self.changed(doc);
-        Ok(())
-    }
-
-    pub(crate) fn changed(&self, doc: DocumentId) {
-        if let Some(c) = lock(&self.client).as_ref() {
-            c.local_change(doc);
-        }
+        self.write(move |store, sync| {
+            store.update_at(&doc, &base, edit)?;
+            sync.changed(doc);
+            Ok(())
+        })
+        .await
     }
 
     /// Starts the sync client with a static token or the app's credential provider.
-    pub(crate) fn start_client(
+    pub(crate) async fn start_client(
         &self,
         config: SyncConfig,
         credentials: Option<Arc<dyn liaison_core::client::CredentialProvider>>,
@@ -502,8 +591,8 @@ impl LiaisonStore {
             backoff_min: Duration::from_millis(backoff_min.max(10)),
             backoff_max: Duration::from_millis(backoff_max.max(backoff_min).max(10)),
         };
-        let _guard = rt.enter();
-        let client = SyncClient::start(store, options)?;
+        // On a library thread of the runtime (its context is entered there): it reads the disk.
+        let client = self.work.read(move || Ok(SyncClient::start(store, options)?)).await?;
         let network = *lock(&self.network);
         if network != NetworkState::Up {
             client.set_network(network.into());
@@ -537,6 +626,25 @@ impl LiaisonStore {
             }
         };
         tokio::time::timeout(limit, wait).await.map_err(|_| LiaisonError::Timeout(timeout_ms))?
+    }
+}
+
+/// What a write job uses to tell the sync client about its write.
+pub(crate) struct SyncLink(Arc<Mutex<Option<SyncClient>>>);
+
+impl SyncLink {
+    /// A document changed locally.
+    pub(crate) fn changed(&self, doc: DocumentId) {
+        if let Some(c) = lock(&self.0).as_ref() {
+            c.local_change(doc);
+        }
+    }
+
+    /// A document was created here.
+    fn announce(&self, doc: DocumentId) {
+        if let Some(c) = lock(&self.0).as_ref() {
+            c.announce(doc);
+        }
     }
 }
 

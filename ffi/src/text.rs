@@ -4,6 +4,7 @@
 
 use automerge::{Automerge, ObjId, ObjType, ReadDoc, Value};
 use liaison_core::model::{EngagementPlan, Interaction, KolProfile, MedicalInformationRequest, MedicalInsight};
+use liaison_core::{DocStore, DocumentId};
 
 use crate::error::LiaisonError;
 use crate::store::{LiaisonStore, parse_id, utf16_count, utf16_to_byte};
@@ -86,13 +87,13 @@ struct Splice {
     insert: String,
 }
 
-#[uniffi::export]
+#[uniffi::export(async_runtime = "tokio")]
 impl LiaisonStore {
     /// Replaces `delete_count` UTF-16 code units of a record's text field at `index` with
     /// `insert`: what a text view reports. Concurrent splices by colleagues merge per character.
     /// `WrongKind` if the record has no such field; `Locked` for a submitted record;
     /// `InvalidInput` for a negative index or count, or one past the end or inside a character.
-    pub fn splice_text(
+    pub async fn splice_text(
         &self,
         id: String,
         field: SharedTextField,
@@ -106,44 +107,32 @@ impl LiaisonStore {
             delete_count: utf16_count(delete_count, "the delete count")?,
             insert,
         };
-        let store = self.core()?;
-        let done = match field {
-            SharedTextField::PlanNotes => store.update(&doc, |r: &mut EngagementPlan| splice(&mut r.notes, at))?,
-            SharedTextField::InteractionSummary => {
-                store.update(&doc, |r: &mut Interaction| splice(&mut r.summary, at))?
-            }
-            SharedTextField::TopicDiscussion { topic_id } => store.update(&doc, |r: &mut Interaction| {
-                let topic = r.topics.iter_mut().find(|t| t.id == topic_id);
-                let topic = topic.ok_or_else(|| LiaisonError::NotFound("no topic with that id".into()))?;
-                splice(&mut topic.discussion, at)
-            })?,
-            SharedTextField::InsightText => store.update(&doc, |r: &mut MedicalInsight| splice(&mut r.text, at))?,
-            SharedTextField::RequestAnswer => {
-                store.update(&doc, |r: &mut MedicalInformationRequest| splice(&mut r.answer, at))?
-            }
-            SharedTextField::KolScientificInterests => {
-                store.update(&doc, |r: &mut KolProfile| splice(&mut r.scientific_interests, at))?
-            }
-        };
-        done?;
-        self.changed(doc);
-        Ok(())
+        self.write(move |store, sync| {
+            splice_field(store, &doc, field, at)?;
+            sync.changed(doc);
+            Ok(())
+        })
+        .await
     }
 
     /// A cursor at UTF-16 `index` of a record's text field that stays with its character as
     /// colleagues' edits arrive. Resolve it with `text_cursor_position`.
-    pub fn text_cursor(&self, id: String, field: SharedTextField, index: i32) -> Result<String, LiaisonError> {
+    pub async fn text_cursor(&self, id: String, field: SharedTextField, index: i32) -> Result<String, LiaisonError> {
         let index = utf16_count(index, "the index")?;
-        let doc = self.core()?.load(&parse_id(&id)?)?;
-        let obj = field.object(&doc)?;
-        let text = doc.text(&obj)?;
-        let byte = utf16_to_byte(&text, index)?;
-        let position = if byte == text.len() { automerge::CursorPosition::End } else { byte.into() };
-        Ok(doc.get_cursor(&obj, position, None)?.to_string())
+        let doc = parse_id(&id)?;
+        self.read(move |store| {
+            let doc = store.load(&doc)?;
+            let obj = field.object(&doc)?;
+            let text = doc.text(&obj)?;
+            let byte = utf16_to_byte(&text, index)?;
+            let position = if byte == text.len() { automerge::CursorPosition::End } else { byte.into() };
+            Ok(doc.get_cursor(&obj, position, None)?.to_string())
+        })
+        .await
     }
 
     /// Where a cursor from `text_cursor` is now, as a UTF-16 index.
-    pub fn text_cursor_position(
+    pub async fn text_cursor_position(
         &self,
         id: String,
         field: SharedTextField,
@@ -151,11 +140,37 @@ impl LiaisonStore {
     ) -> Result<i32, LiaisonError> {
         let cursor = automerge::Cursor::try_from(cursor.as_str())
             .map_err(|_| LiaisonError::InvalidInput("the cursor is malformed".into()))?;
-        let doc = self.core()?.load(&parse_id(&id)?)?;
-        let obj = field.object(&doc)?;
-        let text = doc.text(&obj)?;
-        let byte = doc.get_cursor_position(&obj, &cursor, None)?.min(text.len());
-        let prefix = text.get(..byte).unwrap_or(&text);
-        i32::try_from(prefix.encode_utf16().count()).map_err(|_| LiaisonError::InvalidInput("text too long".into()))
+        let doc = parse_id(&id)?;
+        self.read(move |store| {
+            let doc = store.load(&doc)?;
+            let obj = field.object(&doc)?;
+            let text = doc.text(&obj)?;
+            let byte = doc.get_cursor_position(&obj, &cursor, None)?.min(text.len());
+            let prefix = text.get(..byte).unwrap_or(&text);
+            i32::try_from(prefix.encode_utf16().count()).map_err(|_| LiaisonError::InvalidInput("text too long".into()))
+        })
+        .await
     }
+}
+
+/// Applies one splice to a record's text field, in one write.
+fn splice_field(store: &DocStore, doc: &DocumentId, field: SharedTextField, at: Splice) -> Result<(), LiaisonError> {
+    let done = match field {
+        SharedTextField::PlanNotes => store.update(doc, |r: &mut EngagementPlan| splice(&mut r.notes, at))?,
+        SharedTextField::InteractionSummary => store.update(doc, |r: &mut Interaction| splice(&mut r.summary, at))?,
+        SharedTextField::TopicDiscussion { topic_id } => store.update(doc, |r: &mut Interaction| {
+            let topic = r.topics.iter_mut().find(|t| t.id == topic_id);
+            let topic = topic.ok_or_else(|| LiaisonError::NotFound("no topic with that id".into()))?;
+            splice(&mut topic.discussion, at)
+        })?,
+        SharedTextField::InsightText => store.update(doc, |r: &mut MedicalInsight| splice(&mut r.text, at))?,
+        SharedTextField::RequestAnswer => {
+            store.update(doc, |r: &mut MedicalInformationRequest| splice(&mut r.answer, at))?
+        }
+        SharedTextField::KolScientificInterests => {
+            store.update(doc, |r: &mut KolProfile| splice(&mut r.scientific_interests, at))?
+        }
+    };
+    done?;
+    Ok(())
 }

@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use futures::executor::block_on;
 use liaison_core::model::KolProfile;
 use liaison_ffi::{
     CallbackError, DocumentChange, LiaisonObserver, LiaisonStore, LogLevel, LogRecord, LogSink, StoreConfig, SyncStatus,
@@ -67,14 +68,14 @@ impl LiaisonObserver for SlowObserver {
         };
         for c in &changes {
             if !c.deleted {
-                store.get_kol(c.id.clone()).unwrap();
+                block_on(store.get_kol(c.id.clone())).unwrap();
             }
         }
-        store.list_kols().unwrap();
+        block_on(store.list_kols()).unwrap();
         store.set_observer(Some(me));
         let mut wrote = self.wrote.lock().unwrap();
         if wrote.is_none() {
-            let id = store.create_kol(KolProfile::new("From the observer", "X")).unwrap();
+            let id = block_on(store.create_kol(KolProfile::new("From the observer", "X"))).unwrap();
             *wrote = Some(id);
         }
         let _ = self.seen.send((on_thread("liaison-notify"), changes));
@@ -95,14 +96,14 @@ impl LiaisonObserver for SlowObserver {
 #[test]
 fn a_blocked_observer_stalls_no_write_and_may_call_back_into_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LiaisonStore::open(StoreConfig {
+    let store = block_on(LiaisonStore::open(StoreConfig {
         path: dir.path().join("store").display().to_string(),
         tenant: "pharma-a".into(),
         user: "sato".into(),
         device: "sato-phone".into(),
         role: liaison_core::Role::Msl,
         team: "onc-east".into(),
-    })
+    }))
     .unwrap();
     let (entered_tx, entered) = channel();
     let (open_gate, gate) = gate();
@@ -119,7 +120,7 @@ fn a_blocked_observer_stalls_no_write_and_may_call_back_into_the_store() {
     observer.me.set(Arc::downgrade(&observer)).unwrap();
     store.set_observer(Some(observer.clone()));
 
-    let first = store.create_kol(KolProfile::new("Dr. A", "Osaka")).unwrap();
+    let first = block_on(store.create_kol(KolProfile::new("Dr. A", "Osaka"))).unwrap();
     entered.recv_timeout(DEADLINE).expect("the observer was called");
 
     // The observer is stuck inside its first call. Writes go on regardless, each flushed.
@@ -127,10 +128,10 @@ fn a_blocked_observer_stalls_no_write_and_may_call_back_into_the_store() {
     let (ids_tx, ids) = channel();
     finishes_promptly("50 writes", move || {
         for i in 0..25 {
-            let id = writer.create_kol(KolProfile::new(format!("Dr. {i}"), "Kobe")).unwrap();
-            let mut read = writer.get_kol(id.clone()).unwrap();
+            let id = block_on(writer.create_kol(KolProfile::new(format!("Dr. {i}"), "Kobe"))).unwrap();
+            let mut read = block_on(writer.get_kol(id.clone())).unwrap();
             read.profile.specialty = Some("Oncology".into());
-            writer.update_kol(id.clone(), read.profile, read.version).unwrap();
+            block_on(writer.update_kol(id.clone(), read.profile, read.version)).unwrap();
             ids_tx.send(id).unwrap();
         }
     });
@@ -247,20 +248,20 @@ impl LiaisonObserver for Failing {
 #[test]
 fn an_observer_that_throws_or_panics_still_hears_every_later_change() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LiaisonStore::open(StoreConfig {
+    let store = block_on(LiaisonStore::open(StoreConfig {
         path: dir.path().join("store").display().to_string(),
         tenant: "pharma-a".into(),
         user: "sato".into(),
         device: "sato-phone".into(),
         role: liaison_core::Role::Msl,
         team: "onc-east".into(),
-    })
+    }))
     .unwrap();
     let (seen_tx, seen) = channel();
     store.set_observer(Some(Arc::new(Failing { calls: Mutex::new(0), seen: seen_tx })));
     let mut created = Vec::new();
     for i in 0..6 {
-        let id = store.create_kol(KolProfile::new(format!("Dr. {i}"), "Osaka")).unwrap();
+        let id = block_on(store.create_kol(KolProfile::new(format!("Dr. {i}"), "Osaka"))).unwrap();
         created.push(id.clone());
         // One at a time, so each change is its own call: fail, panic, succeed, fail, ...
         let start = Instant::now();

@@ -2,9 +2,13 @@
 
 Started by tests/tests/bindings.rs with the generated `liaison` module and the library in a
 directory on PYTHONPATH, the relay's address and two MSLs' credentials in the environment.
+
+Every store call that touches the disk is a coroutine (uniffi async): the tests await them on
+an asyncio event loop, one per test (`IsolatedAsyncioTestCase`).
 """
 
 import asyncio
+import inspect
 import os
 import queue
 import sys
@@ -52,8 +56,8 @@ class Recorder(L.LiaisonObserver):
                 return c
 
 
-def open_store(user, device):
-    return L.LiaisonStore.open(L.StoreConfig(
+async def open_store(user, device):
+    return await L.LiaisonStore.open(L.StoreConfig(
         path=os.path.join(WORK, "py-" + device), tenant=TENANT, user=user, device=device, role=L.UserRole.MSL, team=TEAM))
 
 
@@ -61,6 +65,16 @@ def new_kol(name, institution):
     # Python has no hand-written constructors (Kotlin and Swift do): a new profile names its
     # privacy state, the one field without a default.
     return L.KolProfile(name=name, institution=institution, privacy=L.PrivacyState.ACTIVE)
+
+
+# Interests of 50,000 characters: a write of such a KOL takes a while (built, saved, fsynced).
+BIG_INTERESTS = "Immuno-oncology, biomarkers; " * 1_700
+
+
+def big_kol(name):
+    kol = new_kol(name, "Clinic")
+    kol.scientific_interests = BIG_INTERESTS
+    return kol
 
 
 def sync_config(token):
@@ -82,31 +96,39 @@ class ScriptedProvider(L.CredentialProvider):
         pass
 
 
-def revoke_dan():
+async def revoke_dan():
     """Has the test harness revoke dan's credential through the relay's admin API, and waits."""
     open(os.path.join(WORK, "revoke-dan"), "w").close()
-    eventually("the harness revoked dan's credential", lambda: os.path.exists(os.path.join(WORK, "revoked-dan")))
+    await eventually("the harness revoked dan's credential", lambda: os.path.exists(os.path.join(WORK, "revoked-dan")))
 
 
-def eventually(what, cond, timeout=30.0):
+async def eventually(what, cond, timeout=30.0):
+    """Waits until `cond()` (a plain or an async function) is true, without blocking the loop."""
     deadline = time.monotonic() + timeout
-    while not cond():
+    while True:
+        ok = cond()
+        if inspect.isawaitable(ok):
+            ok = await ok
+        if ok:
+            return
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting until " + what)
-        time.sleep(0.02)
+        await asyncio.sleep(0.02)
 
 
-class Bindings(unittest.TestCase):
+class Bindings(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
         # Alice and Bob sync through the relay for the whole class.
-        cls.alice, cls.bob = open_store("alice", "alice-phone"), open_store("bob", "bob-phone")
-        cls.rec_a, cls.rec_b = Recorder(), Recorder()
-        cls.alice.set_observer(cls.rec_a)
-        cls.bob.set_observer(cls.rec_b)
-        cls.kol = cls.alice.create_kol(new_kol("Dr. Aiko Tanaka", "Osaka University Hospital"))
-        cls.alice.start_sync(sync_config(ENV["LIAISON_TOKEN_ALICE"]))
-        cls.bob.start_sync(sync_config(ENV["LIAISON_TOKEN_BOB"]))
+        async def start():
+            cls.alice, cls.bob = await open_store("alice", "alice-phone"), await open_store("bob", "bob-phone")
+            cls.rec_a, cls.rec_b = Recorder(), Recorder()
+            cls.alice.set_observer(cls.rec_a)
+            cls.bob.set_observer(cls.rec_b)
+            cls.kol = await cls.alice.create_kol(new_kol("Dr. Aiko Tanaka", "Osaka University Hospital"))
+            await cls.alice.start_sync(sync_config(ENV["LIAISON_TOKEN_ALICE"]))
+            await cls.bob.start_sync(sync_config(ENV["LIAISON_TOKEN_BOB"]))
+        asyncio.run(start())
 
     @classmethod
     def tearDownClass(cls):
@@ -120,180 +142,235 @@ class Bindings(unittest.TestCase):
         cls.bob.set_observer(None)
         del cls.alice, cls.bob
 
-    def share_plan(self, title, notes):
+    async def share_plan(self, title, notes):
         """Alice creates a plan; returns its id once Bob has it."""
         alice, bob = self.alice, self.bob
-        plan = alice.create_plan(L.EngagementPlan(kol_id=self.kol, title=title, notes=notes))
-
-        async def first_sync():
-            await alice.wait_until_synced(30_000)
-            self.assertEqual(await bob.fetch(plan, 30_000), L.RecordKind.ENGAGEMENT_PLAN)
-        asyncio.run(first_sync())
+        plan = await alice.create_plan(L.EngagementPlan(kol_id=self.kol, title=title, notes=notes))
+        await alice.wait_until_synced(30_000)
+        self.assertEqual(await bob.fetch(plan, 30_000), L.RecordKind.ENGAGEMENT_PLAN)
         return plan
 
-    def test_offline_edits_merge_through_the_relay(self):
+    async def test_offline_edits_merge_through_the_relay(self):
         alice, bob, rec_a, rec_b, kol = self.alice, self.bob, self.rec_a, self.rec_b, self.kol
-        plan = self.share_plan("FY27 engagement", "Agenda: ")
+        plan = await self.share_plan("FY27 engagement", "Agenda: ")
 
         alice.set_network(L.NetworkState.DOWN)
         bob.set_network(L.NetworkState.DOWN)
-        alice.splice_plan_notes(plan, 0, 0, "患者 first. ")
-        bob.splice_plan_notes(plan, 8, 0, "discuss 😀 trial data")
+        await alice.splice_plan_notes(plan, 0, 0, "患者 first. ")
+        await bob.splice_plan_notes(plan, 8, 0, "discuss 😀 trial data")
         alice.set_network(L.NetworkState.UP)
         bob.set_network(L.NetworkState.UP)
 
-        async def resync():
-            await alice.wait_until_synced(30_000)
-            await bob.wait_until_synced(30_000)
-        asyncio.run(resync())
+        await alice.wait_until_synced(30_000)
+        await bob.wait_until_synced(30_000)
         rec_a.await_remote(plan)
         rec_b.await_remote(plan)
         expected = "患者 first. Agenda: discuss 😀 trial data"
-        eventually("both hold both edits",
-                   lambda: alice.get_plan(plan).plan.notes == expected and bob.get_plan(plan).plan.notes == expected)
+        async def both_hold_both():
+            return (await alice.get_plan(plan)).plan.notes == expected and (await bob.get_plan(plan)).plan.notes == expected
+        await eventually("both hold both edits", both_hold_both)
         self.assertEqual(len(rec_a.threads), 1, "observer calls come from one library thread")
-        self.assertEqual({h.user for h in alice.history(plan)}, {"alice", "bob"})
+        self.assertEqual({h.user for h in await alice.history(plan)}, {"alice", "bob"})
 
         with self.assertRaises(L.LiaisonError.InvalidInput):
-            alice.get_kol("not-an-id")
+            await alice.get_kol("not-an-id")
         with self.assertRaises(L.LiaisonError.WrongKind):
-            alice.get_plan(kol)
+            await alice.get_plan(kol)
 
-    def test_a_new_phone_gets_the_team_records_and_a_colleagues_new_record_arrives(self):
+    async def test_a_new_phone_gets_the_team_records_and_a_colleagues_new_record_arrives(self):
         alice = self.alice
-        asyncio.run(alice.wait_until_synced(30_000))
-        carol = open_store("carol", "carol-new-phone")
+        await alice.wait_until_synced(30_000)
+        carol = await open_store("carol", "carol-new-phone")
         rec = Recorder()
         carol.set_observer(rec)
-        carol.start_sync(sync_config(ENV["LIAISON_TOKEN_CAROL"]))
+        await carol.start_sync(sync_config(ENV["LIAISON_TOKEN_CAROL"]))
         try:
-            first = asyncio.run(carol.wait_for_first_sync(30_000))
+            first = await carol.wait_for_first_sync(30_000)
             self.assertTrue(first.first_sync_complete)
             self.assertEqual(first.documents_received, first.documents_known)
-            self.assertIn(self.kol, [k.id for k in carol.list_kols()], "the team's KOL is on the new phone")
+            self.assertIn(self.kol, [k.id for k in await carol.list_kols()], "the team's KOL is on the new phone")
             self.assertEqual(carol.sync_status().pending_documents, 0, "received records are not pending")
 
-            fresh = alice.create_kol(new_kol("Dr. Ren Mori", "Nagoya"))
-            eventually("Alice's new KOL reaches the new phone", lambda: fresh in [k.id for k in carol.list_kols()])
+            fresh = await alice.create_kol(new_kol("Dr. Ren Mori", "Nagoya"))
+            async def arrived():
+                return fresh in [k.id for k in await carol.list_kols()]
+            await eventually("Alice's new KOL reaches the new phone", arrived)
             def created():
                 while not rec.changes.empty():
                     c = rec.changes.get()
                     if c.id == fresh and c.reason == L.ChangeReason.CREATED and c.remote:
                         return True
                 return False
-            eventually("the observer says it was created", created)
+            await eventually("the observer says it was created", created)
         finally:
-            asyncio.run(carol.stop_sync())
+            await carol.stop_sync()
             carol.set_observer(None)
             del carol
 
-    def test_a_form_saved_from_a_stale_read_keeps_the_colleagues_edits(self):
+    async def test_a_form_saved_from_a_stale_read_keeps_the_colleagues_edits(self):
         alice, bob = self.alice, self.bob
-        plan = self.share_plan("FY28 engagement", "Agenda")
+        plan = await self.share_plan("FY28 engagement", "Agenda")
         # Alice opens the plan's form.
-        form = alice.get_plan(plan)
+        form = await alice.get_plan(plan)
 
         # Bob retitles, adds an activity and types into the notes; it reaches Alice.
-        bobs = bob.get_plan(plan)
+        bobs = await bob.get_plan(plan)
         bobs.plan.title = "FY28, Bob's title"
         visit = L.PlanActivity(id="bob-visit", description="Visit in March", owner="bob", status=L.TaskStatus.OPEN)
         bobs.plan.activities.append(visit)
-        bob.update_plan(plan, bobs.plan, bobs.version)
-        bob.splice_plan_notes(plan, 6, 0, " for Bob")
-        asyncio.run(bob.wait_until_synced(30_000))
-        eventually("Bob's edits reach Alice", lambda: alice.get_plan(plan).plan.notes == "Agenda for Bob")
+        await bob.update_plan(plan, bobs.plan, bobs.version)
+        await bob.splice_plan_notes(plan, 6, 0, " for Bob")
+        await bob.wait_until_synced(30_000)
+        async def reached_alice():
+            return (await alice.get_plan(plan)).plan.notes == "Agenda for Bob"
+        await eventually("Bob's edits reach Alice", reached_alice)
 
         # Alice saves her stale form with one objective added.
         objective = L.PlanItem(id="alice-1", text="Alice's objective")
         form.plan.objectives.append(objective)
-        alice.update_plan(plan, form.plan, form.version)
-        saved = alice.get_plan(plan).plan
+        await alice.update_plan(plan, form.plan, form.version)
+        saved = (await alice.get_plan(plan)).plan
         self.assertEqual(saved.title, "FY28, Bob's title", "Bob's title survives")
         self.assertEqual(saved.activities, [visit], "Bob's activity survives")
         self.assertEqual(saved.notes, "Agenda for Bob", "Bob's text survives")
         self.assertEqual(saved.objectives, [objective], "Alice's objective is there")
-        asyncio.run(alice.wait_until_synced(30_000))
-        eventually("Bob sees the same plan", lambda: bob.get_plan(plan).plan == saved)
+        await alice.wait_until_synced(30_000)
+        async def bob_has_it():
+            return (await bob.get_plan(plan)).plan == saved
+        await eventually("Bob sees the same plan", bob_has_it)
 
         # A version read from another record is stale: the app reads again.
-        other = alice.get_kol(self.kol)
+        other = await alice.get_kol(self.kol)
         with self.assertRaises(L.LiaisonError.StaleVersion):
-            alice.update_plan(plan, saved, other.version)
+            await alice.update_plan(plan, saved, other.version)
 
-    def test_splice_indexes_count_utf16_units_after_non_bmp_characters(self):
+    async def test_splice_indexes_count_utf16_units_after_non_bmp_characters(self):
         # Kotlin and Swift index text in UTF-16 units: an emoji outside the BMP is two of them.
-        store = open_store("carol", "carol-phone")
-        kol = store.create_kol(new_kol("Dr. Ren", "Kobe"))
-        plan = store.create_plan(L.EngagementPlan(kol_id=kol, title="emoji", notes="😀😀 ab"))
+        store = await open_store("carol", "carol-phone")
+        kol = await store.create_kol(new_kol("Dr. Ren", "Kobe"))
+        plan = await store.create_plan(L.EngagementPlan(kol_id=kol, title="emoji", notes="😀😀 ab"))
 
         def utf16(s):
             return len(s.encode("utf-16-le")) // 2
 
         self.assertEqual(utf16("😀😀 "), 5)
-        store.splice_plan_notes(plan, utf16("😀😀 "), 0, "X")
-        self.assertEqual(store.get_plan(plan).plan.notes, "😀😀 Xab")
+        await store.splice_plan_notes(plan, utf16("😀😀 "), 0, "X")
+        self.assertEqual((await store.get_plan(plan)).plan.notes, "😀😀 Xab")
         # Deleting one emoji deletes two units.
-        store.splice_plan_notes(plan, utf16("😀"), 2, "")
-        self.assertEqual(store.get_plan(plan).plan.notes, "😀 Xab")
+        await store.splice_plan_notes(plan, utf16("😀"), 2, "")
+        self.assertEqual((await store.get_plan(plan)).plan.notes, "😀 Xab")
         # An index inside a surrogate pair is refused, and nothing changes.
         with self.assertRaises(L.LiaisonError.InvalidInput):
-            store.splice_plan_notes(plan, 1, 0, "!")
+            await store.splice_plan_notes(plan, 1, 0, "!")
         with self.assertRaises(L.LiaisonError.InvalidInput):
-            store.splice_plan_notes(plan, 0, 1, "")
+            await store.splice_plan_notes(plan, 0, 1, "")
         # Indexes are signed (Kotlin's and Swift's Int): a negative one is refused too.
         with self.assertRaises(L.LiaisonError.InvalidInput):
-            store.splice_plan_notes(plan, -1, 0, "!")
-        self.assertEqual(store.get_plan(plan).plan.notes, "😀 Xab")
+            await store.splice_plan_notes(plan, -1, 0, "!")
+        self.assertEqual((await store.get_plan(plan)).plan.notes, "😀 Xab")
 
 
-    def test_sign_in_asks_the_provider_again_on_revocation_and_wipes_when_nothing_comes(self):
-        dan = open_store("dan", "dan-phone")
+    async def test_a_call_leaves_the_event_loop_free_while_writes_are_on_disk(self):
+        store = await open_store("alice", "ida-phone")
+        in_flight, ticks = False, 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                if in_flight:
+                    ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        in_flight = True
+        for i in range(5):
+            await store.create_kol(big_kol(f"Dr. Busy {i}"))
+        in_flight = False
+        task.cancel()
+        # A blocking call would hold the loop until it returned: the ticker could not tick.
+        self.assertGreaterEqual(ticks, 5, "the loop ran other work while the writes were in flight")
+        self.assertEqual(len([k for k in await store.list_kols() if k.name.startswith("Dr. Busy")]), 5)
+
+    async def test_a_cancelled_call_returns_at_once_and_its_record_is_whole_or_absent(self):
+        store = await open_store("alice", "jun-phone")
+        started = time.monotonic()
+        await store.create_kol(big_kol("Dr. Timed"))
+        write_s = time.monotonic() - started
+        in_flight = 0
+        for attempt in range(6):
+            task = asyncio.create_task(store.create_kol(big_kol(f"Dr. Cancelled {attempt}")))
+            await asyncio.sleep(0)  # the call starts: its write is queued
+            if attempt:
+                await asyncio.sleep(attempt * write_s / 8)
+            if task.done():
+                continue  # the write finished before the cancel
+            cancelled = time.monotonic()
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            self.assertLess(time.monotonic() - cancelled, 0.05, "cancelling returned at once")
+            in_flight += 1
+        self.assertGreaterEqual(in_flight, 1, "the call cancelled right after it started was in flight")
+        # Writes apply in call order: once this one is back, the cancelled ones ran or never will.
+        await store.create_kol(new_kol("Dr. After", "Clinic"))
+        kols = await store.list_kols()
+        for attempt in range(6):
+            found = [k for k in kols if k.name == f"Dr. Cancelled {attempt}"]
+            self.assertLessEqual(len(found), 1)
+            if found:
+                self.assertEqual((await store.get_kol(found[0].id)).profile.scientific_interests, BIG_INTERESTS,
+                                 "a write that began is stored whole")
+        self.assertIn("Dr. After", [k.name for k in kols], "the store takes writes after the cancellations")
+
+    async def test_sign_in_asks_the_provider_again_on_revocation_and_wipes_when_nothing_comes(self):
+        dan = await open_store("dan", "dan-phone")
         rec = Recorder()
         dan.set_observer(rec)
-        dan.create_kol(new_kol("Dr. Revoked", "Clinic"))
+        await dan.create_kol(new_kol("Dr. Revoked", "Clinic"))
         provider = ScriptedProvider(L.CredentialAnswer.DEVICE_CREDENTIAL(token=ENV["LIAISON_TOKEN_DAN"]),
                                     L.CredentialAnswer.NO_CREDENTIAL())
-        dan.start_sync_with_sign_in(sync_config(""), provider)
-        asyncio.run(dan.wait_until_synced(30_000))
+        await dan.start_sync_with_sign_in(sync_config(""), provider)
+        await dan.wait_until_synced(30_000)
         self.assertEqual(provider.reasons, [L.CredentialReason.INITIAL], "asked once, on first connect")
-        revoke_dan()
-        eventually("the status reads revoked", lambda: isinstance(dan.sync_status().problem, L.SyncProblem.REVOKED))
+        await revoke_dan()
+        await eventually("the status reads revoked", lambda: isinstance(dan.sync_status().problem, L.SyncProblem.REVOKED))
         problem = dan.sync_status().problem
         self.assertEqual(provider.reasons, [L.CredentialReason.INITIAL, L.CredentialReason.REVOKED])
         self.assertEqual(problem.close_code, 4001)
         self.assertTrue(problem.wiped)
-        eventually("the observer hears of the wipe", lambda: rec.wiped == L.WipeReason.REVOKED)
-        self.assertEqual(dan.list_kols(), [], "no record of the tenant remains")
+        await eventually("the observer hears of the wipe", lambda: rec.wiped == L.WipeReason.REVOKED)
+        self.assertEqual(await dan.list_kols(), [], "no record of the tenant remains")
         self.assertNotIn(threading.get_native_id(), provider.threads, "the provider ran on a library thread")
-        time.sleep(1.5)
+        await asyncio.sleep(1.5)
         self.assertEqual(len(provider.reasons), 2, "no retry storm: the provider is not asked again")
-        asyncio.run(dan.stop_sync())
+        await dan.stop_sync()
         dan.set_observer(None)
 
-    def test_a_wrong_credential_reads_unauthorized_with_its_status(self):
-        store = open_store("alice", "frank-phone")
-        store.start_sync(sync_config("lsn_not_a_real_token"))
-        eventually("the typed state reads unauthorized",
+    async def test_a_wrong_credential_reads_unauthorized_with_its_status(self):
+        store = await open_store("alice", "frank-phone")
+        await store.start_sync(sync_config("lsn_not_a_real_token"))
+        await eventually("the typed state reads unauthorized",
                    lambda: isinstance(store.sync_status().problem, L.SyncProblem.UNAUTHORIZED))
         problem = store.sync_status().problem
         self.assertEqual(problem.http_status, 401)
         self.assertIsInstance(problem.reason, L.AuthProblem.UNKNOWN)
-        asyncio.run(store.stop_sync())
+        await store.stop_sync()
 
-    def test_sign_out_removes_the_files_and_a_reopened_store_is_empty(self):
-        store = open_store("alice", "gina-phone")
-        store.create_kol(new_kol("Dr. Signed Out", "Clinic"))
+    async def test_sign_out_removes_the_files_and_a_reopened_store_is_empty(self):
+        store = await open_store("alice", "gina-phone")
+        await store.create_kol(new_kol("Dr. Signed Out", "Clinic"))
         path = os.path.join(WORK, "py-gina-phone")
         self.assertTrue(os.path.isdir(path))
-        asyncio.run(store.sign_out())
+        await store.sign_out()
         self.assertFalse(os.path.exists(path), "the store's directory is gone")
         with self.assertRaises(L.LiaisonError.SignedOut):
-            store.list_kols()
-        again = open_store("alice", "gina-phone")
-        self.assertEqual(again.list_kols(), [], "a store reopened at the same path is empty")
+            await store.list_kols()
+        again = await open_store("alice", "gina-phone")
+        self.assertEqual(await again.list_kols(), [], "a store reopened at the same path is empty")
 
-    def test_an_observer_that_raises_still_hears_every_later_change(self):
-        store = open_store("alice", "hana-phone")
+    async def test_an_observer_that_raises_still_hears_every_later_change(self):
+        store = await open_store("alice", "hana-phone")
         seen, calls = queue.Queue(), []
 
         class Raising(L.LiaisonObserver):
@@ -313,14 +390,14 @@ class Bindings(unittest.TestCase):
         store.set_observer(Raising())
         arrived = set()
         for i in range(4):
-            kol = store.create_kol(new_kol(f"Dr. Raising {i}", "Clinic"))
+            kol = await store.create_kol(new_kol(f"Dr. Raising {i}", "Clinic"))
 
             def came(kol=kol):
                 while not seen.empty():
                     arrived.add(seen.get())
                 return kol in arrived
 
-            eventually(f"change {i} reaches the observer after it raised", came)
+            await eventually(f"change {i} reaches the observer after it raised", came)
         self.assertGreaterEqual(len(calls), 4)
         store.set_observer(None)
 

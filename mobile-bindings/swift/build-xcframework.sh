@@ -24,6 +24,8 @@ gen="$root/mobile-bindings/generated/swift"
 rm -rf "$gen"
 target/debug/uniffi-bindgen generate --library target/debug/libliaison_ffi.dylib \
     --language swift --no-format --out-dir "$gen"
+# uniffi 0.32's Swift does not hand a cancelled Task to Rust; this makes it (xtask/src/swift_cancel.rs).
+cargo xtask swift-cancellable "$gen/LiaisonCore.swift"
 
 build="$here/build"
 rm -rf "$build"

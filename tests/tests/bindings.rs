@@ -231,3 +231,41 @@ fn hand_written_swift_initialisers_match_the_generated_ones() {
         ["Interaction", "MedicalInsight", "MedicalInformationRequest", "KolProfile", "FollowUp", "PlanActivity"]
     );
 }
+
+/// Every store call that touches the disk is `async` for Swift too (the Swift is not compiled
+/// here, so the generated text is read), and the generated Swift is patched to cancel the Rust
+/// future when the awaiting Task is cancelled: each async call names the cancel function that
+/// goes with its free function, and the C header declares it.
+#[test]
+fn swift_store_calls_are_async_and_cancel_the_rust_future() {
+    prepare();
+    let dir = root().join("mobile-bindings/generated/swift");
+    let swift = std::fs::read_to_string(dir.join("LiaisonCore.swift")).unwrap();
+    let header = std::fs::read_to_string(dir.join("LiaisonCoreFFI.h")).unwrap();
+    let protocol = swift.split("public protocol LiaisonStoreProtocol").nth(1).unwrap().split("\n}").next().unwrap();
+    let mut sync: Vec<&str> = protocol
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("func ") && !l.contains(" async"))
+        .map(|l| l.trim_start_matches("func ").split('(').next().unwrap())
+        .collect();
+    sync.sort_unstable();
+    assert_eq!(
+        sync,
+        ["discardRefused", "retrySignIn", "setNetwork", "setObserver", "syncStatus"],
+        "only calls that touch no disk stay synchronous"
+    );
+    assert!(swift.contains("static func `open`(config: StoreConfig)async throws"), "opening is async too");
+    assert!(swift.contains("withTaskCancellationHandler"), "the Swift is patched (xtask/src/swift_cancel.rs)");
+    let mut calls = 0;
+    for call in swift.split("await uniffiRustCallAsync(").skip(1) {
+        let field = |name: &str| {
+            call.split(&format!("{name}: ")).nth(1).and_then(|rest| rest.split(',').next()).unwrap().trim().to_owned()
+        };
+        let (free, cancel) = (field("freeFunc"), field("cancelFunc"));
+        assert_eq!(cancel, free.replace("_rust_future_free_", "_rust_future_cancel_"), "the cancel that frees {free}");
+        assert!(header.contains(&format!("void {cancel}(")), "{cancel} is in the C header");
+        calls += 1;
+    }
+    assert!(calls >= 30, "{calls} async calls");
+}

@@ -11,7 +11,8 @@
 //!   properties at CASES cases each
 //!   (default 2,000; the everyday suite runs 40 and 48), in release.
 //! - `bindings [--release]`: builds liaison-ffi and generates Swift, Kotlin and Python into
-//!   mobile-bindings/generated/.
+//!   mobile-bindings/generated/; the Swift is made to cancel Rust futures (`swift_cancel.rs`).
+//! - `swift-cancellable FILE`: that Swift patch alone (the XCFramework script runs it).
 //! - `kotlin-bench [KOLS]`: the Kotlin benchmark on the release library (default 2,000 KOLs).
 //! - `mobile-release`: the size-optimised library and its stripped size.
 //! - `postgres`: the tests' private PostgreSQL, for running tests by hand
@@ -25,6 +26,7 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod mobile;
 mod postgres;
+mod swift_cancel;
 
 fn main() -> Result<()> {
     // Tasks run from the workspace root whatever the caller's directory.
@@ -42,11 +44,15 @@ fn main() -> Result<()> {
         Some("prepare-binding-tests") => mobile::prepare_binding_tests(),
         Some("kotlin-bench") => mobile::kotlin_bench(args.get(1).map(String::as_str).unwrap_or("2000")),
         Some("mobile-release") => mobile::mobile_release(),
+        Some("swift-cancellable") => match args.get(1) {
+            Some(file) => swift_cancel::patch_file(std::path::Path::new(file)),
+            None => anyhow::bail!("usage: cargo xtask swift-cancellable GENERATED.swift"),
+        },
         Some("postgres") => postgres::until_enter(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <ci|test|bench [liaison-bench args]|bench criterion [args]|fuzz [seconds]|soak [cases]|\
-                 bindings [--release]|prepare-binding-tests|kotlin-bench [kols]|mobile-release|postgres>"
+                 bindings [--release]|prepare-binding-tests|kotlin-bench [kols]|mobile-release|swift-cancellable FILE|postgres>"
             );
             std::process::exit(2);
         }

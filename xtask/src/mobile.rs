@@ -57,6 +57,7 @@ pub fn bindings(release: bool) -> Result<()> {
             bail!("uniffi-bindgen failed for {lang}");
         }
     }
+    crate::swift_cancel::patch_file(&Path::new(GENERATED).join("swift/LiaisonCore.swift"))?;
     eprintln!("bindings generated in {GENERATED}/ from {}", lib.display());
     Ok(())
 }

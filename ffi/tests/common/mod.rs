@@ -4,20 +4,22 @@
 
 use std::sync::Arc;
 
+use futures::executor::block_on;
+
 use liaison_core::DocumentId;
 use liaison_core::model::{Channel, EngagementPlan, Interaction};
 use liaison_ffi::{LiaisonStore, StoreConfig};
 
 /// An MSL's store of tenant `pharma-a`, team `onc-east`, under `dir/user`.
 pub fn open(dir: &tempfile::TempDir, user: &str) -> Arc<LiaisonStore> {
-    LiaisonStore::open(StoreConfig {
+    block_on(LiaisonStore::open(StoreConfig {
         path: dir.path().join(user).display().to_string(),
         tenant: "pharma-a".into(),
         user: user.into(),
         device: format!("{user}-phone"),
         role: liaison_core::Role::Msl,
         team: "onc-east".into(),
-    })
+    }))
     .unwrap()
 }
 

@@ -5,10 +5,13 @@ package app.liaison.bench
 
 import app.liaison.core.*
 import java.io.File
+import kotlinx.coroutines.runBlocking
 
 fun ms(start: Long) = (System.nanoTime() - start) / 1e6
 
-fun main(args: Array<String>) {
+// The store's calls are `suspend` (they run on the library's threads); the benchmark awaits each
+// in turn, so the times include the hop to a library thread and back.
+fun main(args: Array<String>): Unit = runBlocking {
     val dir = File(args.getOrElse(0) { "kol-bench-store" })
     val n = args.getOrElse(1) { "2000" }.toInt()
     val config = StoreConfig(dir.path, "bench", "msl-1", "bench-phone", UserRole.MSL, "team-1")

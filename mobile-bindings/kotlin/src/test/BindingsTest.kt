@@ -65,13 +65,13 @@ class Logs : LogSink {
     }
 }
 
-fun open(user: String, device: String): LiaisonStore =
+suspend fun open(user: String, device: String): LiaisonStore =
     LiaisonStore.open(StoreConfig(File(work, device).path, tenant, user, device, UserRole.MSL, team))
 
 fun sync(token: String) = SyncConfig(url, token, TrustConfig.PinnedKeys(listOf(spkiPin)), backoffMinMs = 50, backoffMaxMs = 500)
 
 /** Has the test harness revoke dan's credential through the relay's admin API, and waits. */
-fun revokeDan() {
+suspend fun revokeDan() {
     File(work, "revoke-dan").writeText("")
     eventually("the harness revoked dan's credential") { File(work, "revoked-dan").exists() }
 }
@@ -106,11 +106,11 @@ inline fun <reified E : Throwable> assertThrows(what: String, block: () -> Unit)
     throw AssertionError("$what: expected ${E::class.simpleName}, nothing was thrown")
 }
 
-fun eventually(what: String, timeoutMs: Long = 30_000, cond: () -> Boolean) {
+suspend fun eventually(what: String, timeoutMs: Long = 30_000, cond: suspend () -> Boolean) {
     val deadline = System.currentTimeMillis() + timeoutMs
     while (!cond()) {
         if (System.currentTimeMillis() > deadline) throw AssertionError("timed out waiting until $what")
-        Thread.sleep(20)
+        delay(20)
     }
 }
 
@@ -118,7 +118,7 @@ var failures = 0
 val stores = mutableMapOf<String, LiaisonStore>()
 var logSink: Logs? = null
 
-fun test(name: String, body: () -> Unit) {
+suspend fun test(name: String, body: suspend () -> Unit) {
     try {
         body()
         println("ok   $name")
@@ -131,7 +131,7 @@ fun test(name: String, body: () -> Unit) {
     }
 }
 
-fun main() {
+fun main(): Unit = runBlocking<Unit> {
     val logs = Logs()
     setLogSink(logs, LogLevel.INFO)
     logSink = logs
@@ -332,6 +332,92 @@ fun main() {
         eventually("Alice sees Bob's edit made after the cancelled wait") { alice.getPlan(plan).plan.notes.startsWith("» ") }
     }
 
+    // The UI thread of an app: one thread, every coroutine of the screen on it.
+    val ui = java.util.concurrent.Executors.newSingleThreadExecutor { Thread(it, "ui") }.asCoroutineDispatcher()
+    // A KOL whose interests run to 50,000 characters: a write of it takes a while (it is built,
+    // saved and fsynced), long enough to see what the calling thread does meanwhile.
+    val bigInterests = "Immuno-oncology, biomarkers; ".repeat(1_700)
+
+    test("a suspend call leaves its thread free: another coroutine on the same single thread runs while writes are on disk") {
+        val fay = open("alice", "fay-phone")
+        try {
+            withContext(ui) {
+                val inFlight = java.util.concurrent.atomic.AtomicBoolean(false)
+                var ticksWhileWriting = 0
+                val ticker = launch {
+                    while (isActive) {
+                        if (inFlight.get()) ticksWhileWriting++
+                        yield()
+                    }
+                }
+                yield()
+                inFlight.set(true)
+                val started = System.nanoTime()
+                repeat(5) { fay.createKol(KolProfile(name = "Dr. Busy $it", institution = "Clinic", scientificInterests = bigInterests)) }
+                val ms = (System.nanoTime() - started) / 1_000_000
+                inFlight.set(false)
+                ticker.cancelAndJoin()
+                // Were the calls blocking, the ticker could not run before they all returned: 0 ticks.
+                println("     5 large writes took $ms ms; the ui thread ticked $ticksWhileWriting times meanwhile")
+                assertTrue(ticksWhileWriting >= 5, "the ui thread ran other work while writes were in flight: $ticksWhileWriting ticks in $ms ms")
+            }
+            assertEq(5, fay.listKols().count { it.name.startsWith("Dr. Busy") }, "every write is stored")
+        } finally {
+            fay.close()
+        }
+    }
+
+    test("cancelling a coroutine mid-write returns at once, and the record is stored whole or not at all") {
+        val gus = open("alice", "gus-phone")
+        try {
+            withContext(ui) {
+                val timed = System.nanoTime()
+                gus.createKol(KolProfile(name = "Dr. Timed", institution = "Clinic", scientificInterests = bigInterests))
+                val writeMs = (System.nanoTime() - timed) / 1_000_000
+                val outcomes = mutableListOf<String>()
+                var cancelledInFlight = 0
+                for (attempt in 0 until 6) {
+                    val job = launch { gus.createKol(KolProfile(name = "Dr. Cancelled $attempt", institution = "Clinic", scientificInterests = bigInterests)) }
+                    // Let the call start (its first poll queues the write), and for later attempts
+                    // let the write run a little, so some are cancelled before and some during it.
+                    yield()
+                    if (attempt > 0) delay(attempt * writeMs / 8)
+                    if (job.isCompleted) {
+                        outcomes.add("done before the cancel")
+                        continue
+                    }
+                    outcomes.add("cancelled")
+                    val cancelled = System.nanoTime()
+                    job.cancelAndJoin()
+                    val cancelMs = (System.nanoTime() - cancelled) / 1_000_000
+                    // Were the call blocking, the job would have finished inside `yield()`: never cancelled.
+                    assertTrue(job.isCancelled, "attempt $attempt: the call was cancelled while in flight")
+                    assertTrue(cancelMs < 50, "attempt $attempt: cancelling took $cancelMs ms (a write takes $writeMs ms)")
+                    cancelledInFlight++
+                }
+                assertTrue(cancelledInFlight >= 1, "at least the call cancelled right after it started was in flight")
+                // Writes apply in call order: once this one is back, every cancelled one has
+                // either run or never will.
+                gus.createKol(KolProfile(name = "Dr. After", institution = "Clinic"))
+                val kols = gus.listKols()
+                for (attempt in 0 until 6) {
+                    val found = kols.filter { it.name == "Dr. Cancelled $attempt" }
+                    assertTrue(found.size <= 1, "at most one record per call")
+                    if (found.size == 1) {
+                        assertEq(bigInterests, gus.getKol(found[0].id).profile.scientificInterests, "attempt $attempt: stored whole")
+                        outcomes[attempt] += " -> stored whole"
+                    } else {
+                        outcomes[attempt] += " -> not stored"
+                    }
+                }
+                println("     a write takes $writeMs ms; cancelled calls: $outcomes")
+                assertTrue(kols.any { it.name == "Dr. After" }, "the store takes writes after the cancellations")
+            }
+        } finally {
+            gus.close()
+        }
+    }
+
     test("an observer that calls back into the store and is slow stalls neither writes nor itself") {
         val dave = open("alice", "dave-phone")
         val seen = LinkedBlockingQueue<String>()
@@ -340,7 +426,9 @@ fun main() {
                 com.sun.jna.Native.detach(false)
                 for (c in changes) {
                     // Re-entrant: the callback reads the store it is called by...
-                    assertEq("Clinic", dave.getKol(c.id).profile.institution, "the record read back inside the callback")
+                    // (A callback is not a coroutine: it blocks its own library thread to read.)
+                    val read = runBlocking { dave.getKol(c.id) }
+                    assertEq("Clinic", read.profile.institution, "the record read back inside the callback")
                     seen.add(c.id)
                 }
                 // ...and is slow.
@@ -427,10 +515,9 @@ fun main() {
 
     liveQueryTests(alice, bob, kol)
 
-    runBlocking {
-        alice.stopSync()
-        bob.stopSync()
-    }
+    alice.stopSync()
+    bob.stopSync()
+    ui.close()
     alice.close()
     bob.close()
     if (failures > 0) {

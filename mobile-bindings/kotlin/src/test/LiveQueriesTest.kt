@@ -9,7 +9,6 @@ import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.launch
-import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 
 /** Collects [flow] into a queue on a background scope until [stop] is called. */
@@ -31,7 +30,7 @@ class Collected<T>(scope: CoroutineScope, flow: kotlinx.coroutines.flow.Flow<T>)
     fun stop() = job.cancel()
 }
 
-fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) {
+suspend fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) {
     val scope = CoroutineScope(Dispatchers.Default)
 
     test("the KOL list flow emits the list first, then a colleague's new KOL as an insertion") {
@@ -39,7 +38,7 @@ fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) {
         val first = kols.next("the first emission") { true }
         assertEq(RowChange.Reset, first.change, "the first emission is a reset")
         assertTrue(first.rows.any { it.id == kol }, "the team's KOL is in the first emission")
-        val fresh = runBlocking { alice.createKol(KolProfile(name = "Dr. Live Query", institution = "Kobe")) }
+        val fresh = alice.createKol(KolProfile(name = "Dr. Live Query", institution = "Kobe"))
         val update = kols.next("Alice's new KOL") { u -> u.rows.any { it.id == fresh } }
         val change = update.change
         assertTrue(change is RowChange.Diff, "an item-wise change, not a reset: $change")
@@ -54,10 +53,8 @@ fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) {
         interactions.next("the first emission") { true }
         val day = 86_400_000L
         val base = 1_760_000_000_000L
-        val made = runBlocking {
-            listOf(base + 2 * day, base, base + 5 * day).map { start ->
-                alice.createInteraction(Interaction(kolId = kol, start = start, channel = InteractionChannel.PHONE))
-            }
+        val made = listOf(base + 2 * day, base, base + 5 * day).map { start ->
+            alice.createInteraction(Interaction(kolId = kol, start = start, channel = InteractionChannel.PHONE))
         }
         val all = interactions.next("Alice's three interactions") { u -> made.all { id -> u.rows.any { it.id == id } } }
         val starts = all.rows.map { it.start }
@@ -83,9 +80,9 @@ fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) {
         val flowed = Collected(scope, bob.kolsFlow())
         flowed.next("the adapter's first emission") { true }
         flowed.stop()
-        runBlocking { flowed.job.join() }
-        val fresh = runBlocking { alice.createKol(KolProfile(name = "Dr. After Cancel", institution = "Sendai")) }
-        eventually("the new KOL reached Bob") { runBlocking { bob.listKols() }.any { it.id == fresh } }
+        flowed.job.join()
+        val fresh = alice.createKol(KolProfile(name = "Dr. After Cancel", institution = "Sendai"))
+        eventually("the new KOL reached Bob") { bob.listKols().any { it.id == fresh } }
         Thread.sleep(300)
         assertEq(before, calls.get(), "the cancelled handle's observer heard nothing more")
         assertTrue(flowed.items.none { u -> u.rows.any { it.id == fresh } }, "the cancelled flow emitted nothing more")
@@ -104,7 +101,7 @@ fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) {
             }
         })
         eventually("the first answer was thrown at") { thrown == 1 }
-        val fresh = runBlocking { alice.createKol(KolProfile(name = "Dr. Still Heard", institution = "Fukuoka")) }
+        val fresh = alice.createKol(KolProfile(name = "Dr. Still Heard", institution = "Fukuoka"))
         val deadline = System.currentTimeMillis() + 30_000
         while (true) {
             val u = heard.poll(deadline - System.currentTimeMillis(), TimeUnit.MILLISECONDS)
@@ -115,17 +112,13 @@ fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) {
     }
 
     test("the sync status and one record are live too") {
-        runBlocking {
-            val status = withTimeout(10_000) { bob.syncStatusFlow().first() }
-            assertTrue(status.state == SyncState.UP_TO_DATE || status.state == SyncState.SYNCING, "current status first: $status")
-        }
-        val plan = runBlocking { alice.createPlan(EngagementPlan(kolId = kol, title = "Live plan")) }
+        val status = withTimeout(10_000) { bob.syncStatusFlow().first() }
+        assertTrue(status.state == SyncState.UP_TO_DATE || status.state == SyncState.SYNCING, "current status first: $status")
+        val plan = alice.createPlan(EngagementPlan(kolId = kol, title = "Live plan"))
         val record = Collected(scope, bob.recordFlow(plan))
         record.next("the plan arrives on Bob's phone") { it is RecordValue.Plan }
-        runBlocking {
-            val read = alice.getPlan(plan)
-            alice.updatePlan(plan, read.plan.copy(title = "Live plan, retitled"), read.version)
-        }
+        val read = alice.getPlan(plan)
+        alice.updatePlan(plan, read.plan.copy(title = "Live plan, retitled"), read.version)
         record.next("Alice's new title") { it is RecordValue.Plan && it.read.plan.title == "Live plan, retitled" }
         record.stop()
     }
