@@ -21,12 +21,14 @@ mod work;
 
 pub use error::{CallbackError, LiaisonError};
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
+pub use rows::{DraftRow, InteractionRow, MirRow, QueryRows, TaskRow};
 pub use signin::{CredentialAnswer, CredentialProvider, CredentialReason};
 pub use status::{AuthProblem, SyncProblem, WipeReason};
 pub use store::{LiaisonStore, StoreConfig};
 pub use sync::{LiaisonObserver, NetworkState, RefusedChange, SyncConfig, SyncState, SyncStatus, TrustConfig};
 pub use text::SharedTextField;
 pub use types::{DocumentChange, HistoryEntry, KolSummary, RecordKind};
-pub use versioned::{InsightRead, InteractionRead, KolRead, PlanRead, RequestRead};
+pub use versioned::{InsightRead, InteractionRead, KolRead, PlanRead, RecordValue, RequestRead};
+pub use watch::{QueryObserver, QueryUpdate, RecordObserver, RowChange, SyncStatusObserver, WatchHandle};
 
 uniffi::setup_scaffolding!("liaison");

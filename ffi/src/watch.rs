@@ -104,7 +104,7 @@ impl std::fmt::Debug for WatchHandle {
 /// What a watch answers, and what it last sent.
 pub(crate) enum WatchKind {
     List { query: ListQuery, observer: Arc<dyn QueryObserver>, last: Option<QueryRows> },
-    Record { id: DocumentId, observer: Arc<dyn RecordObserver>, last: Option<RecordValue> },
+    Record { id: DocumentId, observer: Arc<dyn RecordObserver>, last: Option<Box<RecordValue>> },
     Status { observer: Arc<dyn SyncStatusObserver>, last: Option<SyncStatus> },
 }
 
@@ -165,10 +165,10 @@ impl Watch {
                 }
                 let Some(store) = self.store.upgrade() else { return };
                 let value = RecordValue::read(&store, id);
-                if last.as_ref() == Some(&value) {
+                if last.as_deref() == Some(&value) {
                     return;
                 }
-                *last = Some(value.clone());
+                *last = Some(Box::new(value.clone()));
                 if !self.cancelled() {
                     notify("on_record", || observer.on_record(value));
                 }
@@ -223,8 +223,9 @@ impl Watches {
     }
 }
 
-/// The live queries and the one-shot screen queries.
-#[uniffi::export]
+/// The live queries (they answer on the notifier thread: the calls only register them) and
+/// the one-shot screen queries (async, on the library's threads).
+#[uniffi::export(async_runtime = "tokio")]
 impl LiaisonStore {
     /// The KOL list, live (those whose name, kana or institution contains `search`, if given).
     pub fn watch_kols(
@@ -294,32 +295,36 @@ impl LiaisonStore {
     }
 
     /// A KOL's interactions, newest first (from the index).
-    pub fn interactions_of_kol(&self, kol_id: String) -> Result<Vec<InteractionRow>, LiaisonError> {
+    pub async fn interactions_of_kol(&self, kol_id: String) -> Result<Vec<InteractionRow>, LiaisonError> {
         let kol = parse_id(&kol_id)?;
-        Ok(self.core()?.interactions_of_kol(&kol)?.into_iter().map(Into::into).collect())
+        self.read(move |store| Ok(store.interactions_of_kol(&kol)?.into_iter().map(Into::into).collect())).await
     }
 
-    /// This user's open follow-ups and activities due before `due_before`, soonest first.
-    pub fn my_open_tasks(&self, due_before: i64, include_undated: bool) -> Result<Vec<TaskRow>, LiaisonError> {
-        let core = self.core()?;
-        let owner = core.identity().user.clone();
-        let query = ListQuery::Tasks { owner, before: due_before, undated: include_undated };
-        match query.run(&core)? {
-            QueryRows::Tasks { rows } => Ok(rows),
-            _ => Ok(Vec::new()),
-        }
+    /// This user's open follow-ups and activities due before `due_before`, soonest first; with
+    /// `include_undated`, those without a date after them.
+    pub async fn my_open_tasks(&self, due_before: i64, include_undated: bool) -> Result<Vec<TaskRow>, LiaisonError> {
+        self.read(move |store| {
+            let owner = store.identity().user.clone();
+            match (ListQuery::Tasks { owner, before: due_before, undated: include_undated }).run(store)? {
+                QueryRows::Tasks { rows } => Ok(rows),
+                _ => Ok(Vec::new()),
+            }
+        })
+        .await
     }
 
-    /// Medical information requests not yet fulfilled.
-    pub fn open_mirs(&self) -> Result<Vec<MirRow>, LiaisonError> {
-        Ok(self.core()?.open_mirs()?.into_iter().map(Into::into).collect())
+    /// Medical information requests not yet fulfilled, oldest first.
+    pub async fn open_mirs(&self) -> Result<Vec<MirRow>, LiaisonError> {
+        self.read(|store| Ok(store.open_mirs()?.into_iter().map(Into::into).collect())).await
     }
 
-    /// Drafts not yet submitted (this user's only, with `mine_only`).
-    pub fn drafts(&self, mine_only: bool) -> Result<Vec<DraftRow>, LiaisonError> {
-        let core = self.core()?;
-        let rows = if mine_only { core.drafts_of(&core.identity().user)? } else { core.drafts()? };
-        Ok(rows.into_iter().map(Into::into).collect())
+    /// Drafts not yet submitted, newest first (this user's only, with `mine_only`).
+    pub async fn drafts(&self, mine_only: bool) -> Result<Vec<DraftRow>, LiaisonError> {
+        self.read(move |store| {
+            let rows = if mine_only { store.drafts_of(&store.identity().user)? } else { store.drafts()? };
+            Ok(rows.into_iter().map(Into::into).collect())
+        })
+        .await
     }
 }
 

@@ -116,7 +116,82 @@ async def eventually(what, cond, timeout=30.0):
         await asyncio.sleep(0.02)
 
 
-class Bindings(unittest.IsolatedAsyncioTestCase):
+class Updates(L.QueryObserver):
+    """A live query's updates, in a queue; raises at the first `throw_first` of them."""
+
+    def __init__(self, throw_first=0):
+        self.queue, self.throw_first = queue.Queue(), throw_first
+
+    def on_update(self, update):
+        if self.throw_first > 0:
+            self.throw_first -= 1
+            raise RuntimeError("a bug in the app's observer")
+        self.queue.put(update)
+
+    async def next(self, what, cond, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                u = self.queue.get_nowait()
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise AssertionError("timed out waiting for " + what)
+                await asyncio.sleep(0.02)
+                continue
+            if cond(u):
+                return u
+
+
+def ids(update):
+    return [r.id for r in update.rows.rows]
+
+
+class LiveQueries:
+    """Live queries on Bob's phone while Alice writes on hers (the relay in between); mixed
+    into `Bindings`, whose stores and relay they use."""
+
+    async def test_the_kol_list_answers_first_then_a_colleagues_new_kol_is_an_insertion(self):
+        seen = Updates()
+        handle = self.bob.watch_kols(None, seen)
+        first = await seen.next("the first answer", lambda u: True)
+        self.assertTrue(isinstance(first.change, L.RowChange.RESET))
+        fresh = await self.alice.create_kol(new_kol("Dr. Py Live", "Kobe"))
+        u = await seen.next("Alice's new KOL", lambda u: fresh in ids(u))
+        self.assertTrue(isinstance(u.change, L.RowChange.DIFF), u.change)
+        self.assertIn(ids(u).index(fresh), u.change.inserted)
+        handle.cancel()
+        later = await self.alice.create_kol(new_kol("Dr. Py After", "Sendai"))
+        async def bob_has_it():
+            return any(k.id == later for k in await self.bob.list_kols())
+        await eventually("the later KOL reached Bob", bob_has_it)
+        await asyncio.sleep(0.3)
+        self.assertTrue(all(later not in ids(u) for u in list(seen.queue.queue)), "the cancelled watch heard nothing more")
+
+    async def test_a_kols_interactions_come_newest_first(self):
+        seen = Updates()
+        handle = self.bob.watch_interactions(self.kol, seen)
+        await seen.next("the first answer", lambda u: True)
+        day, base = 86_400_000, 1_770_000_000_000
+        made = []
+        for start in (base + 2 * day, base, base + 5 * day):
+            visit = L.Interaction(kol_id=self.kol, start=start, channel=L.InteractionChannel.VIDEO, status=L.RecordStatus.DRAFT)
+            made.append(await self.alice.create_interaction(visit))
+        u = await seen.next("Alice's visits", lambda u: all(m in ids(u) for m in made))
+        starts = [r.start for r in u.rows.rows]
+        self.assertEqual(starts, sorted(starts, reverse=True))
+        self.assertEqual([i for i in ids(u) if i in made][0], made[2], "the latest first")
+        self.assertEqual([r.id for r in await self.bob.interactions_of_kol(self.kol)], ids(u), "the one-shot query agrees")
+        handle.cancel()
+
+    async def test_an_observer_that_raises_still_hears_later_updates(self):
+        seen = Updates(throw_first=1)
+        handle = self.bob.watch_kols(None, seen)
+        fresh = await self.alice.create_kol(new_kol("Dr. Py Raised", "Fukuoka"))
+        await seen.next("the KOL after the raise", lambda u: fresh in ids(u))
+        handle.cancel()
+
+
+class Bindings(LiveQueries, unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
         # Alice and Bob sync through the relay for the whole class.
@@ -400,6 +475,7 @@ class Bindings(unittest.IsolatedAsyncioTestCase):
             await eventually(f"change {i} reaches the observer after it raised", came)
         self.assertGreaterEqual(len(calls), 4)
         store.set_observer(None)
+
 
 
 if __name__ == "__main__":

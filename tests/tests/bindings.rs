@@ -248,6 +248,8 @@ fn swift_store_calls_are_async_and_cancel_the_rust_future() {
         .map(str::trim)
         .filter(|l| l.starts_with("func ") && !l.contains(" async"))
         .map(|l| l.trim_start_matches("func ").split('(').next().unwrap())
+        // A live query's call only registers it: its answers come from the notifier thread.
+        .filter(|name| !name.starts_with("watch"))
         .collect();
     sync.sort_unstable();
     assert_eq!(

@@ -1,5 +1,6 @@
 // Live queries through the Flow adapters (Flows.kt), against the real library and relay: Bob
 // watches while Alice writes on her phone and the relay carries it over.
+package app.liaison.tests
 
 import app.liaison.core.*
 import java.util.concurrent.CopyOnWriteArrayList
@@ -106,7 +107,7 @@ suspend fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) 
         while (true) {
             val u = heard.poll(deadline - System.currentTimeMillis(), TimeUnit.MILLISECONDS)
                 ?: throw AssertionError("no update after the observer threw")
-            if (u.rows.any { it.id == fresh }) break
+            if ((u.rows as? QueryRows.Kols)?.rows?.any { it.id == fresh } == true) break
         }
         handle.cancel()
     }
