@@ -1107,13 +1107,19 @@ impl liaison_core::storage::KvStore for ScansFail {
     }
 }
 
-/// Node A's write conflicts with node B's, and the reload that follows cannot load the
-/// document (the store is unreachable for a moment). Once the store answers again, the reload
-/// is tried again and the device's edit is judged and stored: it is not left waiting for an
-/// acknowledgement nobody sends.
-#[test]
-fn a_reload_that_cannot_load_is_tried_again_and_the_device_is_heard() {
-    use std::sync::atomic::Ordering;
+/// Two relay nodes, node A over a store whose loads can be made to fail; dev0 on A, dev1 on B,
+/// a plan both hold, and dev1's edit stored through B (A's copy is stale).
+struct FlakyCluster {
+    policy: TestPolicy,
+    net: Net,
+    flaky: Arc<ScansFail>,
+    node_a: usize,
+    node_b: usize,
+    dev0: usize,
+    id: DocumentId,
+}
+
+fn flaky_cluster() -> FlakyCluster {
     let policy = TestPolicy::default();
     let mut net = Net::new();
     let inner = Arc::new(MemoryKv::new());
@@ -1134,6 +1140,17 @@ fn a_reload_that_cannot_load_is_tried_again_and_the_device_is_heard() {
     net.settle();
     net.edit(dev1, id, " [B]");
     net.settle();
+    FlakyCluster { policy, net, flaky, node_a, node_b, dev0, id }
+}
+
+/// Node A's write conflicts with node B's, and the reload that follows cannot load the
+/// document (the store is unreachable for a moment). Once the store answers again, the reload
+/// is tried again and the device's edit is judged and stored: it is not left waiting for an
+/// acknowledgement nobody sends.
+#[test]
+fn a_reload_that_cannot_load_is_tried_again_and_the_device_is_heard() {
+    use std::sync::atomic::Ordering;
+    let FlakyCluster { mut net, flaky, node_a, node_b, dev0, id, .. } = flaky_cluster();
 
     // A's write is built on the copy B's write replaced: the write reads the stored document
     // (one scan, let through), conflicts, and the reload's load finds the store unreachable.
@@ -1161,26 +1178,7 @@ fn a_reload_that_cannot_load_is_tried_again_and_the_device_is_heard() {
 #[test]
 fn a_rebase_while_the_policy_cannot_answer_leaves_the_change_to_be_sent_again() {
     use std::sync::atomic::Ordering;
-    let policy = TestPolicy::default();
-    let mut net = Net::new();
-    let inner = Arc::new(MemoryKv::new());
-    let flaky = Arc::new(ScansFail {
-        inner: inner.clone(),
-        armed: std::sync::atomic::AtomicBool::new(false),
-        skip: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let node_a = net.add_node_of_cluster("relay-a", Box::new(policy.clone()), flaky.clone());
-    let node_b = net.add_node_of_cluster("relay-b", Box::new(policy.clone()), inner);
-    let dev0 = net.add("dev0", true, 10_000, Box::new(OpenPolicy));
-    let dev1 = net.add("dev1", true, 10_000, Box::new(OpenPolicy));
-    let id = net.create_plan(dev0, "v1.");
-    net.connect(dev0, node_a);
-    net.connect(dev1, node_b);
-    net.settle();
-    net.handle(dev1, Input::Find { doc: id });
-    net.settle();
-    net.edit(dev1, id, " [B]");
-    net.settle();
+    let FlakyCluster { policy, mut net, flaky, node_a, node_b, dev0, id } = flaky_cluster();
     // A's write conflicts and the rebase's load fails: the rebase is owed.
     flaky.skip.store(1, Ordering::SeqCst);
     flaky.armed.store(true, Ordering::SeqCst);
