@@ -297,6 +297,16 @@ impl Policy for RelayPolicy {
         tombstone_owner(&value).is_some_and(|(tenant, team)| access_for(&p, &tenant, &team, None) != Access::None)
     }
 
+    /// Presence must name the sender's own user and device (a device cannot show a colleague
+    /// as present); other ephemeral data passes as before.
+    fn accept_ephemeral(&mut self, peer: &PeerInfo, _doc: &DocumentId, data: &[u8]) -> bool {
+        if !liaison_core::sync::presence::is_presence(data) {
+            return true;
+        }
+        let Some(p) = self.principals.get(peer.conn) else { return false };
+        liaison_core::sync::presence::decode(data).is_some_and(|pr| pr.user == p.user && pr.device == p.device)
+    }
+
     fn access(&mut self, peer: &PeerInfo, doc: &DocumentId) -> Access {
         let Some(p) = self.principals.get(peer.conn) else { return Access::None };
         match self.owner(doc) {

@@ -107,6 +107,8 @@ enum Cmd {
     LocalChange(DocumentId),
     Announce(DocumentId),
     Find(DocumentId),
+    Subscribe(DocumentId),
+    Ephemeral(DocumentId, Vec<u8>),
     DiscardRefused(DocumentId),
     Network(Network),
     RetrySignIn,
@@ -189,6 +191,18 @@ impl SyncClient {
     /// Asks the relay for a document this device does not have.
     pub fn find(&self, doc: DocumentId) {
         let _ = self.cmds.send(Cmd::Find(doc));
+    }
+
+    /// Syncs `doc` with the relay on every connection from now on, though nothing of it is
+    /// pending (a record the app shows, whose presence it follows).
+    pub fn subscribe(&self, doc: DocumentId) {
+        let _ = self.cmds.send(Cmd::Subscribe(doc));
+    }
+
+    /// Sends ephemeral data about `doc` (presence: [`crate::sync::presence`]) to the relay,
+    /// which passes it to the document's other peers. Nothing is stored; offline it is lost.
+    pub fn send_ephemeral(&self, doc: DocumentId, data: Vec<u8>) {
+        let _ = self.cmds.send(Cmd::Ephemeral(doc, data));
     }
 
     /// Tells the client the app's network state; see [`Network`].

@@ -41,6 +41,8 @@ impl Driver {
             Cmd::LocalChange(doc) => self.local_input(doc),
             Cmd::Announce(doc) => Some(Input::Announce { doc }),
             Cmd::Find(doc) => Some(Input::Find { doc }),
+            Cmd::Subscribe(doc) => Some(Input::Announce { doc }),
+            Cmd::Ephemeral(doc, data) => Some(Input::SendEphemeral { doc, data }),
             Cmd::DiscardRefused(doc) => self.discard_refused(doc),
             Cmd::RetrySignIn => {
                 self.retry_sign_in();
@@ -156,6 +158,8 @@ impl Driver {
                         Some(Cmd::LocalChange(doc)) => self.local_input(doc),
                         Some(Cmd::Announce(doc)) => Some(Input::Announce { doc }),
                         Some(Cmd::Find(doc)) => Some(Input::Find { doc }),
+                        Some(Cmd::Subscribe(doc)) => Some(Input::Announce { doc }),
+                        Some(Cmd::Ephemeral(doc, data)) => Some(Input::SendEphemeral { doc, data }),
                         Some(Cmd::DiscardRefused(doc)) => self.discard_refused(doc),
                     };
                     if let Some(input) = input

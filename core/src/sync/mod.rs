@@ -5,6 +5,7 @@ pub mod engine;
 mod expansion;
 pub mod inflation;
 pub mod notice;
+pub mod presence;
 mod screen;
 pub mod store_tasks;
 #[cfg(feature = "testing")]

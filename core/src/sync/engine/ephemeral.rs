@@ -23,6 +23,13 @@ impl Engine {
         // relay. Forwarded ephemera keep their author's id, so a teammate cannot make a device
         // delete a record or hide a refusal; and a relay never takes notices from devices.
         let from_our_relay = c.side == Side::Initiator && sender == direct.peer_id;
+        // A peer that dialled us (a device, at a relay) sends ephemera in its own name only:
+        // what it passes on to others must not speak for another device.
+        if c.side == Side::Receiver && sender != direct.peer_id {
+            tracing::debug!(document = %doc, "dropping ephemeral data sent under another peer's id");
+            return;
+        }
+        let direct_peer = direct.clone();
         // Drop repeats: a (sender, session)'s counts only increase.
         if c.seen_ephemeral.len() >= MAX_EPHEMERAL_SESSIONS
             && !c.seen_ephemeral.contains_key(&(sender.clone(), session.clone()))
@@ -44,6 +51,11 @@ impl Engine {
             } else if let Some((hashes, code, message)) = decode_refusal(&data) {
                 self.out.push(Output::Event(Event::RefusedByPeer { conn, doc, hashes, code, message }));
             }
+            return;
+        }
+        // Only a message its sender wrote itself can be judged against the sender's identity.
+        if sender == direct_peer.peer_id && !self.policy.accept_ephemeral(&direct_peer, &doc, &data) {
+            tracing::debug!(document = %doc, "the policy refused ephemeral data from its author");
             return;
         }
         self.out.push(Output::Event(Event::Ephemeral { conn, doc, sender: sender.clone(), data: data.clone() }));

@@ -70,6 +70,13 @@ pub trait Policy: Send {
         true
     }
 
+    /// Whether to take (and pass on) ephemeral data `peer` sent about `doc` itself, such as
+    /// presence (see [`crate::sync::presence`]): a relay checks the user and device it names
+    /// are the peer's own. The engine has already checked the peer sends under its own id.
+    fn accept_ephemeral(&mut self, _peer: &PeerInfo, _doc: &DocumentId, _data: &[u8]) -> bool {
+        true
+    }
+
     /// Checks changes a peer sent before they are applied. `before` is the document without
     /// them, `after` with all of them. Returns the refused changes; their descendants among
     /// `new` are refused too.
