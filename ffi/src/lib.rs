@@ -8,6 +8,7 @@
 mod android;
 mod error;
 mod logging;
+mod presence;
 mod rows;
 mod signin;
 mod status;
@@ -21,6 +22,7 @@ mod work;
 
 pub use error::{CallbackError, LiaisonError};
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
+pub use presence::{PresenceEntry, PresenceHandle, PresenceObserver};
 pub use rows::{DraftRow, InteractionRow, MirRow, QueryRows, TaskRow};
 pub use signin::{CredentialAnswer, CredentialProvider, CredentialReason};
 pub use status::{AuthProblem, SyncProblem, WipeReason};

@@ -51,6 +51,8 @@ pub struct LiaisonStore {
     network: Mutex<NetworkState>,
     pub(crate) notes: Sender<Note>,
     observer: Observer,
+    /// The presence this device publishes (`presence.rs`).
+    pub(crate) presence: crate::presence::Published,
 }
 
 impl std::fmt::Debug for LiaisonStore {
@@ -489,6 +491,7 @@ impl LiaisonStore {
             network: Mutex::new(NetworkState::Up),
             notes,
             observer,
+            presence: crate::presence::Published::default(),
         }))
     }
 

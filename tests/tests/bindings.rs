@@ -254,7 +254,7 @@ fn swift_store_calls_are_async_and_cancel_the_rust_future() {
     sync.sort_unstable();
     assert_eq!(
         sync,
-        ["discardRefused", "retrySignIn", "setNetwork", "setObserver", "syncStatus"],
+        ["discardRefused", "publishPresence", "retrySignIn", "setNetwork", "setObserver", "syncStatus"],
         "only calls that touch no disk stay synchronous"
     );
     assert!(swift.contains("static func `open`(config: StoreConfig)async throws"), "opening is async too");

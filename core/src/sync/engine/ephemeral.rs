@@ -59,9 +59,18 @@ impl Engine {
             return;
         }
         self.out.push(Output::Event(Event::Ephemeral { conn, doc, sender: sender.clone(), data: data.clone() }));
-        // Pass it on to the other peers syncing this document that may read it.
+        // Pass it on to the other peers syncing this document that may read it: those with a
+        // sync state for it now, and those that synced it on this connection before it was
+        // evicted (they hear of it again at the next change, and should of presence now).
         let Some(d) = self.docs.get(&doc) else { return };
-        let targets: Vec<ConnId> = d.peers.iter().filter(|(c, p)| **c != conn && p.active).map(|(c, _)| *c).collect();
+        let mut targets: std::collections::BTreeSet<ConnId> =
+            d.peers.iter().filter(|(c, p)| **c != conn && p.active).map(|(c, _)| *c).collect();
+        targets.extend(
+            self.conns
+                .iter()
+                .filter(|(c, x)| **c != conn && matches!(x.phase, ConnPhase::Ready(_)) && x.touched.contains(&doc))
+                .map(|(c, _)| *c),
+        );
         for t in targets {
             let Some(p) = self.peer_of(t) else { continue };
             if self.policy.access(&p, &doc) == Access::None {
@@ -80,8 +89,14 @@ impl Engine {
     }
 
     pub(super) fn on_send_ephemeral(&mut self, doc: DocumentId, data: Vec<u8>) {
-        let Some(d) = self.docs.get(&doc) else { return };
-        let targets: Vec<ConnId> = d.peers.iter().filter(|(_, p)| p.active).map(|(c, _)| *c).collect();
+        // To the peers syncing the document, or, while it is not resident here or still
+        // loading, to every peer ready (a device's: its relay, which checks access).
+        let active: Vec<ConnId> = self
+            .docs
+            .get(&doc)
+            .map(|d| d.peers.iter().filter(|(_, p)| p.active).map(|(c, _)| *c).collect())
+            .unwrap_or_default();
+        let targets = if active.is_empty() { self.ready_conns() } else { active };
         for t in targets {
             let Some(p) = self.peer_of(t) else { continue };
             self.send_own_ephemeral(t, p.peer_id, doc, data.clone());

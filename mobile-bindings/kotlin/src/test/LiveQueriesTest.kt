@@ -123,4 +123,19 @@ suspend fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) 
         record.next("Alice's new title") { it is RecordValue.Plan && it.read.plan.title == "Live plan, retitled" }
         record.stop()
     }
+
+    test("presence: Bob sees Alice editing the plan, then sees her leave") {
+        val plan = alice.createPlan(EngagementPlan(kolId = kol, title = "Presence plan"))
+        alice.waitUntilSynced(30_000)
+        assertEq(RecordKind.ENGAGEMENT_PLAN, bob.fetch(plan, 30_000), "the plan reaches Bob")
+        val present = Collected(scope, bob.presenceFlow(plan))
+        present.next("the first, empty, list") { it.isEmpty() }
+        alice.publishPresence(plan, "editing notes")
+        val seen = present.next("Alice editing") { list -> list.any { it.user == "alice" } }
+        assertEq("editing notes", seen.first { it.user == "alice" }.state, "her state")
+        alice.publishPresence(plan, null)
+        present.next("Alice gone") { list -> list.none { it.user == "alice" } }
+        present.stop()
+        assertThrows<LiaisonException.InvalidInput>("an empty state") { alice.publishPresence(plan, " ") }
+    }
 }

@@ -75,3 +75,13 @@ fun LiaisonStore.syncStatusFlow(): Flow<SyncStatus> = callbackFlow {
     })
     awaitClose { handle.cancel() }
 }.conflate()
+
+/** The colleagues present on a record, live (the whole list after each change). */
+fun LiaisonStore.presenceFlow(id: String): Flow<List<PresenceEntry>> = callbackFlow {
+    val handle = watchPresence(id, object : PresenceObserver {
+        override fun onPresence(present: List<PresenceEntry>) {
+            trySend(present)
+        }
+    })
+    awaitClose { handle.cancel() }
+}.conflate()
