@@ -6,6 +6,7 @@
 
 #[cfg(target_os = "android")]
 mod android;
+mod background;
 mod error;
 mod logging;
 mod presence;
@@ -20,6 +21,7 @@ mod versioned;
 mod watch;
 mod work;
 
+pub use background::BackgroundSyncReport;
 pub use error::{CallbackError, LiaisonError};
 pub use logging::{LogLevel, LogRecord, LogSink, set_log_sink};
 pub use presence::{PresenceEntry, PresenceHandle, PresenceObserver};

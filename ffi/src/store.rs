@@ -607,7 +607,7 @@ impl LiaisonStore {
     }
 
     /// Waits until the sync status satisfies `done`, or `timeout_ms` passes.
-    async fn wait_for_status(
+    pub(crate) async fn wait_for_status(
         &self,
         timeout_ms: i64,
         done: impl Fn(&SyncStatus) -> bool,

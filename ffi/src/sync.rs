@@ -131,6 +131,8 @@ pub struct SyncStatus {
     /// Every document the user may read has arrived at least once (a new phone's first sync
     /// is over).
     pub first_sync_complete: bool,
+    /// The relay's answer on this connection has arrived in full: everything new is here.
+    pub catalog_current: bool,
 }
 
 impl SyncStatus {
@@ -147,6 +149,7 @@ impl SyncStatus {
             documents_known: 0,
             documents_received: 0,
             first_sync_complete: false,
+            catalog_current: false,
         }
     }
 }
@@ -178,6 +181,7 @@ impl From<&client::SyncStatus> for SyncStatus {
             documents_known: i64::try_from(s.documents_known).unwrap_or(i64::MAX),
             documents_received: i64::try_from(s.documents_received).unwrap_or(i64::MAX),
             first_sync_complete: s.first_sync_complete,
+            catalog_current: s.catalog_current,
         }
     }
 }

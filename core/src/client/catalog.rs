@@ -107,7 +107,10 @@ impl Driver {
                 Ok(()) => tracing::info!(cursor, "catalog complete"),
                 Err(e) => tracing::warn!(error = %e, "cannot store the catalog position; asking again next time"),
             }
-            self.publish(|s| s.first_sync_complete = true);
+            self.publish(|s| {
+                s.first_sync_complete = true;
+                s.catalog_current = true;
+            });
         }
         self.publish_catalog();
     }

@@ -100,6 +100,7 @@ impl Driver {
         self.next_conn += 1;
         self.publish(|s| {
             s.state = ConnState::Syncing;
+            s.catalog_current = false;
             s.last_error = None;
             s.problem = None;
             s.next_attempt_ms = None;

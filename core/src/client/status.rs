@@ -132,6 +132,10 @@ pub struct SyncStatus {
     /// Every document the device may read has been received at least once (set for good after
     /// the first complete answer; a new phone shows its first-sync screen until then).
     pub first_sync_complete: bool,
+    /// The relay's catalog answer on this connection has arrived in full: every document it
+    /// listed as new or newer is here (what a background sync waits for). False again at each
+    /// new connection.
+    pub catalog_current: bool,
 }
 
 impl SyncStatus {
@@ -148,6 +152,7 @@ impl SyncStatus {
             documents_known: 0,
             documents_received: 0,
             first_sync_complete,
+            catalog_current: false,
         }
     }
 }

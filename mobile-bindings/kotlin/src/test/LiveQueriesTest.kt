@@ -138,4 +138,20 @@ suspend fun liveQueryTests(alice: LiaisonStore, bob: LiaisonStore, kol: String) 
         present.stop()
         assertThrows<LiaisonException.InvalidInput>("an empty state") { alice.publishPresence(plan, " ") }
     }
+
+    test("background sync: with sync stopped, one call pushes the offline edit and pulls the colleague's, then stops") {
+        bob.stopSync()
+        val bobsKol = bob.createKol(KolProfile(name = "Dr. Offline Edit", institution = "Nara"))
+        val alicesKol = alice.createKol(KolProfile(name = "Dr. Meanwhile", institution = "Kyoto"))
+        alice.waitUntilSynced(30_000)
+        val report = bob.backgroundSync(sync(tokenBob), 30_000)
+        assertTrue(report.completed, "completed: $report")
+        assertTrue(report.pushedDocuments >= 1, "Bob's new KOL was pushed: $report")
+        assertTrue(report.receivedDocuments >= 1, "Alice's new KOL was pulled: $report")
+        assertEq(0, report.pendingDocuments, "nothing left pending")
+        assertTrue(bob.listKols().any { it.id == alicesKol }, "Alice's KOL is on Bob's phone")
+        eventually("Bob's KOL reached Alice") { alice.listKols().any { it.id == bobsKol } }
+        assertEq(SyncState.OFFLINE, bob.syncStatus().state, "the call stopped the sync it started")
+        assertThrows<LiaisonException.InvalidInput>("a negative limit") { bob.backgroundSync(null, -1) }
+    }
 }
