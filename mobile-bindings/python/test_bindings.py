@@ -183,6 +183,50 @@ class LiveQueries:
         self.assertEqual([r.id for r in await self.bob.interactions_of_kol(self.kol)], ids(u), "the one-shot query agrees")
         handle.cancel()
 
+    async def test_presence_shows_a_colleague_editing_then_leaving(self):
+        plan = await self.alice.create_plan(L.EngagementPlan(kol_id=self.kol, title="Py presence"))
+        await self.alice.wait_until_synced(30_000)
+        self.assertEqual(await self.bob.fetch(plan, 30_000), L.RecordKind.ENGAGEMENT_PLAN)
+        lists = queue.Queue()
+
+        class Seen(L.PresenceObserver):
+            def on_presence(self, present):
+                lists.put(present)
+
+        handle = self.bob.watch_presence(plan, Seen())
+
+        async def next_list(what, cond, timeout=30.0):
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    present = lists.get_nowait()
+                except queue.Empty:
+                    if time.monotonic() > deadline:
+                        raise AssertionError("timed out waiting for " + what)
+                    await asyncio.sleep(0.02)
+                    continue
+                if cond(present):
+                    return present
+
+        await next_list("the first, empty, list", lambda p: p == [])
+        self.alice.publish_presence(plan, "editing notes")
+        seen = await next_list("alice editing", lambda p: any(e.user == "alice" for e in p))
+        self.assertEqual([e.state for e in seen if e.user == "alice"], ["editing notes"])
+        self.alice.publish_presence(plan, None)
+        await next_list("alice gone", lambda p: all(e.user != "alice" for e in p))
+        handle.cancel()
+        with self.assertRaises(L.LiaisonError.InvalidInput):
+            self.alice.publish_presence(plan, "x" * 65)
+
+    async def test_background_sync_with_sync_running_pushes_an_edit_and_reports(self):
+        await self.bob.create_kol(new_kol("Dr. Py Background", "Nagoya"))
+        report = await self.bob.background_sync(None, 30_000)
+        self.assertTrue(report.completed, report)
+        self.assertEqual(report.pending_documents, 0)
+        self.assertIsNone(report.problem)
+        with self.assertRaises(L.LiaisonError.InvalidInput):
+            await self.bob.background_sync(None, -1)
+
     async def test_an_observer_that_raises_still_hears_later_updates(self):
         seen = Updates(throw_first=1)
         handle = self.bob.watch_kols(None, seen)
