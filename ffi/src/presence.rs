@@ -19,8 +19,8 @@ use liaison_core::{DocumentId, Identity};
 use crate::error::{CallbackError, LiaisonError};
 use crate::store::{LiaisonStore, lock, parse_id};
 
-/// How long a presence holds without being heard again.
-pub const TTL_MS: u32 = 30_000;
+/// How long a presence holds without being heard again (ms).
+pub const TTL_MS: i64 = 30_000;
 /// How often a set presence is sent again.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
@@ -114,13 +114,15 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-fn message(identity: &Identity, state: Option<&str>) -> Vec<u8> {
-    presence::encode(&Presence {
+/// This device's presence: `state`, or gone (`None`).
+fn own(identity: &Identity, state: Option<&str>) -> Presence {
+    let ttl = if state.is_some() { TTL_MS } else { 0 };
+    Presence {
         user: identity.user.clone(),
         device: identity.device.clone(),
         state: state.unwrap_or_default().to_owned(),
-        ttl_ms: if state.is_some() { TTL_MS } else { 0 },
-    })
+        ttl_ms: ttl.try_into().unwrap_or_default(),
+    }
 }
 
 #[uniffi::export]
@@ -147,7 +149,7 @@ impl LiaisonStore {
         }
         if let Some(client) = lock(&self.client).as_ref() {
             client.subscribe(doc);
-            client.send_ephemeral(doc, message(&identity, state.as_deref()));
+            client.send_ephemeral(doc, presence::encode(&own(&identity, state.as_deref())));
         }
         self.start_heartbeat(identity)
     }
@@ -192,7 +194,7 @@ impl LiaisonStore {
                 if cancelled.load(Ordering::SeqCst) {
                     return;
                 }
-                let lapse = roster.next_expiry().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64 + 1));
+                let lapse = roster.next_expiry().map(|at| Duration::from_millis(u64::try_from(at - now_ms() + 1).unwrap_or(0)));
                 let changed = tokio::select! {
                     e = events.recv() => match e {
                         Ok(Event::Ephemeral { doc: about, data, .. }) if about == doc => {
@@ -237,7 +239,7 @@ impl LiaisonStore {
                 let states: Vec<(DocumentId, String)> = lock(&states).iter().map(|(d, s)| (*d, s.clone())).collect();
                 if let Some(c) = lock(&client).as_ref() {
                     for (doc, state) in states {
-                        c.send_ephemeral(doc, message(&identity, Some(&state)));
+                        c.send_ephemeral(doc, presence::encode(&own(&identity, Some(&state))));
                     }
                 }
             }
