@@ -43,7 +43,8 @@ val platformVerifierVersion: String = workspace.resolve("Cargo.lock").readLines(
 
 dependencies {
     implementation("net.java.dev.jna:jna:5.13.0@aar")
-    implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.10.1")
+    // `api`: the live queries' Flow adapters (Flows.kt) put Flow in the library's own API.
+    api("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.10.1")
     implementation("rustls:rustls-platform-verifier:$platformVerifierVersion")
 }
 
