@@ -32,6 +32,10 @@ pub enum LiaisonError {
     /// The document is not the kind asked for, or not a liaison record at all.
     #[error("{0}")]
     WrongKind(String),
+    /// The record was written by a newer version of the app (a newer schema): kept and synced
+    /// as it is, readable once the app is updated. `SyncStatus.needs_newer_app` counts them.
+    #[error("{0}")]
+    NeedsNewerApp(String),
     /// The phone's storage is full: the edit was not saved, and nothing stored was lost.
     #[error("storage is full: the change was not saved")]
     StorageFull,
@@ -84,9 +88,8 @@ impl From<ModelError> for LiaisonError {
             ModelError::NotPermitted(_) => Self::NotPermitted(msg),
             ModelError::Invalid { .. } => Self::InvalidInput(msg),
             ModelError::UnknownVersion => Self::StaleVersion(msg),
-            ModelError::WrongKind { .. } | ModelError::NotLiaison(_) | ModelError::UnsupportedSchema(_) => {
-                Self::WrongKind(msg)
-            }
+            ModelError::WrongKind { .. } | ModelError::NotLiaison(_) => Self::WrongKind(msg),
+            ModelError::UnsupportedSchema(_) => Self::NeedsNewerApp(msg),
             ModelError::Hydrate(_) | ModelError::Reconcile(_) | ModelError::Automerge(_) => Self::Corrupt(msg),
         }
     }

@@ -53,6 +53,23 @@ pub struct MirRow {
     pub created: Option<i64>,
 }
 
+/// A record this version of the app cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct UnreadableRecord {
+    pub id: String,
+    /// Its kind as stored (`"interaction"`, or a kind a newer app added); `None` if it has none.
+    pub kind: Option<String>,
+    /// The schema version it was written with, when newer than this app's; `None` when the
+    /// schema is this app's own and the record still does not read.
+    pub schema: Option<i64>,
+}
+
+impl From<store::UnreadableRow> for UnreadableRecord {
+    fn from(r: store::UnreadableRow) -> Self {
+        Self { id: r.id.to_string(), kind: r.kind, schema: r.schema.map(|s| i64::try_from(s).unwrap_or(i64::MAX)) }
+    }
+}
+
 /// A draft not yet submitted (interaction, insight or request).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct DraftRow {

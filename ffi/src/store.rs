@@ -53,6 +53,8 @@ pub struct LiaisonStore {
     observer: Observer,
     /// The presence this device publishes (`presence.rs`).
     pub(crate) presence: crate::presence::Published,
+    /// The count of documents this build cannot read, for the sync status.
+    unreadable: crate::sync::Unreadable,
 }
 
 impl std::fmt::Debug for LiaisonStore {
@@ -394,7 +396,9 @@ impl LiaisonStore {
 
     /// The sync status now, from memory: synchronous.
     pub fn sync_status(&self) -> SyncStatus {
-        lock(&self.client).as_ref().map_or_else(SyncStatus::stopped, |c| SyncStatus::from(&c.status()))
+        let mut s = lock(&self.client).as_ref().map_or_else(SyncStatus::stopped, |c| SyncStatus::from(&c.status()));
+        self.unreadable.stamp(&mut s);
+        s
     }
 
     /// Gives up this device's changes the relay refused on a record (listed in
@@ -478,7 +482,8 @@ impl LiaisonStore {
         let (notes, rx) = channel();
         let observer: Observer = Arc::new(Mutex::new(None));
         let thread_err = |e: std::io::Error| LiaisonError::Sync(format!("cannot start a thread: {}", e.kind()));
-        spawn_notifier(rx, observer.clone()).map_err(thread_err)?;
+        let unreadable = crate::sync::Unreadable::new(&store);
+        spawn_notifier(rx, observer.clone(), unreadable.clone()).map_err(thread_err)?;
         spawn_forwarder(store.subscribe(), notes.clone()).map_err(thread_err)?;
         tracing::info!("store opened");
         Ok(Arc::new(Self {
@@ -492,6 +497,7 @@ impl LiaisonStore {
             notes,
             observer,
             presence: crate::presence::Published::default(),
+            unreadable,
         }))
     }
 
@@ -619,7 +625,8 @@ impl LiaisonStore {
             .ok_or_else(|| LiaisonError::Sync("sync is not running".into()))?;
         let wait = async {
             loop {
-                let s = SyncStatus::from(&*rx.borrow_and_update());
+                let mut s = SyncStatus::from(&*rx.borrow_and_update());
+                self.unreadable.stamp(&mut s);
                 if done(&s) {
                     return Ok(s);
                 }

@@ -133,6 +133,11 @@ pub struct SyncStatus {
     pub first_sync_complete: bool,
     /// The relay's answer on this connection has arrived in full: everything new is here.
     pub catalog_current: bool,
+    /// Records on this device that this version of the app cannot read: written by a newer app
+    /// (a newer schema, a new kind of record). They are in no list until the app is updated;
+    /// show "N records need an app update" (`unreadable_records` lists them). Counted whether
+    /// sync runs or not.
+    pub needs_newer_app: i32,
 }
 
 impl SyncStatus {
@@ -150,6 +155,7 @@ impl SyncStatus {
             documents_received: 0,
             first_sync_complete: false,
             catalog_current: false,
+            needs_newer_app: 0,
         }
     }
 }
@@ -182,6 +188,8 @@ impl From<&client::SyncStatus> for SyncStatus {
             documents_received: i64::try_from(s.documents_received).unwrap_or(i64::MAX),
             first_sync_complete: s.first_sync_complete,
             catalog_current: s.catalog_current,
+            // Filled in from the store by `Unreadable::stamp`.
+            needs_newer_app: 0,
         }
     }
 }
@@ -223,9 +231,10 @@ pub(crate) enum Note {
 pub(crate) type Observer = Arc<Mutex<Option<Arc<dyn LiaisonObserver>>>>;
 
 /// Runs the notifier until `Note::Stop` or every sender is gone.
-pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io::Result<()> {
+pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer, unreadable: Unreadable) -> std::io::Result<()> {
     std::thread::Builder::new().name("liaison-notify".into()).spawn(move || {
         let watches = crate::watch::Watches::default();
+        let mut last_status = SyncStatus::stopped();
         while let Ok(first) = rx.recv() {
             // Coalesce what is already queued into one call of each kind.
             let mut docs: Vec<DocumentChange> = Vec::new();
@@ -269,6 +278,16 @@ pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io:
                     Note::Stop => stop = true,
                 }
             }
+            // Documents arrived or went: the count of unreadable ones may have moved, and with
+            // it the status.
+            let recounted = !changed.is_empty() && unreadable.recount();
+            if let Some(s) = status.as_mut() {
+                unreadable.stamp(s);
+                last_status = s.clone();
+            } else if recounted {
+                unreadable.stamp(&mut last_status);
+                status = Some(last_status.clone());
+            }
             let current = observer.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(obs) = current {
                 if !docs.is_empty() {
@@ -291,6 +310,42 @@ pub(crate) fn spawn_notifier(rx: Receiver<Note>, observer: Observer) -> std::io:
         }
     })?;
     Ok(())
+}
+
+/// How many documents the store cannot read (`DocStore::unreadable_count`), kept in memory so
+/// `sync_status` stays a memory read; the notifier counts again after documents change.
+#[derive(Debug, Clone)]
+pub(crate) struct Unreadable {
+    store: std::sync::Weak<liaison_core::DocStore>,
+    count: Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl Unreadable {
+    pub(crate) fn new(store: &Arc<liaison_core::DocStore>) -> Self {
+        let this = Self { store: Arc::downgrade(store), count: Arc::default() };
+        this.recount();
+        this
+    }
+
+    /// Counts again from the store; `true` if the count changed.
+    pub(crate) fn recount(&self) -> bool {
+        let Some(store) = self.store.upgrade() else { return false };
+        match store.unreadable_count() {
+            Ok(n) => {
+                let n = i32::try_from(n).unwrap_or(i32::MAX);
+                self.count.swap(n, std::sync::atomic::Ordering::SeqCst) != n
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the documents this build cannot read");
+                false
+            }
+        }
+    }
+
+    /// Puts the count into a status.
+    pub(crate) fn stamp(&self, status: &mut SyncStatus) {
+        status.needs_newer_app = self.count.load(std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Forwards the store's change feed to the notifier until either side goes away.

@@ -22,6 +22,12 @@
 //! factory functions (`kotlin/src/main/.../Records.kt`) and Swift initialisers
 //! (`swift/Sources/LiaisonCore/Records.swift`).
 
+//!
+//! **Forward compatibility.** Every enum a newer app may extend has an `Unknown` case (core's
+//! `model::open_enum`): a value a newer app wrote reads as `Unknown`, and saving the record back
+//! leaves that value stored. A new record or list item cannot be saved with it (`InvalidInput`);
+//! pickers offer `known` (mobile-bindings `Known.kt`, `Known.swift`).
+
 use autosurgeon::Text;
 use liaison_core::Role;
 use liaison_core::model::{
@@ -60,6 +66,7 @@ pub enum Channel {
     Video,
     Congress,
     Email,
+    Unknown,
 }
 
 #[uniffi::remote(Enum)]
@@ -107,6 +114,7 @@ pub enum WorkKind {
     Publication,
     Trial,
     Speaking,
+    Unknown,
 }
 
 #[uniffi::remote(Record)]
@@ -145,6 +153,7 @@ pub enum PrivacyState {
     Active,
     OptedOut,
     Anonymised,
+    Unknown,
 }
 
 #[uniffi::remote(Record)]
@@ -189,6 +198,7 @@ pub enum AttendeeKind {
     Hcp,
     Internal,
     Other,
+    Unknown,
 }
 
 #[uniffi::remote(Record)]
@@ -224,6 +234,7 @@ pub enum TaskStatus {
     InProgress,
     Done,
     Cancelled,
+    Unknown,
 }
 
 #[uniffi::remote(Record)]
@@ -304,6 +315,7 @@ pub struct MedicalInsight {
 pub enum RequestOrigin {
     Unsolicited,
     Solicited,
+    Unknown,
 }
 
 #[uniffi::remote(Enum)]
@@ -313,6 +325,7 @@ pub enum DeliveryMethod {
     Mail,
     Phone,
     MedicalInformationCallBack,
+    Unknown,
 }
 
 #[uniffi::remote(Enum)]
@@ -321,6 +334,7 @@ pub enum Fulfilment {
     SentToMedicalInformation,
     Answered,
     Closed,
+    Unknown,
 }
 
 #[uniffi::remote(Record)]

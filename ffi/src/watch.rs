@@ -17,7 +17,7 @@ use liaison_core::live::ListChange;
 use liaison_core::{DocStore, DocumentId};
 
 use crate::error::{CallbackError, LiaisonError};
-use crate::rows::{DraftRow, InteractionRow, ListQuery, MirRow, QueryRows, TaskRow};
+use crate::rows::{DraftRow, InteractionRow, ListQuery, MirRow, QueryRows, TaskRow, UnreadableRecord};
 use crate::store::{LiaisonStore, lock, parse_id};
 use crate::sync::{Note, SyncStatus};
 use crate::versioned::RecordValue;
@@ -325,6 +325,12 @@ impl LiaisonStore {
             Ok(rows.into_iter().map(Into::into).collect())
         })
         .await
+    }
+
+    /// The records this version of the app cannot read (`SyncStatus.needs_newer_app` counts
+    /// them): written by a newer app. Kept and synced untouched; listed once the app is updated.
+    pub async fn unreadable_records(&self) -> Result<Vec<UnreadableRecord>, LiaisonError> {
+        self.read(|store| Ok(store.unreadable()?.into_iter().map(Into::into).collect())).await
     }
 }
 

@@ -44,6 +44,7 @@ pub fn create_document<R: Record>(
     reconcile_prop(&mut tx, automerge::ROOT, "envelope", &envelope)?;
     record_author(&mut tx, who)?;
     reconcile_prop(&mut tx, automerge::ROOT, "record", record)?;
+    reads_back::<R>(&tx)?;
     tx.commit_with(CommitOptions::default().with_time(now).with_message(format!("create {}", R::KIND)));
     Ok(doc)
 }
@@ -212,6 +213,7 @@ fn transact_record<R: Record, T>(
     let out = f(&mut record)?;
     record.validate()?;
     reconcile_prop(&mut tx, automerge::ROOT, "record", &record)?;
+    reads_back::<R>(&tx)?;
     if tx.pending_ops() == 0 {
         tx.rollback();
         return Ok((None, out));
@@ -219,6 +221,16 @@ fn transact_record<R: Record, T>(
     record_author(&mut tx, who)?;
     let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now).with_message(message));
     Ok((hash, out))
+}
+
+/// Refuses a write after which the record would not read back: one that set a value this build
+/// does not know (an open enum's `Unknown`) where nothing was stored (a new record or list item).
+/// Saving back an `Unknown` read from the document writes nothing and passes.
+fn reads_back<R: Record>(tx: &automerge::transaction::Transaction<'_>) -> Result<(), ModelError> {
+    match hydrate_prop::<_, R, _, _>(tx, automerge::ROOT, "record") {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ModelError::Invalid { field: "record", reason: "a value this app does not know cannot be set" }),
+    }
 }
 
 /// Records `who` in the document's `authors` map the first time its actor writes.

@@ -13,6 +13,7 @@
 
 mod document;
 mod guard;
+mod open_enum;
 mod records;
 mod version;
 

@@ -13,24 +13,22 @@
 
 use autosurgeon::{Hydrate, Reconcile, Text};
 
-/// How an MSL met or reached a KOL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hydrate, Reconcile)]
-pub enum Channel {
-    /// Face to face, at the KOL's institution or elsewhere.
-    #[autosurgeon(rename = "in_person")]
-    InPerson,
-    /// A telephone call.
-    #[autosurgeon(rename = "phone")]
-    Phone,
-    /// A video call (a "virtual" interaction).
-    #[autosurgeon(rename = "video")]
-    Video,
-    /// A meeting at a medical congress or scientific event.
-    #[autosurgeon(rename = "congress")]
-    Congress,
-    /// Email.
-    #[autosurgeon(rename = "email")]
-    Email,
+use super::open_enum::open_enum;
+
+open_enum! {
+    /// How an MSL met or reached a KOL.
+    pub enum Channel {
+        /// Face to face, at the KOL's institution or elsewhere.
+        InPerson = "in_person",
+        /// A telephone call.
+        Phone = "phone",
+        /// A video call (a "virtual" interaction).
+        Video = "video",
+        /// A meeting at a medical congress or scientific event.
+        Congress = "congress",
+        /// Email.
+        Email = "email",
+    }
 }
 
 /// Draft records can be edited; submitted ones are locked until an admin unlocks them.
@@ -102,18 +100,16 @@ pub struct SocietyRole {
     pub role: String,
 }
 
-/// What a [`Work`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hydrate, Reconcile)]
-pub enum WorkKind {
-    /// A published paper.
-    #[autosurgeon(rename = "publication")]
-    Publication,
-    /// A clinical trial the KOL is involved in.
-    #[autosurgeon(rename = "trial")]
-    Trial,
-    /// A talk or other speaking engagement.
-    #[autosurgeon(rename = "speaking")]
-    Speaking,
+open_enum! {
+    /// What a [`Work`] is.
+    pub enum WorkKind {
+        /// A published paper.
+        Publication = "publication",
+        /// A clinical trial the KOL is involved in.
+        Trial = "trial",
+        /// A talk or other speaking engagement.
+        Speaking = "speaking",
+    }
 }
 
 /// A publication, clinical trial or speaking engagement (optional in most CRMs).
@@ -159,21 +155,26 @@ pub struct Consent {
     pub expires_at: Option<i64>,
 }
 
-/// The privacy state of a KOL profile.
-/// A recorded state: nothing in core acts on it. Removing an HCP's personal data is done by
-/// erasing the profile document on the relay, which tells every device to delete its copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hydrate, Reconcile)]
-pub enum PrivacyState {
-    /// No privacy request recorded.
-    #[default]
-    #[autosurgeon(rename = "active")]
-    Active,
-    /// The HCP has opted out of having their data processed.
-    #[autosurgeon(rename = "opted_out")]
-    OptedOut,
-    /// The profile's personal data has been anonymised.
-    #[autosurgeon(rename = "anonymised")]
-    Anonymised,
+open_enum! {
+    /// The privacy state of a KOL profile.
+    /// A recorded state: nothing in core acts on it. Removing an HCP's personal data is done by
+    /// erasing the profile document on the relay, which tells every device to delete its copy.
+    pub enum PrivacyState {
+        /// No privacy request recorded.
+        Active = "active",
+        /// The HCP has opted out of having their data processed.
+        OptedOut = "opted_out",
+        /// The profile's personal data has been anonymised.
+        Anonymised = "anonymised",
+    }
+}
+
+// Not derived: `open_enum!` declares the enum, and `#[default]` cannot be passed through it.
+#[allow(clippy::derivable_impls)]
+impl Default for PrivacyState {
+    fn default() -> Self {
+        Self::Active
+    }
 }
 
 /// One KOL (a healthcare professional). Other records refer to it by document id only, so that
@@ -256,18 +257,16 @@ impl KolProfile {
 // ---------------------------------------------------------------------------------------------
 // Interaction
 
-/// Who an [`Attendee`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hydrate, Reconcile)]
-pub enum AttendeeKind {
-    /// A healthcare professional.
-    #[autosurgeon(rename = "hcp")]
-    Hcp,
-    /// Someone from the company (an MSL, manager or other colleague).
-    #[autosurgeon(rename = "internal")]
-    Internal,
-    /// Anyone else.
-    #[autosurgeon(rename = "other")]
-    Other,
+open_enum! {
+    /// Who an [`Attendee`] is.
+    pub enum AttendeeKind {
+        /// A healthcare professional.
+        Hcp = "hcp",
+        /// Someone from the company (an MSL, manager or other colleague).
+        Internal = "internal",
+        /// Anyone else.
+        Other = "other",
+    }
 }
 
 /// A person present at an interaction.
@@ -308,22 +307,26 @@ pub struct Material {
     pub reference: Option<String>,
 }
 
-/// Progress of a follow-up or planned activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hydrate, Reconcile)]
-pub enum TaskStatus {
-    /// Not started.
-    #[default]
-    #[autosurgeon(rename = "open")]
-    Open,
-    /// Being worked on.
-    #[autosurgeon(rename = "in_progress")]
-    InProgress,
-    /// Completed.
-    #[autosurgeon(rename = "done")]
-    Done,
-    /// Dropped without being done.
-    #[autosurgeon(rename = "cancelled")]
-    Cancelled,
+open_enum! {
+    /// Progress of a follow-up or planned activity.
+    pub enum TaskStatus {
+        /// Not started.
+        Open = "open",
+        /// Being worked on.
+        InProgress = "in_progress",
+        /// Completed.
+        Done = "done",
+        /// Dropped without being done.
+        Cancelled = "cancelled",
+    }
+}
+
+// Not derived: `open_enum!` declares the enum, and `#[default]` cannot be passed through it.
+#[allow(clippy::derivable_impls)]
+impl Default for TaskStatus {
+    fn default() -> Self {
+        Self::Open
+    }
 }
 
 /// Something to do after an interaction, with an owner and a due date.
@@ -479,53 +482,52 @@ impl MedicalInsight {
 // ---------------------------------------------------------------------------------------------
 // Medical information request
 
-/// How the request arose. Off-label answers are allowed only for unsolicited requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hydrate, Reconcile)]
-pub enum RequestOrigin {
-    /// The HCP asked on their own initiative.
-    #[autosurgeon(rename = "unsolicited")]
-    Unsolicited,
-    /// Asked in reply to something the company said or showed; off-label answers are not allowed.
-    #[autosurgeon(rename = "solicited")]
-    Solicited,
+open_enum! {
+    /// How the request arose. Off-label answers are allowed only for unsolicited requests.
+    pub enum RequestOrigin {
+        /// The HCP asked on their own initiative.
+        Unsolicited = "unsolicited",
+        /// Asked in reply to something the company said or showed; off-label answers are not allowed.
+        Solicited = "solicited",
+    }
 }
 
-/// How the answer to a medical information request is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hydrate, Reconcile)]
-pub enum DeliveryMethod {
-    /// Handed over or explained in person.
-    #[autosurgeon(rename = "in_person")]
-    InPerson,
-    /// By email.
-    #[autosurgeon(rename = "email")]
-    Email,
-    /// By post.
-    #[autosurgeon(rename = "mail")]
-    Mail,
-    /// By telephone.
-    #[autosurgeon(rename = "phone")]
-    Phone,
-    /// A call back from the medical information department.
-    #[autosurgeon(rename = "medical_information_call_back")]
-    MedicalInformationCallBack,
+open_enum! {
+    /// How the answer to a medical information request is delivered.
+    pub enum DeliveryMethod {
+        /// Handed over or explained in person.
+        InPerson = "in_person",
+        /// By email.
+        Email = "email",
+        /// By post.
+        Mail = "mail",
+        /// By telephone.
+        Phone = "phone",
+        /// A call back from the medical information department.
+        MedicalInformationCallBack = "medical_information_call_back",
+    }
 }
 
-/// Where a medical information request stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hydrate, Reconcile)]
-pub enum Fulfilment {
-    /// Recorded, not yet passed on or answered.
-    #[default]
-    #[autosurgeon(rename = "open")]
-    Open,
-    /// Passed to the medical information department to answer.
-    #[autosurgeon(rename = "sent_to_medical_information")]
-    SentToMedicalInformation,
-    /// The answer has been provided.
-    #[autosurgeon(rename = "answered")]
-    Answered,
-    /// Closed; nothing more to do.
-    #[autosurgeon(rename = "closed")]
-    Closed,
+open_enum! {
+    /// Where a medical information request stands.
+    pub enum Fulfilment {
+        /// Recorded, not yet passed on or answered.
+        Open = "open",
+        /// Passed to the medical information department to answer.
+        SentToMedicalInformation = "sent_to_medical_information",
+        /// The answer has been provided.
+        Answered = "answered",
+        /// Closed; nothing more to do.
+        Closed = "closed",
+    }
+}
+
+// Not derived: `open_enum!` declares the enum, and `#[default]` cannot be passed through it.
+#[allow(clippy::derivable_impls)]
+impl Default for Fulfilment {
+    fn default() -> Self {
+        Self::Open
+    }
 }
 
 /// The HCP's signature on a medical information request.

@@ -87,11 +87,8 @@ impl StoredKolSummary {
             specialty: p.specialty,
             merged_into: p.merged_into,
             do_not_contact: p.contact.do_not_contact.then_some(true),
-            privacy: match p.privacy {
-                PrivacyState::Active => None,
-                PrivacyState::OptedOut => Some("opted_out".into()),
-                PrivacyState::Anonymised => Some("anonymised".into()),
-            },
+            // A state a newer app wrote is kept as "" (read back as unknown, never as active).
+            privacy: (p.privacy != PrivacyState::Active).then(|| p.privacy.name().unwrap_or_default().to_owned()),
             tier: p.tier,
             therapeutic_areas: Some(p.therapeutic_areas).filter(|a| !a.is_empty()),
         }
@@ -106,12 +103,7 @@ impl StoredKolSummary {
             specialty: self.specialty,
             merged_into: self.merged_into.and_then(|m| m.parse().ok()),
             do_not_contact: self.do_not_contact.unwrap_or(false),
-            privacy: match self.privacy.as_deref() {
-                Some("opted_out") => PrivacyState::OptedOut,
-                Some("anonymised") => PrivacyState::Anonymised,
-                // A state a newer build named reads as active: a recorded state only, nothing acts on it.
-                _ => PrivacyState::Active,
-            },
+            privacy: self.privacy.as_deref().map_or(PrivacyState::Active, PrivacyState::parse),
             tier: self.tier,
             therapeutic_areas: self.therapeutic_areas.unwrap_or_default(),
             last_interaction: None,
@@ -251,50 +243,65 @@ pub(super) struct IndexData {
 }
 
 pub(super) fn index_data(doc: &Automerge) -> IndexData {
-    let Ok(kind) = model::document_kind(doc) else {
-        return IndexData::default();
+    let kind = match model::document_kind(doc) {
+        Ok(kind) => kind,
+        Err(e) => return IndexData { screen: screen::of_unreadable(doc, &e), ..IndexData::default() },
     };
     let owner = model::read_owner(doc).ok();
     let mut data = IndexData { kind: Some(kind), owner, ..IndexData::default() };
     // Creator and creation time, for the screens (author, a request's age); a profile needs none.
     let envelope = || model::read_envelope(doc).ok();
+    let mut readable = true;
     match kind {
         Kind::KolProfile => {
             if let Some(p) = hydrate::<KolProfile>(doc) {
                 data.screen = screen::of_profile(p.merged_into.as_deref());
                 data.summary = Some(StoredKolSummary::from_profile(p));
+            } else {
+                readable = false;
             }
         }
         Kind::Interaction => {
             if let Some(i) = hydrate::<Interaction>(doc) {
                 data.refs = i.kol_refs();
                 data.screen = screen::of_interaction(&i, envelope().as_ref());
+            } else {
+                readable = false;
             }
         }
         Kind::MedicalInsight => {
             if let Some(i) = hydrate::<MedicalInsight>(doc) {
                 data.refs = i.kol_refs();
                 data.screen = screen::of_insight(i.status, i.kol_ids, envelope().as_ref());
+            } else {
+                readable = false;
             }
         }
         Kind::MedicalInformationRequest => {
             if let Some(m) = hydrate::<MedicalInformationRequest>(doc) {
                 data.refs = m.kol_refs();
                 data.screen = screen::of_mir(&m, envelope().as_ref());
+            } else {
+                readable = false;
             }
         }
         Kind::EngagementPlan => {
             if let Some(p) = hydrate::<EngagementPlan>(doc) {
                 data.refs = p.kol_refs();
                 data.screen = screen::of_plan(&p);
+            } else {
+                readable = false;
             }
         }
+    }
+    if !readable {
+        data.screen = vec![screen::unreadable(Some(kind.as_str()), None)];
     }
     data
 }
 
 /// The record, or `None` with a warning: a record that does not hydrate is not listed or
-/// indexed by KOL (the document itself is kept and synced).
+/// indexed by KOL (the document itself is kept and synced), and is counted as unreadable.
 fn hydrate<R: Record>(doc: &Automerge) -> Option<R> {
     model::read_record::<R>(doc)
         .inspect_err(|e| tracing::warn!(kind = %R::KIND, error = %e, "record does not hydrate; not indexed"))

@@ -8,14 +8,19 @@
 
 use std::time::Instant;
 
-use super::index::{encode, index_data};
+use super::index::{encode, index_data, reindex};
 use super::{DocStore, StoreError, keys, screen};
 use crate::id::DocumentId;
 use crate::storage::Batch;
 
 /// The derivation this build writes. Bump it whenever `index_data` or a screen entry's key or
-/// value changes; the next open rebuilds.
-pub(super) const INDEX_VERSION: u32 = 1;
+/// value changes, and whenever an open enum (`model::open_enum`) gains a value: entries written
+/// while it was unknown hold `""`, and the rebuild writes its name. The next open rebuilds.
+/// `index_version::tests::the_index_version_names_the_enum_values_it_indexes` fails until both
+/// move together.
+///
+/// 2: documents an older build cannot read (`x/u/`); a newer app's enum values listed as unknown.
+pub(super) const INDEX_VERSION: u32 = 2;
 /// Documents loaded and indexed per batch: one document in memory at a time, and a batch of
 /// their entries (tens of kilobytes).
 const DOCS_PER_BATCH: usize = 256;
@@ -25,11 +30,33 @@ const DELETE_PAGE_BYTES: usize = 1 << 20;
 impl DocStore {
     /// At open: rebuilds the derived indexes unless `!index-v` says this build wrote them. A
     /// store without screen indexes (a relay) is left alone: it loads no document here.
+    ///
+    /// Then the documents an older build could not read (`x/u/`, a newer app's) are indexed
+    /// again: after an app update they read, and join their lists and the KOL list.
     pub(super) fn upgrade_indexes(&self) -> Result<(), StoreError> {
-        if !self.options.screen_indexes || self.stored_index_version()? == Some(INDEX_VERSION) {
+        if !self.options.screen_indexes {
             return Ok(());
         }
-        self.rebuild_indexes()?;
+        if self.stored_index_version()? != Some(INDEX_VERSION) {
+            self.rebuild_indexes()?;
+            return Ok(());
+        }
+        let unreadable = self.kv.scan_keys(keys::SCREEN_UNREADABLE)?;
+        let mut now_read = 0;
+        for key in &unreadable {
+            if let Some(id) = keys::trailing_id(key)
+                && self.reindex_fully(&id)?
+            {
+                now_read += 1;
+            }
+        }
+        if !unreadable.is_empty() {
+            tracing::info!(
+                unreadable = unreadable.len(),
+                now_read,
+                "documents an older build could not read, indexed again"
+            );
+        }
         Ok(())
     }
 
@@ -83,7 +110,9 @@ impl DocStore {
     fn reindex_one(&self, batch: &mut Batch, id: &DocumentId) -> Result<bool, StoreError> {
         let Some(meta) = self.read_meta(id)? else { return Ok(false) };
         if meta.kind().is_none() {
-            return Ok(false);
+            // No kind known: not a liaison record, or one this build could not read when it
+            // arrived (a newer app's), which may read now.
+            return self.reindex_fully(id);
         }
         // From disk, not through the cache: a rebuild must not evict what the app uses.
         let doc = match self.load_from_disk(id) {
@@ -100,6 +129,31 @@ impl DocStore {
         }
         screen::put_new_entries(batch, id, &idx.screen);
         Ok(true)
+    }
+}
+
+impl DocStore {
+    /// Derives every index of one document again, its meta's kind and KOL references included
+    /// (what a write does, without a new chunk), in a batch of its own; `true` if it is now a
+    /// record this build reads.
+    fn reindex_fully(&self, id: &DocumentId) -> Result<bool, StoreError> {
+        let Some(old) = self.read_meta(id)? else { return Ok(false) };
+        let doc = match self.load_from_disk(id) {
+            Ok(doc) => doc,
+            Err(e @ (StoreError::Corrupt { .. } | StoreError::NotFound(_))) => {
+                tracing::warn!(document = %id, error = %e, "document not indexed: it does not load");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let idx = index_data(&doc);
+        let mut meta = old.clone();
+        let mut batch = Batch::new();
+        reindex(&mut batch, id, &old, &mut meta, &idx);
+        screen::move_entries(&mut batch, self.kv.as_ref(), &self.options, id, &idx.screen)?;
+        batch.put(keys::meta(id), encode(&meta));
+        self.kv.apply(batch)?;
+        Ok(idx.kind.is_some() && !idx.screen.iter().any(screen::Entry::is_unreadable))
     }
 }
 

@@ -89,6 +89,8 @@ const SCREEN_MIRS: &[u8] = b"x/q/";
 const SCREEN_DRAFTS: &[u8] = b"x/d/";
 /// Profiles merged into another (`x/g/ID`, the other's 16 id bytes).
 pub const SCREEN_MERGED: &[u8] = b"x/g/";
+/// Documents this build cannot read (`x/u/ID`, see `screen::StoredUnreadable`).
+pub const SCREEN_UNREADABLE: &[u8] = b"x/u/";
 
 /// A time as 8 bytes that sort in time order (i64 with its sign bit flipped, big-endian).
 pub fn time_ascending(ms: i64) -> [u8; 8] {
@@ -163,4 +165,8 @@ pub fn screen_draft(author: &str, id: &DocumentId) -> Vec<u8> {
 }
 pub fn screen_merged(id: &DocumentId) -> Vec<u8> {
     join(&[SCREEN_MERGED, id.as_bytes()])
+}
+/// A document this build cannot read.
+pub fn screen_unreadable(id: &DocumentId) -> Vec<u8> {
+    join(&[SCREEN_UNREADABLE, id.as_bytes()])
 }

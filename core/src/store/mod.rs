@@ -23,6 +23,7 @@
 //! | `x/q/O T↑ ID`     | a medical information request, open (`O` = 0) or not, oldest first                       |
 //! | `x/d/U ID`        | a draft of a kind that locks on submit, by author                                       |
 //! | `x/g/ID`          | a KOL profile merged into another: the other's 16 id bytes                               |
+//! | `x/u/ID`          | a document this build cannot read (a newer app's): its kind and schema (CBOR)            |
 //!
 //! `TH` is the first 16 bytes of SHA-256 of the tenant and `SEQ` a u64, big-endian, so a
 //! tenant's feed is one range in sequence order (see `feed`). In `x/` keys, `U` is 16 bytes of
@@ -71,7 +72,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use error::StoreError;
 pub use feed::FeedEntry;
 pub use index::{KolSummary, fold};
-pub use queries::{DraftRow, InteractionRow, MirRow, TaskRow};
+pub use queries::{DraftRow, InteractionRow, MirRow, TaskRow, UnreadableRow};
 pub use sync_writes::SyncWrite;
 
 use crate::id::{DocumentId, Identity};

@@ -3,18 +3,16 @@
 //! document is loaded. A store opened without
 //! [`StoreOptions::screen_indexes`](super::StoreOptions::screen_indexes) answers every query empty.
 //!
-//! An entry that does not decode (damaged, or a name a newer build wrote) is skipped with a
-//! warning: it hides one row, not the screen, and the document rewrites it on its next change.
+//! An entry that does not decode (damaged, or a kind or record status a newer build wrote) is
+//! skipped with a warning: it hides one row, not the screen, and the document rewrites it on its
+//! next change. A channel, task status or fulfilment a newer app wrote is listed as `Unknown`.
 
 use std::cmp::Reverse;
 
 use minicbor::Decode;
 
 use super::keys::{self, TaskRange};
-use super::screen::{
-    StoredDraft, StoredInteraction, StoredMir, StoredTask, channel_named, fulfilment_named, status_named,
-    task_status_named,
-};
+use super::screen::{StoredDraft, StoredInteraction, StoredMir, StoredTask, StoredUnreadable, status_named};
 use super::{DocStore, StoreError};
 use crate::id::DocumentId;
 use crate::model::{Channel, Fulfilment, Kind, RecordStatus, TaskStatus};
@@ -22,6 +20,18 @@ use crate::storage::KeyValue;
 
 /// Bytes read per page when a scan may stop early (tasks due before a date).
 const PAGE_BYTES: usize = 16 << 10;
+
+/// A document this build cannot read (see [`DocStore::unreadable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableRow {
+    /// The document's id.
+    pub id: DocumentId,
+    /// Its `kind` as stored, perhaps one this build does not know; `None` if it has none.
+    pub kind: Option<String>,
+    /// Its schema version when newer than this build's [`SCHEMA_VERSION`](crate::model::SCHEMA_VERSION);
+    /// `None` when the schema is one this build knows (the record does not hydrate).
+    pub schema: Option<u64>,
+}
 
 /// A row of a KOL's interaction list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +172,25 @@ impl DocStore {
         Ok(rows)
     }
 
+    /// The documents this build cannot read: written by a newer app (a newer schema or a kind
+    /// it does not know), or records that do not hydrate. They are in no list; the sync status
+    /// counts them ([`DocStore::unreadable_count`]) so the app can ask for an update.
+    pub fn unreadable(&self) -> Result<Vec<UnreadableRow>, StoreError> {
+        let scanned = self.kv.scan_prefix(keys::SCREEN_UNREADABLE)?;
+        Ok(scanned
+            .iter()
+            .filter_map(|(key, value)| {
+                let s: StoredUnreadable = decoded(key, value)?;
+                Some(UnreadableRow { id: keys::trailing_id(key)?, kind: s.kind, schema: s.schema })
+            })
+            .collect())
+    }
+
+    /// How many documents [`DocStore::unreadable`] lists (keys only: no value is decoded).
+    pub fn unreadable_count(&self) -> Result<usize, StoreError> {
+        Ok(self.kv.scan_keys(keys::SCREEN_UNREADABLE)?.len())
+    }
+
     fn drafts_under(&self, prefix: &[u8]) -> Result<Vec<DraftRow>, StoreError> {
         let scanned: Vec<KeyValue> = self.kv.scan_prefix(prefix)?;
         let mut rows: Vec<DraftRow> = scanned.iter().filter_map(|(key, value)| draft_row(key, value)).collect();
@@ -187,14 +216,12 @@ fn unknown<T>(key: &[u8]) -> Option<T> {
 }
 
 fn interaction_row(key: &[u8], s: StoredInteraction) -> Option<InteractionRow> {
-    let (Some(channel), Some(status)) = (channel_named(&s.channel), status_named(&s.status)) else {
-        return unknown(key);
-    };
+    let Some(status) = status_named(&s.status) else { return unknown(key) };
     Some(InteractionRow {
         id: keys::trailing_id(key)?,
         kol: s.kol.parse().ok()?,
         start: s.start,
-        channel,
+        channel: Channel::parse(&s.channel),
         status,
         open_follow_ups: s.open_follow_ups,
         author: s.author,
@@ -207,9 +234,7 @@ fn task_row(owner: &str, key: &[u8], value: &[u8]) -> Option<TaskRow> {
     if s.owner != owner {
         return None;
     }
-    let (Some(kind), Some(status)) = (Kind::parse(&s.kind), task_status_named(&s.status)) else {
-        return unknown(key);
-    };
+    let Some(kind) = Kind::parse(&s.kind) else { return unknown(key) };
     Some(TaskRow {
         record: DocumentId::from_bytes(s.record),
         kind,
@@ -217,16 +242,15 @@ fn task_row(owner: &str, key: &[u8], value: &[u8]) -> Option<TaskRow> {
         description: s.description,
         owner: s.owner,
         due: s.due,
-        status,
+        status: TaskStatus::parse(&s.status),
         kol: s.kol.parse().ok(),
     })
 }
 
 fn mir_row(key: &[u8], value: &[u8]) -> Option<MirRow> {
     let s: StoredMir = decoded(key, value)?;
-    let (Some(fulfilment), Some(status)) = (fulfilment_named(&s.fulfilment), status_named(&s.status)) else {
-        return unknown(key);
-    };
+    let Some(status) = status_named(&s.status) else { return unknown(key) };
+    let fulfilment = Fulfilment::parse(&s.fulfilment);
     Some(MirRow { id: keys::trailing_id(key)?, kol: s.kol.parse().ok(), fulfilment, status, created: s.created })
 }
 

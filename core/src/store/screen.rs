@@ -16,7 +16,7 @@ use super::keys::{self, TaskRange};
 use super::{StoreError, StoreOptions};
 use crate::DocumentId;
 use crate::model::{
-    Channel, EngagementPlan, Envelope, Fulfilment, Interaction, Kind, MedicalInformationRequest, RecordStatus,
+    EngagementPlan, Envelope, Fulfilment, Interaction, Kind, MedicalInformationRequest, ModelError, RecordStatus,
     TaskStatus,
 };
 use crate::storage::{Batch, KvStore};
@@ -33,13 +33,14 @@ macro_rules! names {
         }
     };
 }
-names!(Channel, channel_name, channel_named: InPerson = "in_person", Phone = "phone", Video = "video",
-    Congress = "congress", Email = "email");
 names!(RecordStatus, status_name, status_named: Draft = "draft", Submitted = "submitted");
-names!(TaskStatus, task_status_name, task_status_named: Open = "open", InProgress = "in_progress",
-    Done = "done", Cancelled = "cancelled");
-names!(Fulfilment, fulfilment_name, fulfilment_named: Open = "open",
-    SentToMedicalInformation = "sent_to_medical_information", Answered = "answered", Closed = "closed");
+
+/// The name stored for an open enum's value (`model::open_enum`): the document's own name, or
+/// `""` for a value this build does not know, which reads back as `Unknown` (so the row is
+/// listed, showing an unknown value, rather than left out).
+pub(super) fn open_name(name: Option<&'static str>) -> String {
+    name.unwrap_or_default().to_owned()
+}
 
 /// An interaction in its KOL's list (`x/i/KOL START↓ ID`). Field numbers are the format: never
 /// reuse one. Guarded by a fixture test.
@@ -111,6 +112,20 @@ pub(super) struct StoredDraft {
     pub kols: Vec<String>,
 }
 
+/// A document this build cannot read (`x/u/ID`): a newer app's (a newer schema, or a kind this
+/// build does not know), or a record that does not hydrate. Not in any list; counted, so the app
+/// can say that some records need an update instead of leaving them silently out. Its next
+/// write, a rebuild, or the check at every open (`index_version`) indexes it once it reads.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub(super) struct StoredUnreadable {
+    /// The document's `kind` as stored (perhaps one this build does not know).
+    #[n(0)]
+    pub kind: Option<String>,
+    /// The document's schema version when it is newer than this build's.
+    #[n(1)]
+    pub schema: Option<u64>,
+}
+
 /// One screen index entry of a document, before it has a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Entry {
@@ -121,15 +136,20 @@ pub(super) enum Entry {
     /// A profile merged into another: `x/g/ID` holds that profile's 16 id bytes, so resolving
     /// merges reads the merged profiles only, not every summary.
     MergedInto(DocumentId),
+    Unreadable(StoredUnreadable),
 }
 
 impl Entry {
+    pub(super) fn is_unreadable(&self) -> bool {
+        matches!(self, Entry::Unreadable(_))
+    }
+
     /// Its key and value; `None` if a reference in it is not a document id (never indexed).
     fn key_value(&self, id: &DocumentId) -> Option<(Vec<u8>, Vec<u8>)> {
         Some(match self {
             Entry::Interaction(i) => (keys::screen_interaction(&i.kol.parse().ok()?, i.start, id), encode(i)),
             Entry::Task(t) => {
-                let open = task_status_named(&t.status).is_some_and(task_is_open);
+                let open = task_is_open(TaskStatus::parse(&t.status));
                 let range = match (open, t.due) {
                     (false, _) => TaskRange::Closed,
                     (true, Some(_)) => TaskRange::OpenDated,
@@ -138,23 +158,26 @@ impl Entry {
                 (keys::screen_task(&t.owner, range, t.due, id, &t.item), encode(t))
             }
             Entry::Mir(m) => {
-                let open = fulfilment_named(&m.fulfilment).is_none_or(mir_is_open);
+                let open = mir_is_open(Fulfilment::parse(&m.fulfilment));
                 (keys::screen_mir(open, m.created.unwrap_or_default(), id), encode(m))
             }
             Entry::Draft(d) => (keys::screen_draft(d.author.as_deref().unwrap_or_default(), id), encode(d)),
             Entry::MergedInto(winner) => (keys::screen_merged(id), winner.as_bytes().to_vec()),
+            Entry::Unreadable(u) => (keys::screen_unreadable(id), encode(u)),
         })
     }
 }
 
-/// Open work: not started or in progress.
+/// Open work: not started or in progress, or a status a newer app wrote (shown, as unknown,
+/// rather than silently dropped from someone's list).
 pub(super) fn task_is_open(status: TaskStatus) -> bool {
-    matches!(status, TaskStatus::Open | TaskStatus::InProgress)
+    !matches!(status, TaskStatus::Done | TaskStatus::Cancelled)
 }
 
-/// A request still to be answered: recorded or sent to medical information.
+/// A request still to be answered: recorded or sent to medical information, or a state a newer
+/// app wrote (listed, as unknown).
 pub(super) fn mir_is_open(fulfilment: Fulfilment) -> bool {
-    matches!(fulfilment, Fulfilment::Open | Fulfilment::SentToMedicalInformation)
+    !matches!(fulfilment, Fulfilment::Answered | Fulfilment::Closed)
 }
 
 /// A record's author, as the screens show it: who submitted it, or while it is a draft who
@@ -186,7 +209,7 @@ pub(super) fn of_interaction(i: &Interaction, envelope: Option<&Envelope>) -> Ve
     let mut out = vec![Entry::Interaction(StoredInteraction {
         kol: i.kol_id.clone(),
         start: i.start,
-        channel: channel_name(i.channel).to_owned(),
+        channel: open_name(i.channel.name()),
         status: status_name(i.status).to_owned(),
         open_follow_ups: i.follow_ups.iter().filter(|f| task_is_open(f.status)).count() as u32,
         author: author(submitted_by, envelope),
@@ -212,12 +235,39 @@ pub(super) fn of_plan(p: &EngagementPlan) -> Vec<Entry> {
 pub(super) fn of_mir(m: &MedicalInformationRequest, envelope: Option<&Envelope>) -> Vec<Entry> {
     let mut out = vec![Entry::Mir(StoredMir {
         kol: m.kol_id.clone(),
-        fulfilment: fulfilment_name(m.fulfilment).to_owned(),
+        fulfilment: open_name(m.fulfilment.name()),
         status: status_name(m.status).to_owned(),
         created: envelope.map(|e| e.created_at),
     })];
     out.extend(draft(Kind::MedicalInformationRequest, m.status, vec![m.kol_id.clone()], envelope));
     out
+}
+
+/// A document's entry when it is not a liaison record this build reads: a newer schema or an
+/// unknown kind (a newer app's). Nothing for what is no liaison record at all.
+pub(super) fn of_unreadable(doc: &automerge::Automerge, e: &ModelError) -> Vec<Entry> {
+    use automerge::{ReadDoc, ScalarValue, Value};
+    let kind = match doc.get(automerge::ROOT, "kind") {
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Str(k) => Some(k.to_string()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match e {
+        ModelError::UnsupportedSchema(v) => vec![unreadable(kind.as_deref(), Some(*v))],
+        ModelError::NotLiaison(_) if kind.as_deref().is_some_and(|k| Kind::parse(k).is_none()) => {
+            vec![unreadable(kind.as_deref(), None)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The entry of a document this build cannot read.
+pub(super) fn unreadable(kind: Option<&str>, schema: Option<u64>) -> Entry {
+    // The kind is the document's own text: kept short, it is only shown as a count's detail.
+    let kind = kind.map(|k| k.chars().take(64).collect());
+    Entry::Unreadable(StoredUnreadable { kind, schema })
 }
 
 /// An insight's entries: its draft entry.
@@ -233,7 +283,7 @@ fn task(kind: Kind, item: &str, text: &str, owner: &str, due: Option<i64>, statu
         description: text.to_owned(),
         owner: owner.to_owned(),
         due,
-        status: task_status_name(status).to_owned(),
+        status: open_name(status.name()),
         kol: kol.to_owned(),
     })
 }

@@ -266,7 +266,12 @@ fun main(): Unit = runBlocking<Unit> {
         assertEq(TaskStatus.OPEN, followUp.status, "a new follow-up is open")
         alice.updateInteraction(visit, read.interaction.copy(followUps = listOf(followUp)), read.version)
         assertEq(listOf(followUp), alice.getInteraction(visit).interaction.followUps, "the follow-up is saved")
-        assertTrue(InteractionChannel.entries.size == 5, "enum entries list every channel")
+        assertTrue(InteractionChannel.entries.size == 6, "enum entries list every channel and UNKNOWN")
+        assertEq(InteractionChannel.entries - InteractionChannel.UNKNOWN, InteractionChannel.known, "pickers offer the known ones")
+        // A value a newer app would write cannot be chosen for a new record.
+        assertThrows<LiaisonException.InvalidInput>("a new record with an unknown channel") {
+            runBlocking { alice.createInteraction(Interaction(kolId = k, start = 1L, channel = InteractionChannel.UNKNOWN)) }
+        }
         // Indexes and timeouts are Int and Long; a negative one is refused.
         assertThrows<LiaisonException.InvalidInput>("a negative index") { alice.splicePlanNotes(plan, -1, 0, "x") }
         assertThrows<LiaisonException.InvalidInput>("a negative timeout") { runBlocking { alice.waitUntilSynced(-1) } }
