@@ -42,6 +42,8 @@ fn stored_screen_entries_format_is_stable() {
     round_trip(&mir, "84616b646f70656e65647261667405");
     let draft = StoredDraft { kind: "interaction".into(), author: None, created: Some(5), kols: vec!["k".into()] };
     round_trip(&draft, "846b696e746572616374696f6ef60581616b");
+    let unreadable = StoredUnreadable { kind: Some("kol_event".into()), schema: Some(2) };
+    round_trip(&unreadable, "82696b6f6c5f6576656e7402");
     let backref: Vec<minicbor::bytes::ByteVec> = vec![vec![1, 2].into()];
     assert_eq!(hex(&encode(&backref)), "81420102");
 }
