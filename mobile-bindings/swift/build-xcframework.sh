@@ -12,9 +12,11 @@ fi
 
 ios=aarch64-apple-ios
 sims=(aarch64-apple-ios-sim x86_64-apple-ios)
-rustup target add "$ios" "${sims[@]}"
+# The macOS slice: `swift test` on a Mac runs the package's tests natively, no simulator needed.
+macs=(aarch64-apple-darwin x86_64-apple-darwin)
+rustup target add "$ios" "${sims[@]}" "${macs[@]}"
 
-for t in "$ios" "${sims[@]}"; do
+for t in "$ios" "${sims[@]}" "${macs[@]}"; do
     cargo build --profile mobile -p liaison-ffi --target "$t"
 done
 
@@ -29,15 +31,25 @@ cargo xtask swift-cancellable "$gen/LiaisonCore.swift"
 
 build="$here/build"
 rm -rf "$build"
-mkdir -p "$build/headers" "$build/sim"
+mkdir -p "$build/headers" "$build/sim" "$build/macos"
 cp "$gen/LiaisonCoreFFI.h" "$build/headers/"
 cp "$gen/LiaisonCoreFFI.modulemap" "$build/headers/module.modulemap"
 cp "$gen/LiaisonCore.swift" "$here/Sources/LiaisonCore/LiaisonCore.swift"
 
 lipo -create "target/${sims[0]}/mobile/libliaison_ffi.a" "target/${sims[1]}/mobile/libliaison_ffi.a" \
     -output "$build/sim/libliaison_ffi.a"
+lipo -create "target/${macs[0]}/mobile/libliaison_ffi.a" "target/${macs[1]}/mobile/libliaison_ffi.a" \
+    -output "$build/macos/libliaison_ffi.a"
 xcodebuild -create-xcframework \
     -library "target/$ios/mobile/libliaison_ffi.a" -headers "$build/headers" \
     -library "$build/sim/libliaison_ffi.a" -headers "$build/headers" \
+    -library "$build/macos/libliaison_ffi.a" -headers "$build/headers" \
     -output "$build/LiaisonCoreFFI.xcframework"
-echo "built $build/LiaisonCoreFFI.xcframework; now: swift build / swift test, or add the package in Xcode"
+
+# For apps that take the package as a binary target from a release (see mobile-bindings/README.md):
+# the zipped XCFramework and its checksum.
+(cd "$build" && rm -f LiaisonCoreFFI.xcframework.zip && zip -qry LiaisonCoreFFI.xcframework.zip LiaisonCoreFFI.xcframework)
+checksum="$(cd "$here" && swift package compute-checksum "$build/LiaisonCoreFFI.xcframework.zip")"
+echo "$checksum" > "$build/LiaisonCoreFFI.xcframework.zip.checksum"
+echo "built $build/LiaisonCoreFFI.xcframework (iOS, iOS simulator, macOS) and its zip (checksum $checksum)"
+echo "now: swift test (macOS slice), xcodebuild test -scheme LiaisonCore -destination 'platform=iOS Simulator,name=iPhone 16', or add the package in Xcode"

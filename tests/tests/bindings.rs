@@ -271,3 +271,57 @@ fn swift_store_calls_are_async_and_cancel_the_rust_future() {
     }
     assert!(calls >= 30, "{calls} async calls");
 }
+
+/// The Android module (mobile-bindings/android, not built here: no Android SDK) declares a
+/// dependency for every package its Kotlin imports: the generated Kotlin in its Android flavour
+/// (`uniffi-android.toml`, which must take effect: `android = true` is what imports
+/// `androidx.annotation`) and the hand-written sources it compiles with.
+#[test]
+fn the_android_module_declares_what_its_kotlin_imports() {
+    prepare();
+    let root = root();
+    let mut files = Vec::new();
+    let mut dirs =
+        vec![root.join("mobile-bindings/generated/kotlin-android"), root.join("mobile-bindings/kotlin/src/main")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "kt") {
+                files.push(path);
+            }
+        }
+    }
+    let mut imports = std::collections::BTreeSet::new();
+    for f in &files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            if let Some(i) = line.trim().strip_prefix("import ") {
+                imports.insert(i.trim().to_owned());
+            }
+        }
+    }
+    assert!(
+        imports.contains("androidx.annotation.RequiresApi"),
+        "the generated Kotlin is not Android's: uniffi ignored uniffi-android.toml"
+    );
+    let gradle = std::fs::read_to_string(root.join("mobile-bindings/android/liaison/build.gradle.kts")).unwrap();
+    let declared = |coordinate: &str| gradle.contains(&format!("(\"{coordinate}:"));
+    // Package prefix -> the Maven coordinate that provides it (None: the JDK, Kotlin or Android).
+    let providers: [(&str, Option<&str>); 7] = [
+        ("java.", None),
+        ("kotlin.", None),
+        ("android.", None),
+        ("app.liaison.core.", None),
+        ("androidx.annotation.", Some("androidx.annotation:annotation")),
+        ("kotlinx.coroutines.", Some("org.jetbrains.kotlinx:kotlinx-coroutines-android")),
+        ("com.sun.jna.", Some("net.java.dev.jna:jna")),
+    ];
+    for import in &imports {
+        let provider = providers.iter().find(|(prefix, _)| import.starts_with(prefix));
+        let Some((_, provider)) = provider else { panic!("{import}: no dependency of the Android module provides it") };
+        if let Some(coordinate) = provider {
+            assert!(declared(coordinate), "{import} needs {coordinate} in build.gradle.kts");
+        }
+    }
+}

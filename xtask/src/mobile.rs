@@ -57,6 +57,21 @@ pub fn bindings(release: bool) -> Result<()> {
             bail!("uniffi-bindgen failed for {lang}");
         }
     }
+    // The Android flavour (what the Gradle module generates), for the check that the module
+    // declares everything it imports (tests/tests/bindings.rs); not compiled here.
+    let out = Path::new(GENERATED).join("kotlin-android");
+    let _ = std::fs::remove_dir_all(&out);
+    let status = Command::new(&bindgen)
+        .args(["generate", "--library"])
+        .arg(&lib)
+        .args(["--language", "kotlin", "--no-format", "--config", "mobile-bindings/android/uniffi-android.toml"])
+        .arg("--out-dir")
+        .arg(&out)
+        .status()
+        .context("running uniffi-bindgen")?;
+    if !status.success() {
+        bail!("uniffi-bindgen failed for the Android Kotlin");
+    }
     crate::swift_cancel::patch_file(&Path::new(GENERATED).join("swift/LiaisonCore.swift"))?;
     eprintln!("bindings generated in {GENERATED}/ from {}", lib.display());
     Ok(())
