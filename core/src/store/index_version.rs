@@ -66,28 +66,33 @@ impl DocStore {
     }
 
     /// Deletes every screen entry, derives the KOL summaries and screen entries of every stored
-    /// document again (each loaded once, in batches), then records [`INDEX_VERSION`]. Interrupted,
-    /// it starts again on the next open: the version is written last. A document that does not
-    /// load is skipped with a warning (a damaged document fails only itself). Returns how many
-    /// documents were indexed.
+    /// document again (each loaded once, in batches), then records [`INDEX_VERSION`]. A document
+    /// that does not load is skipped with a warning (a damaged document fails only itself).
+    /// Returns how many documents were indexed.
+    ///
+    /// Resumable: each batch also records how far the rebuild got (`!index-rebuild`: the
+    /// version it builds and the last document done), so a rebuild interrupted (the app killed
+    /// during a long first open after an update) goes on from there at the next open instead of
+    /// starting over; the version is written last, with the marker's removal.
     pub(super) fn rebuild_indexes(&self) -> Result<usize, StoreError> {
         let started = Instant::now();
+        let mut after = self.rebuild_resumes_after()?;
+        if after.is_none() {
+            self.delete_screen_entries()?;
+            let mut begun = Batch::new();
+            begun.put(keys::INDEX_REBUILD, rebuild_marker(&[]));
+            self.kv.apply(begun)?;
+        }
+        let mut indexed = 0;
         loop {
-            let page = self.kv.scan_page(keys::SCREEN_PREFIX, None, DELETE_PAGE_BYTES)?;
+            // Metas are a few hundred bytes: a page holds about a batch of them.
+            let page = self.kv.scan_page(keys::META_PREFIX, after.as_deref(), DOCS_PER_BATCH * 512)?;
             if page.is_empty() {
                 break;
             }
             let mut batch = Batch::new();
-            for (k, _) in page {
-                batch.delete(k);
-            }
-            self.kv.apply(batch)?;
-        }
-        let metas = self.kv.scan_keys(keys::META_PREFIX)?;
-        let mut indexed = 0;
-        for chunk in metas.chunks(DOCS_PER_BATCH) {
-            let mut batch = Batch::new();
-            for key in chunk {
+            for (key, _) in page.iter().take(DOCS_PER_BATCH) {
+                after = Some(key.clone());
                 let Some(id) = keys::trailing_id(key).filter(|_| key.len() == keys::META_PREFIX.len() + 16) else {
                     continue;
                 };
@@ -95,14 +100,42 @@ impl DocStore {
                     indexed += 1;
                 }
             }
+            batch.put(keys::INDEX_REBUILD, rebuild_marker(after.as_deref().unwrap_or_default()));
             self.kv.apply(batch)?;
         }
         let mut done = Batch::new();
         done.put(keys::INDEX_VERSION, INDEX_VERSION.to_be_bytes());
+        done.delete(keys::INDEX_REBUILD);
         self.kv.apply(done)?;
         self.kv.flush()?;
         tracing::info!(documents = indexed, ms = started.elapsed().as_millis() as u64, "derived indexes rebuilt");
         Ok(indexed)
+    }
+
+    /// Where an interrupted rebuild of this build's version stopped (`Some(empty)` if it had
+    /// only begun); `None` when there is none to resume (none begun, or one for another version).
+    fn rebuild_resumes_after(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(marker) = self.kv.get(keys::INDEX_REBUILD)? else { return Ok(None) };
+        let Some((version, last)) = marker.split_first_chunk::<4>() else { return Ok(None) };
+        if u32::from_be_bytes(*version) != INDEX_VERSION {
+            return Ok(None);
+        }
+        tracing::info!("resuming an interrupted rebuild of the derived indexes");
+        Ok(Some(last.to_vec()))
+    }
+
+    fn delete_screen_entries(&self) -> Result<(), StoreError> {
+        loop {
+            let page = self.kv.scan_page(keys::SCREEN_PREFIX, None, DELETE_PAGE_BYTES)?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            let mut batch = Batch::new();
+            for (k, _) in page {
+                batch.delete(k);
+            }
+            self.kv.apply(batch)?;
+        }
     }
 
     /// One document's summary and screen entries, into `batch`; `false` if it is no liaison
@@ -155,6 +188,11 @@ impl DocStore {
         self.kv.apply(batch)?;
         Ok(idx.kind.is_some() && !idx.screen.iter().any(screen::Entry::is_unreadable))
     }
+}
+
+/// `!index-rebuild`: the version being built (u32, big-endian) and the last `m/` key done.
+fn rebuild_marker(last: &[u8]) -> Vec<u8> {
+    [&INDEX_VERSION.to_be_bytes()[..], last].concat()
 }
 
 #[cfg(test)]

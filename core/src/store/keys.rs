@@ -82,6 +82,8 @@ pub fn trailing_id(key: &[u8]) -> Option<DocumentId> {
 pub const SCREEN_PREFIX: &[u8] = b"x/";
 /// The version of the derived indexes this store holds (u32, big-endian); see `index_version`.
 pub const INDEX_VERSION: &[u8] = b"!index-v";
+/// A rebuild of the derived indexes under way: its version and how far it got (`index_version`).
+pub const INDEX_REBUILD: &[u8] = b"!index-rebuild";
 const SCREEN_BACKREF: &[u8] = b"x/b/";
 const SCREEN_INTERACTIONS: &[u8] = b"x/i/";
 const SCREEN_TASKS: &[u8] = b"x/t/";

@@ -17,6 +17,7 @@
 //! | `f/TH SEQ ID`     | feed entry (CBOR): team, kind, heads, erased (see [`FeedEntry`])                         |
 //! | `p/ID`            | the heads (32 bytes each) after the document's last local write                          |
 //! | `!index-v`        | the version of the derived indexes (`s/` and `x/`) the store holds (u32, big-endian)     |
+//! | `!index-rebuild`  | a rebuild of them under way: the version it builds and the last `m/` key done            |
 //! | `x/b/ID`          | the screen index keys the document wrote (CBOR list), see `screen`                       |
 //! | `x/i/KOL T↓ ID`   | an interaction in its KOL's list, newest first (CBOR row)                                 |
 //! | `x/t/U R T↑ ID I` | a follow-up or plan activity in its owner's list: open dated, open undated, closed      |

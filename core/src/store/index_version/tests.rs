@@ -16,10 +16,18 @@ use crate::{Identity, Role};
 const T0: i64 = 1_700_000_000_000;
 
 /// A memory store counting chunk reads: each is a document load.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LoadCountingKv {
     inner: MemoryKv,
     chunk_scans: AtomicUsize,
+    /// Batches still allowed before every apply fails (the process "killed" mid-rebuild).
+    applies_left: AtomicUsize,
+}
+
+impl Default for LoadCountingKv {
+    fn default() -> Self {
+        Self { inner: MemoryKv::new(), chunk_scans: AtomicUsize::new(0), applies_left: AtomicUsize::new(usize::MAX) }
+    }
 }
 
 impl KvStore for LoadCountingKv {
@@ -42,6 +50,9 @@ impl KvStore for LoadCountingKv {
         self.inner.scan_page(prefix, after, max_bytes)
     }
     fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        if self.applies_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+            return Err(StorageError::Backend("killed".into()));
+        }
         self.inner.apply(batch)
     }
     fn flush(&self) -> Result<(), StorageError> {
@@ -239,4 +250,41 @@ fn a_document_an_older_build_could_not_read_joins_its_lists_at_the_next_open() {
     assert_eq!(upgraded.list(crate::model::Kind::Interaction).unwrap(), [it]);
     assert_eq!(upgraded.interactions_of_kol(&kol).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [it]);
     assert_eq!(upgraded.open_tasks_due_before("sato", T0 + 1).unwrap().len(), 1);
+}
+
+#[test]
+fn a_rebuild_interrupted_goes_on_where_it_stopped_at_the_next_open() {
+    let kv = Arc::new(LoadCountingKv::default());
+    let store = open(&kv, true);
+    let (kol, _) = populate(&store);
+    for i in 0..(DOCS_PER_BATCH * 2) {
+        store.create("east", &KolProfile::new(&format!("Dr. {i}"), "Univ")).unwrap();
+    }
+    let complete = answers(&store, &kol);
+    let documents = store.all_documents().unwrap().len();
+    drop(store);
+    make_old(&kv);
+
+    // Killed after the marker and one batch of documents.
+    kv.applies_left.store(2, Ordering::SeqCst);
+    assert!(
+        DocStore::with_kv(
+            kv.clone(),
+            Identity { tenant: "t".into(), user: "sato".into(), device: "d".into(), role: Role::Msl, install: [5; 8] },
+            Arc::new(ManualClock::new(T0)),
+            StoreOptions::default(),
+        )
+        .is_err()
+    );
+    assert_eq!(kv.get(keys::INDEX_VERSION).unwrap(), None, "not done");
+    kv.applies_left.store(usize::MAX, Ordering::SeqCst);
+
+    let loads = kv.chunk_scans.load(Ordering::SeqCst);
+    let reopened = open(&kv, true);
+    let reloaded = kv.chunk_scans.load(Ordering::SeqCst) - loads;
+    assert_eq!(reloaded, documents - DOCS_PER_BATCH, "the first batch is not loaded again");
+    assert_eq!(answers(&reopened, &kol), complete);
+    assert_eq!(reopened.list_kols().unwrap().len(), DOCS_PER_BATCH * 2 + 1);
+    assert_eq!(reopened.stored_index_version().unwrap(), Some(INDEX_VERSION));
+    assert_eq!(kv.get(keys::INDEX_REBUILD).unwrap(), None, "the marker goes with the version");
 }
