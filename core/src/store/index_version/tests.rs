@@ -258,7 +258,7 @@ fn a_rebuild_interrupted_goes_on_where_it_stopped_at_the_next_open() {
     let store = open(&kv, true);
     let (kol, _) = populate(&store);
     for i in 0..(DOCS_PER_BATCH * 2) {
-        store.create("east", &KolProfile::new(&format!("Dr. {i}"), "Univ")).unwrap();
+        store.create("east", &KolProfile::new(format!("Dr. {i}"), "Univ")).unwrap();
     }
     let complete = answers(&store, &kol);
     let documents = store.all_documents().unwrap().len();
