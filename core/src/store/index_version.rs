@@ -147,15 +147,7 @@ impl DocStore {
             // arrived (a newer app's), which may read now.
             return self.reindex_fully(id);
         }
-        // From disk, not through the cache: a rebuild must not evict what the app uses.
-        let doc = match self.load_from_disk(id) {
-            Ok(doc) => doc,
-            Err(e @ (StoreError::Corrupt { .. } | StoreError::NotFound(_))) => {
-                tracing::warn!(document = %id, error = %e, "document not indexed: it does not load");
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
-        };
+        let Some(doc) = self.load_to_index(id)? else { return Ok(false) };
         let idx = index_data(&doc);
         if let Some(summary) = &idx.summary {
             batch.put(keys::summary(id), encode(summary));
@@ -166,19 +158,25 @@ impl DocStore {
 }
 
 impl DocStore {
+    /// The document, from disk (not through the cache: a rebuild must not evict what the app
+    /// uses); `None`, with a warning, if it does not load (a damaged document fails only itself).
+    fn load_to_index(&self, id: &DocumentId) -> Result<Option<automerge::Automerge>, StoreError> {
+        match self.load_from_disk(id) {
+            Ok(doc) => Ok(Some(doc)),
+            Err(e @ (StoreError::Corrupt { .. } | StoreError::NotFound(_))) => {
+                tracing::warn!(document = %id, error = %e, "document not indexed: it does not load");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Derives every index of one document again, its meta's kind and KOL references included
     /// (what a write does, without a new chunk), in a batch of its own; `true` if it is now a
     /// record this build reads.
     fn reindex_fully(&self, id: &DocumentId) -> Result<bool, StoreError> {
         let Some(old) = self.read_meta(id)? else { return Ok(false) };
-        let doc = match self.load_from_disk(id) {
-            Ok(doc) => doc,
-            Err(e @ (StoreError::Corrupt { .. } | StoreError::NotFound(_))) => {
-                tracing::warn!(document = %id, error = %e, "document not indexed: it does not load");
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
-        };
+        let Some(doc) = self.load_to_index(id)? else { return Ok(false) };
         let idx = index_data(&doc);
         let mut meta = old.clone();
         let mut batch = Batch::new();
