@@ -1202,3 +1202,113 @@ fn a_rebase_while_the_policy_cannot_answer_leaves_the_change_to_be_sent_again() 
     let stored = net.notes(node_b, id).unwrap();
     assert!(stored.contains("[A]") && stored.contains("[B]"), "{stored}");
 }
+
+/// A key-value store that lets a third node write once, right after the load at which it is
+/// armed: node A's rebase then loses again, as when two busy nodes keep racing on a document.
+struct WriteAfterLoad {
+    inner: Arc<MemoryKv>,
+    /// Loads to let through before the one after which `write` runs.
+    skip: std::sync::atomic::AtomicUsize,
+    armed: std::sync::atomic::AtomicBool,
+    write: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for WriteAfterLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteAfterLoad").finish_non_exhaustive()
+    }
+}
+
+impl liaison_core::storage::KvStore for WriteAfterLoad {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, liaison_core::storage::StorageError> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), liaison_core::storage::StorageError> {
+        self.inner.put(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> Result<(), liaison_core::storage::StorageError> {
+        self.inner.delete(key)
+    }
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<liaison_core::storage::KeyValue>, liaison_core::storage::StorageError> {
+        use std::sync::atomic::Ordering;
+        let scanned = self.inner.scan_prefix(prefix);
+        if self.armed.load(Ordering::SeqCst) && prefix.starts_with(b"c/") {
+            if self.skip.load(Ordering::SeqCst) == 0 {
+                if let Some(write) = self.write.lock().unwrap().take() {
+                    write();
+                }
+            } else {
+                self.skip.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        scanned
+    }
+    fn apply(&self, batch: liaison_core::storage::Batch) -> Result<(), liaison_core::storage::StorageError> {
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> Result<(), liaison_core::storage::StorageError> {
+        self.inner.flush()
+    }
+}
+
+/// Node A's write loses to node B's, and its rebase loses too: a third node stored a change
+/// between the rebase's load and its write. On the second conflict in a row A gives way (drops
+/// its copy and resets its devices, the fallback that keeps two overloaded nodes from
+/// invalidating each other's rebases forever): nothing is lost, every change is stored, and the
+/// device converges through node A.
+#[test]
+fn a_second_conflict_in_a_row_falls_back_to_a_reset_and_loses_nothing() {
+    use std::sync::atomic::Ordering;
+    let policy = TestPolicy::default();
+    let mut net = Net::new();
+    let inner = Arc::new(MemoryKv::new());
+    let racing = Arc::new(WriteAfterLoad {
+        inner: inner.clone(),
+        skip: std::sync::atomic::AtomicUsize::new(0),
+        armed: std::sync::atomic::AtomicBool::new(false),
+        write: std::sync::Mutex::new(None),
+    });
+    let node_a = net.add_node_of_cluster("relay-a", Box::new(policy.clone()), racing.clone());
+    let node_b = net.add_node_of_cluster("relay-b", Box::new(policy.clone()), inner.clone());
+    let dev0 = net.add("dev0", true, 10_000, Box::new(OpenPolicy));
+    let dev1 = net.add("dev1", true, 10_000, Box::new(OpenPolicy));
+    let id = net.create_plan(dev0, "v1.");
+    net.connect(dev0, node_a);
+    net.connect(dev1, node_b);
+    net.settle();
+    net.handle(dev1, Input::Find { doc: id });
+    net.settle();
+    net.edit(dev1, id, " [B]");
+    net.settle();
+    let resets_before = resets_sent_by(&net, node_a);
+
+    // A third node's write, made right after node A's rebase loads the document.
+    let node_c = new_store_with("relay-c", inner, StoreOptions { shared: true, ..StoreOptions::default() });
+    *racing.write.lock().unwrap() = Some(Box::new(move || {
+        node_c
+            .update(&id, |p: &mut EngagementPlan| {
+                let end = p.notes.as_str().len();
+                p.notes.splice(end, 0, " [C]")
+            })
+            .unwrap();
+    }));
+    // The write's own read of the stored document goes by; the rebase's load arms the race.
+    racing.skip.store(1, Ordering::SeqCst);
+    racing.armed.store(true, Ordering::SeqCst);
+    net.edit(dev0, id, " [A]");
+    net.settle();
+    assert!(racing.write.lock().unwrap().is_none(), "the third node wrote during the rebase");
+    assert!(resets_sent_by(&net, node_a) > resets_before, "the second conflict fell back to a reset");
+
+    for _ in 0..3 {
+        net.handle(node_a, Input::Tick);
+        net.handle(dev0, Input::Tick);
+        net.settle();
+    }
+    let stored = net.notes(node_b, id).unwrap();
+    assert!(stored.contains("[A]") && stored.contains("[B]") && stored.contains("[C]"), "{stored}");
+    assert_eq!(net.notes(dev0, id), Some(stored), "dev0 converged through node A");
+}
