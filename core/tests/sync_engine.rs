@@ -1210,7 +1210,7 @@ struct WriteAfterLoad {
     /// Loads to let through before the one after which `write` runs.
     skip: std::sync::atomic::AtomicUsize,
     armed: std::sync::atomic::AtomicBool,
-    write: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    write: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl std::fmt::Debug for WriteAfterLoad {
@@ -1269,7 +1269,7 @@ fn a_second_conflict_in_a_row_falls_back_to_a_reset_and_loses_nothing() {
         inner: inner.clone(),
         skip: std::sync::atomic::AtomicUsize::new(0),
         armed: std::sync::atomic::AtomicBool::new(false),
-        write: std::sync::Mutex::new(None),
+        write: Mutex::new(None),
     });
     let node_a = net.add_node_of_cluster("relay-a", Box::new(policy.clone()), racing.clone());
     let node_b = net.add_node_of_cluster("relay-b", Box::new(policy.clone()), inner.clone());
