@@ -21,6 +21,9 @@ use liaison_core::{DocStore, DocumentId};
 use crate::auth::{Principal, RoleName};
 use crate::support::{self, SupportAccess};
 
+mod cache;
+pub use cache::{PolicyCache, Tombstone, TombstoneOwner};
+
 /// Connections' principals, shared between the relay's actor and the engine's policy.
 #[derive(Debug, Default, Clone)]
 pub struct Principals(Arc<Mutex<HashMap<ConnId, Principal>>>);
@@ -175,13 +178,35 @@ pub struct RelayPolicy {
     store: Arc<DocStore>,
     principals: Principals,
     pending: PendingOwners,
+    /// What the store said of owners and tombstones (see `cache`).
+    cache: PolicyCache,
     /// Per connection of a system admin: the (grant, document) pairs already in the audit log.
     audited: HashMap<ConnId, HashSet<(String, DocumentId)>>,
 }
 
 impl RelayPolicy {
+    /// A policy that reads the store for every answer (for a store others may change behind
+    /// its back, as tests and tools do).
     pub fn new(store: Arc<DocStore>, principals: Principals, pending: PendingOwners) -> Self {
-        Self { store, principals, pending, audited: HashMap::new() }
+        Self::with_cache(store, principals, pending, PolicyCache::new(0))
+    }
+
+    /// A policy that remembers owners and tombstones in `cache`, which its owner must tell of
+    /// erasures and changes elsewhere (the relay's actor does: see `relay::cluster`).
+    pub fn with_cache(
+        store: Arc<DocStore>,
+        principals: Principals,
+        pending: PendingOwners,
+        cache: PolicyCache,
+    ) -> Self {
+        Self { store, principals, pending, cache, audited: HashMap::new() }
+    }
+
+    /// Whether `doc` was erased: its tombstone, remembered or read. `Err` when the store cannot
+    /// tell (callers fail closed).
+    fn tombstone(&self, doc: &DocumentId) -> Result<Tombstone, liaison_core::storage::StorageError> {
+        let store = &self.store;
+        self.cache.tombstone(doc, || store.kv().get(&tombstone_key(doc)).map(|v| v.map(|v| tombstone_owner(&v))))
     }
 
     /// Records in the tenant's audit log that system admin `p` opens `doc` under its support
@@ -215,8 +240,12 @@ impl RelayPolicy {
     /// yet committed. `Err` when the document is stored but names no owner, or the store
     /// cannot tell: access then fails closed.
     fn owner(&self, doc: &DocumentId) -> Result<Option<Owner>, ()> {
-        match self.store.owner_of(doc) {
-            Ok(Some((tenant, team, kind))) => Ok(Some(Owner { tenant, team, kind })),
+        let stored = self.cache.owner(doc, || {
+            let owner = self.store.owner_of(doc)?;
+            Ok::<_, liaison_core::StoreError>(owner.map(|(tenant, team, kind)| Owner { tenant, team, kind }))
+        });
+        match stored {
+            Ok(Some(owner)) => Ok(Some(owner)),
             Ok(None) => match self.pending.get(doc) {
                 Some(owner) => Ok(Some(owner)),
                 None => match self.store.chunk_count(doc) {
@@ -288,13 +317,13 @@ impl Policy for RelayPolicy {
 
     fn erased(&mut self, doc: &DocumentId) -> bool {
         // A store that cannot answer counts as erased: nothing is served or accepted.
-        !matches!(self.store.kv().get(&tombstone_key(doc)), Ok(None))
+        !matches!(self.tombstone(doc), Ok(Tombstone::NotErased))
     }
 
     fn may_know_erased(&mut self, peer: &PeerInfo, doc: &DocumentId) -> bool {
         let Some(p) = self.principals.get(peer.conn) else { return false };
-        let Ok(Some(value)) = self.store.kv().get(&tombstone_key(doc)) else { return false };
-        tombstone_owner(&value).is_some_and(|(tenant, team)| access_for(&p, &tenant, &team, None) != Access::None)
+        let Ok(Tombstone::Erased(Some((tenant, team)))) = self.tombstone(doc) else { return false };
+        access_for(&p, &tenant, &team, None) != Access::None
     }
 
     /// Presence must name the sender's own user and device (a device cannot show a colleague

@@ -182,6 +182,20 @@ async fn an_erasure_through_one_relay_reaches_devices_on_another_and_nothing_bri
         d.client().find(kol);
         d.until_store("the profile arrives through relay B", |s| s.get::<KolProfile>(&kol).is_ok()).await;
     }
+    // Edits back and forth through both nodes: each node's policy now remembers the profile as
+    // stored and not erased (issue 15), which the erasure must make it forget.
+    for (n, d) in [&suzuki, &sato, &suzuki].into_iter().enumerate() {
+        let department = format!("department {n}");
+        d.store.update(&kol, |p: &mut KolProfile| p.department = Some(department.clone())).unwrap();
+        d.client().local_change(kol);
+        for other in [&sato, &suzuki, &tanaka] {
+            other
+                .until_store("the edit arrives everywhere", |s| {
+                    s.get::<KolProfile>(&kol).is_ok_and(|p| p.department.as_deref() == Some(department.as_str()))
+                })
+                .await;
+        }
+    }
     suzuki.offline();
 
     let (status, body) = a.admin_api("DELETE", &format!("/admin/v1/documents/{kol}"), &a.admin_token(), None);

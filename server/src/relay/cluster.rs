@@ -72,6 +72,9 @@ impl Actor {
         match event {
             HintEvent::Hint(Hint::Doc { id, .. }) => self.changed_elsewhere(id),
             HintEvent::Hint(Hint::Security) => {
+                // Another node erased or purged: whatever the policy remembers as not erased
+                // is asked again.
+                self.policy_cache.forget_all_not_erased();
                 self.recheck_in_background();
                 self.catalog_tick();
             }
@@ -102,6 +105,9 @@ impl Actor {
     pub(super) fn on_elsewhere(&mut self, news: Elsewhere) {
         let Elsewhere { doc, erased, heads, changes } = news;
         if erased {
+            // From now on the policy reads its tombstone (every other change the hint may stand
+            // for keeps it: the policy's "not erased" is forgotten on a load or a conflict).
+            self.policy_cache.erased(&doc);
             self.pending_owners.forget(&doc);
             self.input(Input::Erase { doc, notify: true });
             self.catalog_erased(doc);
@@ -124,6 +130,10 @@ impl Actor {
         if self.hints.is_none() {
             return;
         }
+        // Hints lost (a `Resync`), or lost unannounced (a node killed between its commit and its
+        // hint), or an erasure by `liaison-relay admin` on the database: the policy's "not
+        // erased" answers are never older than this timer.
+        self.policy_cache.forget_all_not_erased();
         let resident = self.engine.resident_heads();
         let tenants = self.catalog_tenants();
         let after = self.feed_read;

@@ -18,7 +18,7 @@ use crate::auth::{AuthStore, Principal};
 use crate::error::{ActorGone, MaintenanceError};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::policy::{PendingOwners, Principals, RelayPolicy};
+use crate::policy::{PendingOwners, PolicyCache, Principals, RelayPolicy};
 
 /// WebSocket close codes the relay uses (4000-4999 are for applications).
 pub mod close {
@@ -119,6 +119,10 @@ pub enum ActorMsg {
     Ping(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
+
+/// The fewest documents the policy remembers answers for (see `PolicyCache::new`), whatever
+/// the resident cap.
+const MIN_POLICY_CACHE: usize = 1024;
 
 /// Where an erasure's or purge's outcome goes: the number of documents erased, or why it failed.
 pub type MaintenanceReply = oneshot::Sender<Result<u64, MaintenanceError>>;
@@ -225,7 +229,11 @@ pub fn spawn(
     config.handshake_timeout_ms = settings.handshake_timeout.as_millis() as i64;
     config.max_inflated_bytes = (settings.max_frame as u64).saturating_mul(4);
     let pending_owners = PendingOwners::default();
-    let policy = RelayPolicy::new(store.clone(), principals.clone(), pending_owners.clone());
+    // The documents the policy is asked about are those connections sync: the resident ones,
+    // and as many again evicted but still asked for (see `PolicyCache`).
+    let policy_cache = PolicyCache::new(settings.resident_cap.max(MIN_POLICY_CACHE));
+    let policy =
+        RelayPolicy::with_cache(store.clone(), principals.clone(), pending_owners.clone(), policy_cache.clone());
     let engine = Engine::new(config, Box::new(policy), uuid::Uuid::new_v4().to_string());
     let writer = writer::spawn_writer(store.clone(), tx.clone(), metrics.clone());
     let store_cursor = store.feed_cursor();
@@ -241,6 +249,7 @@ pub fn spawn(
         metrics,
         principals,
         pending_owners,
+        policy_cache,
         outboxes: HashMap::new(),
         tx,
         pending: 0,
@@ -270,6 +279,8 @@ struct Actor {
     principals: Principals,
     /// New documents accepted but not yet committed (see `PendingOwners`).
     pending_owners: PendingOwners,
+    /// What the policy remembers of owners and tombstones; told here what may have changed.
+    policy_cache: PolicyCache,
     outboxes: HashMap<ConnId, Outbox>,
     tx: mpsc::Sender<ActorMsg>,
     /// Storage tasks running; shutdown waits for them.
@@ -355,6 +366,12 @@ impl Actor {
                 self.pending = self.pending.saturating_sub(1);
                 if let Some(doc) = self.running.remove(&task) {
                     self.not_busy(doc);
+                    // A load (the copy may now be "missing": erased elsewhere) or a write that
+                    // lost to another node's: the next message for it asks whether it was erased.
+                    use liaison_core::sync::StorageResult;
+                    if matches!(result, StorageResult::Loaded { .. } | StorageResult::Conflict) {
+                        self.policy_cache.forget_not_erased(&doc);
+                    }
                 }
                 if self.loads.done(task) {
                     self.metrics
@@ -381,7 +398,10 @@ impl Actor {
                 let mut held = std::mem::take(&mut self.held);
                 // Writes held for erased documents would bring them back: drop them.
                 held.retain(|(_, op)| !erased.contains(task_doc(op)));
+                // Whether it worked or not, what was erased is read again from the store.
+                self.policy_cache.forget_all_not_erased();
                 for doc in erased {
+                    self.policy_cache.erased(&doc);
                     self.pending_owners.forget(&doc);
                     self.input(Input::Erase { doc, notify: true });
                     self.catalog_erased(doc);
