@@ -174,3 +174,35 @@ fn records_of_a_newer_schema_or_an_unknown_kind_are_counted_not_lost() {
     // Kept and synced all the same: the document is whole on the older device.
     assert_eq!(AutoCommit::load(&old.export(&schema_two).unwrap()).unwrap().get_heads(), doc.get_heads());
 }
+
+#[test]
+fn a_submitted_record_refuses_a_change_to_what_this_build_does_not_know_behind_a_legal_hold() {
+    let store = device("sato", "phone", Role::Msl);
+    let (_, id) = interaction_with_follow_up(&store);
+    let mut newer = newer_app(&store, &id);
+    let rec = record(&newer);
+    newer.put(&rec, "channel", "sms").unwrap();
+    newer.put(&rec, "priority", "high").unwrap();
+    store.merge_remote(&id, &newer.save()).unwrap();
+    store.submit::<Interaction>(&id).unwrap();
+    let before = store.load(&id).unwrap();
+
+    let hold = |edit: &dyn Fn(&mut AutoCommit)| {
+        let mut doc = newer_app(&store, &id);
+        let envelope = map_at(&doc, &automerge::ROOT, "envelope");
+        doc.put(&envelope, "legal_hold", true).unwrap();
+        edit(&mut doc);
+        automerge::Automerge::load(&doc.save()).unwrap()
+    };
+    assert_eq!(check_locked_edit(&before, &hold(&|_| {})), Ok(()), "a legal hold alone passes");
+    let channel = hold(&|doc| {
+        let rec = record(doc);
+        doc.put(&rec, "channel", "fax").unwrap();
+    });
+    assert_eq!(check_locked_edit(&before, &channel), Err(EditViolation::Locked), "sms to fax, both unknown here");
+    let field = hold(&|doc| {
+        let rec = record(doc);
+        doc.put(&rec, "priority", "low").unwrap();
+    });
+    assert_eq!(check_locked_edit(&before, &field), Err(EditViolation::Locked), "a field this build does not know");
+}

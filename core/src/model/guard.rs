@@ -188,6 +188,29 @@ fn only_the_legal_hold_changed(before: &Automerge, after: &Automerge) -> bool {
         && old_lock == lock
         && same_record
         && Envelope { legal_hold: old_envelope.legal_hold, ..envelope } == old_envelope
+        && touches_only_the_legal_hold(before, after)
+}
+
+/// Whether the changes from `before` to `after` touch nothing but the envelope's `legal_hold`
+/// (and the `authors` entry of a new writer), read from the changes themselves: a typed
+/// comparison cannot see a field this build does not know, or one open enum value a newer app
+/// wrote replaced by another (both read as `Unknown`).
+fn touches_only_the_legal_hold(before: &Automerge, after: &Automerge) -> bool {
+    use automerge::{PatchAction, Prop};
+    after.diff(&before.get_heads(), &after.get_heads()).iter().all(|p| {
+        let root = p.path.first().map(|(_, prop)| prop);
+        let key = match &p.action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => Some(key.as_str()),
+            PatchAction::Conflict { prop: Prop::Map(key) } => Some(key.as_str()),
+            _ => None,
+        };
+        match root {
+            Some(Prop::Map(top)) if top == "authors" => true,
+            Some(Prop::Map(top)) if top == "envelope" => p.path.len() == 1 && key == Some("legal_hold"),
+            None => key == Some("authors"),
+            _ => false,
+        }
+    })
 }
 
 /// The submit rule: `unlocks` never change from a device; `submission` and `status` change
