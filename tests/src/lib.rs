@@ -378,6 +378,25 @@ fn init_logs() {
     });
 }
 
+impl Drop for Device {
+    /// Stops the client, then waits (up to 5 s) until its task and storage work have let go of
+    /// the store, so the store (and sled's last flush) goes before its directory. Removing the
+    /// directory first made sled's flush at runtime shutdown write into a removed directory and
+    /// wait forever (seen twice in `hostile::oversized_ids_…`, whose devices hold 5 MiB
+    /// documents: sled keeps those as blob files in the directory). If the store is still held
+    /// after that, the directory is left behind rather than removed under it.
+    fn drop(&mut self) {
+        self.client = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.store) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if Arc::strong_count(&self.store) > 1 {
+            self.dir.disable_cleanup(true);
+        }
+    }
+}
+
 impl Device {
     pub fn new(relay: &Relay, tenant: &str, user: &str, device: &str, token: &str, role: Role) -> Self {
         init_logs();
