@@ -1312,3 +1312,43 @@ fn a_second_conflict_in_a_row_falls_back_to_a_reset_and_loses_nothing() {
     assert!(stored.contains("[A]") && stored.contains("[B]") && stored.contains("[C]"), "{stored}");
     assert_eq!(net.notes(dev0, id), Some(stored), "dev0 converged through node A");
 }
+
+/// A policy that says "no" only because its store cannot be read (a database restarting).
+#[derive(Debug, Clone, Default)]
+struct UnreachablePolicy(Arc<std::sync::atomic::AtomicBool>);
+
+impl Policy for UnreachablePolicy {
+    fn access(&mut self, _: &PeerInfo, _: &DocumentId) -> Access {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) { Access::None } else { Access::ReadWrite }
+    }
+    fn cannot_tell(&mut self, _: &DocumentId) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// While the relay's policy cannot tell (its store unreachable), a device's sync message is
+/// dropped unanswered, not answered "unavailable": a device told "unavailable" stops syncing the
+/// document with that relay until it reconnects, and its edits made after the store is back
+/// never reached the relay (seen as a flake of `cluster::a_postgresql_restart_under_load_...`).
+#[test]
+fn a_relay_that_cannot_tell_leaves_the_message_unanswered_and_the_device_keeps_syncing() {
+    let unreachable = UnreachablePolicy::default();
+    let mut net = Net::new();
+    let relay = net.add("relay", false, 10_000, Box::new(unreachable.clone()));
+    let dev = net.add("dev0", true, 10_000, Box::new(OpenPolicy));
+    let id = net.create_plan(dev, "v1.");
+    net.connect(dev, relay);
+    net.settle();
+    assert_eq!(net.notes(relay, id).as_deref(), Some("v1."));
+
+    unreachable.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    net.edit(dev, id, " [while down]");
+    net.settle();
+    let told = net.nodes[dev].events.iter().any(|e| matches!(e, Event::DocUnavailable { .. }));
+    assert!(!told, "the device was not told the document is unavailable");
+
+    unreachable.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    net.edit(dev, id, " [after]");
+    net.settle();
+    assert_eq!(net.notes(relay, id).as_deref(), Some("v1. [while down] [after]"), "both edits reached the relay");
+}

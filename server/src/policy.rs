@@ -180,6 +180,9 @@ pub struct RelayPolicy {
     pending: PendingOwners,
     /// What the store said of owners and tombstones (see `cache`).
     cache: PolicyCache,
+    /// The document whose last answer was a "no" because the store could not be read
+    /// (`Policy::cannot_tell`).
+    could_not_tell: std::cell::Cell<Option<DocumentId>>,
     /// Per connection of a system admin: the (grant, document) pairs already in the audit log.
     audited: HashMap<ConnId, HashSet<(String, DocumentId)>>,
 }
@@ -199,7 +202,7 @@ impl RelayPolicy {
         pending: PendingOwners,
         cache: PolicyCache,
     ) -> Self {
-        Self { store, principals, pending, cache, audited: HashMap::new() }
+        Self { store, principals, pending, cache, could_not_tell: std::cell::Cell::new(None), audited: HashMap::new() }
     }
 
     /// Whether `doc` was erased: its tombstone, remembered or read. `Err` when the store cannot
@@ -256,12 +259,14 @@ impl RelayPolicy {
                     }
                     Err(e) => {
                         tracing::warn!(document = %doc, error = %e, "cannot read document meta; refusing access");
+                        self.could_not_tell.set(Some(*doc));
                         Err(())
                     }
                 },
             },
             Err(e) => {
                 tracing::warn!(document = %doc, error = %e, "cannot read document owner; refusing access");
+                self.could_not_tell.set(Some(*doc));
                 Err(())
             }
         }
@@ -317,7 +322,18 @@ impl Policy for RelayPolicy {
 
     fn erased(&mut self, doc: &DocumentId) -> bool {
         // A store that cannot answer counts as erased: nothing is served or accepted.
-        !matches!(self.tombstone(doc), Ok(Tombstone::NotErased))
+        self.could_not_tell.set(None);
+        match self.tombstone(doc) {
+            Ok(t) => t != Tombstone::NotErased,
+            Err(_) => {
+                self.could_not_tell.set(Some(*doc));
+                true
+            }
+        }
+    }
+
+    fn cannot_tell(&mut self, doc: &DocumentId) -> bool {
+        self.could_not_tell.take() == Some(*doc)
     }
 
     fn may_know_erased(&mut self, peer: &PeerInfo, doc: &DocumentId) -> bool {
@@ -337,6 +353,7 @@ impl Policy for RelayPolicy {
     }
 
     fn access(&mut self, peer: &PeerInfo, doc: &DocumentId) -> Access {
+        self.could_not_tell.set(None);
         let Some(p) = self.principals.get(peer.conn) else { return Access::None };
         match self.owner(doc) {
             Ok(Some(o)) => match access_for(&p, &o.tenant, &o.team, o.kind) {

@@ -64,6 +64,15 @@ pub trait Policy: Send {
         false
     }
 
+    /// Whether the last `erased` or `access` answer for `doc` was a "no" only because the policy
+    /// could not tell (its store unreachable: it fails closed). The message is then dropped
+    /// unanswered instead of answered "unavailable", which a device takes to heart: it stops
+    /// syncing the document with this peer until it reconnects. Unanswered, it sends again with
+    /// its next change or sync round, when the store may answer.
+    fn cannot_tell(&mut self, _doc: &DocumentId) -> bool {
+        false
+    }
+
     /// Whether `peer` may be told that `doc` was erased (it could read it). Others get
     /// "unavailable", as for an id that never existed.
     fn may_know_erased(&mut self, _peer: &PeerInfo, _doc: &DocumentId) -> bool {

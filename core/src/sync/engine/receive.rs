@@ -34,6 +34,9 @@ impl Engine {
             c.touched.insert(doc);
         }
         if matches!(msg, Message::Request { .. } | Message::Sync { .. }) && self.policy.erased(&doc) {
+            if self.policy.cannot_tell(&doc) {
+                return;
+            }
             if self.policy.may_know_erased(&peer, &doc) {
                 self.send_erasure(conn, doc);
             }
@@ -42,7 +45,7 @@ impl Engine {
         }
         let access = self.policy.access(&peer, &doc);
         if access == Access::None {
-            if matches!(msg, Message::Request { .. } | Message::Sync { .. }) {
+            if matches!(msg, Message::Request { .. } | Message::Sync { .. }) && !self.policy.cannot_tell(&doc) {
                 self.unavailable(conn, doc);
             }
             return;
