@@ -228,4 +228,40 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
     fn apply(&self, batch: Batch) -> Result<(), StorageError>;
     /// Makes every write applied so far durable (survives a killed process and a power cut).
     fn flush(&self) -> Result<(), StorageError>;
+    /// Makes the writers of a store that several processes share take turns: until the
+    /// returned lock is dropped, no other process's `lock_writers` returns. A writer that
+    /// reads, builds and applies a batch under it finds its reads still true when the batch
+    /// is applied, so the batch's expectations hold instead of conflicting and being built
+    /// again. A store one process owns (sled, memory) needs none, since the process's own
+    /// locks order its writers: the default holds nothing.
+    fn lock_writers(&self) -> Result<WritersLock, StorageError> {
+        Ok(WritersLock::none())
+    }
+}
+
+/// Held while a writer of a shared store reads, builds and applies a batch
+/// ([`KvStore::lock_writers`]); dropping it lets the next writer in.
+pub struct WritersLock(Option<Box<dyn Send>>);
+
+impl WritersLock {
+    /// Nothing held: the store has one process.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Held until `guard` is dropped (its `Drop` releases the lock).
+    pub fn held(guard: Box<dyn Send>) -> Self {
+        Self(Some(guard))
+    }
+
+    /// Whether a lock is held.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl std::fmt::Debug for WritersLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WritersLock").field(&self.is_held()).finish()
+    }
 }

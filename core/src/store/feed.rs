@@ -21,7 +21,7 @@ use super::index::{DocMeta, encode, heads_cbor};
 use super::{DocStore, StoreError, keys};
 use crate::id::DocumentId;
 use crate::model::Kind;
-use crate::storage::{Batch, KvStore};
+use crate::storage::{Batch, KvStore, WritersLock};
 
 /// One document's entry in its tenant's feed: what it was after its last write here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,13 +108,18 @@ impl FeedCounter {
 
 /// `!feed`: `Some(0)` when absent (nothing assigned yet), `None` when malformed.
 fn read_last(kv: &dyn KvStore) -> Result<Option<u64>, StoreError> {
-    match kv.get(keys::FEED)? {
-        None => Ok(Some(0)),
-        Some(v) => match <[u8; 8]>::try_from(v.as_slice()) {
-            Ok(bytes) => Ok(Some(u64::from_be_bytes(bytes))),
+    Ok(parse_last(kv.get(keys::FEED)?.as_deref()))
+}
+
+/// `!feed` as read: `Some(0)` when absent, `None` when malformed.
+fn parse_last(raw: Option<&[u8]>) -> Option<u64> {
+    match raw {
+        None => Some(0),
+        Some(v) => match <[u8; 8]>::try_from(v) {
+            Ok(bytes) => Some(u64::from_be_bytes(bytes)),
             Err(_) => {
                 tracing::warn!("the feed's sequence number is unreadable; taking the highest entry's");
-                Ok(None)
+                None
             }
         },
     }
@@ -139,6 +144,9 @@ pub(super) struct FeedSeqs {
     /// numbers expects it, so two nodes never hand out one number twice, and numbers commit in
     /// order (a later batch read the earlier one's counter).
     expect: Option<Option<Vec<u8>>>,
+    /// In a shared store, the other nodes' writers wait while it is held: taken with the
+    /// numbers, released once the batch is written (this is dropped).
+    _writers: WritersLock,
 }
 
 impl FeedSeqs {
@@ -219,15 +227,19 @@ impl DocStore {
     /// expects (see `FeedSeqs::expect`).
     pub(super) fn feed_seqs(&self, _held: &Cache) -> Result<FeedSeqs, StoreError> {
         if self.options.shared {
+            // Other nodes wait from here until this batch is written (or given up), so what
+            // it reads now is still true then: it does not conflict on `!feed` or on a meta
+            // another node's batch moved meanwhile.
+            let writers = self.kv.lock_writers()?;
             let raw = self.kv.get(keys::FEED)?;
-            let last = match read_last(self.kv.as_ref())? {
+            let last = match parse_last(raw.as_deref()) {
                 Some(last) => last,
                 None => highest_entry(self.kv.as_ref())?,
             };
-            return Ok(FeedSeqs { start: last, last, expect: Some(raw) });
+            return Ok(FeedSeqs { start: last, last, expect: Some(raw), _writers: writers });
         }
         let last = self.feed.last.load(Ordering::SeqCst);
-        Ok(FeedSeqs { start: last, last, expect: None })
+        Ok(FeedSeqs { start: last, last, expect: None, _writers: WritersLock::none() })
     }
 
     /// Applies a write's batch, with `!feed` if it assigned numbers, and makes it durable;

@@ -141,6 +141,11 @@ impl DocStore {
         loop {
             match self.append_sync_batch_once(writes) {
                 Err(e) if e.is_conflict() && self.options.shared && attempt < super::commit::FEED_ATTEMPTS => {
+                    tracing::debug!(
+                        attempt,
+                        writes = writes.len(),
+                        "group commit lost a race to another writer; trying again"
+                    );
                     attempt += 1;
                 }
                 other => return other,
@@ -201,26 +206,26 @@ impl DocStore {
         if w.changes.is_empty() {
             return Ok((batch, None));
         }
-        if self.options.shared && w.base.is_some() {
-            let stored_meta = match state.metas.get(&w.doc) {
-                Some(m) => Some(m.clone()),
-                None => self.read_meta(&w.doc)?,
-            };
-            if !self.stored_as(&stored_meta.clone().unwrap_or_default(), stored_meta.is_some(), w.base) {
-                return Err(StoreError::Storage(crate::storage::StorageError::Conflict));
-            }
-        }
-        let mut meta = match state.metas.get(&w.doc) {
-            Some(m) => m.clone(),
+        // The meta as this group leaves it, or as stored (read once).
+        let meta = match state.metas.get(&w.doc) {
+            Some(m) => Some(m.clone()),
             None => {
                 let stored = self.read_meta_raw(&w.doc)?;
                 if self.options.shared {
                     // Built on this meta: another process's write since makes the group conflict.
                     batch.expect(keys::meta(&w.doc), stored.as_ref().map(|(_, raw)| raw.clone()));
                 }
-                stored.map(|(m, _)| m).unwrap_or_default()
+                stored.map(|(m, _)| m)
             }
         };
+        if self.options.shared
+            && w.base.is_some()
+            && !self.stored_as(&meta.clone().unwrap_or_default(), meta.is_some(), w.base)
+        {
+            tracing::debug!(document = %w.doc, "judged against a version another writer has replaced");
+            return Err(StoreError::Storage(crate::storage::StorageError::Conflict));
+        }
+        let mut meta = meta.unwrap_or_default();
         let created = meta.chunks == 0;
         let must_load = created || meta.kind.is_none();
         let added = state.added.get(&w.doc);

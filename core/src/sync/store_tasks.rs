@@ -134,6 +134,7 @@ pub fn execute_group(store: &DocStore, tasks: &[StorageTask]) -> Vec<StorageResu
         // In a shared store another writer changed one of the group's documents: nothing was
         // written. Each write alone finds which (those conflict); the others are stored.
         Err(e) if e.is_conflict() && writes.len() > 1 => {
+            tracing::debug!(writes = writes.len(), "group commit kept losing races; writing one by one");
             for (i, w) in at.iter().zip(&writes) {
                 record_outcomes(&mut results, &[*i], store.append_sync_batch(std::slice::from_ref(w)));
             }

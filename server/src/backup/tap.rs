@@ -10,7 +10,7 @@
 use std::io::{BufWriter, Write as _};
 use std::sync::{Arc, Mutex};
 
-use liaison_core::storage::{Batch, BatchOp, KeyValue, KvStore, StorageError};
+use liaison_core::storage::{Batch, BatchOp, KeyValue, KvStore, StorageError, WritersLock};
 
 use super::BackupError;
 
@@ -97,6 +97,9 @@ impl KvStore for TappedKv {
     fn apply(&self, batch: Batch) -> Result<(), StorageError> {
         let ops = batch.ops().to_vec();
         self.write(&ops, || self.inner.apply(batch))
+    }
+    fn lock_writers(&self) -> Result<WritersLock, StorageError> {
+        self.inner.lock_writers()
     }
     fn flush(&self) -> Result<(), StorageError> {
         self.inner.flush()

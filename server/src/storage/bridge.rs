@@ -53,13 +53,27 @@ impl Bridge {
         F: Future<Output = Result<T, StorageError>> + Send + 'static,
         T: Send + 'static,
     {
-        let (done, result) = mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            let _ = done.send(work.await);
-        });
-        // The sender is dropped unanswered only if the work panicked or the runtime stopped.
-        result.recv().map_err(|_| StorageError::Backend("the database client stopped before it answered".into()))?
+        run_on(&self.handle, work)
     }
+
+    /// The runtime, for work that outlives a borrow of the store (a lock's release).
+    pub(crate) fn handle(&self) -> tokio::runtime::Handle {
+        self.handle.clone()
+    }
+}
+
+/// [`Bridge::run`] on the runtime `handle` names.
+pub(crate) fn run_on<T, F>(handle: &tokio::runtime::Handle, work: F) -> Result<T, StorageError>
+where
+    F: Future<Output = Result<T, StorageError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (done, result) = mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = done.send(work.await);
+    });
+    // The sender is dropped unanswered only if the work panicked or the runtime stopped.
+    result.recv().map_err(|_| StorageError::Backend("the database client stopped before it answered".into()))?
 }
 
 #[cfg(test)]

@@ -16,10 +16,10 @@
 //! - Errors name the SQLSTATE and PostgreSQL's message, never its DETAIL (which quotes values).
 
 use deadpool_postgres::Pool;
-use liaison_core::storage::{Batch, KeyValue, KvStore, StorageError};
+use liaison_core::storage::{Batch, KeyValue, KvStore, StorageError, WritersLock};
 use tokio_postgres::error::SqlState;
 
-use super::bridge::Bridge;
+use super::bridge::{Bridge, run_on};
 use super::pg_batch::{Failed, Plan, is_retryable};
 
 /// Rows a page query asks for first; doubled while the page still has room, up to the max.
@@ -56,6 +56,36 @@ impl PgKv {
             let client = pool.get().await.map_err(map_pool_err)?;
             work(client).await.map_err(|e| map_pg_err(&e))
         })
+    }
+}
+
+/// An arbitrary constant naming the cluster's writers' lock among the database's advisory
+/// locks (see [`KvStore::lock_writers`]; the one-relay lock is `...02`).
+const WRITERS_LOCK: i64 = 0x6c69_6169_736f_6e03;
+
+/// The writers' lock, held by a pooled connection's session until dropped.
+struct HeldWriters {
+    client: Option<deadpool_postgres::Object>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drop for HeldWriters {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else { return };
+        let released = run_on(&self.runtime, async move {
+            match client.query_one("SELECT pg_advisory_unlock($1)", &[&WRITERS_LOCK]).await {
+                Ok(row) if row.try_get::<_, bool>(0).unwrap_or(false) => Ok(()),
+                _ => {
+                    // Closing the connection ends its session, and the lock with it; never
+                    // hand a session that may still hold it back to the pool.
+                    drop(deadpool_postgres::Object::take(client));
+                    Err(StorageError::Backend("the writers' lock was not released".into()))
+                }
+            }
+        });
+        if released.is_err() {
+            tracing::warn!("the cluster's writers' lock was released by closing its connection");
+        }
     }
 }
 
@@ -155,6 +185,17 @@ impl KvStore for PgKv {
 
     /// Nothing to do: every write returned only once its transaction committed, and a commit
     /// with `synchronous_commit = on` is on disk.
+    fn lock_writers(&self) -> Result<WritersLock, StorageError> {
+        let pool = self.pool.clone();
+        let client = self.bridge.run(async move {
+            let client = pool.get().await.map_err(map_pool_err)?;
+            let statement = client.prepare_cached("SELECT pg_advisory_lock($1)").await.map_err(|e| map_pg_err(&e))?;
+            client.execute(&statement, &[&WRITERS_LOCK]).await.map_err(|e| map_pg_err(&e))?;
+            Ok(client)
+        })?;
+        Ok(WritersLock::held(Box::new(HeldWriters { client: Some(client), runtime: self.bridge.handle() })))
+    }
+
     fn flush(&self) -> Result<(), StorageError> {
         Ok(())
     }
