@@ -60,6 +60,13 @@ pub struct Owner {
     pub kind: Option<Kind>,
 }
 
+impl From<(String, String, Option<Kind>)> for Owner {
+    /// What `DocStore::owner_of` reads.
+    fn from((tenant, team, kind): (String, String, Option<Kind>)) -> Self {
+        Self { tenant, team, kind }
+    }
+}
+
 impl PendingOwners {
     fn set(&self, doc: DocumentId, owner: Owner) {
         self.lock().insert(doc, owner);
@@ -243,10 +250,8 @@ impl RelayPolicy {
     /// yet committed. `Err` when the document is stored but names no owner, or the store
     /// cannot tell: access then fails closed.
     fn owner(&self, doc: &DocumentId) -> Result<Option<Owner>, ()> {
-        let stored = self.cache.owner(doc, || {
-            let owner = self.store.owner_of(doc)?;
-            Ok::<_, liaison_core::StoreError>(owner.map(|(tenant, team, kind)| Owner { tenant, team, kind }))
-        });
+        let stored =
+            self.cache.owner(doc, || Ok::<_, liaison_core::StoreError>(self.store.owner_of(doc)?.map(Owner::from)));
         match stored {
             Ok(Some(owner)) => Ok(Some(owner)),
             Ok(None) => match self.pending.get(doc) {

@@ -18,7 +18,7 @@ use liaison_core::sync::{ConnId, Input};
 use liaison_core::{DocStore, DocumentId};
 
 use super::{Actor, ActorMsg};
-use crate::policy::{erased_owner, readable_scope};
+use crate::policy::{Owner, erased_owner, readable_scope};
 
 /// Pages a scan may have ready ahead of the device.
 const PAGES_AHEAD: usize = 2;
@@ -125,13 +125,30 @@ impl Actor {
     }
 
     /// A document was stored: subscribers that may read it and are not syncing it hear of it.
-    pub(super) fn catalog_changed(&mut self, doc: DocumentId, heads: &[ChangeHash]) {
+    pub(super) fn catalog_changed(&mut self, doc: DocumentId, heads: &[ChangeHash], owner: &Owner) {
         if self.catalog.0.is_empty() {
             return;
         }
-        let Ok(Some((tenant, team, kind))) = self.store.owner_of(&doc) else { return };
         let entry = CatalogEntry { doc, heads: heads.to_vec(), erased: false };
-        self.tell(doc, entry, |s| s.allows(&tenant, Some(&team), kind));
+        self.tell(doc, entry, |s| s.allows(&owner.tenant, Some(&owner.team), owner.kind));
+    }
+
+    /// This node stored changes to `doc`: its subscribers hear of it. The owner comes from the
+    /// policy's cache (a read of the store on the actor only the first time).
+    pub(super) fn catalog_stored(&mut self, doc: DocumentId, heads: &[ChangeHash]) {
+        if self.catalog.0.is_empty() {
+            return;
+        }
+        let store = &self.store;
+        let owner = self.policy_cache.owner(&doc, || store.owner_of(&doc).map(|o| o.map(Owner::from)));
+        if let Ok(Some(owner)) = owner {
+            self.catalog_changed(doc, heads, &owner);
+        }
+    }
+
+    /// Whether any connection subscribed to the catalog.
+    pub(super) fn has_catalog_subscribers(&self) -> bool {
+        !self.catalog.0.is_empty()
     }
 
     /// A document was erased: subscribers that could read it hear of it.

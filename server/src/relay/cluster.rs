@@ -30,7 +30,7 @@ use liaison_core::DocStore;
 use liaison_core::store::FeedEntry;
 
 use super::{Actor, ActorMsg};
-use crate::policy::erased_owner;
+use crate::policy::{Owner, erased_owner};
 use crate::storage::hints::{Hint, HintEvent, Hints};
 
 /// How often a node compares its resident documents with the store, hints or not: the most a
@@ -88,11 +88,19 @@ impl Actor {
     /// Another node stored or erased `doc`: what it means is read off the actor (every read is
     /// a round trip on PostgreSQL) and comes back as `ActorMsg::Elsewhere`.
     fn changed_elsewhere(&mut self, doc: DocumentId) {
+        let listing = self.has_catalog_subscribers();
+        if !listing && !self.engine.concerns(&doc) {
+            // No device here holds it, asked for it or lists documents: nothing to read (each
+            // read a database round trip, for every edit of every other node). The policy
+            // asks again whether it is erased; an erasure also sends `Hint::Security`.
+            self.policy_cache.forget_not_erased(&doc);
+            return;
+        }
         let held = self.engine.durable_heads(&doc);
         let store = self.store.clone();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            let news = read_elsewhere(&store, doc, held.as_deref());
+            let news = read_elsewhere(&store, doc, held.as_deref(), listing);
             let _ = tx.blocking_send(ActorMsg::Elsewhere(Box::new(news)));
         });
     }
@@ -103,7 +111,7 @@ impl Actor {
     /// written), and catalog subscribers hear of it. A document being loaded or written is
     /// loaded again once that is done (`Input::Reload`).
     pub(super) fn on_elsewhere(&mut self, news: Elsewhere) {
-        let Elsewhere { doc, erased, heads, changes } = news;
+        let Elsewhere { doc, erased, heads, changes, owner } = news;
         if erased {
             // From now on the policy reads its tombstone (every other change the hint may stand
             // for keeps it: the policy's "not erased" is forgotten on a load or a conflict).
@@ -118,8 +126,8 @@ impl Actor {
             Some(_) => {}
             None => self.input(Input::Reload { doc }),
         }
-        if let Some(heads) = heads {
-            self.catalog_changed(doc, &heads);
+        if let (Some(heads), Some(owner)) = (heads, owner) {
+            self.catalog_changed(doc, &heads, &owner);
         }
     }
 
@@ -157,24 +165,27 @@ impl Actor {
 
     /// What `catch_up` found: resident documents another node changed, and feed entries past
     /// the point this node had read.
-    pub(super) fn on_stale(&mut self, docs: Vec<DocumentId>, entries: Vec<FeedEntry>, read: u64) {
+    pub(super) fn on_stale(&mut self, docs: Vec<DocumentId>, entries: Vec<(String, FeedEntry)>, read: u64) {
         for doc in docs {
             self.changed_elsewhere(doc);
         }
-        for e in entries {
+        for (tenant, e) in entries {
             if e.erased {
                 self.catalog_erased(e.doc);
-            } else {
-                self.catalog_changed(e.doc, &e.heads);
+            } else if let Some(team) = e.team {
+                // The feed's entry names what the meta does (the tenant is the feed's).
+                let owner = Owner { tenant, team, kind: e.kind };
+                self.catalog_changed(e.doc, &e.heads, &owner);
             }
         }
         self.feed_read = self.feed_read.max(read);
     }
 }
 
-/// Entries of `tenants`' feeds after `after`, and the feed's position they were read up to.
-/// On a read error, what was read so far and `after` (read again next time).
-fn feed_since(store: &DocStore, tenants: &BTreeSet<String>, after: u64) -> (Vec<FeedEntry>, u64) {
+/// Entries of `tenants`' feeds after `after`, each with its tenant, and the feed's position
+/// they were read up to. On a read error, what was read so far and `after` (read again next
+/// time).
+fn feed_since(store: &DocStore, tenants: &BTreeSet<String>, after: u64) -> (Vec<(String, FeedEntry)>, u64) {
     let cursor = store.feed_cursor();
     let mut entries = Vec::new();
     if cursor <= after {
@@ -187,7 +198,7 @@ fn feed_since(store: &DocStore, tenants: &BTreeSet<String>, after: u64) -> (Vec<
                 Ok(page) => {
                     let Some(last) = page.last().map(|e| e.seq) else { break };
                     let full = page.len() == FEED_PAGE;
-                    entries.extend(page);
+                    entries.extend(page.into_iter().map(|e| (tenant.clone(), e)));
                     from = last;
                     if !full {
                         break;
@@ -218,11 +229,21 @@ pub struct Elsewhere {
     /// The stored changes after the heads this node holds, if it holds it loaded; `None` when it
     /// does not (or the store could not be read: then it is loaded again).
     changes: Option<Vec<u8>>,
+    /// Its tenant, team and kind, read for catalog subscribers (`None` when there were none,
+    /// or it is not a liaison record).
+    owner: Option<Owner>,
 }
 
-fn read_elsewhere(store: &DocStore, doc: DocumentId, held: Option<&[automerge::ChangeHash]>) -> Elsewhere {
+/// Reads what another node did to `doc`, off the actor; with `listing`, its owner too (for
+/// catalog subscribers).
+fn read_elsewhere(
+    store: &DocStore,
+    doc: DocumentId,
+    held: Option<&[automerge::ChangeHash]>,
+    listing: bool,
+) -> Elsewhere {
     if erased_owner(store, &doc).is_some() {
-        return Elsewhere { doc, erased: true, heads: None, changes: None };
+        return Elsewhere { doc, erased: true, heads: None, changes: None, owner: None };
     }
     let heads = store.stored_heads(&doc).ok().flatten();
     let changes = match (held, &heads) {
@@ -230,5 +251,6 @@ fn read_elsewhere(store: &DocStore, doc: DocumentId, held: Option<&[automerge::C
         (Some(held), Some(_)) => store.changes_since(&doc, held).ok(),
         _ => None,
     };
-    Elsewhere { doc, erased: false, heads, changes }
+    let owner = if listing && heads.is_some() { store.owner_of(&doc).ok().flatten().map(Owner::from) } else { None };
+    Elsewhere { doc, erased: false, heads, changes, owner }
 }

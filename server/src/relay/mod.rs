@@ -105,10 +105,10 @@ pub enum ActorMsg {
     /// Another relay of the cluster stored or erased a document, or changed tokens or grants.
     Hint(crate::storage::hints::HintEvent),
     /// What the catch-up found: resident documents another relay changed, and change-feed
-    /// entries past `read` (see `cluster`).
+    /// entries past `read`, each with its tenant (see `cluster`).
     Stale {
         docs: Vec<liaison_core::DocumentId>,
-        entries: Vec<liaison_core::store::FeedEntry>,
+        entries: Vec<(String, liaison_core::store::FeedEntry)>,
         read: u64,
     },
     /// The once-a-second re-check's reads, done off the actor.
@@ -551,7 +551,7 @@ impl Actor {
             // Stored: the store's meta names the owner from now on.
             Event::DocChanged { doc, heads } => {
                 self.pending_owners.forget(&doc);
-                self.catalog_changed(doc, &heads);
+                self.catalog_stored(doc, &heads);
                 self.hint_stored(doc);
             }
             _ => {}

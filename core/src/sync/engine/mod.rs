@@ -118,6 +118,15 @@ impl Engine {
             .map(|d| d.disk.durable().to_vec())
     }
 
+    /// Whether this engine has anything to do with `doc`: it is resident, announced, or a
+    /// connection asked for it. A change stored elsewhere to a document it does not concern
+    /// needs nothing from it (a later request loads the document as stored).
+    pub fn concerns(&self, doc: &DocumentId) -> bool {
+        self.docs.contains_key(doc)
+            || self.announced.contains(doc)
+            || self.conns.values().any(|c| c.touched.contains(doc))
+    }
+
     /// Every resident document with its durable heads (what this engine knows is stored),
     /// loaded ones with nothing unstored only (a write of the others is on its way, and
     /// conflicts if another writer changed them): for comparing with the store.
