@@ -464,3 +464,25 @@ async fn a_restored_dump_gets_every_nodes_revocations_and_erasures_back_from_the
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_hands_a_teams_devices_one_routing_key_and_they_keep_it() {
+    // What a load balancer hashes to send a team's devices to one node (the devices send it
+    // back on every later connection): the same from any node, with nothing shared but the
+    // database, and another team's differs.
+    let (dirs, sato_t, suzuki_t, _) = team_cluster(2);
+    setup_tenant(dirs[0].path(), "pharma-b", "onc-east", &[("ito", "msl")]);
+    let (_, ito_t) = issue(dirs[0].path(), "pharma-b", "ito", "ito-phone", &[]);
+    let a = Relay::start(dirs[0].path(), &[]).unwrap();
+    let b = Relay::start(dirs[1].path(), &[]).unwrap();
+    let sato = Device::new(&a, "pharma-a", "sato", "sato-phone", &sato_t, Role::Msl);
+    let suzuki = Device::new(&b, "pharma-a", "suzuki", "suzuki-phone", &suzuki_t, Role::Msl);
+    let ito = Device::new(&b, "pharma-b", "ito", "ito-phone", &ito_t, Role::Msl);
+    for d in [&sato, &suzuki, &ito] {
+        d.until_store("the relay's routing key is kept", |s| s.route().unwrap().is_some()).await;
+    }
+    let key = |d: &Device| d.store.route().unwrap().unwrap();
+    assert_eq!(key(&sato), key(&suzuki), "one team: one key, from either node");
+    assert_ne!(key(&sato), key(&ito), "another tenant's team: another key");
+    assert!(!key(&sato).contains("pharma") && !key(&sato).contains("onc"), "opaque to the balancer's logs");
+}

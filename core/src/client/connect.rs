@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::{ROUTE_HEADER, is_route_key};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -111,17 +112,30 @@ pub(super) fn auth_reason(headers: &tokio_tungstenite::tungstenite::http::Header
         .unwrap_or_default()
 }
 
-/// Opens the WebSocket with `token` as bearer credential.
-pub(super) async fn connect(url: &str, token: &str, tls: Arc<rustls::ClientConfig>) -> Result<Ws, Failure> {
+/// Opens the WebSocket with `token` as bearer credential and `route` (the relay's routing key,
+/// if one was kept) as [`ROUTE_HEADER`]. Returns the socket and the routing key the relay
+/// answered with, if it sent a valid one.
+pub(super) async fn connect(
+    url: &str,
+    token: &str,
+    route: Option<&str>,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(Ws, Option<String>), Failure> {
     let mut req = url.into_client_request().map_err(|_| Failure::Other("the relay URL is not valid".into()))?;
     let auth = format!("Bearer {token}")
         .parse()
         .map_err(|_| Failure::Other("the credential cannot be sent as an HTTP header".into()))?;
     req.headers_mut().insert("authorization", auth);
+    if let Some(value) = route.filter(|r| is_route_key(r)).and_then(|r| r.parse().ok()) {
+        req.headers_mut().insert(ROUTE_HEADER, value);
+    }
     let connector = tokio_tungstenite::Connector::Rustls(tls);
     let connecting = tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector));
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Ok((ws, response))) => {
+            let given = response.headers().get(ROUTE_HEADER).and_then(|v| v.to_str().ok());
+            Ok((ws, given.filter(|r| is_route_key(r)).map(str::to_owned)))
+        }
         Ok(Err(e)) => Err(Failure::of(&e)),
         Err(_) => Err(Failure::Other("timed out".into())),
     }
@@ -196,5 +210,36 @@ mod tests {
         assert_eq!(Failure::of_io(&Error::from(ErrorKind::HostUnreachable)), Failure::NoRoute);
         assert_eq!(Failure::of_io(&Error::from(ErrorKind::InvalidData)), Failure::Tls);
         assert!(matches!(Failure::of_io(&Error::from(ErrorKind::ConnectionRefused)), Failure::Other(_)));
+    }
+
+    #[tokio::test]
+    async fn the_routing_key_goes_back_to_the_relay_and_only_a_valid_answer_is_kept() {
+        use tokio_tungstenite::tungstenite::handshake::server::{Request, Response as Answer};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/v1/sync", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut heard = Vec::new();
+            for answer in ["0123456789abcdef", "NOT-A-KEY"] {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut sent = None;
+                let callback = |req: &Request, mut resp: Answer| {
+                    sent = req.headers().get(ROUTE_HEADER).map(|v| v.to_str().unwrap().to_owned());
+                    resp.headers_mut().insert(ROUTE_HEADER, HeaderValue::from_static(answer));
+                    Ok(resp)
+                };
+                let ws = tokio_tungstenite::accept_hdr_async(tcp, callback).await.unwrap();
+                heard.push(sent);
+                drop(ws);
+            }
+            heard
+        });
+        let tls = Arc::new(crate::client::tls_config(&crate::client::Trust::System { pins: Vec::new() }).unwrap());
+        let (_ws, given) = connect(&url, "token", None, tls.clone()).await.unwrap();
+        assert_eq!(given.as_deref(), Some("0123456789abcdef"), "the relay's key is taken");
+        let (_ws, given) = connect(&url, "token", given.as_deref(), tls).await.unwrap();
+        assert_eq!(given, None, "a key that is not lowercase hex is not kept");
+        let heard = server.await.unwrap();
+        assert_eq!(heard, [None, Some("0123456789abcdef".to_owned())], "sent back on the next connection");
     }
 }

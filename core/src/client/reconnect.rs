@@ -76,9 +76,15 @@ impl Driver {
             Err(Verdict::Ask(reason)) => return self.ask(reason).await,
             Err(verdict) => return self.verdict(verdict).await,
         };
-        let ended = match connect(&self.options.url, &token, self.tls.clone()).await {
-            Ok(ws) => {
+        let route = self.store.route().ok().flatten();
+        let ended = match connect(&self.options.url, &token, route.as_deref(), self.tls.clone()).await {
+            Ok((ws, given)) => {
                 *attempt = 0;
+                if let Some(given) = given.filter(|g| route.as_ref() != Some(g))
+                    && let Err(e) = self.store.set_route(&given)
+                {
+                    tracing::warn!(error = %e, "cannot keep the relay's routing key");
+                }
                 self.auth.connected();
                 self.session(ws, cmds).await
             }

@@ -32,6 +32,9 @@ impl Driver {
         if let Err(e) = self.store.clear_catalog_position() {
             tracing::error!(error = %e, "cannot erase the catalog position");
         }
+        if let Err(e) = self.store.clear_route() {
+            tracing::error!(error = %e, "cannot erase the routing key");
+        }
         tracing::warn!(?reason, documents = docs.len(), failed, "local records erased (remote wipe)");
         self.pending().clear();
         self.catalog_reset();

@@ -52,6 +52,7 @@ mod position;
 mod queries;
 mod raw;
 mod records;
+mod route;
 mod screen;
 #[cfg(test)]
 mod shared_tests;
@@ -74,6 +75,7 @@ pub use error::StoreError;
 pub use feed::FeedEntry;
 pub use index::{KolSummary, fold};
 pub use queries::{DraftRow, InteractionRow, MirRow, TaskRow, UnreadableRow};
+pub use route::{ROUTE_HEADER, is_route_key};
 pub use sync_writes::SyncWrite;
 
 use crate::id::{DocumentId, Identity};

@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod caller;
 mod enrol;
+mod route;
 mod socket;
 
 use crate::now_ms;
@@ -226,7 +227,8 @@ async fn sync_socket(
         return Ok((StatusCode::TOO_MANY_REQUESTS, Json(reason)).into_response());
     };
     let limits = state.limits.clone();
-    Ok(ws
+    let route = route::route_of(&principal);
+    let mut response = ws
         .protocols([SELECTED_PROTOCOL])
         // tungstenite reserves its whole read buffer per connection (128 KiB by default): most
         // connections idle, so start small; it grows for the rare large frame.
@@ -239,7 +241,11 @@ async fn sync_socket(
             let (sink, stream) = futures::StreamExt::split(socket);
             serve_socket(sink, stream, principal, state.relay, limits, state.metrics).await
         })
-        .into_response())
+        .into_response();
+    if let Ok(value) = header::HeaderValue::from_str(&route) {
+        response.headers_mut().insert(liaison_core::store::ROUTE_HEADER, value);
+    }
+    Ok(response)
 }
 
 /// The documents a device may sync: discovery for clients (see ARCHITECTURE.md).
