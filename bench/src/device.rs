@@ -32,12 +32,14 @@ pub struct Target {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Device name to bearer token (liaison's relay); `None` for relays without authentication.
     pub tokens: Option<Arc<HashMap<String, String>>>,
+    /// Each team's devices on one node ([`crate::servers::node_for`]).
+    pub routed_by_team: bool,
 }
 
 impl Target {
     /// The URL device (or connection) number `index` connects to.
     pub fn url_for(&self, index: usize) -> &str {
-        self.urls.get(crate::servers::node_for(index, self.urls.len())).map_or("", String::as_str)
+        self.urls.get(crate::servers::node_for(index, self.urls.len(), self.routed_by_team)).map_or("", String::as_str)
     }
 }
 

@@ -20,7 +20,8 @@ struct Args {
     quick: bool,
     /// Relays to start and compare, comma-separated: liaison (on sled), liaison-pg (on a
     /// PostgreSQL database), liaison-pg2 (two cluster nodes on one PostgreSQL database, device i
-    /// on node i % 2), node, samod. The liaison-pg relays run on one private PostgreSQL started
+    /// on node i % 2), liaison-pg2-routed (the same, each team on one node, as a balancer
+    /// hashing the relay's routing key puts it), node, samod. The liaison-pg relays run on one private PostgreSQL started
     /// for the run (Debian's, installed if missing), or on LIAISON_TEST_PG_URL's instance.
     #[arg(long, default_value = "liaison,node,samod")]
     servers: String,
@@ -182,7 +183,7 @@ fn main() -> Result<()> {
             }
             None => None,
         };
-        let target = Target { urls: vec![url.clone()], tls, tokens };
+        let target = Target { urls: vec![url.clone()], tls, tokens, routed_by_team: false };
         rt.block_on(liaison_bench::run_against(&target, &sizes, &scenarios, print_row))?
     } else {
         let servers: Vec<Kind> = args
@@ -197,7 +198,9 @@ fn main() -> Result<()> {
         }
         for k in &servers {
             let ok = match k {
-                Kind::Liaison | Kind::LiaisonPg | Kind::LiaisonPg2 => programs.bin_dir.join("liaison-relay").is_file(),
+                Kind::Liaison | Kind::LiaisonPg | Kind::LiaisonPg2 | Kind::LiaisonPg2Routed => {
+                    programs.bin_dir.join("liaison-relay").is_file()
+                }
                 Kind::Samod => programs.bin_dir.join("samod-relay").is_file(),
                 Kind::Node => programs.node_available(),
             };

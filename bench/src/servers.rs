@@ -24,18 +24,23 @@ pub enum Kind {
     /// Two liaison relays in cluster mode on one PostgreSQL database, the devices split
     /// between them ([`node_for`]).
     LiaisonPg2,
+    /// The same two nodes with each team's devices on one node, as a load balancer hashing
+    /// the relay's routing key (`Liaison-Route`, one per team) puts them ([`node_for`]).
+    LiaisonPg2Routed,
     Node,
     Samod,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Liaison, Kind::LiaisonPg, Kind::LiaisonPg2, Kind::Node, Kind::Samod];
+    pub const ALL: [Kind; 6] =
+        [Kind::Liaison, Kind::LiaisonPg, Kind::LiaisonPg2, Kind::LiaisonPg2Routed, Kind::Node, Kind::Samod];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Liaison => "liaison",
             Kind::LiaisonPg => "liaison-pg",
             Kind::LiaisonPg2 => "liaison-pg2",
+            Kind::LiaisonPg2Routed => "liaison-pg2-routed",
             Kind::Node => "node",
             Kind::Samod => "samod",
         }
@@ -47,24 +52,37 @@ impl Kind {
 
     /// liaison's relay, on any backend.
     pub fn is_liaison(self) -> bool {
-        matches!(self, Kind::Liaison | Kind::LiaisonPg | Kind::LiaisonPg2)
+        matches!(self, Kind::Liaison | Kind::LiaisonPg | Kind::LiaisonPg2 | Kind::LiaisonPg2Routed)
     }
 
     /// Whether it needs the run's PostgreSQL instance.
     pub fn uses_postgres(self) -> bool {
-        matches!(self, Kind::LiaisonPg | Kind::LiaisonPg2)
+        matches!(self, Kind::LiaisonPg | Kind::LiaisonPg2 | Kind::LiaisonPg2Routed)
     }
 
     /// Relay processes it runs.
     pub fn nodes(self) -> usize {
-        if self == Kind::LiaisonPg2 { 2 } else { 1 }
+        if self.is_cluster() { 2 } else { 1 }
+    }
+
+    /// Cluster nodes on one database.
+    pub fn is_cluster(self) -> bool {
+        matches!(self, Kind::LiaisonPg2 | Kind::LiaisonPg2Routed)
+    }
+
+    /// Each team's devices on one node.
+    pub fn routed_by_team(self) -> bool {
+        self == Kind::LiaisonPg2Routed
     }
 }
 
 /// The node device `device` connects to, of `nodes`: device i to node i % nodes, so each team
-/// of five has members on both nodes of a pair and every edit crosses between them.
-pub fn node_for(device: usize, nodes: usize) -> usize {
-    device % nodes.max(1)
+/// of five has members on both nodes of a pair and every edit crosses between them; or, routed
+/// by team, every device of team t to node t % nodes, as a balancer hashing the team's routing
+/// key spreads teams (the key is per team; which node a team gets does not matter here).
+pub fn node_for(device: usize, nodes: usize, routed_by_team: bool) -> usize {
+    let n = if routed_by_team { seed::team_of(device) } else { device };
+    n % nodes.max(1)
 }
 
 /// Where the programs are.
@@ -133,12 +151,12 @@ impl Server {
                 let (child, ready) = start_liaison(programs, tls, dir.path(), &data, None)?;
                 (vec![child], vec![ready.url], ready.certificate.into_iter().collect(), Some(Arc::new(tokens)))
             }
-            Kind::LiaisonPg | Kind::LiaisonPg2 => {
+            Kind::LiaisonPg | Kind::LiaisonPg2 | Kind::LiaisonPg2Routed => {
                 let postgres = postgres.context("liaison-pg needs the run's PostgreSQL")?;
                 let url = postgres.fresh_database()?;
                 database = Some((postgres.clone(), url.clone()));
                 let config = dir.path().join("storage.toml");
-                std::fs::write(&config, storage_toml(&url, kind == Kind::LiaisonPg2))?;
+                std::fs::write(&config, storage_toml(&url, kind.is_cluster()))?;
                 migrate(programs, &config)?;
                 let tokens = {
                     let loaded = liaison_server::config::Config::load(Some(&config), &|_| None)
@@ -205,7 +223,7 @@ impl Server {
             Some(Arc::new(tls_config(&Trust::PinnedKeys { pins }).map_err(|e| anyhow::anyhow!("{e}"))?))
         };
         tracing::info!(server = kind.name(), urls = ?urls, "started");
-        Ok(Self { kind, nodes, target: Target { urls, tls: trust, tokens }, database, _dir: dir })
+        Ok(Self { kind, nodes, target: Target { urls, tls: trust, tokens, routed_by_team: kind.routed_by_team() }, database, _dir: dir })
     }
 
     /// SIGTERM to every node, then SIGKILL to any that lingers; then drops its database.
@@ -340,14 +358,18 @@ mod tests {
 
     #[test]
     fn devices_alternate_between_the_nodes_so_every_team_spans_both() {
-        assert_eq!((0..6).map(|d| node_for(d, 2)).collect::<Vec<_>>(), [0, 1, 0, 1, 0, 1]);
-        assert!((0..10).all(|d| node_for(d, 1) == 0));
+        assert_eq!((0..6).map(|d| node_for(d, 2, false)).collect::<Vec<_>>(), [0, 1, 0, 1, 0, 1]);
+        assert!((0..10).all(|d| node_for(d, 1, false) == 0));
         // A team is five consecutive devices: both nodes serve some of each team.
         for team in 0..4 {
-            let nodes: std::collections::HashSet<usize> = (team * 5..team * 5 + 5).map(|d| node_for(d, 2)).collect();
+            let nodes: std::collections::HashSet<usize> = (team * 5..team * 5 + 5).map(|d| node_for(d, 2, false)).collect();
             assert_eq!(nodes.len(), 2);
+            // Routed by team: all five on one node, and the teams spread over both.
+            let routed: std::collections::HashSet<usize> =
+                (team * 5..team * 5 + 5).map(|d| node_for(d, 2, true)).collect();
+            assert_eq!(routed, [team % 2].into());
         }
-        assert_eq!(node_for(3, 0), 0, "no nodes is read as one");
+        assert_eq!(node_for(3, 0, false), 0, "no nodes is read as one");
     }
 
     #[test]
@@ -356,10 +378,11 @@ mod tests {
             assert_eq!(Kind::parse(kind.name()), Some(kind));
         }
         assert_eq!(Kind::parse("liaison-pg3"), None);
-        assert_eq!(Kind::ALL.iter().filter(|k| k.uses_postgres()).count(), 2);
+        assert_eq!(Kind::ALL.iter().filter(|k| k.uses_postgres()).count(), 3);
         assert!(Kind::ALL.iter().filter(|k| k.uses_postgres()).all(|k| k.is_liaison()));
         assert_eq!(Kind::LiaisonPg2.nodes(), 2);
         assert_eq!(Kind::LiaisonPg.nodes(), 1);
+        assert_eq!((Kind::LiaisonPg2Routed.nodes(), Kind::LiaisonPg2Routed.routed_by_team()), (2, true));
     }
 
     #[test]
