@@ -223,7 +223,13 @@ impl Server {
             Some(Arc::new(tls_config(&Trust::PinnedKeys { pins }).map_err(|e| anyhow::anyhow!("{e}"))?))
         };
         tracing::info!(server = kind.name(), urls = ?urls, "started");
-        Ok(Self { kind, nodes, target: Target { urls, tls: trust, tokens, routed_by_team: kind.routed_by_team() }, database, _dir: dir })
+        Ok(Self {
+            kind,
+            nodes,
+            target: Target { urls, tls: trust, tokens, routed_by_team: kind.routed_by_team() },
+            database,
+            _dir: dir,
+        })
     }
 
     /// SIGTERM to every node, then SIGKILL to any that lingers; then drops its database.
@@ -362,7 +368,8 @@ mod tests {
         assert!((0..10).all(|d| node_for(d, 1, false) == 0));
         // A team is five consecutive devices: both nodes serve some of each team.
         for team in 0..4 {
-            let nodes: std::collections::HashSet<usize> = (team * 5..team * 5 + 5).map(|d| node_for(d, 2, false)).collect();
+            let nodes: std::collections::HashSet<usize> =
+                (team * 5..team * 5 + 5).map(|d| node_for(d, 2, false)).collect();
             assert_eq!(nodes.len(), 2);
             // Routed by team: all five on one node, and the teams spread over both.
             let routed: std::collections::HashSet<usize> =

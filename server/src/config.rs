@@ -443,6 +443,11 @@ impl Config {
             if self.storage.pool_size == 0 {
                 return Err(ConfigError::Invalid("storage.pool_size must be at least 1".into()));
             }
+            if self.storage.cluster && self.storage.pool_size < 2 {
+                // A node's commit holds the writers' lock on one pooled connection and writes
+                // on another.
+                return Err(ConfigError::Invalid("storage.pool_size must be at least 2 with cluster = true".into()));
+            }
             crate::storage::check_config(&self.storage).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         } else if self.storage.cluster {
             return Err(ConfigError::Invalid("storage.cluster needs backend = \"postgres\"".into()));
@@ -612,6 +617,10 @@ mod tests {
         let c = Config::load(Some(&path), &env).unwrap();
         assert_eq!(c.storage.url.as_ref().map(Secret::expose), Some("postgres://relay:other-pw@db.internal/liaison"));
         assert_eq!(c.validate().unwrap_err().to_string(), "storage.pool_size must be at least 1");
+        let mut one = c.clone();
+        one.storage.pool_size = 1;
+        one.storage.cluster = true;
+        assert_eq!(one.validate().unwrap_err().to_string(), "storage.pool_size must be at least 2 with cluster = true");
 
         let plain = Config {
             storage: StorageConfig {

@@ -23,6 +23,9 @@ pub struct Metrics {
     pub loading_documents_peak: AtomicU64,
     pub stored_documents: AtomicU64,
     pub storage_failures: AtomicU64,
+    /// Writes another cluster node's write to the same document beat (judged again, then
+    /// written): many mean a team's devices are spread over nodes.
+    pub write_conflicts: AtomicU64,
     refusals: Mutex<BTreeMap<String, u64>>,
     closes: Mutex<BTreeMap<String, u64>>,
     flush: Mutex<([u64; FLUSH_BUCKETS.len()], u64, f64)>,
@@ -103,6 +106,13 @@ impl Metrics {
             "Storage tasks that failed (disk full, I/O).",
             "counter",
             l(&self.storage_failures),
+        );
+        g(
+            &mut o,
+            "liaison_write_conflicts_total",
+            "Writes another cluster node's write to the same document beat (judged again and written).",
+            "counter",
+            l(&self.write_conflicts),
         );
         let _ = writeln!(
             o,

@@ -308,6 +308,12 @@ async fn a_relay_killed_in_a_storm_loses_nothing_acknowledged_and_its_devices_go
     for d in &docs {
         assert_eq!(sato.store.load(d).unwrap().get_heads(), suzuki.store.load(d).unwrap().get_heads());
     }
+    // Two devices on two nodes writing the same plans: the writes that lost to the other
+    // node's are counted for the operator (whether any lost here depends on timing).
+    let metrics = b.get_text("/metrics");
+    let conflicts = metrics.lines().find_map(|l| l.strip_prefix("liaison_write_conflicts_total "));
+    assert!(conflicts.is_some_and(|n| n.parse::<u64>().is_ok()), "{metrics}");
+    eprintln!("write conflicts on node B: {conflicts:?}");
 }
 
 /// (document, relay heads) pairs a device was told.

@@ -223,6 +223,8 @@ mod tests {
             for answer in ["0123456789abcdef", "NOT-A-KEY"] {
                 let (tcp, _) = listener.accept().await.unwrap();
                 let mut sent = None;
+                // The callback's signature is tungstenite's (its error is a whole response).
+                #[allow(clippy::result_large_err)]
                 let callback = |req: &Request, mut resp: Answer| {
                     sent = req.headers().get(ROUTE_HEADER).map(|v| v.to_str().unwrap().to_owned());
                     resp.headers_mut().insert(ROUTE_HEADER, HeaderValue::from_static(answer));

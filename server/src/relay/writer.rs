@@ -37,8 +37,10 @@ pub(super) fn spawn_writer(
             let results = execute_group(&store, &tasks);
             metrics.observe_flush(started.elapsed().as_secs_f64());
             for (task, result) in ids.into_iter().zip(results) {
-                if matches!(result, liaison_core::sync::StorageResult::Failed(_)) {
-                    Metrics::add(&metrics.storage_failures, 1);
+                match result {
+                    liaison_core::sync::StorageResult::Failed(_) => Metrics::add(&metrics.storage_failures, 1),
+                    liaison_core::sync::StorageResult::Conflict => Metrics::add(&metrics.write_conflicts, 1),
+                    _ => {}
                 }
                 if tx.blocking_send(ActorMsg::StorageDone { task, result }).is_err() {
                     return;
