@@ -541,6 +541,24 @@ fn ephemeral_messages_pass_to_readers_only() {
 }
 
 #[test]
+fn a_relay_is_concerned_only_with_documents_its_devices_hold_or_asked_for() {
+    // What a cluster node skips another node's hint for: nothing here needs the document.
+    let policy = TestPolicy::default();
+    let (mut net, relay, devs) = relay_and_devices(1, &policy);
+    let doc = net.create_plan(devs[0], "plan");
+    let asked = DocumentId::random();
+    let never = DocumentId::random();
+    assert!(!net.nodes[relay].d.engine.concerns(&doc), "not connected yet");
+    net.connect(devs[0], relay);
+    net.settle();
+    assert!(net.nodes[relay].d.engine.concerns(&doc), "synced with a device");
+    net.handle(devs[0], Input::Find { doc: asked });
+    net.settle();
+    assert!(net.nodes[relay].d.engine.concerns(&asked), "a device waits for it");
+    assert!(!net.nodes[relay].d.engine.concerns(&never));
+}
+
+#[test]
 fn the_relay_keeps_at_most_its_resident_cap_and_reloads_on_demand() {
     let policy = TestPolicy::default();
     let mut net = Net::new();
