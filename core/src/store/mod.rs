@@ -62,6 +62,7 @@ mod sync_writes;
 mod test_stores;
 #[cfg(test)]
 mod tests;
+mod versions;
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -77,6 +78,7 @@ pub use index::{KolSummary, fold};
 pub use queries::{DraftRow, InteractionRow, MirRow, TaskRow, UnreadableRow};
 pub use route::{ROUTE_HEADER, is_route_key};
 pub use sync_writes::SyncWrite;
+pub use versions::StoredVersion;
 
 use crate::id::{DocumentId, Identity};
 use crate::model::Kind;

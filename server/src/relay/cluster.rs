@@ -97,10 +97,11 @@ impl Actor {
             return;
         }
         let held = self.engine.durable_heads(&doc);
+        let from = self.positions.chunk_to_read_from(&doc, held.as_deref());
         let store = self.store.clone();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            let news = read_elsewhere(&store, doc, held.as_deref(), listing);
+            let news = read_elsewhere(&store, doc, held.as_deref(), from, listing);
             let _ = tx.blocking_send(ActorMsg::Elsewhere(Box::new(news)));
         });
     }
@@ -111,8 +112,9 @@ impl Actor {
     /// written), and catalog subscribers hear of it. A document being loaded or written is
     /// loaded again once that is done (`Input::Reload`).
     pub(super) fn on_elsewhere(&mut self, news: Elsewhere) {
-        let Elsewhere { doc, erased, heads, changes, owner } = news;
+        let Elsewhere { doc, erased, heads, next_chunk, changes, owner } = news;
         if erased {
+            self.positions.forget(&doc);
             // From now on the policy reads its tombstone (every other change the hint may stand
             // for keeps it: the policy's "not erased" is forgotten on a load or a conflict).
             self.policy_cache.erased(&doc);
@@ -120,6 +122,9 @@ impl Actor {
             self.input(Input::Erase { doc, notify: true });
             self.catalog_erased(doc);
             return;
+        }
+        if let (Some(heads), Some(next_chunk)) = (&heads, next_chunk) {
+            self.positions.read(doc, heads.clone(), next_chunk);
         }
         match changes {
             Some(changes) if !changes.is_empty() => self.input(Input::StoredElsewhere { doc, changes }),
@@ -142,6 +147,8 @@ impl Actor {
         // hint), or an erasure by `liaison-relay admin` on the database: the policy's "not
         // erased" answers are never older than this timer.
         self.policy_cache.forget_all_not_erased();
+        let engine = &self.engine;
+        self.positions.retain(|doc| engine.concerns(doc));
         let resident = self.engine.resident_heads();
         let tenants = self.catalog_tenants();
         let after = self.feed_read;
@@ -226,6 +233,8 @@ pub struct Elsewhere {
     erased: bool,
     /// Its stored heads, if it is stored.
     heads: Option<Vec<automerge::ChangeHash>>,
+    /// The number its next chunk took when those heads were read.
+    next_chunk: Option<u64>,
     /// The stored changes after the heads this node holds, if it holds it loaded; `None` when it
     /// does not (or the store could not be read: then it is loaded again).
     changes: Option<Vec<u8>>,
@@ -235,22 +244,41 @@ pub struct Elsewhere {
 }
 
 /// Reads what another node did to `doc`, off the actor; with `listing`, its owner too (for
-/// catalog subscribers).
+/// catalog subscribers). A copy held at a known position (`from`, see `positions`) reads the
+/// chunks past it alone; any other copy the changes since its heads (the document loaded whole).
 fn read_elsewhere(
     store: &DocStore,
     doc: DocumentId,
     held: Option<&[automerge::ChangeHash]>,
+    from: Option<u64>,
     listing: bool,
 ) -> Elsewhere {
     if erased_owner(store, &doc).is_some() {
-        return Elsewhere { doc, erased: true, heads: None, changes: None, owner: None };
+        return Elsewhere { doc, erased: true, heads: None, next_chunk: None, changes: None, owner: None };
     }
-    let heads = store.stored_heads(&doc).ok().flatten();
-    let changes = match (held, &heads) {
-        (Some(held), Some(stored)) if held == stored.as_slice() => Some(Vec::new()),
-        (Some(held), Some(_)) => store.changes_since(&doc, held).ok(),
-        _ => None,
+    let (version, changes) = match from {
+        Some(from) => match store.changes_from_chunk(&doc, from) {
+            Ok(Some((newer, version))) => {
+                tracing::trace!(document = %doc, from, bytes = newer.len(), "another node's chunks read alone");
+                let changes = if held == Some(version.heads.as_slice()) { Vec::new() } else { newer };
+                (Some(version), Some(changes))
+            }
+            _ => (None, None),
+        },
+        None => {
+            let version = store.stored_version(&doc).ok().flatten();
+            let changes = match (held, &version) {
+                (Some(held), Some(stored)) if held == stored.heads.as_slice() => Some(Vec::new()),
+                (Some(held), Some(_)) => {
+                    tracing::trace!(document = %doc, "another node's changes read from the whole document");
+                    store.changes_since(&doc, held).ok()
+                }
+                _ => None,
+            };
+            (version, changes)
+        }
     };
+    let (heads, next_chunk) = version.map(|v| (v.heads, v.next_chunk)).unzip();
     let owner = if listing && heads.is_some() { store.owner_of(&doc).ok().flatten().map(Owner::from) } else { None };
-    Elsewhere { doc, erased: false, heads, changes, owner }
+    Elsewhere { doc, erased: false, heads, next_chunk, changes, owner }
 }

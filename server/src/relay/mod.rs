@@ -39,6 +39,7 @@ mod catalog;
 mod cluster;
 mod ending;
 mod maintenance;
+mod positions;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
@@ -261,6 +262,7 @@ pub fn spawn(
         held: Vec::new(),
         catalog: catalog::Subscriptions::default(),
         feed_read: if hints.is_some() { store_cursor } else { 0 },
+        positions: positions::Positions::default(),
         rechecking: false,
         hints,
     };
@@ -300,6 +302,8 @@ struct Actor {
     hints: Option<Arc<dyn crate::storage::hints::Hints>>,
     /// In a cluster: how far the catch-up has read the change feed.
     feed_read: u64,
+    /// In a cluster, where this node last saw its resident documents in the store.
+    positions: positions::Positions,
     /// The once-a-second re-check is reading (see `ending::recheck_in_background`).
     rechecking: bool,
 }
@@ -364,6 +368,7 @@ impl Actor {
             ActorMsg::Closed { conn } => self.forget(conn),
             ActorMsg::StorageDone { task, result } => {
                 self.pending = self.pending.saturating_sub(1);
+                self.positions.done(task, &result);
                 if let Some(doc) = self.running.remove(&task) {
                     self.not_busy(doc);
                     // A load (the copy may now be "missing": erased elsewhere) or a write that
@@ -494,6 +499,11 @@ impl Actor {
         }
         self.pending += 1;
         let doc = *task_doc(&op);
+        if self.hints.is_some()
+            && let liaison_core::sync::StorageTask::Append { base, heads, .. } = &op
+        {
+            self.positions.writing(task, doc, base.clone(), heads.clone());
+        }
         self.running.insert(task, doc);
         self.busy(doc);
         let tx = self.tx.clone();
