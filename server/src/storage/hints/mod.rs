@@ -40,8 +40,10 @@ const EVENTS_CAPACITY: usize = 4096;
 /// What one node tells the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hint {
-    /// The document changed; `version` grows with each change of the document, so a node
-    /// that already holds it (or a later one) can ignore the hint.
+    /// The document changed. `version` is meant to grow with each change of the document, so
+    /// a node that already holds it (or a later one) could ignore the hint; the relay sends 0
+    /// (unknown) today, since its store does not report the chunk number a write took, and a
+    /// receiver reads the store whatever the version (cheaply: `relay/positions.rs`).
     Doc { id: DocumentId, version: u64 },
     /// Tokens, grants or tombstones changed: re-check every connected device's access now.
     Security,
