@@ -145,6 +145,8 @@ fn liaison_on_postgres_alone_and_as_two_cluster_nodes_completes_team_editing_and
         assert!(m.ops >= expected, "{what}: {} done, expected at least {expected}", m.ops);
         assert!(r.cpu_s.is_some_and(|s| s > 0.0), "{what}: the relay's CPU was measured");
         assert_eq!(r.db_cpu_s.is_some(), private, "{what}: the database's CPU is measured when the instance is ours");
-        assert!(r.db_cpu_s.is_none_or(|s| s > 0.0), "{what}: the database worked");
     }
+    // In clock ticks (10 ms), so a scenario of a tenth of a second may read 0: over the run.
+    let db_cpu: f64 = rows.iter().filter_map(|r| r.db_cpu_s).sum();
+    assert!(!private || db_cpu > 0.0, "the database worked: {db_cpu} s");
 }
