@@ -2,7 +2,7 @@
 //! measures the server process around it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -411,6 +411,10 @@ pub async fn team_editing(target: &Target, sizes: &Sizes, docs: &[SeedDoc], clos
     let bytes_before = wire.bytes();
     let tracker = Arc::new(Tracker::new(sizes.devices));
     let stop_editing = Arc::new(AtomicBool::new(false));
+    // Devices between checking `stop_editing` and recording their edit: the window's end
+    // waits for them, or an edit made just then would be recorded after the wait for
+    // deliveries ended, and count as lost while the devices disconnect under it.
+    let editing = Arc::new(AtomicUsize::new(0));
     let (finish, finished) = tokio::sync::watch::channel(false);
     let start = Instant::now();
     let rate = sizes.rate;
@@ -420,6 +424,7 @@ pub async fn team_editing(target: &Target, sizes: &Sizes, docs: &[SeedDoc], clos
         .map(|(n, mut dev)| {
             let (tracker, stop_editing, finished, teams) =
                 (tracker.clone(), stop_editing.clone(), finished.clone(), teams.clone());
+            let editing = editing.clone();
             let mut finished = finished;
             let i: usize = dev.name[1..].parse().unwrap_or(n);
             let recipients = (team_size(sizes.devices, i) - 1) as u8;
@@ -439,15 +444,22 @@ pub async fn team_editing(target: &Target, sizes: &Sizes, docs: &[SeedDoc], clos
                 let mut made = 0u64;
                 let mut edit = closed_loop && recipients > 0;
                 loop {
-                    if edit && !stop_editing.load(Ordering::Relaxed) {
+                    editing.fetch_add(1, Ordering::SeqCst);
+                    if edit && !stop_editing.load(Ordering::SeqCst) {
                         edit = false;
                         let doc = plans[fastrand::usize(..plans.len())];
-                        let (hash, _) = dev.edit(doc, "edit-text-16byte")?;
-                        if recipients > 0 {
-                            tracker.made(hash, Instant::now(), recipients, i);
+                        let edited = dev.edit(doc, "edit-text-16byte");
+                        if let Ok((hash, _)) = &edited
+                            && recipients > 0
+                        {
+                            tracker.made(*hash, Instant::now(), recipients, i);
                             made += 1;
                         }
+                        editing.fetch_sub(1, Ordering::SeqCst);
+                        edited?;
                         dev.flush(doc).await?;
+                    } else {
+                        editing.fetch_sub(1, Ordering::SeqCst);
                     }
                     tokio::select! {
                         msg = dev.recv_message() => {
@@ -468,8 +480,12 @@ pub async fn team_editing(target: &Target, sizes: &Sizes, docs: &[SeedDoc], clos
         })
         .collect();
     tokio::time::sleep(sizes.duration).await;
-    stop_editing.store(true, Ordering::Relaxed);
+    stop_editing.store(true, Ordering::SeqCst);
     let window = start.elapsed();
+    // An edit begun before the stop is recorded before the wait for deliveries starts.
+    while editing.load(Ordering::SeqCst) > 0 {
+        tokio::task::yield_now().await;
+    }
     // Let what was sent arrive; what has not by then counts as lost.
     let grace = Instant::now() + Duration::from_secs(10);
     while tracker.outstanding() > 0 && Instant::now() < grace {
