@@ -42,6 +42,8 @@ pub(crate) struct Screened {
     pub refused_raw: Vec<Vec<u8>>,
     /// The hashes of the changes accepted (what `apply` or `trial` adds to the document).
     pub accepted: Vec<ChangeHash>,
+    /// Dependencies, absent from the document and the message, of changes left out for them.
+    pub missing: Vec<ChangeHash>,
 }
 
 /// The document and peer a message is screened for.
@@ -75,7 +77,8 @@ pub(crate) fn screen(input: ScreenInput<'_>, msg: sync::Message) -> Result<Scree
     // Reading the trial back can panic too (automerge 0.12 unwraps in `get_changes` on some
     // crafted changes that `receive_sync_message` accepted): guarded like the apply.
     let new: Vec<Change> = guarded(|| Ok(trial.get_changes(&before)))?;
-    let queued = guarded(|| Ok(!trial.get_missing_deps(&[]).is_empty()))?;
+    let missing = guarded(|| Ok(trial.get_missing_deps(&[])))?;
+    let queued = !missing.is_empty();
     let mut bad: BTreeMap<ChangeHash, Refusal> = BTreeMap::new();
     if !new.is_empty() && input.access < Access::ReadWrite {
         let refusal = Refusal::new("read-only", "you may read this document, not change it");
@@ -101,6 +104,7 @@ pub(crate) fn screen(input: ScreenInput<'_>, msg: sync::Message) -> Result<Scree
                 refused: Vec::new(),
                 refused_raw: Vec::new(),
                 accepted,
+                missing,
             });
         }
         bad.extend(refusals);
@@ -112,7 +116,7 @@ pub(crate) fn screen(input: ScreenInput<'_>, msg: sync::Message) -> Result<Scree
     let (refused, refused_raw) = refusals_of(&new, &bad);
     let mut apply = msg;
     apply.changes = accepted.into();
-    Ok(Screened { apply: Some(apply), trial: None, refused, refused_raw, accepted: accepted_hashes })
+    Ok(Screened { apply: Some(apply), trial: None, refused, refused_raw, accepted: accepted_hashes, missing })
 }
 
 /// Takes out the refused changes and their descendants, then judges what remains against

@@ -32,6 +32,7 @@ pub(super) fn close_reason(r: &CloseReason) -> (u16, &'static str) {
         CloseReason::PeerError(_) => (close::PROTOCOL, "peer reported an error"),
         CloseReason::PeerLeft => (close::GOING_AWAY, "peer left"),
         CloseReason::ByApplication(_) => (close::AUTH, "closed by the relay"),
+        CloseReason::StoreUnavailable => (close::TRY_LATER, "store unavailable, try again later"),
     }
 }
 

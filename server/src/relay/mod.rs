@@ -26,6 +26,7 @@ pub mod close {
     pub const PROTOCOL: u16 = 1002;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
+    pub const TRY_LATER: u16 = 1013;
     pub const AUTH: u16 = 4001;
     pub const RATE: u16 = 4029;
     pub const IDLE: u16 = 4008;

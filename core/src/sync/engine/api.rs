@@ -105,6 +105,10 @@ pub enum CloseReason {
     PeerLeft,
     /// The driver asked, with [`Input::Close`]; its reason.
     ByApplication(String),
+    /// The policy could not judge the peer's messages (its store unreachable) and no more may
+    /// wait for it (see `max_unjudged_bytes`). The peer should reconnect later and sends them
+    /// again.
+    StoreUnavailable,
 }
 
 /// Events for the application.

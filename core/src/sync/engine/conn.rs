@@ -26,6 +26,8 @@ pub(super) struct Conn {
     /// dropped. Kept per connection and bounded, so it goes with the socket and one sender can
     /// neither grow it for good nor silence another sender (the relay's notices included).
     pub(super) seen_ephemeral: BTreeMap<(PeerId, String), u64>,
+    /// Messages waiting for a policy that could not tell (see `unjudged`).
+    pub(super) unjudged: super::unjudged::Unjudged,
 }
 
 /// Most (sender, session) pairs one connection remembers; past it the memory starts afresh
@@ -47,6 +49,7 @@ impl Engine {
                 parked: BTreeMap::new(),
                 touched: BTreeSet::new(),
                 seen_ephemeral: BTreeMap::new(),
+                unjudged: Default::default(),
             },
         );
         if side == Side::Initiator {
@@ -96,6 +99,7 @@ impl Engine {
 
     pub(super) fn on_disconnected(&mut self, conn: ConnId) {
         let Some(c) = self.conns.remove(&conn) else { return };
+        self.forget_unjudged(&c.unjudged);
         let peer = match c.phase {
             ConnPhase::Ready(p) => Some(p),
             _ => None,

@@ -37,6 +37,7 @@ impl Engine {
             self.after_change(doc);
         }
         self.retry_reloads();
+        self.judge_all_unjudged();
         self.evict_rescan_at = 0;
         self.evict_over_cap();
     }

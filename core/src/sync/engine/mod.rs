@@ -28,6 +28,7 @@ mod peer;
 mod policy;
 mod receive;
 mod reload;
+mod unjudged;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,6 +67,8 @@ pub struct Engine {
     /// the peers they must reset (see `reload`).
     reloads_owed: BTreeMap<DocumentId, DocEntry>,
     eviction_scans: u64,
+    /// Bytes of messages held on all connections for a policy that cannot tell (`unjudged`).
+    unjudged_bytes: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -96,6 +99,7 @@ impl Engine {
             evict_rescan_at: 0,
             reloads_owed: BTreeMap::new(),
             eviction_scans: 0,
+            unjudged_bytes: 0,
         }
     }
 

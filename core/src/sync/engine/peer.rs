@@ -23,7 +23,14 @@ pub(super) struct PeerDoc {
     pub(super) refusals_notified: BTreeSet<ChangeHash>,
     /// Heads of the last message we actually sent this peer.
     advertised: Vec<ChangeHash>,
+    /// Dependencies of changes we left out because they were missing (see [`PeerDoc::left_out`]),
+    /// asked for in every message until they arrive.
+    missing: BTreeSet<ChangeHash>,
 }
+
+/// Most missing dependencies one (document, peer) asks for at a time; a peer sending orphans
+/// cannot grow the set past it.
+const MAX_MISSING: usize = 256;
 
 /// What the loop guard makes of one more message for a (document, peer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +55,7 @@ impl PeerDoc {
             said_unavailable: false,
             refusals_notified: BTreeSet::new(),
             advertised: Vec::new(),
+            missing: BTreeSet::new(),
         }
     }
 
@@ -70,7 +78,14 @@ impl PeerDoc {
             return Progress::Stalled;
         }
         if self.stalled == loop_guard {
+            // The peer's half of the loop may be its own: a change it believes it sent us (in
+            // its `sent_hashes`) that we never took, because a message was lost or left
+            // unanswered. Resetting only our state would loop on; the reset flag makes the peer
+            // forget what it sent, so it offers the change again.
+            let capabilities = self.sync.their_capabilities.take();
             self.sync = sync::State::new();
+            self.sync.their_capabilities = capabilities;
+            self.sync.needs_reset = true;
             return Progress::Reset;
         }
         Progress::Moving
@@ -78,9 +93,34 @@ impl PeerDoc {
 
     /// The next sync message for this peer, remembering the heads it advertises.
     pub(super) fn generate(&mut self, am: &Automerge) -> Option<sync::Message> {
-        let msg = am.generate_sync_message(&mut self.sync)?;
+        let mut msg = am.generate_sync_message(&mut self.sync)?;
+        self.missing.retain(|h| am.get_change_by_hash(h).is_none());
+        if !self.missing.is_empty() {
+            msg.need.extend(self.missing.iter().copied());
+            msg.need.sort_unstable();
+            msg.need.dedup(); // the encoding wants them sorted
+        }
         self.advertised.clone_from(&msg.heads);
         Some(msg)
+    }
+
+    /// The peer sent changes whose dependencies we do not have, and we left them out (screening
+    /// never keeps them queued). The peer's automerge counts them as sent and will not offer them
+    /// again, and automerge's own `need` names the head we lack, not the dependency: a lost
+    /// message, or a false positive of our bloom filter on the dependency, would stall the
+    /// document for good. So: ask for the dependencies by hash, and reset the peer's record of
+    /// what it sent, so it offers the left-out changes again with them.
+    pub(super) fn left_out(&mut self, missing: &[ChangeHash]) {
+        if missing.is_empty() {
+            return;
+        }
+        for h in missing {
+            if self.missing.len() >= MAX_MISSING {
+                break;
+            }
+            self.missing.insert(*h);
+        }
+        self.sync.needs_reset = true;
     }
 
     /// automerge's `receive_sync_message` records the peer's heads as "last sent" when they
@@ -211,6 +251,47 @@ mod tests {
         assert!(!pd.sync.shared_heads.is_empty());
         while pd.progress(ours.get_heads(), 2) != Progress::Reset {}
         assert!(pd.sync.shared_heads.is_empty() && pd.sync.their_heads.is_none());
+    }
+
+    /// A message of the peer's was lost (or left unanswered): the peer's automerge holds the
+    /// change in its `sent_hashes` and never offers it again, however often we ask. The loop
+    /// guard's reset must reach the peer, not only our own state.
+    #[test]
+    fn the_reset_makes_the_peer_offer_again_a_change_whose_message_was_lost() {
+        let (mut ours, mut theirs) = (doc(&["a"]), Automerge::new());
+        let mut pd = PeerDoc::new(sync::State::new());
+        let mut their_state = sync::State::new();
+        fn talk(pd: &mut PeerDoc, ours: &mut Automerge, theirs: &mut Automerge, their_state: &mut sync::State) {
+            for _ in 0..100 {
+                let a = match pd.progress(ours.get_heads(), 4) {
+                    Progress::Stalled => None,
+                    _ => pd.generate(ours),
+                };
+                let b = theirs.generate_sync_message(their_state);
+                if a.is_none() && b.is_none() {
+                    return;
+                }
+                if let Some(m) = a {
+                    theirs.receive_sync_message(their_state, m).expect("applies");
+                }
+                if let Some(m) = b {
+                    ours.receive_sync_message(&mut pd.sync, m).expect("applies");
+                }
+            }
+        }
+        fn edit(theirs: &mut Automerge, key: &str) {
+            let mut tx = theirs.transaction();
+            tx.put(ROOT, key, 2).expect("put");
+            tx.commit();
+        }
+        talk(&mut pd, &mut ours, &mut theirs, &mut their_state);
+        assert_eq!(ours.get_heads(), theirs.get_heads());
+        edit(&mut theirs, "b");
+        let lost = theirs.generate_sync_message(&mut their_state).expect("b is offered");
+        assert_eq!(lost.changes.len(), 1);
+        edit(&mut theirs, "c");
+        talk(&mut pd, &mut ours, &mut theirs, &mut their_state);
+        assert_eq!(ours.get_heads(), theirs.get_heads(), "the change whose message was lost arrived");
     }
 
     #[test]

@@ -65,10 +65,9 @@ pub trait Policy: Send {
     }
 
     /// Whether the last `erased` or `access` answer for `doc` was a "no" only because the policy
-    /// could not tell (its store unreachable: it fails closed). The message is then dropped
-    /// unanswered instead of answered "unavailable", which a device takes to heart: it stops
-    /// syncing the document with this peer until it reconnects. Unanswered, it sends again with
-    /// its next change or sync round, when the store may answer.
+    /// could not tell (its store unreachable: it fails closed). The message is then held and
+    /// judged again later (see `unjudged`) instead of answered "unavailable", which a device
+    /// takes to heart: it stops syncing the document with this peer until it reconnects.
     fn cannot_tell(&mut self, _doc: &DocumentId) -> bool {
         false
     }

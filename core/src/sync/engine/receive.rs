@@ -14,7 +14,20 @@ use crate::sync::screen::{ScreenError, ScreenInput, Screened, screen};
 use crate::sync::wire::Message;
 
 impl Engine {
+    /// A document message from `conn`: judged after what the connection holds for a policy that
+    /// could not tell, and held behind it if it is for the same document.
     pub(super) fn on_doc_message(&mut self, conn: ConnId, msg: Message) {
+        self.judge_unjudged(conn);
+        if let Some(doc) = msg.document_id().copied()
+            && self.behind_unjudged(conn, &doc)
+        {
+            self.hold_unjudged(conn, doc, msg);
+            return;
+        }
+        self.on_doc_message_now(conn, msg);
+    }
+
+    pub(super) fn on_doc_message_now(&mut self, conn: ConnId, msg: Message) {
         let Some(peer) = self.peer_of(conn) else { return };
         let Some(doc) = msg.document_id().copied() else {
             return; // remote-subscription-change and unknown types: nothing to do for now.
@@ -35,6 +48,7 @@ impl Engine {
         }
         if matches!(msg, Message::Request { .. } | Message::Sync { .. }) && self.policy.erased(&doc) {
             if self.policy.cannot_tell(&doc) {
+                self.hold_unjudged(conn, doc, msg);
                 return;
             }
             if self.policy.may_know_erased(&peer, &doc) {
@@ -45,8 +59,12 @@ impl Engine {
         }
         let access = self.policy.access(&peer, &doc);
         if access == Access::None {
-            if matches!(msg, Message::Request { .. } | Message::Sync { .. }) && !self.policy.cannot_tell(&doc) {
-                self.unavailable(conn, doc);
+            if matches!(msg, Message::Request { .. } | Message::Sync { .. }) {
+                if self.policy.cannot_tell(&doc) {
+                    self.hold_unjudged(conn, doc, msg);
+                } else {
+                    self.unavailable(conn, doc);
+                }
             }
             return;
         }
@@ -117,6 +135,7 @@ impl Engine {
                 refused: Vec::new(),
                 refused_raw: Vec::new(),
                 accepted: Vec::new(),
+                missing: Vec::new(),
             }
         } else {
             let input = ScreenInput {
@@ -145,7 +164,7 @@ impl Engine {
                 }
             }
         };
-        let Screened { apply, trial, refused, refused_raw, accepted } = screened;
+        let Screened { apply, trial, refused, refused_raw, accepted, missing } = screened;
         let their_before = pd.sync.their_heads.clone().unwrap_or_default();
         if let Some((am, state)) = trial {
             d.am = am;
@@ -159,6 +178,7 @@ impl Engine {
         }
         // Who sent what is not stored yet: judged again if another node's write wins (`reload`).
         d.senders.extend(accepted.into_iter().map(|h| (h, conn)));
+        pd.left_out(&missing);
         pd.keep_ack_owed(d.disk.unstored(&d.am));
         let their = pd.sync.their_heads.clone().unwrap_or_default();
         pd.answer_withdrawn_heads(&d.am, &their_before, &their);

@@ -228,7 +228,7 @@ fn a_store_error_fails_closed_and_is_not_remembered() {
     kv.failing.store(true, Ordering::Relaxed);
     for _ in 0..2 {
         assert_eq!(message(&mut policy, &peer, &profile), (true, Access::None), "fails closed");
-        assert!(policy.cannot_tell(&profile), "a no because the store could not be read: left unanswered");
+        assert!(policy.cannot_tell(&profile), "a no because the store could not be read: held for later");
         assert!(!policy.cannot_tell(&profile), "asked once per answer");
     }
     kv.failing.store(false, Ordering::Relaxed);
