@@ -206,3 +206,67 @@ fn a_submitted_record_refuses_a_change_to_what_this_build_does_not_know_behind_a
     });
     assert_eq!(check_locked_edit(&before, &field), Err(EditViolation::Locked), "a field this build does not know");
 }
+
+/// The envelope never changes after creation, and that holds for what this build does not know
+/// too: a key added under it or under `created_by`, or the envelope replaced by an identical
+/// copy, is refused (the typed comparison saw none of them). A legal hold set by someone allowed to stays the one change that passes.
+#[test]
+fn nothing_this_build_does_not_know_can_be_added_to_the_envelope() {
+    let store = device("sato", "phone", Role::Msl);
+    let (_, id) = interaction_with_follow_up(&store);
+    let before = automerge::Automerge::load(&store.export(&id).unwrap()).unwrap();
+    let tenant = store.envelope(&id).unwrap().tenant;
+    let edited = |edit: &dyn Fn(&mut AutoCommit)| {
+        let mut doc = newer_app(&store, &id);
+        edit(&mut doc);
+        automerge::Automerge::load(&doc.save()).unwrap()
+    };
+    let check = |after: &automerge::Automerge, role: Role| {
+        check_update(&before, after, &RemoteWriter { tenant: &tenant, user: "sato", device: "phone", role })
+    };
+    let envelope = |doc: &AutoCommit| map_at(doc, &automerge::ROOT, "envelope");
+
+    let added = edited(&|doc| {
+        let env = envelope(doc);
+        doc.put(&env, "region", "eu-west").unwrap();
+    });
+    assert_eq!(check(&added, Role::Admin), Err(EditViolation::EnvelopeChange), "a key under the envelope");
+    let nested = edited(&|doc| {
+        let by = map_at(doc, &envelope(doc), "created_by");
+        doc.put(&by, "on_behalf_of", "someone").unwrap();
+    });
+    assert_eq!(check(&nested, Role::Admin), Err(EditViolation::EnvelopeChange), "a key under created_by");
+    let copy = edited(&|doc| {
+        let old = envelope(doc);
+        let fields: Vec<(String, ScalarValue)> = ["tenant", "team", "created_at", "retention_class", "legal_hold"]
+            .iter()
+            .map(|k| match doc.get(&old, *k).unwrap() {
+                Some((Value::Scalar(s), _)) => ((*k).to_owned(), s.into_owned()),
+                other => panic!("{k}: {other:?}"),
+            })
+            .collect();
+        let by = map_at(doc, &old, "created_by");
+        let (user, device) = (text_at(doc, &by, "user").unwrap(), text_at(doc, &by, "device").unwrap());
+        let new = doc.put_object(automerge::ROOT, "envelope", ObjType::Map).unwrap();
+        for (k, v) in fields {
+            doc.put(&new, k, v).unwrap();
+        }
+        let by = doc.put_object(&new, "created_by", ObjType::Map).unwrap();
+        doc.put(&by, "user", user).unwrap();
+        doc.put(&by, "device", device).unwrap();
+    });
+    assert_eq!(store.envelope(&id).ok(), read_envelope(&copy).ok(), "the copy reads the same");
+    assert_eq!(check(&copy, Role::Admin), Err(EditViolation::EnvelopeChange), "the envelope replaced by a copy");
+
+    let hold = edited(&|doc| {
+        let env = envelope(doc);
+        doc.put(&env, "legal_hold", true).unwrap();
+    });
+    assert_eq!(check(&hold, Role::Admin), Ok(()), "a legal hold set by an admin");
+    assert_eq!(check(&hold, Role::Msl), Err(EditViolation::LegalHold), "but not by an MSL");
+    let field = edited(&|doc| {
+        let rec = record(doc);
+        doc.put(&rec, "priority", "high").unwrap();
+    });
+    assert_eq!(check(&field, Role::Msl), Ok(()), "a record field this build does not know still passes");
+}

@@ -219,6 +219,28 @@ async fn an_owner_change_behind_a_refused_change_and_its_undo_is_refused() {
     w.honest_devices_still_sync("after the owner change").await;
 }
 
+/// The envelope is fixed at creation, also for keys no build of liaison knows: a device that
+/// adds one (a region a later relay might route or grant by) is refused, and nothing of it is
+/// stored or reaches a teammate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_added_under_the_envelope_is_refused() {
+    let w = world("");
+    let mut mallory = w.raw("mallory").await;
+    let (id, mut doc) = plan_by("mallory", "mine");
+    created(&mut mallory, id, &doc).await;
+    let base = doc.clone();
+    let envelope = obj(&doc, &["envelope"]);
+    let region = change(&mut doc, &actor("mallory"), |tx, _| tx.put(&envelope, "region", "eu-west").unwrap());
+    mallory.sync(id, doc.get_heads(), raw::raw(&[&region])).await;
+    assert_eq!(mallory.refusal(id).await, "envelope-change");
+
+    let suzuki = w.device("suzuki");
+    suzuki.client().find(id);
+    suzuki.until_store("the record arrives", |s| s.load(&id).is_ok()).await;
+    assert_eq!(suzuki.store.load(&id).unwrap().get_heads(), base.get_heads(), "the change was not applied");
+    w.honest_devices_still_sync("after the envelope key").await;
+}
+
 /// A compressed change chunk (type 2) of `inflated` zero bytes: a few hundred KiB on the wire.
 fn bomb(inflated: usize) -> Vec<u8> {
     let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());

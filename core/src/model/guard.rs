@@ -149,6 +149,9 @@ pub fn check_update(before: &Automerge, after: &Automerge, writer: &RemoteWriter
     if envelope.legal_hold != old_envelope.legal_hold && !writer.may_change_legal_hold() {
         return Err(EditViolation::LegalHold);
     }
+    if !envelope_untouched(before, after) {
+        return Err(EditViolation::EnvelopeChange);
+    }
     if let (Some(old), Some(new)) = (&old_lock, &lock) {
         check_lock_transition(old, new, writer)?;
     }
@@ -211,6 +214,59 @@ fn touches_only_the_legal_hold(before: &Automerge, after: &Automerge) -> bool {
             _ => false,
         }
     })
+}
+
+/// The envelope as stored, key by key and with its conflicts, is the same object holding the same
+/// operations before and after, but for `legal_hold` (judged on its typed value with the
+/// writer's rights). The typed comparison cannot see a key this build does not know, added
+/// under the envelope or a map within it, nor a conflicting value that loses to the old one.
+/// Cheap: the envelope is a dozen keys, compared by operation id, not by a diff.
+fn envelope_untouched(before: &Automerge, after: &Automerge) -> bool {
+    let root = automerge::ROOT;
+    let (Ok(b), Ok(a)) = (before.get_all(&root, "envelope"), after.get_all(&root, "envelope")) else { return false };
+    match (b.as_slice(), a.as_slice()) {
+        ([(Value::Object(ObjType::Map), b)], [(Value::Object(ObjType::Map), a)]) if a == b => {
+            same_map(before, after, a, Some("legal_hold"))
+        }
+        _ => false,
+    }
+}
+
+/// Whether map `obj` holds the same operations in `before` and `after`, recursively (`skip`: a
+/// key left out).
+fn same_map(before: &Automerge, after: &Automerge, obj: &automerge::ObjId, skip: Option<&str>) -> bool {
+    let keys = |doc: &Automerge| doc.keys(obj).filter(|k| Some(k.as_str()) != skip).collect::<Vec<_>>();
+    let names = keys(after);
+    names == keys(before)
+        && names
+            .iter()
+            .all(|key| same_values(before, after, before.get_all(obj, key.as_str()), after.get_all(obj, key.as_str())))
+}
+
+/// Whether the values (conflicts included) at one key or index are the same operations, and
+/// the objects among them hold the same operations in turn.
+fn same_values(
+    before: &Automerge,
+    after: &Automerge,
+    b: Result<Vec<(Value<'_>, automerge::ObjId)>, automerge::AutomergeError>,
+    a: Result<Vec<(Value<'_>, automerge::ObjId)>, automerge::AutomergeError>,
+) -> bool {
+    let (Ok(b), Ok(a)) = (b, a) else { return false };
+    a.len() == b.len()
+        && a.iter().zip(&b).all(|((va, id), (vb, idb))| {
+            id == idb
+                && va == vb
+                && match va {
+                    Value::Object(ObjType::Map | ObjType::Table) => same_map(before, after, id, None),
+                    Value::Object(ObjType::List) => {
+                        let n = after.length(id);
+                        n == before.length(id)
+                            && (0..n).all(|i| same_values(before, after, before.get_all(id, i), after.get_all(id, i)))
+                    }
+                    Value::Object(ObjType::Text) => before.text(id).ok() == after.text(id).ok(),
+                    Value::Scalar(_) => true,
+                }
+        })
 }
 
 /// The submit rule: `unlocks` never change from a device; `submission` and `status` change
