@@ -101,6 +101,9 @@ pub fn open_postgres_cluster(storage: &StorageConfig) -> Result<PgKv, DbError> {
     open(storage, Some(Hold::Shared))
 }
 
+/// How long opening waits for the one-relay lock a process that just ended may still hold.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How a relay holds the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hold {
@@ -128,9 +131,21 @@ fn open(storage: &StorageConfig, hold: Option<Hold>) -> Result<PgKv, DbError> {
             Hold::Alone => "SELECT pg_try_advisory_lock($1)",
             Hold::Shared => "SELECT pg_try_advisory_lock_shared($1)",
         };
-        let row = client.query_one(take, &[&SINGLE_RELAY_LOCK]).await.map_err(|e| pg_kv::map_pg_err(&e))?;
-        let taken: bool = row.try_get(0).map_err(|e| pg_kv::map_pg_err(&e))?;
-        Ok(if taken { Ok(Some(client)) } else { Err(DbError::InUse) })
+        // A process that just ended (the previous `liaison-relay admin` command, a relay
+        // restarting) still holds the lock until PostgreSQL has ended its session, which
+        // happens a moment after the process is gone: wait that moment before saying "in use".
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            let row = client.query_one(take, &[&SINGLE_RELAY_LOCK]).await.map_err(|e| pg_kv::map_pg_err(&e))?;
+            let taken: bool = row.try_get(0).map_err(|e| pg_kv::map_pg_err(&e))?;
+            if taken {
+                return Ok(Ok(Some(client)));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Err(DbError::InUse));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     })??;
     Ok(PgKv::new(pool, bridge, single))
 }
