@@ -1458,3 +1458,55 @@ fn a_change_whose_message_was_lost_reaches_the_relay_with_the_next_one() {
     let syncs = net.sent[mark..].iter().filter(|(_, m)| m.type_name() == "sync").count();
     assert!(syncs < 10, "settled in {syncs} messages, before any loop guard");
 }
+
+/// A relay paced by its outbox (`Input::Room`): with room for one message at a time, a device
+/// asking for three documents gets one, then the others as room is given, and nothing is lost;
+/// also when the relay evicts the documents it owes meanwhile (a resident cap of one).
+#[test]
+fn a_connection_without_room_is_paced_and_gets_every_document() {
+    paced(10_000);
+    paced(1);
+}
+
+fn paced(resident_cap: usize) {
+    let policy = TestPolicy::default();
+    let mut net = Net::new();
+    let relay = net.add("relay", false, resident_cap, Box::new(policy.clone()));
+    let devs: Vec<usize> = (0..2).map(|i| net.add(&format!("dev{i}"), true, 10_000, Box::new(OpenPolicy))).collect();
+    let docs: Vec<DocumentId> = (0..3).map(|i| net.create_plan(devs[0], &format!("plan {i}"))).collect();
+    net.connect(devs[0], relay);
+    net.settle();
+    let (_, r1) = net.connect(devs[1], relay);
+    net.settle();
+    net.handle(relay, Input::Room { conn: r1, bytes: 1 });
+    for d in &docs {
+        net.handle(devs[1], Input::Find { doc: *d });
+    }
+    net.settle();
+    let arrived = |net: &Net| docs.iter().filter(|d| net.notes(devs[1], **d).is_some()).count();
+    assert_eq!(arrived(&net), 1, "room for one message: one document");
+    let backlogged = |net: &Net| {
+        net.nodes[relay].events.iter().filter(|e| matches!(e, Event::Backlogged { conn } if *conn == r1)).count()
+    };
+    assert_eq!(backlogged(&net), 1, "the driver is told once");
+
+    let mut rooms = 0;
+    while arrived(&net) < 3 {
+        rooms += 1;
+        assert!(rooms < 20, "paced to a standstill");
+        net.handle(relay, Input::Room { conn: r1, bytes: 1 });
+        net.settle();
+    }
+    assert!(backlogged(&net) >= 3, "backlogged again after each room");
+    for d in &docs {
+        assert_eq!(net.notes(devs[1], *d), net.notes(devs[0], *d));
+    }
+    // Room enough: what is owed goes, and the device's own changes are answered as before.
+    net.handle(relay, Input::Room { conn: r1, bytes: 1 << 20 });
+    net.settle();
+    net.edit(devs[1], docs[0], " [from dev1]");
+    net.settle();
+    net.handle(relay, Input::Room { conn: r1, bytes: 1 << 20 });
+    net.settle();
+    assert_eq!(net.notes(devs[0], docs[0]).as_deref(), Some("plan 0 [from dev1]"));
+}

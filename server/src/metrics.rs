@@ -26,6 +26,9 @@ pub struct Metrics {
     /// Writes another cluster node's write to the same document beat (judged again, then
     /// written): many mean a team's devices are spread over nodes.
     pub write_conflicts: AtomicU64,
+    /// Times a connection's outbox had no room for more sync messages, which then waited for
+    /// the device to read (a slow network; paced, not cut).
+    pub backlogged: AtomicU64,
     refusals: Mutex<BTreeMap<String, u64>>,
     closes: Mutex<BTreeMap<String, u64>>,
     flush: Mutex<([u64; FLUSH_BUCKETS.len()], u64, f64)>,
@@ -113,6 +116,13 @@ impl Metrics {
             "Writes another cluster node's write to the same document beat (judged again and written).",
             "counter",
             l(&self.write_conflicts),
+        );
+        g(
+            &mut o,
+            "liaison_backlogged_total",
+            "Times a connection's outbox had no room for more sync messages, which waited for the device to read.",
+            "counter",
+            l(&self.backlogged),
         );
         let _ = writeln!(
             o,

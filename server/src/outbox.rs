@@ -1,14 +1,24 @@
-//! What the relay's actor has queued for one connection, bounded in bytes and in frames.
+//! What the relay's actor has queued for one connection, bounded in bytes.
 //!
-//! A client that stops reading must not pin memory: every frame queued counts its bytes until
-//! the connection task has written it; past `max_bytes` (or the frame count) the actor cuts the
-//! connection. Cutting wakes the connection task even while it is blocked writing to a socket
-//! nobody reads, so its task and everything it holds end at once.
+//! A client that stops reading must not pin memory: every frame queued counts its bytes (and a
+//! little for the frame itself) until the connection task has written it. A frame is taken
+//! while what waits before it is under `max_bytes`, so one connection holds at most `max_bytes`
+//! and one frame more; past that the actor cuts the connection. Cutting wakes the connection
+//! task even while it is blocked writing to a socket nobody reads, so its task and everything
+//! it holds end at once.
+//!
+//! The engine is paced so that an honest device, however slow its network, is never cut: it
+//! generates sync messages only while the outbox has room for them ([`Outbox::room`]: half the
+//! bound, the other half left for presence and notices), and once it is backlogged the
+//! connection task says when the outbox has drained ([`OutboxReceiver::room_due`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, mpsc};
+
+/// What a queued frame costs beyond its bytes (the frame's own allocation and queue slot).
+const FRAME_OVERHEAD: usize = 64;
 
 /// What the actor tells a connection task.
 #[derive(Debug)]
@@ -17,90 +27,111 @@ pub enum Outgoing {
     Close(u16, String),
 }
 
+/// The parts both ends share.
+#[derive(Debug)]
+struct Shared {
+    queued: AtomicUsize,
+    cut: Arc<Notify>,
+    ended: AtomicBool,
+    /// Messages the relay invited (see [`Outbox::invite`]).
+    invited: AtomicU64,
+    /// The engine waits for room: the task says when the outbox has drained.
+    room_wanted: AtomicBool,
+    max_bytes: usize,
+}
+
 /// The actor's end.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
-    queued: Arc<AtomicUsize>,
-    cut: Arc<Notify>,
-    ended: Arc<AtomicBool>,
-    /// Messages the relay invited (see [`Outbox::invite`]).
-    invited: Arc<AtomicU64>,
-    max_bytes: usize,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    shared: Arc<Shared>,
 }
 
 /// The connection task's end.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: mpsc::Receiver<Outgoing>,
-    queued: Arc<AtomicUsize>,
-    cut: Arc<Notify>,
-    ended: Arc<AtomicBool>,
-    invited: Arc<AtomicU64>,
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+    shared: Arc<Shared>,
 }
 
-/// A new outbox holding at most `max_frames` frames and `max_bytes` bytes of them.
-pub fn outbox(max_frames: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::channel(max_frames.max(1));
-    let queued = Arc::new(AtomicUsize::new(0));
-    let cut = Arc::new(Notify::new());
-    let ended = Arc::new(AtomicBool::new(false));
-    let invited = Arc::new(AtomicU64::new(0));
-    let outbox = Outbox {
-        tx,
-        queued: queued.clone(),
-        cut: cut.clone(),
-        ended: ended.clone(),
-        invited: invited.clone(),
+/// A new outbox holding at most `max_bytes` (and one frame more).
+pub fn outbox(max_bytes: usize) -> (Outbox, OutboxReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        queued: AtomicUsize::new(0),
+        cut: Arc::new(Notify::new()),
+        ended: AtomicBool::new(false),
+        invited: AtomicU64::new(0),
+        room_wanted: AtomicBool::new(false),
         max_bytes,
-    };
-    (outbox, OutboxReceiver { rx, queued, cut, ended, invited })
+    });
+    (Outbox { tx, shared: shared.clone() }, OutboxReceiver { rx, shared })
 }
 
 impl Outbox {
-    /// Queues a frame; `false` (and nothing queued) when the client is too slow for it.
+    /// Queues a frame; `false` (and nothing queued) when the client is too slow for it: what
+    /// waits before it already reaches the bound.
     pub fn frame(&self, frame: Vec<u8>) -> bool {
-        let len = frame.len();
-        let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        // One frame larger than the bound still goes when nothing else waits (a large
-        // document to an honest device); behind others it waits for room.
-        if before > 0 && before.saturating_add(len) > self.max_bytes {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+        let cost = frame.len() + FRAME_OVERHEAD;
+        let before = self.shared.queued.fetch_add(cost, Ordering::AcqRel);
+        if before >= self.shared.max_bytes {
+            self.shared.queued.fetch_sub(cost, Ordering::AcqRel);
             return false;
         }
-        if self.tx.try_send(Outgoing::Frame(frame)).is_err() {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+        if self.tx.send(Outgoing::Frame(frame)).is_err() {
+            self.shared.queued.fetch_sub(cost, Ordering::AcqRel);
             return false;
         }
         true
     }
 
-    /// Asks the task to send a close frame after what is queued; if the queue is full, cuts.
+    /// Asks the task to send a close frame after what is queued; if it is gone, cuts.
     pub fn close(&self, code: u16, reason: &str) {
-        if self.tx.try_send(Outgoing::Close(code, reason.to_owned())).is_err() {
+        if self.tx.send(Outgoing::Close(code, reason.to_owned())).is_err() {
             self.cut();
         }
     }
 
     /// Ends the connection task now, whatever it is doing; queued frames are dropped.
     pub fn cut(&self) {
-        self.cut.notify_one();
+        self.shared.cut.notify_one();
     }
 
     /// Whether the actor is the first to end the connection (see [`OutboxReceiver::first_to_end`]).
     pub fn first_to_end(&self) -> bool {
-        !self.ended.swap(true, Ordering::AcqRel)
+        !self.shared.ended.swap(true, Ordering::AcqRel)
     }
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.shared.queued.load(Ordering::Acquire)
     }
 
     /// The relay asked the device to sync `n` more messages' worth (catalog entries it listed):
     /// those messages do not count against the connection's message rate.
     pub fn invite(&self, n: u64) {
-        self.invited.fetch_add(n, Ordering::AcqRel);
+        self.shared.invited.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// The room to give the engine for sync messages: half the bound, less what is queued, and
+    /// at least one byte (one message) however small the bound.
+    pub fn room(&self) -> usize {
+        (self.shared.max_bytes / 2).saturating_sub(self.queued_bytes()).max(1)
+    }
+
+    /// The engine waits for room. `Some(room)` if the outbox has drained already (then the
+    /// actor gives it); else the task will say once it has (`OutboxReceiver::room_due`), and
+    /// exactly one of the two does.
+    pub fn want_room(&self) -> Option<usize> {
+        self.shared.room_wanted.store(true, Ordering::SeqCst);
+        self.shared.room_due().then(|| self.room())
+    }
+}
+
+impl Shared {
+    /// Drained to a quarter of the bound while the engine waits for room: `true` once.
+    fn room_due(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) <= self.max_bytes / 4 && self.room_wanted.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -122,23 +153,29 @@ impl OutboxReceiver {
     /// The signal the actor raises to cut the connection: `signal.notified().await` resolves
     /// once it did (a cut raised before anyone waits is kept).
     pub fn cut_signal(&self) -> Arc<Notify> {
-        self.cut.clone()
+        self.shared.cut.clone()
     }
 
     /// Whether the connection's task is the first to end the connection: `true` once, to
     /// whichever end asks first, so a close is counted once under one reason.
     pub fn first_to_end(&self) -> bool {
-        !self.ended.swap(true, Ordering::AcqRel)
+        !self.shared.ended.swap(true, Ordering::AcqRel)
     }
 
     /// Spends one invited message, if any is left.
     pub fn take_invited(&self) -> bool {
-        self.invited.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+        self.shared.invited.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+    }
+
+    /// Whether to tell the actor, after a write, that the engine may have room again: it waits
+    /// for room and the outbox has drained to a quarter of its bound. `true` once per wait.
+    pub fn room_due(&self) -> bool {
+        self.shared.room_due()
     }
 
     fn account(&self, m: &Option<Outgoing>) {
         if let Some(Outgoing::Frame(f)) = m {
-            self.queued.fetch_sub(f.len(), Ordering::AcqRel);
+            self.shared.queued.fetch_sub(f.len() + FRAME_OVERHEAD, Ordering::AcqRel);
         }
     }
 }
@@ -149,7 +186,7 @@ mod tests {
 
     #[test]
     fn invited_messages_are_spent_once() {
-        let (out, rx) = outbox(1, 1);
+        let (out, rx) = outbox(1);
         assert!(!rx.take_invited());
         out.invite(2);
         assert!(rx.take_invited() && rx.take_invited());
@@ -158,49 +195,54 @@ mod tests {
 
     #[tokio::test]
     async fn frames_are_bounded_in_bytes_and_freed_when_taken() {
-        let (out, mut rx) = outbox(100, 10);
-        assert!(out.frame(vec![0; 6]));
-        assert!(!out.frame(vec![0; 6]), "12 bytes would pass the 10-byte bound");
-        assert_eq!(out.queued_bytes(), 6);
-        assert!(out.frame(vec![0; 4]));
-        assert!(matches!(rx.recv().await, Some(Outgoing::Frame(f)) if f.len() == 6));
-        assert_eq!(out.queued_bytes(), 4);
+        let (out, mut rx) = outbox(100 + FRAME_OVERHEAD);
+        assert!(out.frame(vec![0; 60]));
+        assert!(out.frame(vec![0; 60]), "taken: what waits before it is under the bound");
+        assert!(!out.frame(vec![0; 1]), "not now: what waits reaches the bound");
+        assert_eq!(out.queued_bytes(), 120 + 2 * FRAME_OVERHEAD);
+        assert!(matches!(rx.recv().await, Some(Outgoing::Frame(f)) if f.len() == 60));
+        assert_eq!(out.queued_bytes(), 60 + FRAME_OVERHEAD);
         assert!(out.frame(vec![0; 6]));
     }
 
     #[tokio::test]
-    async fn one_large_frame_goes_alone_but_not_behind_others() {
-        let (out, _rx) = outbox(100, 10);
+    async fn a_large_frame_goes_while_the_outbox_is_under_its_bound() {
+        let (out, _rx) = outbox(10);
         assert!(out.frame(vec![0; 50]), "alone, a frame over the bound still goes");
         assert!(!out.frame(vec![0; 1]), "nothing more while it waits");
     }
 
     #[tokio::test]
-    async fn frames_are_bounded_in_count() {
-        let (out, _rx) = outbox(2, 1 << 20);
-        assert!(out.frame(vec![1]));
-        assert!(out.frame(vec![2]));
-        assert!(!out.frame(vec![3]));
-        assert_eq!(out.queued_bytes(), 2);
+    async fn room_is_half_the_bound_and_the_drained_outbox_says_so_once() {
+        let (out, mut rx) = outbox(4_000);
+        assert_eq!(out.room(), 2_000);
+        assert_eq!(out.want_room(), Some(2_000), "empty: room at once");
+        assert!(!rx.room_due(), "given by the actor, not again by the task");
+        assert!(out.frame(vec![0; 2_000]));
+        assert_eq!(out.room(), 1, "at least one message");
+        assert_eq!(out.want_room(), None, "full: the task will say");
+        assert!(!rx.room_due(), "not drained yet");
+        assert!(matches!(rx.recv().await, Some(Outgoing::Frame(_))));
+        assert!(rx.room_due(), "drained");
+        assert!(!rx.room_due(), "once per wait");
     }
 
     #[test]
     fn only_the_first_end_to_end_a_connection_counts_it() {
-        let (out, rx) = outbox(1, 1);
+        let (out, rx) = outbox(1);
         assert!(out.first_to_end());
         assert!(!rx.first_to_end());
         assert!(!out.first_to_end());
-        let (out, rx) = outbox(1, 1);
+        let (out, rx) = outbox(1);
         assert!(rx.first_to_end());
         assert!(!out.first_to_end());
     }
 
     #[tokio::test]
-    async fn a_close_on_a_full_queue_cuts() {
-        let (out, rx) = outbox(1, 1 << 20);
+    async fn a_cut_is_remembered_until_the_task_looks() {
+        let (out, rx) = outbox(1 << 20);
         assert!(out.frame(vec![1]));
-        out.close(4013, "client too slow");
-        // The cut is remembered until the task looks.
+        out.cut();
         let cut = rx.cut_signal();
         tokio::time::timeout(std::time::Duration::from_secs(5), cut.notified()).await.expect("cut");
     }

@@ -237,6 +237,12 @@ async fn one_token_opens_at_most_max_connections_per_token_websockets() {
 
 /// Stores `n` engagement plans of sato's team in the (stopped) relay's data directory.
 fn seed_plans(data: &std::path::Path, n: usize) -> Vec<liaison_core::DocumentId> {
+    seed_plans_with(data, n, 0)
+}
+
+/// As [`seed_plans`], each with an attachment of `bytes` incompressible bytes (a field of a
+/// newer app: kept and synced).
+fn seed_plans_with(data: &std::path::Path, n: usize, bytes: usize) -> Vec<liaison_core::DocumentId> {
     use liaison_core::model::EngagementPlan;
     use liaison_core::storage::MemoryKv;
     use liaison_core::store::{StoreOptions, SystemClock};
@@ -256,7 +262,23 @@ fn seed_plans(data: &std::path::Path, n: usize) -> Vec<liaison_core::DocumentId>
     (0..n)
         .map(|i| {
             let doc = device.create("onc-east", &EngagementPlan::new(&kol, format!("plan {i}"))).unwrap();
-            relay.store.merge_remote(&doc, &device.export(&doc).unwrap()).unwrap();
+            let mut saved = device.export(&doc).unwrap();
+            if bytes > 0 {
+                use automerge::transaction::Transactable;
+                let mut am = automerge::AutoCommit::load(&saved).unwrap();
+                let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ i as u64;
+                let noise: Vec<u8> = (0..bytes)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                am.put(automerge::ROOT, "attachment", noise).unwrap();
+                saved = am.save();
+            }
+            relay.store.merge_remote(&doc, &saved).unwrap();
             doc
         })
         .collect()
@@ -293,6 +315,46 @@ async fn a_device_asking_for_hundreds_of_documents_gets_them_all_while_few_load_
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no loading peak in:\n{metrics}"));
     assert!((1..=3).contains(&peak), "at most max_loading_documents load at once, saw {peak}");
+}
+
+/// A device asking at once for documents whose sync messages together pass its outbox (three
+/// of 3 MiB against 1 MiB) is paced, not cut: the relay generates a sync message only while the
+/// outbox has room and waits for the device to read the rest. Before, the second message cut
+/// it ("client too slow") on every reconnect, however fast it read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_asking_for_more_than_its_outbox_holds_is_paced_not_cut() {
+    let data = tempfile::tempdir().unwrap();
+    setup_tenant(data.path(), "pharma-a", "onc-east", &[("sato", "msl")]);
+    let (_, sato) = issue(data.path(), "pharma-a", "sato", "sato-phone", &[]);
+    let docs = seed_plans_with(data.path(), 3, 3 << 20);
+    let config = data.path().join("relay.toml");
+    std::fs::write(&config, "[limits]\nmax_outbox_bytes = 1048576\n").unwrap();
+    let relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
+
+    let mut peer = raw::RawPeer::join(&relay, &sato, "sato-phone").await;
+    for d in &docs {
+        peer.request(*d).await;
+    }
+    let mut whole = std::collections::HashSet::new();
+    while whole.len() < docs.len() {
+        let doc = peer
+            .until("a document's content", |m| match m {
+                liaison_core::sync::wire::Message::Sync { document_id, data, .. } if data.len() > 3 << 20 => {
+                    Some(*document_id)
+                }
+                _ => None,
+            })
+            .await;
+        whole.insert(doc);
+    }
+    let metrics = relay.get_text("/metrics");
+    assert!(!metrics.contains("client too slow"), "{metrics}");
+    let backlogged: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("liaison_backlogged_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no backlog count in:\n{metrics}"));
+    assert!(backlogged >= 1, "the outbox filled and the engine waited");
 }
 
 /// Every limit of the sync socket, each hit once: its close code and reason, its count in

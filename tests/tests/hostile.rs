@@ -365,10 +365,9 @@ async fn history_names_the_real_uploader_and_submissions_cannot_be_forged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_ids_and_unread_outboxes_are_bounded() {
     // A short write deadline, so the non-reading client is cut quickly. The outbox is the
-    // default (32 MiB), which holds the three 5 MiB documents: with 1 MiB the honest new phones
-    // at the end, which fetch them through the catalog, were cut too ("client too slow": two
-    // frames over the bound at once), in about one run of three (a known limit:
-    // docs/security.md); the outbox's byte bound has its unit tests in server/src/outbox.rs.
+    // default (32 MiB); a smaller one paces the honest phones at the end
+    // (`connection_limits::a_device_asking_for_more_than_its_outbox_holds_is_paced_not_cut`);
+    // the outbox's byte bound has its unit tests in server/src/outbox.rs.
     let w = world("[limits]\nwrite_timeout_secs = 2\n");
     // Each attack is measured from just before it: the honest upload of three 5 MiB documents
     // between them is not an attack, and glibc's malloc keeps such large freed buffers (its

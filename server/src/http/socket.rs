@@ -52,7 +52,7 @@ pub(super) async fn serve_socket<W, R>(
     R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
 {
     let conn = relay.next_conn();
-    let (outbox, mut out_rx) = outbox(OUTBOX_FRAMES, limits.max_outbox_bytes);
+    let (outbox, mut out_rx) = outbox(limits.max_outbox_bytes);
     tracing::debug!(conn = conn.0, tenant = %principal.tenant, "connection opened");
     relay.send(ActorMsg::Open { conn, principal, outbox }).await;
     let mut bucket = Bucket {
@@ -106,7 +106,12 @@ pub(super) async fn serve_socket<W, R>(
                     r = tokio::time::timeout(write_deadline, write_queued(&mut sink, first, &mut out_rx)) => r,
                 };
                 match written {
-                    Ok(Ok(true)) => {}
+                    Ok(Ok(true)) => {
+                        // The engine waits for room and the outbox has drained: say so.
+                        if out_rx.room_due() {
+                            relay.send(ActorMsg::Room { conn }).await;
+                        }
+                    }
                     Ok(Ok(false) | Err(())) => break,
                     Err(_) => {
                         count_close(&out_rx, &metrics, "write timeout");
@@ -119,9 +124,6 @@ pub(super) async fn serve_socket<W, R>(
     }
     relay.send(ActorMsg::Closed { conn }).await;
 }
-
-/// Frames queued for one connection and written before one flush.
-const OUTBOX_FRAMES: usize = 4096;
 
 /// Counts the task's reason for ending the connection, unless the actor ended it first (and
 /// counted its own): each connection is counted once.

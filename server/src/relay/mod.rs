@@ -67,6 +67,10 @@ pub enum ActorMsg {
     Closed {
         conn: ConnId,
     },
+    /// The connection's outbox drained while the engine waited for room (`Outbox::want_room`).
+    Room {
+        conn: ConnId,
+    },
     StorageDone {
         task: liaison_core::sync::TaskId,
         result: liaison_core::sync::StorageResult,
@@ -359,6 +363,12 @@ impl Actor {
                 Metrics::add(&self.metrics.connections_open, 1);
                 Metrics::add(&self.metrics.connections_total, 1);
                 self.input(Input::Connected { conn, side: Side::Receiver });
+                self.give_room(conn);
+            }
+            ActorMsg::Room { conn } => {
+                if let Some(bytes) = self.outboxes.get(&conn).map(Outbox::room) {
+                    self.input(Input::Room { conn, bytes });
+                }
             }
             ActorMsg::Frame { conn, frame, permit } => {
                 Metrics::add(&self.metrics.frames_in, 1);
@@ -526,6 +536,14 @@ impl Actor {
         });
     }
 
+    /// The engine's sync messages for `conn` wait for room in its outbox: given now if it has
+    /// drained, else by the connection's task once it has (`ActorMsg::Room`).
+    fn give_room(&mut self, conn: ConnId) {
+        if let Some(bytes) = self.outboxes.get(&conn).and_then(Outbox::want_room) {
+            self.input(Input::Room { conn, bytes });
+        }
+    }
+
     fn on_event(&mut self, e: Event) {
         match e {
             Event::Refused { conn, doc, refused, changes } => {
@@ -549,6 +567,10 @@ impl Actor {
                     }
                     let _ = tx.blocking_send(ActorMsg::Quarantined { doc });
                 });
+            }
+            Event::Backlogged { conn } => {
+                Metrics::add(&self.metrics.backlogged, 1);
+                self.give_room(conn);
             }
             Event::StorageFailed { doc, message } => {
                 tracing::error!(document = %doc, error = %message, "storage task failed; changes stay unacknowledged");

@@ -12,7 +12,7 @@ use crate::outbox::{Outgoing, outbox};
 async fn a_revoked_client_is_closed_and_counted_once() {
     let relay = testing::start();
     let conn = relay.relay.next_conn();
-    let (out, mut out_rx) = outbox(16, 1 << 20);
+    let (out, mut out_rx) = outbox(1 << 20);
     relay.relay.send(ActorMsg::Open { conn, principal: relay.principal.clone(), outbox: out }).await;
     relay.settled().await;
     assert_eq!(relay.metrics.connections_open.load(Ordering::Relaxed), 1);
@@ -43,7 +43,7 @@ async fn a_revoked_client_is_closed_and_counted_once() {
 async fn a_connection_its_task_ended_is_not_counted_by_the_actor() {
     let relay = testing::start();
     let conn = relay.relay.next_conn();
-    let (out, out_rx) = outbox(16, 1 << 20);
+    let (out, out_rx) = outbox(1 << 20);
     relay.relay.send(ActorMsg::Open { conn, principal: relay.principal.clone(), outbox: out }).await;
     // The task ends it (say, idle timeout) and counts it; the actor then revokes it too.
     assert!(out_rx.first_to_end());
@@ -64,7 +64,7 @@ async fn a_client_whose_outbox_is_full_is_cut_and_counted() {
     let relay = testing::start();
     let conn = relay.relay.next_conn();
     // Room for one frame: the relay's answer to the join fills it.
-    let (out, out_rx) = outbox(1, 1 << 20);
+    let (out, out_rx) = outbox(1);
     let cut = out_rx.cut_signal();
     relay.relay.send(ActorMsg::Open { conn, principal: relay.principal.clone(), outbox: out }).await;
     let device = relay.principal.device.clone();

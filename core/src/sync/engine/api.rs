@@ -119,6 +119,12 @@ pub enum Event {
         /// The peer, as the policy sees it.
         peer: PeerInfo,
     },
+    /// A connection's room ran out (see [`Input::Room`]): its sync messages wait until the
+    /// driver says there is room again.
+    Backlogged {
+        /// The connection.
+        conn: ConnId,
+    },
     /// A connection closed or was closed.
     PeerGone {
         /// The connection.
@@ -343,5 +349,15 @@ pub enum Input {
     Settled {
         /// The document.
         doc: DocumentId,
+    },
+    /// The driver's queue for a connection may take this many more bytes. Say it when the
+    /// connection opens and after [`Event::Backlogged`] once the queue has drained; sync messages
+    /// for the connection are generated only while there is room (see `engine::room`). Never
+    /// said, a connection is unbounded.
+    Room {
+        /// The connection.
+        conn: ConnId,
+        /// Bytes the queue may still take.
+        bytes: usize,
     },
 }

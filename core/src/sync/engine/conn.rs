@@ -28,6 +28,8 @@ pub(super) struct Conn {
     pub(super) seen_ephemeral: BTreeMap<(PeerId, String), u64>,
     /// Messages waiting for a policy that could not tell (see `unjudged`).
     pub(super) unjudged: super::unjudged::Unjudged,
+    /// Room in the driver's queue for this connection (see `room`).
+    pub(super) room: super::room::Room,
 }
 
 /// Most (sender, session) pairs one connection remembers; past it the memory starts afresh
@@ -50,6 +52,7 @@ impl Engine {
                 touched: BTreeSet::new(),
                 seen_ephemeral: BTreeMap::new(),
                 unjudged: Default::default(),
+                room: Default::default(),
             },
         );
         if side == Side::Initiator {
@@ -71,7 +74,11 @@ impl Engine {
     }
 
     pub(super) fn send(&mut self, conn: ConnId, msg: &Message) {
-        self.out.push(Output::Send { conn, frame: msg.encode() });
+        let frame = msg.encode();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.room.spend(frame.len());
+        }
+        self.out.push(Output::Send { conn, frame });
     }
 
     pub(super) fn close(&mut self, conn: ConnId, reason: CloseReason) {

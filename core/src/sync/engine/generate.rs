@@ -22,6 +22,9 @@ impl Engine {
     /// Generates and sends the next sync message for (`doc`, `conn`), if any and if allowed.
     pub(super) fn generate(&mut self, doc: DocumentId, conn: ConnId) {
         let Some(peer) = self.peer_of(conn) else { return };
+        if self.wait_for_room(doc, conn) {
+            return;
+        }
         let loop_guard = self.config.loop_guard;
         let Some(d) = self.docs.get_mut(&doc) else { return };
         if d.disk.unstored(&d.am) {

@@ -28,6 +28,7 @@ mod peer;
 mod policy;
 mod receive;
 mod reload;
+mod room;
 mod unjudged;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -184,6 +185,7 @@ impl Engine {
             Input::Erase { doc, notify } => self.on_erase(doc, notify),
             Input::SendNotice { conn, data } => self.on_send_notice(conn, data),
             Input::Settled { doc } => self.on_settled(doc),
+            Input::Room { conn, bytes } => self.on_room(conn, bytes),
         }
         std::mem::take(&mut self.out)
     }
