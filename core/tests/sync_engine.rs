@@ -101,7 +101,7 @@ impl Net {
         policy: Box<dyn Policy>,
         kv: Arc<MemoryKv>,
     ) -> usize {
-        self.add_with(name, announce, resident_cap, policy, new_store_on(name, kv))
+        self.add_full(name, announce, resident_cap, policy, new_store_on(name, kv), |_| {})
     }
 
     /// A relay node over a key-value store it shares with other nodes (the cluster mode).
@@ -112,24 +112,13 @@ impl Net {
         kv: Arc<dyn liaison_core::storage::KvStore>,
     ) -> usize {
         let store = new_store_with(name, kv, StoreOptions { shared: true, ..StoreOptions::default() });
-        self.add_with(name, false, 10_000, policy, store)
+        self.add_full(name, false, 10_000, policy, store, |_| {})
     }
 
     /// A node with its engine's configuration changed by `f`.
     fn add_configured(&mut self, name: &str, policy: Box<dyn Policy>, f: impl FnOnce(&mut EngineConfig)) -> usize {
         let store = new_store_on(name, Arc::new(MemoryKv::new()));
         self.add_full(name, false, 10_000, policy, store, f)
-    }
-
-    fn add_with(
-        &mut self,
-        name: &str,
-        announce: bool,
-        resident_cap: usize,
-        policy: Box<dyn Policy>,
-        store: DocStore,
-    ) -> usize {
-        self.add_full(name, announce, resident_cap, policy, store, |_| {})
     }
 
     fn add_full(

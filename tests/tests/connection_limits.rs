@@ -235,13 +235,40 @@ async fn one_token_opens_at_most_max_connections_per_token_websockets() {
     .expect("a slot was released when a socket ended");
 }
 
-/// Stores `n` engagement plans of sato's team in the (stopped) relay's data directory.
-fn seed_plans(data: &std::path::Path, n: usize) -> Vec<liaison_core::DocumentId> {
-    seed_plans_with(data, n, 0)
+/// A relay with `limits` over `n` seeded plans (see [`seed_plans_with`]), and sato's phone,
+/// joined, having asked for all of them at once.
+async fn sato_asks_for_seeded_plans(
+    limits: &str,
+    n: usize,
+    bytes: usize,
+) -> (tempfile::TempDir, Relay, raw::RawPeer, Vec<liaison_core::DocumentId>) {
+    let data = tempfile::tempdir().unwrap();
+    setup_tenant(data.path(), "pharma-a", "onc-east", &[("sato", "msl")]);
+    let (_, sato) = issue(data.path(), "pharma-a", "sato", "sato-phone", &[]);
+    let docs = seed_plans_with(data.path(), n, bytes);
+    let config = data.path().join("relay.toml");
+    std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
+    let relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
+    let mut peer = raw::RawPeer::join(&relay, &sato, "sato-phone").await;
+    for d in &docs {
+        peer.request(*d).await;
+    }
+    (data, relay, peer, docs)
 }
 
-/// As [`seed_plans`], each with an attachment of `bytes` incompressible bytes (a field of a
-/// newer app: kept and synced).
+/// A counter or gauge of the relay's `/metrics`.
+fn metric(relay: &Relay, name: &str) -> u64 {
+    let metrics = relay.get_text("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+}
+
+/// Stores `n` engagement plans of sato's team in the (stopped) relay's data directory, each
+/// with an attachment of `bytes` incompressible bytes if not 0 (a field of a newer app: kept and
+/// synced).
 fn seed_plans_with(data: &std::path::Path, n: usize, bytes: usize) -> Vec<liaison_core::DocumentId> {
     use liaison_core::model::EngagementPlan;
     use liaison_core::storage::MemoryKv;
@@ -286,18 +313,7 @@ fn seed_plans_with(data: &std::path::Path, n: usize, bytes: usize) -> Vec<liaiso
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_asking_for_hundreds_of_documents_gets_them_all_while_few_load_at_once() {
-    let data = tempfile::tempdir().unwrap();
-    setup_tenant(data.path(), "pharma-a", "onc-east", &[("sato", "msl")]);
-    let (_, sato) = issue(data.path(), "pharma-a", "sato", "sato-phone", &[]);
-    let docs = seed_plans(data.path(), 300);
-    let config = data.path().join("relay.toml");
-    std::fs::write(&config, "[limits]\nmax_loading_documents = 3\n").unwrap();
-    let relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
-
-    let mut peer = raw::RawPeer::join(&relay, &sato, "sato-phone").await;
-    for d in &docs {
-        peer.request(*d).await;
-    }
+    let (_data, relay, mut peer, docs) = sato_asks_for_seeded_plans("max_loading_documents = 3", 300, 0).await;
     let mut answered = std::collections::HashSet::new();
     while answered.len() < docs.len() {
         let doc = peer
@@ -308,12 +324,7 @@ async fn a_device_asking_for_hundreds_of_documents_gets_them_all_while_few_load_
             .await;
         answered.insert(doc);
     }
-    let metrics = relay.get_text("/metrics");
-    let peak: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("liaison_documents_loading_peak "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no loading peak in:\n{metrics}"));
+    let peak = metric(&relay, "liaison_documents_loading_peak");
     assert!((1..=3).contains(&peak), "at most max_loading_documents load at once, saw {peak}");
 }
 
@@ -323,18 +334,7 @@ async fn a_device_asking_for_hundreds_of_documents_gets_them_all_while_few_load_
 /// it ("client too slow") on every reconnect, however fast it read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_asking_for_more_than_its_outbox_holds_is_paced_not_cut() {
-    let data = tempfile::tempdir().unwrap();
-    setup_tenant(data.path(), "pharma-a", "onc-east", &[("sato", "msl")]);
-    let (_, sato) = issue(data.path(), "pharma-a", "sato", "sato-phone", &[]);
-    let docs = seed_plans_with(data.path(), 3, 3 << 20);
-    let config = data.path().join("relay.toml");
-    std::fs::write(&config, "[limits]\nmax_outbox_bytes = 1048576\n").unwrap();
-    let relay = Relay::start(data.path(), &["--config", config.to_str().unwrap()]).unwrap();
-
-    let mut peer = raw::RawPeer::join(&relay, &sato, "sato-phone").await;
-    for d in &docs {
-        peer.request(*d).await;
-    }
+    let (_data, relay, mut peer, docs) = sato_asks_for_seeded_plans("max_outbox_bytes = 1048576", 3, 3 << 20).await;
     let mut whole = std::collections::HashSet::new();
     while whole.len() < docs.len() {
         let doc = peer
@@ -349,12 +349,7 @@ async fn a_device_asking_for_more_than_its_outbox_holds_is_paced_not_cut() {
     }
     let metrics = relay.get_text("/metrics");
     assert!(!metrics.contains("client too slow"), "{metrics}");
-    let backlogged: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("liaison_backlogged_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no backlog count in:\n{metrics}"));
-    assert!(backlogged >= 1, "the outbox filled and the engine waited");
+    assert!(metric(&relay, "liaison_backlogged_total") >= 1, "the outbox filled and the engine waited");
 }
 
 /// Every limit of the sync socket, each hit once: its close code and reason, its count in

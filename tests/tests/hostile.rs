@@ -174,16 +174,23 @@ async fn a_record_with_an_incomplete_envelope_never_opens_to_another_tenant() {
         .await;
 }
 
+/// Mallory's phone, joined, with a plan of hers it created on the relay: the plan as she holds
+/// it and its envelope's object.
+async fn mallorys_plan(w: &World) -> (RawPeer, DocumentId, Automerge, ObjId) {
+    let mut mallory = w.raw("mallory").await;
+    let (id, doc) = plan_by("mallory", "mine");
+    created(&mut mallory, id, &doc).await;
+    let envelope = obj(&doc, &["envelope"]);
+    (mallory, id, doc, envelope)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_change_behind_a_refused_change_and_its_undo_is_refused() {
     let w = world("");
-    let mut mallory = w.raw("mallory").await;
-    let (id, mut doc) = plan_by("mallory", "mine");
-    created(&mut mallory, id, &doc).await;
+    let (mut mallory, id, mut doc, envelope) = mallorys_plan(&w).await;
     let base = doc.clone();
 
     // R1 moves the plan to another team: refused and remembered.
-    let envelope = obj(&doc, &["envelope"]);
     let r1 = change(&mut doc, &actor("mallory"), |tx, _| tx.put(&envelope, "team", "onc-west").unwrap());
     mallory.sync(id, doc.get_heads(), raw::raw(&[&r1])).await;
     assert_eq!(mallory.refusal(id).await, "owner-change");
@@ -225,11 +232,8 @@ async fn an_owner_change_behind_a_refused_change_and_its_undo_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_added_under_the_envelope_is_refused() {
     let w = world("");
-    let mut mallory = w.raw("mallory").await;
-    let (id, mut doc) = plan_by("mallory", "mine");
-    created(&mut mallory, id, &doc).await;
+    let (mut mallory, id, mut doc, envelope) = mallorys_plan(&w).await;
     let base = doc.clone();
-    let envelope = obj(&doc, &["envelope"]);
     let region = change(&mut doc, &actor("mallory"), |tx, _| tx.put(&envelope, "region", "eu-west").unwrap());
     mallory.sync(id, doc.get_heads(), raw::raw(&[&region])).await;
     assert_eq!(mallory.refusal(id).await, "envelope-change");
