@@ -119,12 +119,12 @@ impl Outbox {
         (self.shared.max_bytes / 2).saturating_sub(self.queued_bytes()).max(1)
     }
 
-    /// The engine waits for room. `Some(room)` if the outbox has drained already (then the
-    /// actor gives it); else the task will say once it has (`OutboxReceiver::room_due`), and
-    /// exactly one of the two does.
-    pub fn want_room(&self) -> Option<usize> {
+    /// The engine waits for room. `true` if the outbox has drained already (then the actor
+    /// gives it); else the task will say once it has (`OutboxReceiver::room_due`): exactly one
+    /// of the two does.
+    pub fn want_room(&self) -> bool {
         self.shared.room_wanted.store(true, Ordering::SeqCst);
-        self.shared.room_due().then(|| self.room())
+        self.shared.room_due()
     }
 }
 
@@ -216,11 +216,11 @@ mod tests {
     async fn room_is_half_the_bound_and_the_drained_outbox_says_so_once() {
         let (out, mut rx) = outbox(4_000);
         assert_eq!(out.room(), 2_000);
-        assert_eq!(out.want_room(), Some(2_000), "empty: room at once");
+        assert!(out.want_room(), "empty: room at once");
         assert!(!rx.room_due(), "given by the actor, not again by the task");
         assert!(out.frame(vec![0; 2_000]));
         assert_eq!(out.room(), 1, "at least one message");
-        assert_eq!(out.want_room(), None, "full: the task will say");
+        assert!(!out.want_room(), "full: the task will say");
         assert!(!rx.room_due(), "not drained yet");
         assert!(matches!(rx.recv().await, Some(Outgoing::Frame(_))));
         assert!(rx.room_due(), "drained");

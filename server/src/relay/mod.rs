@@ -257,6 +257,7 @@ pub fn spawn(
         pending_owners,
         policy_cache,
         outboxes: HashMap::new(),
+        room_due: Vec::new(),
         tx,
         pending: 0,
         running: HashMap::new(),
@@ -289,6 +290,9 @@ struct Actor {
     /// What the policy remembers of owners and tombstones; told here what may have changed.
     policy_cache: PolicyCache,
     outboxes: HashMap<ConnId, Outbox>,
+    /// Connections whose engine waits for room their outbox has (`give_room`), given after the
+    /// message at hand: giving it at once would recurse once per outbox-full on a fast reader.
+    room_due: Vec<ConnId>,
     tx: mpsc::Sender<ActorMsg>,
     /// Storage tasks running; shutdown waits for them.
     pending: usize,
@@ -340,6 +344,7 @@ impl Actor {
                     }
                 }
             }
+            self.give_room_due();
             self.metrics.resident_documents.store(self.engine.resident() as u64, std::sync::atomic::Ordering::Relaxed);
             if self.pending == 0
                 && let Some(done) = self.shutdown.take()
@@ -536,11 +541,22 @@ impl Actor {
         });
     }
 
-    /// The engine's sync messages for `conn` wait for room in its outbox: given now if it has
-    /// drained, else by the connection's task once it has (`ActorMsg::Room`).
+    /// The engine's sync messages for `conn` wait for room in its outbox: given after the
+    /// message at hand if it has drained, else by the connection's task once it has
+    /// (`ActorMsg::Room`).
     fn give_room(&mut self, conn: ConnId) {
-        if let Some(bytes) = self.outboxes.get(&conn).and_then(Outbox::want_room) {
-            self.input(Input::Room { conn, bytes });
+        if self.outboxes.get(&conn).is_some_and(Outbox::want_room) {
+            self.room_due.push(conn);
+        }
+    }
+
+    /// Gives the room owed (`give_room`), in a loop: what the engine then generates may fill an
+    /// outbox again and owe more.
+    fn give_room_due(&mut self) {
+        while let Some(conn) = self.room_due.pop() {
+            if let Some(bytes) = self.outboxes.get(&conn).map(Outbox::room) {
+                self.input(Input::Room { conn, bytes });
+            }
         }
     }
 
