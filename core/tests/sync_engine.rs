@@ -1499,3 +1499,50 @@ fn paced(resident_cap: usize) {
     net.settle();
     assert_eq!(net.notes(devs[0], docs[0]).as_deref(), Some("plan 0 [from dev1]"));
 }
+
+/// A relay with `max_loading`: a phone asking for a thousand documents at once makes at most
+/// that many entries wait for their loads; the other requests wait as messages, and every one
+/// is answered, in the order asked.
+#[test]
+fn a_peer_asking_for_many_documents_at_once_loads_them_a_few_at_a_time() {
+    use automerge::sync::SyncDoc;
+    let mut config = EngineConfig::new("relay");
+    config.max_loading = 8;
+    config.resident_cap = 16;
+    let engine = Engine::new(config, Box::new(OpenPolicy), "relay-session".into());
+    let store = new_store_on("relay", Arc::new(MemoryKv::new()));
+    let kol = DocumentId::from_bytes([1; 16]);
+    let docs: Vec<DocumentId> =
+        (0..1_000).map(|i| store.create("team", &EngagementPlan::new(&kol, format!("p{i}"))).unwrap()).collect();
+    let mut relay = Driver::new(engine, store, Storage::Deferred);
+    let conn = ConnId(1);
+    relay.handle_at(1, Input::Connected { conn, side: Side::Receiver });
+    let join =
+        Message::Join { sender_id: "phone".into(), supported_protocol_versions: vec!["1".into()], metadata: None };
+    relay.handle_at(2, Input::Frame { conn, frame: join.encode() });
+    let ask = Automerge::new().generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode();
+    for doc in &docs {
+        let m = Message::Request {
+            sender_id: "phone".into(),
+            target_id: "relay".into(),
+            document_id: *doc,
+            data: ask.clone(),
+        };
+        relay.handle_at(3, Input::Frame { conn, frame: m.encode() });
+    }
+    assert_eq!(relay.engine.resident(), 8, "entries for the loads admitted only");
+    let mut answered = Vec::new();
+    let mut most = 0;
+    while let Some(outputs) = relay.complete(0, None) {
+        most = most.max(relay.engine.resident());
+        for o in outputs {
+            if let Output::Send { frame, .. } = o
+                && let Ok(Message::Sync { document_id, .. }) = wire::decode(&frame, usize::MAX)
+            {
+                answered.push(document_id);
+            }
+        }
+    }
+    assert!(most <= 16 + 8 + 1, "the resident cap, the loads admitted and the one just loaded: {most}");
+    assert_eq!(answered, docs, "every request answered, in the order asked");
+}

@@ -232,6 +232,9 @@ pub fn spawn(
     config.resident_cap = settings.resident_cap;
     config.max_frame = settings.max_frame;
     config.max_docs_per_conn = settings.max_docs_per_conn;
+    // Twice the loads that run at once, so the next are queued when one completes; a phone's
+    // other requests wait in the engine as messages, not as document entries.
+    config.max_loading = settings.max_loading_documents.max(1).saturating_mul(2);
     config.handshake_timeout_ms = settings.handshake_timeout.as_millis() as i64;
     config.max_inflated_bytes = (settings.max_frame as u64).saturating_mul(4);
     let pending_owners = PendingOwners::default();

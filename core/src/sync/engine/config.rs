@@ -35,6 +35,9 @@ pub struct EngineConfig {
     /// tell (its store unreachable); one connection may have at most `max_frame`. Past either,
     /// that connection is closed "try again later".
     pub max_unjudged_bytes: usize,
+    /// Documents loading at once for peers' messages; messages for further documents wait, in
+    /// order, as messages rather than as document entries (see `engine::admission`).
+    pub max_loading: usize,
     /// Messages exchanged for one document with one peer without either side's heads moving,
     /// after which the sync state is reset (guards a known automerge sync loop).
     pub loop_guard: u32,
@@ -47,8 +50,8 @@ impl EngineConfig {
     /// Defaults for `peer_id`: no storage id, not ephemeral, [`wire::DEFAULT_MAX_FRAME`] (8 MiB)
     /// frames, 10 000 resident documents, eviction after 10 idle minutes, a 10 s handshake
     /// timeout, `announce` off, no per-connection document limit, changes inflating to at most
-    /// four frames (32 MiB), 64 MiB of messages waiting for a policy that cannot tell, and a
-    /// loop guard of 16 messages.
+    /// four frames (32 MiB), 64 MiB of messages waiting for a policy that cannot tell, loads
+    /// not bounded, and a loop guard of 16 messages.
     pub fn new(peer_id: impl Into<String>) -> Self {
         Self {
             peer_id: PeerId(peer_id.into()),
@@ -62,6 +65,7 @@ impl EngineConfig {
             max_docs_per_conn: usize::MAX,
             max_inflated_bytes: 4 * wire::DEFAULT_MAX_FRAME as u64,
             max_unjudged_bytes: 64 << 20,
+            max_loading: usize::MAX,
             loop_guard: 16,
             catalog: None,
         }

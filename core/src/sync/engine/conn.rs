@@ -107,6 +107,7 @@ impl Engine {
     pub(super) fn on_disconnected(&mut self, conn: ConnId) {
         let Some(c) = self.conns.remove(&conn) else { return };
         self.forget_unjudged(&c.unjudged);
+        self.forget_waiting_loads(conn);
         let peer = match c.phase {
             ConnPhase::Ready(p) => Some(p),
             _ => None,

@@ -38,15 +38,19 @@ impl Engine {
         }
         self.retry_reloads();
         self.judge_all_unjudged();
+        self.admit_loads();
         self.evict_rescan_at = 0;
         self.evict_over_cap();
     }
 
-    /// Evicts the least recently used evictable documents down to the cap. The scan is over
-    /// every resident document, so after one that could not get under the cap (documents
-    /// loading or wanted cannot go) the next waits until a tenth of the cap more documents came
-    /// or a tick passed: a peer asking for 44,000 documents at once made every load rescan them
-    /// all (quadratic: minutes instead of seconds for a new phone's first sync).
+    /// Evicts the least recently used evictable documents once past the cap, down to a tenth
+    /// below it. The scan is over every resident document, so it must not run for every load:
+    /// going a tenth below the cap leaves room for that many loads before the next scan (with
+    /// loads admitted a few at a time, evicting only down to the cap scanned 2,000 documents per
+    /// load and doubled a new phone's relay CPU), and after a scan that could not get under the
+    /// cap (documents loading or wanted cannot go) the next waits until a tenth of the cap more
+    /// documents came or a tick passed: a peer asking for 44,000 documents at once made every
+    /// load rescan them all (quadratic: minutes instead of seconds for a new phone's first sync).
     pub(super) fn evict_over_cap(&mut self) {
         if self.docs.len() <= self.config.resident_cap || self.docs.len() < self.evict_rescan_at {
             return;
@@ -55,7 +59,8 @@ impl Engine {
         let mut candidates: Vec<(i64, DocumentId)> =
             self.docs.iter().filter(|(_, d)| evictable(d)).map(|(id, d)| (d.last_used, *id)).collect();
         candidates.sort();
-        let excess = self.docs.len() - self.config.resident_cap;
+        let low = self.config.resident_cap - self.config.resident_cap / 10;
+        let excess = self.docs.len() - low;
         for (_, doc) in candidates.into_iter().take(excess) {
             self.evict(doc);
         }

@@ -15,6 +15,7 @@
 //! - **Bounded memory.** At most `resident_cap` documents stay loaded; idle ones are evicted and
 //!   reloaded on demand. A peer's sync state survives eviction (persisted, or kept encoded).
 
+mod admission;
 mod api;
 mod catalog;
 mod config;
@@ -70,6 +71,8 @@ pub struct Engine {
     eviction_scans: u64,
     /// Bytes of messages held on all connections for a policy that cannot tell (`unjudged`).
     unjudged_bytes: usize,
+    /// Loads for peers' messages, admitted a few at a time (`admission`).
+    admission: admission::Admission,
 }
 
 impl std::fmt::Debug for Engine {
@@ -101,6 +104,7 @@ impl Engine {
             reloads_owed: BTreeMap::new(),
             eviction_scans: 0,
             unjudged_bytes: 0,
+            admission: Default::default(),
         }
     }
 
@@ -172,7 +176,10 @@ impl Engine {
             Input::Connected { conn, side } => self.on_connected(conn, side),
             Input::Frame { conn, frame } => self.on_frame(conn, &frame),
             Input::Disconnected { conn } => self.on_disconnected(conn),
-            Input::StorageDone { task, result } => self.on_storage(task, result),
+            Input::StorageDone { task, result } => {
+                self.on_storage(task, result);
+                self.admit_loads();
+            }
             Input::Tick => self.on_tick(),
             Input::Reload { doc } => self.reload(doc),
             Input::Announce { doc } => self.on_announce(doc),

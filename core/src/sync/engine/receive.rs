@@ -70,7 +70,9 @@ impl Engine {
         }
         match self.docs.get_mut(&doc) {
             None => {
+                let Some(msg) = self.wait_for_load(doc, conn, msg) else { return };
                 self.start_load(doc);
+                self.admitted(doc);
                 if let Some(DocEntry { phase: DocPhase::Loading { queued, .. }, .. }) = self.docs.get_mut(&doc) {
                     queued.push_back((conn, msg));
                 }
