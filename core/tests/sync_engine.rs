@@ -906,32 +906,11 @@ fn a_device_that_discards_a_refused_change_hears_the_relay_hold_its_heads() {
 
 #[test]
 fn a_peer_asking_for_many_documents_at_once_does_not_make_every_load_rescan_the_resident_set() {
-    use automerge::sync::SyncDoc;
     // The relay's storage answers when told: every request makes an entry that waits to load,
     // as on a relay whose loads are bounded and queued.
     let mut config = EngineConfig::new("relay");
     config.resident_cap = 100;
-    let engine = Engine::new(config, Box::new(OpenPolicy), "relay-session".into());
-    let store = new_store_on("relay", Arc::new(MemoryKv::new()));
-    let kol = DocumentId::from_bytes([1; 16]);
-    let docs: Vec<DocumentId> =
-        (0..1_000).map(|i| store.create("team", &EngagementPlan::new(&kol, format!("p{i}"))).unwrap()).collect();
-    let mut relay = Driver::new(engine, store, Storage::Deferred);
-    let conn = ConnId(1);
-    relay.handle_at(1, Input::Connected { conn, side: Side::Receiver });
-    let join =
-        Message::Join { sender_id: "phone".into(), supported_protocol_versions: vec!["1".into()], metadata: None };
-    relay.handle_at(2, Input::Frame { conn, frame: join.encode() });
-    let ask = Automerge::new().generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode();
-    for doc in &docs {
-        let m = Message::Request {
-            sender_id: "phone".into(),
-            target_id: "relay".into(),
-            document_id: *doc,
-            data: ask.clone(),
-        };
-        relay.handle_at(3, Input::Frame { conn, frame: m.encode() });
-    }
+    let (mut relay, docs) = relay_asked_for_a_thousand(config);
     let scans = relay.engine.eviction_scans();
     assert!(scans <= 100, "{scans} scans of the resident set for 1,000 waiting loads (one per load is quadratic)");
     // Everything still arrives, and the resident set comes back under the cap.
@@ -1500,15 +1479,10 @@ fn paced(resident_cap: usize) {
     assert_eq!(net.notes(devs[0], docs[0]).as_deref(), Some("plan 0 [from dev1]"));
 }
 
-/// A relay with `max_loading`: a phone asking for a thousand documents at once makes at most
-/// that many entries wait for their loads; the other requests wait as messages, and every one
-/// is answered, in the order asked.
-#[test]
-fn a_peer_asking_for_many_documents_at_once_loads_them_a_few_at_a_time() {
+/// A relay over a thousand stored plans, with storage that answers when told, and a phone
+/// that asked for all of them at once.
+fn relay_asked_for_a_thousand(config: EngineConfig) -> (Driver, Vec<DocumentId>) {
     use automerge::sync::SyncDoc;
-    let mut config = EngineConfig::new("relay");
-    config.max_loading = 8;
-    config.resident_cap = 16;
     let engine = Engine::new(config, Box::new(OpenPolicy), "relay-session".into());
     let store = new_store_on("relay", Arc::new(MemoryKv::new()));
     let kol = DocumentId::from_bytes([1; 16]);
@@ -1530,6 +1504,18 @@ fn a_peer_asking_for_many_documents_at_once_loads_them_a_few_at_a_time() {
         };
         relay.handle_at(3, Input::Frame { conn, frame: m.encode() });
     }
+    (relay, docs)
+}
+
+/// A relay with `max_loading`: a phone asking for a thousand documents at once makes at most
+/// that many entries wait for their loads; the other requests wait as messages, and every one
+/// is answered, in the order asked.
+#[test]
+fn a_peer_asking_for_many_documents_at_once_loads_them_a_few_at_a_time() {
+    let mut config = EngineConfig::new("relay");
+    config.max_loading = 8;
+    config.resident_cap = 16;
+    let (mut relay, docs) = relay_asked_for_a_thousand(config);
     assert_eq!(relay.engine.resident(), 8, "entries for the loads admitted only");
     let mut answered = Vec::new();
     let mut most = 0;
