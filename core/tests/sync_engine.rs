@@ -910,7 +910,7 @@ fn a_peer_asking_for_many_documents_at_once_does_not_make_every_load_rescan_the_
     // as on a relay whose loads are bounded and queued.
     let mut config = EngineConfig::new("relay");
     config.resident_cap = 100;
-    let (mut relay, docs) = relay_asked_for_a_thousand(config);
+    let (mut relay, docs, _) = relay_asked_for_a_thousand(config);
     let scans = relay.engine.eviction_scans();
     assert!(scans <= 100, "{scans} scans of the resident set for 1,000 waiting loads (one per load is quadratic)");
     // Everything still arrives, and the resident set comes back under the cap.
@@ -1480,8 +1480,8 @@ fn paced(resident_cap: usize) {
 }
 
 /// A relay over a thousand stored plans, with storage that answers when told, and a phone
-/// that asked for all of them at once.
-fn relay_asked_for_a_thousand(config: EngineConfig) -> (Driver, Vec<DocumentId>) {
+/// that asked for all of them at once; and the reasons the relay closed connections for.
+fn relay_asked_for_a_thousand(config: EngineConfig) -> (Driver, Vec<DocumentId>, Vec<CloseReason>) {
     use automerge::sync::SyncDoc;
     let engine = Engine::new(config, Box::new(OpenPolicy), "relay-session".into());
     let store = new_store_on("relay", Arc::new(MemoryKv::new()));
@@ -1495,6 +1495,7 @@ fn relay_asked_for_a_thousand(config: EngineConfig) -> (Driver, Vec<DocumentId>)
         Message::Join { sender_id: "phone".into(), supported_protocol_versions: vec!["1".into()], metadata: None };
     relay.handle_at(2, Input::Frame { conn, frame: join.encode() });
     let ask = Automerge::new().generate_sync_message(&mut automerge::sync::State::new()).unwrap().encode();
+    let mut closed = Vec::new();
     for doc in &docs {
         let m = Message::Request {
             sender_id: "phone".into(),
@@ -1502,9 +1503,13 @@ fn relay_asked_for_a_thousand(config: EngineConfig) -> (Driver, Vec<DocumentId>)
             document_id: *doc,
             data: ask.clone(),
         };
-        relay.handle_at(3, Input::Frame { conn, frame: m.encode() });
+        for o in relay.handle_at(3, Input::Frame { conn, frame: m.encode() }) {
+            if let Output::Close { reason, .. } = o {
+                closed.push(reason);
+            }
+        }
     }
-    (relay, docs)
+    (relay, docs, closed)
 }
 
 /// A relay with `max_loading`: a phone asking for a thousand documents at once makes at most
@@ -1515,7 +1520,8 @@ fn a_peer_asking_for_many_documents_at_once_loads_them_a_few_at_a_time() {
     let mut config = EngineConfig::new("relay");
     config.max_loading = 8;
     config.resident_cap = 16;
-    let (mut relay, docs) = relay_asked_for_a_thousand(config);
+    let (mut relay, docs, closed) = relay_asked_for_a_thousand(config);
+    assert!(closed.is_empty(), "{closed:?}");
     assert_eq!(relay.engine.resident(), 8, "entries for the loads admitted only");
     let mut answered = Vec::new();
     let mut most = 0;
@@ -1531,4 +1537,18 @@ fn a_peer_asking_for_many_documents_at_once_loads_them_a_few_at_a_time() {
     }
     assert!(most <= 16 + 8 + 1, "the resident cap, the loads admitted and the one just loaded: {most}");
     assert_eq!(answered, docs, "every request answered, in the order asked");
+}
+
+/// What one connection has waiting for loads is bounded in bytes: past it the connection is
+/// closed, and what it had waiting goes with it.
+#[test]
+fn a_connection_whose_messages_waiting_for_loads_pass_their_bound_is_closed() {
+    let mut config = EngineConfig::new("relay");
+    config.max_loading = 1;
+    config.max_waiting_bytes = 16 << 10; // about a hundred requests
+    let (mut relay, _, closed) = relay_asked_for_a_thousand(config);
+    assert_eq!(closed, [CloseReason::TooMuchWaiting]);
+    let answered = relay.complete_all().iter().filter(|o| matches!(o, Output::Send { .. })).count();
+    assert_eq!(answered, 0, "nothing is answered on the closed connection");
+    assert_eq!(relay.engine.resident(), 1, "the one load admitted, and nothing waiting");
 }

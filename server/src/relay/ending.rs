@@ -28,6 +28,7 @@ pub(super) fn close_reason(r: &CloseReason) -> (u16, &'static str) {
         CloseReason::UnsupportedVersion => (close::PROTOCOL, "unsupported protocol version"),
         CloseReason::HandshakeTimeout => (close::PROTOCOL, "handshake timeout"),
         CloseReason::TooManyDocuments => (close::LIMIT, "too many documents on one connection"),
+        CloseReason::TooMuchWaiting => (close::LIMIT, "too much waiting for loads on one connection"),
         CloseReason::Rejected(r) => (close::AUTH, crate::policy::rejection_text(r)),
         CloseReason::PeerError(_) => (close::PROTOCOL, "peer reported an error"),
         CloseReason::PeerLeft => (close::GOING_AWAY, "peer left"),

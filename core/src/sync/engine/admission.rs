@@ -6,8 +6,13 @@
 //! resident memory pass 1 GiB for one phone. With `max_loading` set, at most that many
 //! documents load at once for peers' messages; the messages for the others wait here, in order,
 //! as they came (tens of bytes each), and are taken up as loads complete. A message for a
-//! document already waiting goes behind it. The relay sets it to its `max_loading_documents`;
-//! by default (a device) nothing waits.
+//! document already waiting goes behind it. The relay sets it to twice its
+//! `max_loading_documents`; by default (a device) nothing waits.
+//!
+//! What one connection has waiting is bounded in bytes: `max_waiting_bytes`, 64 MiB (a phone's
+//! 44,000 requests are about 11 MB). Past it the connection is closed
+//! (`CloseReason::TooMuchWaiting`): a device sending large sync messages for documents still
+//! waiting cannot grow the relay's memory without bound.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -24,6 +29,8 @@ pub(super) struct Admission {
     order: VecDeque<DocumentId>,
     /// The messages waiting, per document, oldest first.
     waiting: BTreeMap<DocumentId, VecDeque<(ConnId, Message)>>,
+    /// Bytes waiting, per connection (`unjudged::size` of each message).
+    bytes: BTreeMap<ConnId, usize>,
 }
 
 impl Engine {
@@ -31,15 +38,25 @@ impl Engine {
     /// it wait already. If so it is kept; else it is handed back.
     pub(super) fn wait_for_load(&mut self, doc: DocumentId, conn: ConnId, msg: Message) -> Option<Message> {
         let a = &mut self.admission;
-        if let Some(queue) = a.waiting.get_mut(&doc) {
-            queue.push_back((conn, msg));
-            return None;
-        }
-        if a.loading.len() < self.config.max_loading {
+        let queued = a.waiting.contains_key(&doc);
+        if !queued && a.loading.len() < self.config.max_loading {
             return Some(msg);
         }
-        a.order.push_back(doc);
-        a.waiting.insert(doc, VecDeque::from([(conn, msg)]));
+        let cost = super::unjudged::size(&msg);
+        let bytes = a.bytes.entry(conn).or_default();
+        if *bytes + cost > self.config.max_waiting_bytes {
+            tracing::warn!(document = %doc, waiting = *bytes, "a connection's messages waiting for loads passed their bound: closing it");
+            self.protocol_error(conn, super::CloseReason::TooMuchWaiting, "too much waiting for loads");
+            return None;
+        }
+        *bytes += cost;
+        match a.waiting.get_mut(&doc) {
+            Some(queue) => queue.push_back((conn, msg)),
+            None => {
+                a.order.push_back(doc);
+                a.waiting.insert(doc, VecDeque::from([(conn, msg)]));
+            }
+        }
         None
     }
 
@@ -64,6 +81,9 @@ impl Engine {
             let Some(messages) = self.admission.waiting.remove(&doc) else { continue };
             // In order: the first starts the load, the others queue behind it on the entry.
             for (conn, msg) in messages {
+                if let Some(b) = self.admission.bytes.get_mut(&conn) {
+                    *b = b.saturating_sub(super::unjudged::size(&msg));
+                }
                 self.on_doc_message_now(conn, msg);
             }
         }
@@ -72,6 +92,7 @@ impl Engine {
     /// A connection went: its waiting messages go with it.
     pub(super) fn forget_waiting_loads(&mut self, conn: ConnId) {
         let a = &mut self.admission;
+        a.bytes.remove(&conn);
         if a.waiting.is_empty() {
             return;
         }

@@ -97,6 +97,9 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// The connection asked about more than `max_docs_per_conn` documents.
     TooManyDocuments,
+    /// The connection's messages waiting for their documents' loads passed
+    /// `max_waiting_bytes` (see `engine::admission`).
+    TooMuchWaiting,
     /// [`Policy::accept_peer`](super::Policy::accept_peer) refused the peer, for this reason.
     Rejected(String),
     /// The peer sent an `error` message; its text, cut to 200 characters.

@@ -38,6 +38,9 @@ pub struct EngineConfig {
     /// Documents loading at once for peers' messages; messages for further documents wait, in
     /// order, as messages rather than as document entries (see `engine::admission`).
     pub max_loading: usize,
+    /// Bytes of one connection's messages that may wait for their documents' loads; past it
+    /// the connection is closed (`CloseReason::TooMuchWaiting`).
+    pub max_waiting_bytes: usize,
     /// Messages exchanged for one document with one peer without either side's heads moving,
     /// after which the sync state is reset (guards a known automerge sync loop).
     pub loop_guard: u32,
@@ -51,7 +54,8 @@ impl EngineConfig {
     /// frames, 10 000 resident documents, eviction after 10 idle minutes, a 10 s handshake
     /// timeout, `announce` off, no per-connection document limit, changes inflating to at most
     /// four frames (32 MiB), 64 MiB of messages waiting for a policy that cannot tell, loads
-    /// not bounded, and a loop guard of 16 messages.
+    /// not bounded (64 MiB of one connection's messages may wait for them), and a loop guard of
+    /// 16 messages.
     pub fn new(peer_id: impl Into<String>) -> Self {
         Self {
             peer_id: PeerId(peer_id.into()),
@@ -66,6 +70,7 @@ impl EngineConfig {
             max_inflated_bytes: 4 * wire::DEFAULT_MAX_FRAME as u64,
             max_unjudged_bytes: 64 << 20,
             max_loading: usize::MAX,
+            max_waiting_bytes: 64 << 20,
             loop_guard: 16,
             catalog: None,
         }

@@ -37,7 +37,7 @@ impl Unjudged {
 }
 
 /// What a held message costs: its sync data and a little for the rest.
-fn size(msg: &Message) -> usize {
+pub(super) fn size(msg: &Message) -> usize {
     match msg {
         Message::Request { data, .. } | Message::Sync { data, .. } => data.len() + 128,
         _ => 128,
